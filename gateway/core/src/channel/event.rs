@@ -1,0 +1,447 @@
+//! The normalized events a plugin produces from a webhook request, and the
+//! outbound requests it renders.
+
+use serde::{Deserialize, Serialize};
+
+/// A person on a channel.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChannelIdentity {
+    /// Channel name (the plugin id).
+    pub channel: String,
+    /// Business-side account: WhatsApp phone_number_id, Telegram bot id, …
+    pub scope: String,
+    /// The person's id on the channel.
+    pub id: String,
+}
+
+/// What kind of identifier a claim states.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimKind {
+    /// Email address.
+    Email,
+    /// Phone number, as reported.
+    Phone,
+    /// Display name.
+    Name,
+    /// Channel handle.
+    Username,
+    /// The business's own user id.
+    UserId,
+    /// Anything else.
+    Other(String),
+}
+
+/// Something a channel reports about a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// What it is.
+    pub kind: ClaimKind,
+    /// The value.
+    pub value: String,
+    /// Whether the channel vouches for it.
+    pub verified: bool,
+}
+
+/// Kind of media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    /// Picture.
+    Image,
+    /// Video.
+    Video,
+    /// Audio or voice note.
+    Audio,
+    /// File.
+    Document,
+    /// Sticker.
+    Sticker,
+}
+
+/// The content of an inbound message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Content {
+    /// Plain text.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// A media reference.
+    Media {
+        /// Kind.
+        kind: MediaKind,
+        /// Channel id or URL of the media.
+        reference: String,
+        /// MIME type.
+        mime_type: Option<String>,
+        /// Caption.
+        caption: Option<String>,
+        /// File name.
+        filename: Option<String>,
+    },
+    /// A location.
+    Location {
+        /// Degrees.
+        latitude: f64,
+        /// Degrees.
+        longitude: f64,
+        /// Place name.
+        name: Option<String>,
+        /// Address.
+        address: Option<String>,
+    },
+    /// Structured input: button, list reply, command.
+    Postback {
+        /// Machine-readable payload.
+        payload: String,
+        /// Human-readable text.
+        title: String,
+    },
+    /// A reaction to an earlier message.
+    Reaction {
+        /// Provider id of the message reacted to.
+        message_id: String,
+        /// Emoji, empty when removed.
+        emoji: String,
+    },
+    /// A message type the plugin does not normalize.
+    Unsupported {
+        /// The channel's name for the type.
+        kind: String,
+    },
+}
+
+/// A message a person sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboundMessage {
+    /// The channel's id for the message, for dedup.
+    pub provider_message_id: String,
+    /// Who sent it.
+    pub sender: ChannelIdentity,
+    /// Display name, if given.
+    pub display_name: Option<String>,
+    /// What the channel reports about the sender.
+    pub claims: Vec<Claim>,
+    /// What was sent.
+    pub content: Content,
+    /// A link token carried by the message.
+    pub link_token: Option<String>,
+    /// Unix seconds.
+    pub timestamp: u64,
+    /// Whether it edits an earlier message.
+    pub edited: bool,
+    /// Opaque handle passed back when replying.
+    pub reply_handle: Option<String>,
+}
+
+/// Where an outbound message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Accepted by the channel.
+    Sent,
+    /// On the device.
+    Delivered,
+    /// Read.
+    Read,
+    /// Failed.
+    Failed,
+}
+
+/// A status update for an outbound message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryStatus {
+    /// Provider id of the outbound message.
+    pub provider_message_id: String,
+    /// Recipient, if given.
+    pub recipient: Option<ChannelIdentity>,
+    /// New state.
+    pub state: DeliveryState,
+    /// Unix seconds.
+    pub timestamp: u64,
+    /// Channel error text when failed.
+    pub error: Option<String>,
+}
+
+/// One normalized event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum InboundEvent {
+    /// A person sent a message.
+    Message(InboundMessage),
+    /// An outbound message changed state.
+    Status(DeliveryStatus),
+    /// Skipped on purpose.
+    Ignored {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// An HTTP header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Lower-case name.
+    pub name: String,
+    /// Value.
+    pub value: String,
+}
+
+/// The immediate answer a channel expects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<Header>,
+    /// Body, as text when it is UTF-8 (the JSON output shows it so).
+    #[serde(with = "body_text")]
+    pub body: Vec<u8>,
+}
+
+/// A plugin diagnostic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Diagnostic {
+    /// `info` or `warning`.
+    pub level: String,
+    /// The note.
+    pub message: String,
+}
+
+/// What a plugin made of one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inbound {
+    /// Events in payload order.
+    pub events: Vec<InboundEvent>,
+    /// The answer the channel expects, sent once events are stored.
+    pub response: HttpResponse,
+    /// Notes for the operator.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Where the host puts a credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialHeader {
+    /// Header name.
+    pub name: String,
+    /// Text before the secret.
+    pub prefix: String,
+    /// Secret name.
+    pub secret: String,
+}
+
+/// A channel API call, without credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpCall {
+    /// Method, upper case.
+    pub method: String,
+    /// Path relative to `api_base`, with `{secret:NAME}` placeholders.
+    pub path: String,
+    /// Headers.
+    pub headers: Vec<Header>,
+    /// Body.
+    #[serde(with = "body_text")]
+    pub body: Vec<u8>,
+    /// Credential the host adds.
+    pub credential: Option<CredentialHeader>,
+}
+
+/// How an outbound message is delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "via")]
+pub enum OutboundRequest {
+    /// An HTTP call to the channel API.
+    Http(HttpCall),
+    /// A frame pushed to the recipient's open sessions.
+    Push {
+        /// The frame.
+        #[serde(with = "body_text")]
+        frame: Vec<u8>,
+    },
+}
+
+/// A reply to deliver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundMessage {
+    /// Gateway id, stable across retries.
+    pub message_id: String,
+    /// Recipient.
+    pub recipient: ChannelIdentity,
+    /// Text.
+    pub text: String,
+    /// Reply handle of the message answered.
+    pub reply_handle: Option<String>,
+}
+
+/// Bodies serialize as a UTF-8 string when they are one, else as an array
+/// of bytes; both forms deserialize.
+mod body_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(body: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(body) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => s.collect_seq(body),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Body {
+        Text(String),
+        Bytes(Vec<u8>),
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        Ok(match Body::deserialize(d)? {
+            Body::Text(t) => t.into_bytes(),
+            Body::Bytes(b) => b,
+        })
+    }
+}
+
+/// Why a plugin refused its input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "message")]
+pub enum ChannelError {
+    /// Not what the channel sends → 400 `malformed_payload`.
+    #[error("malformed payload: {0}")]
+    Malformed(String),
+    /// Well formed, but not handled by this plugin.
+    #[error("unsupported request: {0}")]
+    Unsupported(String),
+    /// An outbound message the channel cannot take.
+    #[error("invalid outbound message: {0}")]
+    InvalidOutbound(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A user the host authenticated (the widget's verified JWT).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthenticatedUser {
+    /// Token issuer.
+    pub issuer: String,
+    /// Token subject.
+    pub subject: String,
+    /// Verified claims from the token.
+    #[serde(default)]
+    pub claims: Vec<Claim>,
+}
+
+/// What the host adds to a request.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RequestContext {
+    /// Receive time, Unix milliseconds.
+    pub received_at_ms: u64,
+    /// Unique request id.
+    pub request_id: String,
+    /// Authenticated user, if any.
+    pub user: Option<AuthenticatedUser>,
+    /// The channel's configured settings: name → value.
+    pub settings: Vec<(String, String)>,
+}
+
+/// A verified inbound request, as handed to `parse-inbound`. This is also
+/// the `--request` file format of `gateway plugin run`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundRequest {
+    /// Method, upper case.
+    #[serde(default = "post")]
+    pub method: String,
+    /// Path.
+    #[serde(default)]
+    pub path: String,
+    /// Raw query without `?`.
+    #[serde(default)]
+    pub query: String,
+    /// Headers, lower-case names, in order.
+    #[serde(default, with = "header_list")]
+    pub headers: Vec<Header>,
+    /// Raw body.
+    #[serde(default, with = "body_text")]
+    pub body: Vec<u8>,
+    /// Host context.
+    #[serde(default)]
+    pub context: RequestContext,
+}
+
+fn post() -> String {
+    "POST".into()
+}
+
+/// Headers as a list of `{name, value}` or as an object `{name: value}`.
+mod header_list {
+    use super::Header;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub(super) fn serialize<S: Serializer>(h: &[Header], s: S) -> Result<S::Ok, S::Error> {
+        h.serialize(s)
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Headers {
+        List(Vec<Header>),
+        Map(BTreeMap<String, String>),
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Header>, D::Error> {
+        let list = match Headers::deserialize(d)? {
+            Headers::List(l) => l,
+            Headers::Map(m) => m
+                .into_iter()
+                .map(|(name, value)| Header { name, value })
+                .collect(),
+        };
+        Ok(list
+            .into_iter()
+            .map(|h| Header {
+                name: h.name.to_ascii_lowercase(),
+                value: h.value,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorded_request_reads_headers_as_a_map_and_the_body_as_text() {
+        let req: InboundRequest = serde_json::from_str(
+            r#"{"headers":{"X-Hub-Signature-256":"sha256=00"},"body":"{\"a\":1}"}"#,
+        )
+        .unwrap();
+        assert_eq!(req.method, "POST");
+        assert_eq!(req.headers[0].name, "x-hub-signature-256");
+        assert_eq!(req.body, br#"{"a":1}"#);
+    }
+
+    #[test]
+    fn a_recorded_request_with_an_unknown_key_names_it() {
+        let err = serde_json::from_str::<InboundRequest>(r#"{"bdy":"x"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `bdy`"), "{err}");
+    }
+
+    #[test]
+    fn a_binary_body_round_trips_as_bytes() {
+        let call = HttpCall {
+            method: "POST".into(),
+            path: "/x".into(),
+            headers: vec![],
+            body: vec![0xff, 0x00],
+            credential: None,
+        };
+        let json = serde_json::to_string(&call).unwrap();
+        assert!(json.contains("[255,0]"), "{json}");
+        assert_eq!(serde_json::from_str::<HttpCall>(&json).unwrap(), call);
+    }
+}

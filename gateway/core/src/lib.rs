@@ -1,0 +1,12 @@
+//! ChatCrafter Gateway's product logic, sans I/O.
+//!
+//! Nothing in this crate opens a socket, reads a clock, spawns a task or runs
+//! WebAssembly: hosts (the native `gateway` binary, the Spin component) own
+//! those and call in with bytes and times. That is what lets the same code run
+//! natively and inside a `wasm32-wasip2` component at the edge, and what lets
+//! its tests run without sleeping or networking.
+//!
+//! - [`channel`]: what a channel plugin declares (its manifest) and the
+//!   normalized events it produces, independent of any WIT version.
+
+pub mod channel;

@@ -1,0 +1,173 @@
+//! The `gateway` command line. `main.rs` only parses and dispatches; each
+//! command lives here so the tests can call it too.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use chatcrafter_core::channel::{
+    Handshake, InboundRequest, Manifest, OutboundMessage, Verification,
+};
+
+use crate::plugin::{Plugin, PluginHost};
+
+/// `gateway plugin check FILE.wasm`: load, validate, describe.
+pub fn plugin_check(path: &Path, json: bool) -> anyhow::Result<String> {
+    let host = PluginHost::new()?;
+    let plugin = host.load_file(path)?;
+    if json {
+        return Ok(serde_json::to_string_pretty(plugin.manifest())? + "\n");
+    }
+    Ok(describe(&plugin))
+}
+
+/// A human-readable account of a loaded plugin.
+pub fn describe(plugin: &Plugin) -> String {
+    let m: &Manifest = plugin.manifest();
+    let mut out = format!(
+        "ok: {source} is a chatcrafter:channel@0.1.0 plugin\n\
+         id:            {id}\n\
+         version:       {version}\n\
+         name:          {name}\n\
+         verification:  {verification}\n\
+         handshake:     {handshake}\n",
+        source = plugin.source(),
+        id = m.id,
+        version = m.version,
+        name = m.display_name,
+        verification = verification(&m.verification),
+        handshake = handshake(&m.handshake),
+    );
+    let caps: Vec<String> = m
+        .capabilities
+        .iter()
+        .map(|c| {
+            serde_json::to_value(c)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        })
+        .collect();
+    out.push_str(&format!("capabilities:  {}\n", caps.join(", ")));
+    for (title, list) in [("secrets", &m.secrets), ("settings", &m.settings)] {
+        out.push_str(&format!("{title}:\n"));
+        if list.is_empty() {
+            out.push_str("  (none)\n");
+        }
+        for s in list {
+            let req = if s.required { "required" } else { "optional" };
+            out.push_str(&format!("  {} ({req}): {}\n", s.name, s.description));
+        }
+    }
+    let imports = if plugin.imports().is_empty() {
+        "none".to_string()
+    } else {
+        format!(
+            "{} (granted an empty WASI context)",
+            plugin.imports().join(", ")
+        )
+    };
+    out.push_str(&format!("host imports:  {imports}\n"));
+    out
+}
+
+fn verification(v: &Verification) -> String {
+    match v {
+        Verification::None => "none".into(),
+        Verification::HmacSha256 {
+            header,
+            prefix,
+            encoding,
+            signed_template,
+            timestamp_header,
+            max_age_seconds,
+            secret,
+        } => {
+            let mut s = format!(
+                "hmac-sha256 in `{header}` as `{prefix}<{encoding:?}>` over `{signed_template}`, keyed by secret `{secret}`"
+            );
+            if let (Some(t), Some(age)) = (timestamp_header, max_age_seconds) {
+                s.push_str(&format!(", timestamp `{t}` within {age} s"));
+            }
+            s.to_lowercase_encoding()
+        }
+        Verification::SharedSecret { header, secret } => {
+            format!("shared secret in `{header}` equal to secret `{secret}`")
+        }
+        Verification::Ed25519 {
+            signature_header,
+            timestamp_header,
+            max_age_seconds,
+            public_key,
+            ..
+        } => format!(
+            "ed25519 in `{signature_header}` over `{timestamp_header}` ‖ body, \
+             key from secret `{public_key}`, timestamp within {max_age_seconds} s"
+        ),
+    }
+}
+
+trait LowerEncoding {
+    fn to_lowercase_encoding(self) -> String;
+}
+
+impl LowerEncoding for String {
+    fn to_lowercase_encoding(self) -> String {
+        self.replace("<Hex>", "<hex>")
+            .replace("<Base64>", "<base64>")
+    }
+}
+
+fn handshake(h: &Handshake) -> String {
+    match h {
+        Handshake::None => "none".into(),
+        Handshake::QueryChallenge {
+            method,
+            mode_param,
+            mode_value,
+            token_param,
+            token_secret,
+            challenge_param,
+        } => format!(
+            "{method} ?{mode_param}={mode_value}&{token_param}=<secret `{token_secret}`> echoes `{challenge_param}`"
+        ),
+    }
+}
+
+/// Which export `gateway plugin run` calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Export {
+    /// `parse-inbound`: REQ.json is a recorded request.
+    ParseInbound,
+    /// `render-outbound`: REQ.json is an outbound message.
+    RenderOutbound,
+}
+
+/// `gateway plugin run FILE.wasm --request REQ.json`: one export, offline.
+pub fn plugin_run(path: &Path, request: &PathBuf, export: Export) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(request)
+        .with_context(|| format!("{}: cannot read", request.display()))?;
+    let host = PluginHost::new()?;
+    let plugin = host.load_file(path)?;
+    let value = match export {
+        Export::ParseInbound => {
+            let mut req: InboundRequest = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a recorded request", request.display()))?;
+            if req.context.received_at_ms == 0 {
+                req.context.received_at_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+            }
+            if req.context.request_id.is_empty() {
+                req.context.request_id = "plugin-run".into();
+            }
+            serde_json::to_value(plugin.parse_inbound(&req)?)?
+        }
+        Export::RenderOutbound => {
+            let msg: OutboundMessage = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not an outbound message", request.display()))?;
+            serde_json::to_value(plugin.render_outbound(&msg)?)?
+        }
+    };
+    Ok(serde_json::to_string_pretty(&value)? + "\n")
+}

@@ -1,0 +1,68 @@
+//! The `gateway` binary: command-line parsing only.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chatcrafter_gateway::cli;
+use clap::{Parser, Subcommand};
+
+/// ChatCrafter Gateway: one conversation across the web widget, WhatsApp,
+/// Telegram and Discord.
+#[derive(Debug, Parser)]
+#[command(name = "gateway", version, about)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with channel plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Load a plugin, validate it against the WIT world and print its manifest.
+    Check {
+        /// The plugin component.
+        file: PathBuf,
+        /// Print the manifest as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one plugin export on a recorded request, offline, and print the result as JSON.
+    Run {
+        /// The plugin component.
+        file: PathBuf,
+        /// The recorded request (parse-inbound) or outbound message (render-outbound), JSON.
+        #[arg(long, value_name = "REQ.json")]
+        request: PathBuf,
+        /// The export to call.
+        #[arg(long, value_enum, default_value = "parse-inbound")]
+        export: cli::Export,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match args.command {
+        Command::Plugin(PluginCommand::Check { file, json }) => cli::plugin_check(&file, json),
+        Command::Plugin(PluginCommand::Run {
+            file,
+            request,
+            export,
+        }) => cli::plugin_run(&file, &request, export),
+    };
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

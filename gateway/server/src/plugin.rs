@@ -1,0 +1,610 @@
+//! The plugin host: a shared, immutable wasmtime engine; each plugin compiled
+//! once and cached as an `InstancePre`; one fresh instance per call.
+//!
+//! Every call runs in its own `Store` from the pooling allocator, with an
+//! epoch deadline and a memory cap (see [`limits`]). A trap, a deadline or a
+//! refused allocation fails that one call with a [`PluginError`] naming the
+//! plugin and its version; the host and every other call carry on.
+//!
+//! What this module deliberately does not do: it never hands a plugin a
+//! secret, a clock, randomness or any host capability, and it keeps nothing
+//! of a plugin instance between calls.
+
+mod bindings;
+mod convert;
+mod instance;
+pub mod limits;
+mod registry;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use chatcrafter_core::channel::{
+    ChannelError, Inbound, InboundRequest, Manifest, ManifestError, OutboundMessage,
+    OutboundRequest,
+};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+use bindings::ChannelPluginPre;
+use instance::{CallState, MemoryCapExceeded};
+pub use registry::Registry;
+
+/// The interface every channel plugin exports.
+pub const PLUGIN_INTERFACE: &str = "chatcrafter:channel/plugin@0.1.0";
+
+/// Import namespaces a `wasm32-wasip2` guest's standard library may link.
+/// They are satisfied with an empty WASI context. Anything else — notably
+/// `wasi:sockets`, `wasi:http` and `wasi:filesystem` beyond the empty
+/// preopens — is refused when the plugin is loaded.
+const ALLOWED_IMPORTS: &[&str] = &[
+    "wasi:cli/environment@",
+    "wasi:cli/exit@",
+    "wasi:cli/stdin@",
+    "wasi:cli/stdout@",
+    "wasi:cli/stderr@",
+    "wasi:cli/terminal-input@",
+    "wasi:cli/terminal-output@",
+    "wasi:cli/terminal-stdin@",
+    "wasi:cli/terminal-stdout@",
+    "wasi:cli/terminal-stderr@",
+    "wasi:io/error@",
+    "wasi:io/poll@",
+    "wasi:io/streams@",
+    "wasi:clocks/wall-clock@",
+    "wasi:clocks/monotonic-clock@",
+    "wasi:random/random@",
+    "wasi:random/insecure@",
+    "wasi:random/insecure-seed@",
+    "wasi:filesystem/types@",
+    "wasi:filesystem/preopens@",
+];
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("{source_name}: cannot read: {error}")]
+    Read {
+        /// Where the plugin came from.
+        source_name: String,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// The file is too large to be a plugin.
+    #[error("{source_name}: {size} bytes is over the {max} byte limit for a plugin")]
+    TooLarge {
+        /// Where the plugin came from.
+        source_name: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Not a valid WebAssembly component.
+    #[error("{source_name}: not a valid WebAssembly component: {reason}")]
+    NotComponent {
+        /// Where the plugin came from.
+        source_name: String,
+        /// What wasmtime said.
+        reason: String,
+    },
+    /// A component of another world.
+    #[error(
+        "{source_name}: not a chatcrafter:channel@0.1.0 plugin: it exports [{found}], \
+         but a channel plugin must export `{PLUGIN_INTERFACE}` \
+         (world chatcrafter:channel/channel-plugin)"
+    )]
+    WrongWorld {
+        /// Where the plugin came from.
+        source_name: String,
+        /// What it exports instead.
+        found: String,
+    },
+    /// It exports the interface, but with other function signatures.
+    #[error("{source_name}: exports `{PLUGIN_INTERFACE}` with a different shape: {reason}")]
+    WrongShape {
+        /// Where the plugin came from.
+        source_name: String,
+        /// What did not match.
+        reason: String,
+    },
+    /// It imports a host capability.
+    #[error(
+        "{source_name}: imports `{import}`, but channel plugins are pure functions that \
+         import nothing from the host (no network, files, clock or secrets)"
+    )]
+    ForbiddenImport {
+        /// Where the plugin came from.
+        source_name: String,
+        /// The import.
+        import: String,
+    },
+    /// `describe` failed.
+    #[error("{source_name}: `describe` failed: {error}")]
+    Describe {
+        /// Where the plugin came from.
+        source_name: String,
+        /// The call's error.
+        error: Box<PluginError>,
+    },
+    /// The manifest is unusable.
+    #[error("{source_name}: plugin {id}@{version} has an invalid manifest: {error}")]
+    Manifest {
+        /// Where the plugin came from.
+        source_name: String,
+        /// Its id as declared.
+        id: String,
+        /// Its version as declared.
+        version: String,
+        /// What is wrong.
+        error: ManifestError,
+    },
+}
+
+/// Why one plugin call failed. Every variant names the plugin and version.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The plugin returned a channel error: its answer about the input.
+    #[error("plugin {id}@{version}: `{export}` returned an error: {error}")]
+    Channel {
+        /// Plugin id.
+        id: String,
+        /// Plugin version.
+        version: String,
+        /// The export called.
+        export: &'static str,
+        /// The plugin's error.
+        error: ChannelError,
+    },
+    /// The call ran past its deadline.
+    #[error("plugin {id}@{version}: `{export}` exceeded its {deadline_ms} ms deadline")]
+    Deadline {
+        /// Plugin id.
+        id: String,
+        /// Plugin version.
+        version: String,
+        /// The export called.
+        export: &'static str,
+        /// The deadline.
+        deadline_ms: u64,
+    },
+    /// The plugin tried to grow its memory past the cap.
+    #[error(
+        "plugin {id}@{version}: `{export}` tried to grow its memory to {requested} bytes, \
+         over the {cap} byte cap"
+    )]
+    MemoryCap {
+        /// Plugin id.
+        id: String,
+        /// Plugin version.
+        version: String,
+        /// The export called.
+        export: &'static str,
+        /// Bytes requested.
+        requested: usize,
+        /// The cap.
+        cap: usize,
+    },
+    /// The plugin trapped.
+    #[error("plugin {id}@{version}: `{export}` trapped: {reason}")]
+    Trap {
+        /// Plugin id.
+        id: String,
+        /// Plugin version.
+        version: String,
+        /// The export called.
+        export: &'static str,
+        /// The trap.
+        reason: String,
+    },
+    /// No instance could be created (pool exhausted, instantiation trap).
+    #[error("plugin {id}@{version}: could not instantiate for `{export}`: {reason}")]
+    Instantiate {
+        /// Plugin id.
+        id: String,
+        /// Plugin version.
+        version: String,
+        /// The export called.
+        export: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The plugin returned something the host cannot use (e.g. an outbound
+    /// request naming an undeclared secret).
+    #[error("plugin {id}@{version}: `{export}` returned an invalid result: {reason}")]
+    InvalidResult {
+        /// Plugin id.
+        id: String,
+        /// Plugin version.
+        version: String,
+        /// The export called.
+        export: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl PluginError {
+    /// Whether the plugin refused its *input* (the caller's fault, e.g. a
+    /// malformed payload → 400) rather than failing itself (→ 502).
+    pub fn is_input_error(&self) -> bool {
+        matches!(self, PluginError::Channel { error, .. }
+            if matches!(error, ChannelError::Malformed(_) | ChannelError::Unsupported(_)))
+    }
+}
+
+struct HostInner {
+    engine: Engine,
+    linker: Linker<CallState>,
+    stop: Arc<AtomicBool>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl Drop for HostInner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The engine every plugin runs on. Cheap to clone; shared and immutable.
+#[derive(Clone)]
+pub struct PluginHost {
+    inner: Arc<HostInner>,
+}
+
+impl fmt::Debug for PluginHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginHost").finish_non_exhaustive()
+    }
+}
+
+impl PluginHost {
+    /// Creates the engine (pooling allocator, epoch interruption) and starts
+    /// the thread that advances its epoch every [`limits::EPOCH_TICK`].
+    pub fn new() -> anyhow::Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(limits::MAX_CONCURRENT_CALLS)
+            .total_core_instances(
+                limits::MAX_CONCURRENT_CALLS * limits::MAX_CORE_INSTANCES_PER_COMPONENT,
+            )
+            .total_memories(limits::MAX_CONCURRENT_CALLS * limits::MAX_MEMORIES_PER_COMPONENT)
+            .total_tables(limits::MAX_CONCURRENT_CALLS * limits::MAX_TABLES_PER_COMPONENT)
+            .max_core_instances_per_component(limits::MAX_CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(limits::MAX_MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(limits::MAX_TABLES_PER_COMPONENT)
+            .max_memory_size(limits::MAX_MEMORY_BYTES)
+            .linear_memory_keep_resident(limits::KEEP_RESIDENT_BYTES)
+            .table_keep_resident(64 << 10);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("plugin-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(limits::EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })?
+        };
+        Ok(PluginHost {
+            inner: Arc::new(HostInner {
+                engine,
+                linker,
+                stop,
+                ticker: Some(ticker),
+            }),
+        })
+    }
+
+    /// Loads a plugin from a `.wasm` file.
+    pub fn load_file(&self, path: &Path) -> Result<Plugin, LoadError> {
+        let source_name = path.display().to_string();
+        let read = |error| LoadError::Read {
+            source_name: source_name.clone(),
+            error,
+        };
+        let size = std::fs::metadata(path).map_err(read)?.len();
+        if size > limits::MAX_PLUGIN_FILE_BYTES {
+            return Err(LoadError::TooLarge {
+                source_name,
+                size,
+                max: limits::MAX_PLUGIN_FILE_BYTES,
+            });
+        }
+        let bytes = std::fs::read(path).map_err(read)?;
+        self.load(&source_name, &bytes)
+    }
+
+    /// Compiles and checks a plugin, and reads its manifest.
+    pub fn load(&self, source_name: &str, bytes: &[u8]) -> Result<Plugin, LoadError> {
+        let engine = &self.inner.engine;
+        let component = Component::new(engine, bytes).map_err(|e| LoadError::NotComponent {
+            source_name: source_name.to_string(),
+            reason: format!("{:#}", e),
+        })?;
+        let ty = component.component_type();
+        if ty.get_export(engine, PLUGIN_INTERFACE).is_none() {
+            let found: Vec<String> = ty.exports(engine).map(|(n, _)| format!("`{n}`")).collect();
+            return Err(LoadError::WrongWorld {
+                source_name: source_name.to_string(),
+                found: found.join(", "),
+            });
+        }
+        let mut imports = Vec::new();
+        for (name, _) in ty.imports(engine) {
+            if !ALLOWED_IMPORTS.iter().any(|p| name.starts_with(p)) {
+                return Err(LoadError::ForbiddenImport {
+                    source_name: source_name.to_string(),
+                    import: name.to_string(),
+                });
+            }
+            imports.push(name.to_string());
+        }
+        let instance_pre =
+            self.inner
+                .linker
+                .instantiate_pre(&component)
+                .map_err(|e| LoadError::WrongShape {
+                    source_name: source_name.to_string(),
+                    reason: format!("{e:#}"),
+                })?;
+        let pre = ChannelPluginPre::new(instance_pre).map_err(|e| LoadError::WrongShape {
+            source_name: source_name.to_string(),
+            reason: format!("{e:#}"),
+        })?;
+        let mut plugin = Plugin {
+            source: source_name.to_string(),
+            manifest: placeholder_manifest(source_name),
+            imports,
+            pre,
+            host: self.clone(),
+        };
+        let manifest = plugin
+            .call("describe", |p, store| {
+                p.chatcrafter_channel_plugin().call_describe(store)
+            })
+            .map_err(|error| LoadError::Describe {
+                source_name: source_name.to_string(),
+                error: Box::new(error),
+            })?;
+        let manifest = convert::manifest(manifest);
+        manifest.validate().map_err(|error| LoadError::Manifest {
+            source_name: source_name.to_string(),
+            id: manifest.id.clone(),
+            version: manifest.version.clone(),
+            error,
+        })?;
+        plugin.manifest = manifest;
+        Ok(plugin)
+    }
+}
+
+/// Until `describe` answers, errors name the plugin by its source.
+fn placeholder_manifest(source_name: &str) -> Manifest {
+    Manifest {
+        id: source_name.to_string(),
+        version: "?".into(),
+        display_name: String::new(),
+        verification: chatcrafter_core::channel::Verification::None,
+        handshake: chatcrafter_core::channel::Handshake::None,
+        secrets: vec![],
+        settings: vec![],
+        capabilities: vec![],
+    }
+}
+
+/// A loaded, checked plugin. Each call instantiates it afresh.
+pub struct Plugin {
+    source: String,
+    manifest: Manifest,
+    imports: Vec<String>,
+    pre: ChannelPluginPre<CallState>,
+    host: PluginHost,
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin")
+            .field("source", &self.source)
+            .field("id", &self.manifest.id)
+            .field("version", &self.manifest.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// The manifest the plugin declared when it was loaded.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Where it was loaded from (`builtin:whatsapp`, or a path).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The WASI interfaces its standard library links (granted empty).
+    pub fn imports(&self) -> &[String] {
+        &self.imports
+    }
+
+    /// Runs `parse-inbound` on a verified request.
+    pub fn parse_inbound(&self, request: &InboundRequest) -> Result<Inbound, PluginError> {
+        let wit_request = convert::inbound_request(request);
+        let result = self.call("parse-inbound", |p, store| {
+            p.chatcrafter_channel_plugin()
+                .call_parse_inbound(store, &wit_request)
+        })?;
+        result
+            .map(convert::inbound)
+            .map_err(|e| self.channel_error("parse-inbound", e))
+    }
+
+    /// Runs `render-outbound`, and checks that any secret the result refers
+    /// to is one the manifest declares.
+    pub fn render_outbound(
+        &self,
+        message: &OutboundMessage,
+    ) -> Result<OutboundRequest, PluginError> {
+        let wit_message = convert::outbound_message(message);
+        let result = self.call("render-outbound", |p, store| {
+            p.chatcrafter_channel_plugin()
+                .call_render_outbound(store, &wit_message)
+        })?;
+        let request = result
+            .map(convert::outbound_request)
+            .map_err(|e| self.channel_error("render-outbound", e))?;
+        if let OutboundRequest::Http(call) = &request {
+            let declared = |name: &str| self.manifest.secrets.iter().any(|s| s.name == name);
+            let mut used: Vec<&str> = secret_placeholders(&call.path).collect();
+            if let Some(c) = &call.credential {
+                used.push(&c.secret);
+            }
+            if let Some(bad) = used.into_iter().find(|n| !declared(n)) {
+                return Err(self.invalid(
+                    "render-outbound",
+                    format!("refers to undeclared secret `{bad}`"),
+                ));
+            }
+            if !call.path.starts_with('/') {
+                return Err(self.invalid(
+                    "render-outbound",
+                    format!(
+                        "path `{}` must start with `/` (it is relative to api_base)",
+                        call.path
+                    ),
+                ));
+            }
+        }
+        Ok(request)
+    }
+
+    fn channel_error(&self, export: &'static str, e: bindings::wit::ChannelError) -> PluginError {
+        PluginError::Channel {
+            id: self.manifest.id.clone(),
+            version: self.manifest.version.clone(),
+            export,
+            error: convert::channel_error(e),
+        }
+    }
+
+    fn invalid(&self, export: &'static str, reason: String) -> PluginError {
+        PluginError::InvalidResult {
+            id: self.manifest.id.clone(),
+            version: self.manifest.version.clone(),
+            export,
+            reason,
+        }
+    }
+
+    /// One call on a fresh instance in a fresh store.
+    fn call<R>(
+        &self,
+        export: &'static str,
+        f: impl FnOnce(&bindings::ChannelPlugin, &mut Store<CallState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        let mut store = Store::new(&self.host.inner.engine, CallState::new());
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(limits::CALL_DEADLINE_TICKS);
+        let instance = match self.pre.instantiate(&mut store) {
+            Ok(i) => i,
+            Err(e) => {
+                return Err(match self.classify(export, &store, &e) {
+                    PluginError::Trap {
+                        id,
+                        version,
+                        export,
+                        reason,
+                    } => PluginError::Instantiate {
+                        id,
+                        version,
+                        export,
+                        reason,
+                    },
+                    other => other,
+                });
+            }
+        };
+        f(&instance, &mut store).map_err(|e| self.classify(export, &store, &e))
+    }
+
+    fn classify(
+        &self,
+        export: &'static str,
+        store: &Store<CallState>,
+        error: &wasmtime::Error,
+    ) -> PluginError {
+        let id = self.manifest.id.clone();
+        let version = self.manifest.version.clone();
+        if let Some(cap) = error.downcast_ref::<MemoryCapExceeded>() {
+            return PluginError::MemoryCap {
+                id,
+                version,
+                export,
+                requested: cap.requested,
+                cap: cap.cap,
+            };
+        }
+        if let Some(requested) = store.data().limiter.refused {
+            return PluginError::MemoryCap {
+                id,
+                version,
+                export,
+                requested,
+                cap: limits::MAX_MEMORY_BYTES,
+            };
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => PluginError::Deadline {
+                id,
+                version,
+                export,
+                deadline_ms: limits::CALL_DEADLINE_MS,
+            },
+            Some(trap) => PluginError::Trap {
+                id,
+                version,
+                export,
+                reason: trap.to_string(),
+            },
+            None => PluginError::Trap {
+                id,
+                version,
+                export,
+                reason: error.root_cause().to_string(),
+            },
+        }
+    }
+}
+
+/// The secret names in a path's `{secret:NAME}` placeholders.
+pub fn secret_placeholders(path: &str) -> impl Iterator<Item = &str> {
+    path.split("{secret:")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+}
+
+/// The plugins compiled into the binary, and the test programs the host's
+/// tests load (built by `build.rs` from `plugins/`).
+pub mod bundled {
+    include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
+}

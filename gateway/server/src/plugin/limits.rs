@@ -1,0 +1,46 @@
+//! The limits every plugin call runs under, with the reason for each number.
+
+use std::time::Duration;
+
+/// How often the engine's epoch advances: 5 ms. Deadlines are counted in
+/// these ticks, so they are accurate to about one tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// A plugin call may run for 20 ticks, about 100 ms. A bundled plugin parses a
+/// 1 MiB webhook in a few milliseconds; 100 ms leaves room for slow machines
+/// while keeping a runaway plugin far inside Discord's 3-second answer window.
+pub const CALL_DEADLINE_TICKS: u64 = 20;
+
+/// The call deadline in milliseconds, for error messages.
+pub const CALL_DEADLINE_MS: u64 = CALL_DEADLINE_TICKS * EPOCH_TICK.as_millis() as u64;
+
+/// A plugin's linear memory may grow to 64 MiB. Parsing a body at the
+/// default 1 MiB `max_body_bytes` into a JSON tree takes a few times its
+/// size; 64 MiB is an order of magnitude more, and small enough that a few
+/// hundred concurrent calls cannot exhaust the machine.
+pub const MAX_MEMORY_BYTES: usize = 64 << 20;
+
+/// At most 128 plugin calls run at once. Calls are synchronous and short, so
+/// concurrency is bounded by the server's worker threads, far below this;
+/// the pool reserves address space (not memory) for each slot up front.
+pub const MAX_CONCURRENT_CALLS: u32 = 128;
+
+/// Core instances per component: a `wasm32-wasip2` component holds the
+/// program, the WASI adapter and a few small shim modules.
+pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+
+/// Linear memories per component: the program's and, at most, the adapter's.
+pub const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
+
+/// Tables per component: the program's, the adapter's and the shims'.
+pub const MAX_TABLES_PER_COMPONENT: u32 = 8;
+
+/// The first 1 MiB of each pooled linear memory stays resident between calls
+/// (it is zeroed in place instead of being handed back to the kernel), so a
+/// fresh instance does not page-fault its stack and data in again. Plugins
+/// use a 256 KiB stack and little static data, so their hot pages fit.
+pub const KEEP_RESIDENT_BYTES: usize = 1 << 20;
+
+/// The largest plugin file the registry will load: 16 MiB. The bundled
+/// plugins are about 250 KiB; a component this large is a mistake.
+pub const MAX_PLUGIN_FILE_BYTES: u64 = 16 << 20;

@@ -1,0 +1,265 @@
+//! The Discord interactions channel plugin.
+//!
+//! Inbound: HTTP interactions. PING (type 1) is answered `{"type":1}` with
+//! no event. Application commands (type 2) — from a guild (`member.user`) or
+//! from a DM with the bot (`user`) — become messages whose text is the
+//! command with its options flattened (`/ask question:Where is my chair?`),
+//! answered at once with a deferred response (type 5); the real reply goes
+//! out later through the follow-up webhook. Buttons and modals (types 3 and
+//! 5) become postbacks, acknowledged with type 6. The sender is `(discord,
+//! application_id, user id)`.
+//!
+//! Free-form DMs never reach an HTTP endpoint: Discord delivers them only
+//! over its Gateway websocket, which this plugin does not speak.
+//!
+//! Verification (declared, applied by the host): Ed25519 over
+//! `X-Signature-Timestamp` ‖ raw body, `X-Signature-Ed25519` hex, with a
+//! 300-second window. Discord probes endpoints with bad signatures and
+//! expects 401, which the host answers before this plugin runs.
+//!
+//! Outbound: `POST {api_base}/webhooks/{application_id}/{token}` — the
+//! follow-up webhook, which needs no bot token and is valid for 15 minutes
+//! after the interaction.
+
+use chatcrafter_plugin_sdk::prelude::*;
+use chatcrafter_plugin_sdk::serde_json::{Value, json};
+use serde::Deserialize;
+
+const CHANNEL: &str = "discord";
+/// Discord's limit for message content, in characters.
+const MAX_TEXT: usize = 2000;
+
+struct Discord;
+
+#[derive(Deserialize)]
+struct Interaction {
+    id: String,
+    application_id: String,
+    #[serde(rename = "type")]
+    kind: u8,
+    token: Option<String>,
+    data: Option<Data>,
+    member: Option<Member>,
+    user: Option<User>,
+}
+
+#[derive(Deserialize)]
+struct Member {
+    user: User,
+}
+
+#[derive(Deserialize)]
+struct User {
+    id: String,
+    username: String,
+    global_name: Option<String>,
+    #[serde(default)]
+    bot: bool,
+}
+
+#[derive(Deserialize)]
+struct Data {
+    name: Option<String>,
+    custom_id: Option<String>,
+    #[serde(default)]
+    options: Vec<CommandOption>,
+    #[serde(default)]
+    components: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+struct CommandOption {
+    name: String,
+    value: Option<Value>,
+    #[serde(default)]
+    options: Vec<CommandOption>,
+}
+
+impl Guest for Discord {
+    fn describe() -> Manifest {
+        Manifest {
+            id: CHANNEL.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            display_name: "Discord interactions".into(),
+            verification: Verification::Ed25519(Ed25519Scheme {
+                signature_header: "x-signature-ed25519".into(),
+                timestamp_header: "x-signature-timestamp".into(),
+                encoding: Encoding::Hex,
+                max_age_seconds: 300,
+                public_key: "public_key".into(),
+            }),
+            handshake: Handshake::None,
+            secrets: vec![
+                SettingSpec::new(
+                    "public_key",
+                    "the application's public key, hex (Developer Portal → General Information)",
+                    true,
+                ),
+                SettingSpec::new(
+                    "bot_token",
+                    "the bot token; not needed for follow-up replies",
+                    false,
+                ),
+            ],
+            settings: vec![],
+            capabilities: Capabilities::RECEIVE_MESSAGES
+                | Capabilities::SEND_TEXT
+                | Capabilities::DEFERRED_REPLIES,
+        }
+    }
+
+    fn parse_inbound(req: InboundRequest) -> Result<Inbound, ChannelError> {
+        if req.request.method != Method::Post {
+            return Err(ChannelError::Unsupported(
+                "Discord interactions are POST requests".into(),
+            ));
+        }
+        let i: Interaction = json_body(&req.request)?;
+        let received = req.context.received_at_ms / 1000;
+        let (answer, content) = match i.kind {
+            1 => {
+                return Ok(
+                    Inbound::ok(vec![]).with_response(json_response(200, &json!({"type": 1})))
+                );
+            }
+            2 => {
+                let data = i.data.as_ref().ok_or_else(|| {
+                    ChannelError::Malformed("body: a command has no `data`".into())
+                })?;
+                let name = data.name.clone().unwrap_or_default();
+                (5, Content::Text(flatten_command(&name, &data.options)))
+            }
+            3 | 5 => {
+                let data = i.data.as_ref();
+                let custom_id = data.and_then(|d| d.custom_id.clone()).unwrap_or_default();
+                let fields = data
+                    .map(|d| modal_values(&d.components))
+                    .unwrap_or_default();
+                let title = if fields.is_empty() {
+                    custom_id.clone()
+                } else {
+                    fields.join("\n")
+                };
+                (
+                    6,
+                    Content::Postback(Postback {
+                        payload: custom_id,
+                        title,
+                    }),
+                )
+            }
+            4 => {
+                let none = json_response(200, &json!({"type": 8, "data": {"choices": []}}));
+                return Ok(
+                    Inbound::ok(vec![InboundEvent::ignored("autocomplete is not handled")])
+                        .with_response(none),
+                );
+            }
+            other => {
+                return Ok(Inbound::ok(vec![InboundEvent::ignored(format!(
+                    "interaction type {other} is not handled"
+                ))]));
+            }
+        };
+        let user =
+            i.member.map(|m| m.user).or(i.user).ok_or_else(|| {
+                ChannelError::Malformed("body: the interaction has no user".into())
+            })?;
+        if user.bot {
+            return Ok(Inbound::ok(vec![InboundEvent::ignored(
+                "interactions from bots are not forwarded",
+            )]));
+        }
+        let display_name = user
+            .global_name
+            .clone()
+            .unwrap_or_else(|| user.username.clone());
+        let token = i.token.ok_or_else(|| {
+            ChannelError::Malformed("body: the interaction has no `token`".into())
+        })?;
+        let event = InboundEvent::Message(InboundMessage {
+            provider_message_id: i.id,
+            sender: ChannelIdentity::new(CHANNEL, i.application_id, user.id),
+            display_name: Some(display_name.clone()),
+            claims: vec![
+                Claim::unverified(ClaimKind::Name, display_name),
+                Claim::unverified(ClaimKind::Username, user.username),
+            ],
+            content,
+            link_token: None,
+            timestamp: received,
+            edited: false,
+            reply_handle: Some(token),
+        });
+        Ok(Inbound::ok(vec![event]).with_response(json_response(200, &json!({"type": answer}))))
+    }
+
+    fn render_outbound(msg: OutboundMessage) -> Result<OutboundRequest, ChannelError> {
+        let OutboundContent::Text(text) = &msg.content;
+        let text = text_limit(text, MAX_TEXT, "Discord")?;
+        let token = msg.reply_handle.as_deref().ok_or_else(|| {
+            ChannelError::InvalidOutbound(
+                "Discord replies answer an interaction; without one (proactive messages) \
+                 a bot must use the Gateway websocket"
+                    .into(),
+            )
+        })?;
+        let safe = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        };
+        if !safe(&msg.recipient.scope) || !safe(token) {
+            return Err(ChannelError::InvalidOutbound(
+                "application id or interaction token has characters a URL path cannot hold".into(),
+            ));
+        }
+        Ok(json_call(
+            Method::Post,
+            format!("/webhooks/{}/{token}", msg.recipient.scope),
+            &json!({"content": text, "allowed_mentions": {"parse": []}}),
+            None,
+        ))
+    }
+}
+
+/// `/name opt:value sub opt:value …`, in the order Discord sent them.
+fn flatten_command(name: &str, options: &[CommandOption]) -> String {
+    let mut out = format!("/{name}");
+    fn walk(out: &mut String, options: &[CommandOption]) {
+        for o in options {
+            match &o.value {
+                Some(v) => {
+                    let v = match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    out.push_str(&format!(" {}:{v}", o.name));
+                }
+                None => {
+                    out.push(' ');
+                    out.push_str(&o.name);
+                    walk(out, &o.options);
+                }
+            }
+        }
+    }
+    walk(&mut out, options);
+    out
+}
+
+/// The values typed into a modal's text inputs.
+fn modal_values(components: &[Value]) -> Vec<String> {
+    let mut out = Vec::new();
+    for row in components {
+        let inner = row.get("components").and_then(Value::as_array);
+        for c in inner.into_iter().flatten().chain(std::iter::once(row)) {
+            if let Some(v) = c.get("value").and_then(Value::as_str) {
+                out.push(v.to_string());
+            }
+        }
+    }
+    out
+}
+
+chatcrafter_plugin_sdk::export_plugin!(Discord);
