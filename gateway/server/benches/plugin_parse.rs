@@ -1,1 +1,120 @@
-fn main() {}
+//! `plugin_parse`: what the sandbox costs per webhook.
+//!
+//! In one run: native `serde_json` parsing of a WhatsApp text notification
+//! into typed structs (what a hand-written Rust handler would do), beside the
+//! bundled WhatsApp plugin's `parse-inbound` on the same bytes — a fresh
+//! instance from the cached `InstancePre`, the call, and dropping the store —
+//! and `describe` on a fresh instance, which isolates the instantiation cost.
+//!
+//! Run: `cargo bench -p chatcrafter-gateway --bench plugin_parse`
+
+use std::hint::black_box;
+
+use chatcrafter_core::channel::{InboundRequest, RequestContext};
+use chatcrafter_gateway::plugin::{PluginHost, bundled};
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde::Deserialize;
+
+const BODY: &[u8] = include_bytes!("../../../tests/fixtures/whatsapp_text.json");
+
+#[derive(Deserialize)]
+#[allow(
+    dead_code,
+    reason = "fields are parsed to cost what the plugin's parse costs"
+)]
+struct Notification {
+    object: String,
+    entry: Vec<Entry>,
+}
+#[derive(Deserialize)]
+struct Entry {
+    changes: Vec<Change>,
+}
+#[derive(Deserialize)]
+#[allow(dead_code, reason = "parsed, not read")]
+struct Change {
+    field: String,
+    value: Value,
+}
+#[derive(Deserialize)]
+#[allow(dead_code, reason = "parsed, not read")]
+struct Value {
+    metadata: Metadata,
+    #[serde(default)]
+    contacts: Vec<Contact>,
+    #[serde(default)]
+    messages: Vec<Message>,
+}
+#[derive(Deserialize)]
+#[allow(dead_code, reason = "parsed, not read")]
+struct Metadata {
+    phone_number_id: String,
+}
+#[derive(Deserialize)]
+#[allow(dead_code, reason = "parsed, not read")]
+struct Contact {
+    wa_id: Option<String>,
+    profile: Option<Profile>,
+}
+#[derive(Deserialize)]
+#[allow(dead_code, reason = "parsed, not read")]
+struct Profile {
+    name: Option<String>,
+}
+#[derive(Deserialize)]
+#[allow(dead_code, reason = "parsed, not read")]
+struct Message {
+    id: String,
+    from: Option<String>,
+    timestamp: Option<String>,
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<Text>,
+}
+#[derive(Deserialize)]
+#[allow(dead_code, reason = "parsed, not read")]
+struct Text {
+    body: String,
+}
+
+fn plugin_parse(c: &mut Criterion) {
+    let host = PluginHost::new().unwrap();
+    let wasm = bundled::PLUGINS
+        .iter()
+        .find(|(n, _)| *n == "whatsapp")
+        .unwrap()
+        .1;
+    let plugin = host.load("builtin:whatsapp", wasm).unwrap();
+    let request = InboundRequest {
+        method: "POST".into(),
+        path: "/webhooks/whatsapp".into(),
+        query: String::new(),
+        headers: vec![],
+        body: BODY.to_vec(),
+        context: RequestContext {
+            received_at_ms: 1_739_321_025_000,
+            request_id: "bench".into(),
+            user: None,
+            settings: vec![],
+        },
+    };
+    assert_eq!(plugin.parse_inbound(&request).unwrap().events.len(), 1);
+
+    let mut g = c.benchmark_group("plugin_parse");
+    g.bench_function("native_serde_json", |b| {
+        b.iter(|| {
+            let n: Notification = serde_json::from_slice(black_box(BODY)).unwrap();
+            black_box(n)
+        })
+    });
+    g.bench_function("wasm_instantiate_and_parse_inbound", |b| {
+        b.iter(|| black_box(plugin.parse_inbound(black_box(&request)).unwrap()))
+    });
+    g.bench_function("wasm_instantiate_and_describe", |b| {
+        b.iter(|| black_box(plugin.describe_fresh().unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, plugin_parse);
+criterion_main!(benches);

@@ -10,10 +10,31 @@ use chatcrafter_core::channel::{
 
 use crate::plugin::{Plugin, PluginHost};
 
+/// Loads `FILE.wasm`, or a bundled plugin named `builtin:NAME`.
+fn load(host: &PluginHost, path: &Path) -> anyhow::Result<Plugin> {
+    if let Some(name) = path.to_str().and_then(|p| p.strip_prefix("builtin:")) {
+        let Some((_, bytes)) = crate::plugin::bundled::PLUGINS
+            .iter()
+            .find(|(n, _)| *n == name)
+        else {
+            let names: Vec<&str> = crate::plugin::bundled::PLUGINS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect();
+            anyhow::bail!(
+                "no bundled plugin `{name}`; the bundled plugins are {}",
+                names.join(", ")
+            );
+        };
+        return Ok(host.load(&format!("builtin:{name}"), bytes)?);
+    }
+    Ok(host.load_file(path)?)
+}
+
 /// `gateway plugin check FILE.wasm`: load, validate, describe.
 pub fn plugin_check(path: &Path, json: bool) -> anyhow::Result<String> {
     let host = PluginHost::new()?;
-    let plugin = host.load_file(path)?;
+    let plugin = load(&host, path)?;
     if json {
         return Ok(serde_json::to_string_pretty(plugin.manifest())? + "\n");
     }
@@ -147,7 +168,7 @@ pub fn plugin_run(path: &Path, request: &PathBuf, export: Export) -> anyhow::Res
     let text = std::fs::read_to_string(request)
         .with_context(|| format!("{}: cannot read", request.display()))?;
     let host = PluginHost::new()?;
-    let plugin = host.load_file(path)?;
+    let plugin = load(&host, path)?;
     let value = match export {
         Export::ParseInbound => {
             let mut req: InboundRequest = serde_json::from_str(&text)

@@ -26,7 +26,7 @@ enum Command {
 enum PluginCommand {
     /// Load a plugin, validate it against the WIT world and print its manifest.
     Check {
-        /// The plugin component.
+        /// The plugin component (`FILE.wasm`, or `builtin:whatsapp` etc.).
         file: PathBuf,
         /// Print the manifest as JSON.
         #[arg(long)]
@@ -34,7 +34,7 @@ enum PluginCommand {
     },
     /// Run one plugin export on a recorded request, offline, and print the result as JSON.
     Run {
-        /// The plugin component.
+        /// The plugin component (`FILE.wasm`, or `builtin:whatsapp` etc.).
         file: PathBuf,
         /// The recorded request (parse-inbound) or outbound message (render-outbound), JSON.
         #[arg(long, value_name = "REQ.json")]

@@ -447,6 +447,15 @@ impl Plugin {
         &self.imports
     }
 
+    /// Calls `describe` on a fresh instance: the smallest call there is, so
+    /// its cost is the per-call instantiation overhead.
+    pub fn describe_fresh(&self) -> Result<Manifest, PluginError> {
+        self.call("describe", |p, store| {
+            p.chatcrafter_channel_plugin().call_describe(store)
+        })
+        .map(convert::manifest)
+    }
+
     /// Runs `parse-inbound` on a verified request.
     pub fn parse_inbound(&self, request: &InboundRequest) -> Result<Inbound, PluginError> {
         let wit_request = convert::inbound_request(request);
@@ -584,7 +593,10 @@ impl Plugin {
                 id,
                 version,
                 export,
-                reason: trap.to_string(),
+                reason: trap
+                    .to_string()
+                    .trim_start_matches("wasm trap: ")
+                    .to_string(),
             },
             None => PluginError::Trap {
                 id,

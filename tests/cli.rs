@@ -1,0 +1,205 @@
+//! The `gateway` binary's plugin commands, run as a user runs them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use chatcrafter_gateway::plugin::bundled;
+
+fn gateway(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(args)
+        .output()
+        .expect("run gateway")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("chatcrafter-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn plugin_check_prints_the_manifest_of_a_plugin_file() {
+    let dir = scratch("check");
+    let wasm = dir.join("telegram.wasm");
+    let bytes = bundled::PLUGINS
+        .iter()
+        .find(|(n, _)| *n == "telegram")
+        .unwrap()
+        .1;
+    std::fs::write(&wasm, bytes).unwrap();
+    let out = gateway(&["plugin", "check", wasm.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("is a chatcrafter:channel@0.1.0 plugin"),
+        "{text}"
+    );
+    assert!(text.contains("id:            telegram\n"), "{text}");
+    assert!(text.contains("verification:  shared secret in `x-telegram-bot-api-secret-token` equal to secret `secret_token`"), "{text}");
+    assert!(
+        text.contains("capabilities:  receive-messages, send-text, link-tokens"),
+        "{text}"
+    );
+    assert!(text.contains("bot_token (required)"), "{text}");
+}
+
+#[test]
+fn plugin_check_json_is_the_manifest() {
+    let out = gateway(&["plugin", "check", "builtin:discord", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(manifest["id"], "discord");
+    assert_eq!(manifest["verification"]["scheme"], "ed25519");
+    assert_eq!(manifest["verification"]["max_age_seconds"], 300);
+}
+
+#[test]
+fn plugin_check_refuses_a_component_of_the_wrong_world_with_exit_1() {
+    let out = gateway(&["plugin", "check", bundled::test_programs::WRONG_WORLD]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "not a chatcrafter:channel@0.1.0 plugin: it exports [`acme:chat/handler@1.0.0`]"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn plugin_check_names_a_missing_file() {
+    let out = gateway(&["plugin", "check", "/nonexistent/plugin.wasm"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("/nonexistent/plugin.wasm: cannot read: No such file or directory"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn plugin_run_prints_the_normalized_events_of_a_recorded_request() {
+    let dir = scratch("run");
+    let body = std::fs::read_to_string(fixture("telegram_start.json")).unwrap();
+    let req = serde_json::json!({
+        "headers": {"Content-Type": "application/json"},
+        "body": body,
+        "context": {"settings": [["bot_id", "7012345678"]]},
+    });
+    let req_path = dir.join("req.json");
+    std::fs::write(&req_path, req.to_string()).unwrap();
+    let out = gateway(&[
+        "plugin",
+        "run",
+        "builtin:telegram",
+        "--request",
+        req_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let event = &v["events"][0];
+    assert_eq!(event["event"], "message");
+    assert_eq!(event["link_token"], "lt_9fQ2-x7");
+    assert_eq!(event["sender"]["scope"], "7012345678");
+    assert_eq!(
+        event["content"],
+        serde_json::json!({"type": "text", "text": "/start lt_9fQ2-x7"})
+    );
+    assert_eq!(v["response"]["status"], 200);
+}
+
+#[test]
+fn plugin_run_renders_an_outbound_message() {
+    let dir = scratch("render");
+    let msg = serde_json::json!({
+        "message_id": "m-1",
+        "recipient": {"channel": "whatsapp", "scope": "106540352242922", "id": "16505551234"},
+        "text": "Hello!",
+        "reply_handle": null,
+    });
+    let path = dir.join("msg.json");
+    std::fs::write(&path, msg.to_string()).unwrap();
+    let out = gateway(&[
+        "plugin",
+        "run",
+        "builtin:whatsapp",
+        "--export",
+        "render-outbound",
+        "--request",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["via"], "http");
+    assert_eq!(v["path"], "/106540352242922/messages");
+    assert_eq!(v["credential"]["secret"], "access_token");
+}
+
+#[test]
+fn plugin_run_reports_a_malformed_payload_and_exits_1() {
+    let dir = scratch("malformed");
+    let path = dir.join("req.json");
+    std::fs::write(&path, r#"{"body": "{not json"}"#).unwrap();
+    let out = gateway(&[
+        "plugin",
+        "run",
+        "builtin:whatsapp",
+        "--request",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("plugin whatsapp@0.1.0: `parse-inbound` returned an error: malformed payload: body: key must be a string at line 1 column 2"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn plugin_run_names_an_unknown_key_in_the_request_file() {
+    let dir = scratch("badreq");
+    let path = dir.join("req.json");
+    std::fs::write(&path, r#"{"bodyy": "{}"}"#).unwrap();
+    let out = gateway(&[
+        "plugin",
+        "run",
+        "builtin:whatsapp",
+        "--request",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("req.json: not a recorded request: unknown field `bodyy`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn version_and_help_work() {
+    let out = gateway(&["--version"]);
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("gateway {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = gateway(&["help"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("plugin"));
+}
