@@ -10,3 +10,5 @@
 //!   normalized events it produces, independent of any WIT version.
 
 pub mod channel;
+pub mod config;
+pub mod verify;

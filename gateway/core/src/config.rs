@@ -1,0 +1,500 @@
+//! The one configuration struct (`gateway.toml`, `version = 1`).
+//!
+//! Parsing is sans-I/O: [`Config::parse`] takes the file's text, and
+//! [`Config::apply_env`] takes a lookup function, so the host decides where
+//! text and environment come from. Unknown keys are rejected with their full
+//! path (`server.lisen`), and every secret can come from a
+//! `GATEWAY_<SECTION>_<KEY>` environment variable instead of the file.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Must be 1.
+    pub version: u32,
+    /// Listener, TLS and limits.
+    #[serde(default)]
+    pub server: Server,
+    /// Where state lives.
+    #[serde(default)]
+    pub store: Store,
+    /// At-rest keys.
+    #[serde(default)]
+    pub security: Security,
+    /// Identity resolution rules.
+    #[serde(default)]
+    pub identity: Identity,
+    /// Widget authentication; absent = widget routes answer 404.
+    pub widget: Option<Widget>,
+    /// Channel name → channel.
+    #[serde(default)]
+    pub channels: BTreeMap<String, Channel>,
+    /// Who answers customers.
+    #[serde(default)]
+    pub agent: Agent,
+    /// Admin API access.
+    #[serde(default)]
+    pub admin: Admin,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Address to listen on.
+    pub listen: String,
+    /// PEM certificate chain; with `tls_key`, serves TLS 1.3 only.
+    pub tls_cert: Option<String>,
+    /// PEM private key.
+    pub tls_key: Option<String>,
+    /// Largest accepted body for webhooks, widget and business routes.
+    pub max_body_bytes: u64,
+    /// Largest accepted CSV import body.
+    pub max_import_bytes: u64,
+    /// Time allowed for a client to send the request headers, ms.
+    pub header_timeout_ms: u64,
+    /// Time allowed for a client to send the request body, ms.
+    pub body_timeout_ms: u64,
+    /// Time in-flight requests get to finish on shutdown, ms.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: "127.0.0.1:8080".into(),
+            tls_cert: None,
+            tls_key: None,
+            max_body_bytes: 1 << 20,
+            max_import_bytes: 64 << 20,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// Which store backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// redb file under `path`, single node.
+    #[default]
+    Embedded,
+    /// Redis at `url`, several nodes.
+    Redis,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Store {
+    /// Backend.
+    pub kind: StoreKind,
+    /// Directory of the embedded store.
+    pub path: String,
+    /// Redis URL (`redis://` or `rediss://`).
+    pub url: Option<String>,
+    /// Prefix of every Redis key.
+    pub key_prefix: String,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            kind: StoreKind::Embedded,
+            path: "./data".into(),
+            url: None,
+            key_prefix: "cc:".into(),
+        }
+    }
+}
+
+/// `[security]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Security {
+    /// 32-byte base64 key sealing personal data (AES-256-GCM).
+    pub data_key: Option<String>,
+    /// 32-byte base64 key of the blind index (HMAC-SHA256).
+    pub index_key: Option<String>,
+}
+
+/// The identifier that links customers first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PrimaryIdentifier {
+    /// Email address.
+    #[default]
+    Email,
+    /// Phone number.
+    Phone,
+    /// The business's user id.
+    UserId,
+}
+
+/// `[identity]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Identity {
+    /// Identifier tried first when linking by claims.
+    pub primary_identifier: PrimaryIdentifier,
+    /// Values never linked (shared test accounts, placeholders).
+    pub blocked_values: Vec<String>,
+    /// Max distinct values of each kind per customer.
+    pub limits: BTreeMap<String, u32>,
+    /// Window in which a cross-channel overwrite of an attribute is flagged, s.
+    pub conflict_window_seconds: u64,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Identity {
+            primary_identifier: PrimaryIdentifier::Email,
+            blocked_values: Vec::new(),
+            limits: BTreeMap::from([("email".into(), 3), ("phone".into(), 3)]),
+            conflict_window_seconds: 86_400,
+        }
+    }
+}
+
+/// `[widget]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Widget {
+    /// Allowed JWT algorithms (`none` is never accepted).
+    pub algorithms: Vec<String>,
+    /// HMAC secret for HS* tokens.
+    pub secret: Option<String>,
+    /// PEM public key for RS*/ES*/EdDSA tokens.
+    pub public_key_pem: Option<String>,
+    /// Path of a JWKS file; keys are selected by `kid`.
+    pub jwks_file: Option<String>,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Required `aud`, if set.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp`/`nbf`, seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+    /// Origins allowed to call the widget routes from a browser.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+fn default_leeway() -> u64 {
+    60
+}
+
+/// `[channels.NAME]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Channel {
+    /// `builtin:NAME` or a path to a `.wasm` component.
+    pub plugin: String,
+    /// Base URL of the channel's API; outbound calls may go nowhere else.
+    pub api_base: Option<String>,
+    /// Secrets the plugin's manifest names.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// Non-secret settings the plugin's manifest names.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    /// Serve a plugin whose manifest declares no verification.
+    #[serde(default)]
+    pub allow_unverified: bool,
+}
+
+/// Which agent answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentKind {
+    /// The built-in context-aware agent.
+    #[default]
+    Builtin,
+    /// The business's own HTTP endpoint.
+    Webhook,
+}
+
+/// `[agent]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Agent {
+    /// Builtin or webhook.
+    pub kind: AgentKind,
+    /// Webhook URL.
+    pub url: Option<String>,
+    /// Secret signing calls to the webhook.
+    pub secret: Option<String>,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Bearer tokens, stored as SHA-256 hashes.
+    pub tokens: Vec<AdminToken>,
+}
+
+/// An admin role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Customers, timelines, hand-offs, replies, link tokens, events.
+    Agent,
+    /// Analytics only.
+    Analyst,
+    /// The audit log only.
+    Auditor,
+}
+
+/// `[[admin.tokens]]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    /// Who holds it (shown in the audit log).
+    pub name: String,
+    /// Hex SHA-256 of the token.
+    pub token_sha256: String,
+    /// What it may do.
+    pub role: Role,
+}
+
+/// Why a configuration is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Not TOML, or a key or value that does not fit.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// Dotted key path, or `(root)`.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn at(path: &str, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and checks `gateway.toml` text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| ConfigError::at("(file)", e.to_string().trim()))?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." {
+                "(root)".to_string()
+            } else {
+                path
+            };
+            ConfigError::at(&path, e.into_inner().message().trim())
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Overrides secrets from `GATEWAY_<SECTION>_<KEY>` variables:
+    /// `GATEWAY_SECURITY_DATA_KEY`, `GATEWAY_WIDGET_SECRET`,
+    /// `GATEWAY_AGENT_SECRET`, and `GATEWAY_CHANNELS_<NAME>_<SECRET>` for each
+    /// name in `secret_names(channel)` (the plugin's declared secrets).
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+        secret_names: impl Fn(&str) -> Vec<String>,
+    ) {
+        let var = |parts: &[&str]| {
+            let name = std::iter::once("GATEWAY")
+                .chain(parts.iter().copied())
+                .map(|p| p.replace('-', "_").to_ascii_uppercase())
+                .collect::<Vec<_>>()
+                .join("_");
+            lookup(&name)
+        };
+        if let Some(v) = var(&["security", "data_key"]) {
+            self.security.data_key = Some(v);
+        }
+        if let Some(v) = var(&["security", "index_key"]) {
+            self.security.index_key = Some(v);
+        }
+        if let Some(w) = &mut self.widget {
+            if let Some(v) = var(&["widget", "secret"]) {
+                w.secret = Some(v);
+            }
+        }
+        if let Some(v) = var(&["agent", "secret"]) {
+            self.agent.secret = Some(v);
+        }
+        for (name, channel) in &mut self.channels {
+            for secret in secret_names(name) {
+                if let Some(v) = var(&["channels", name, &secret]) {
+                    channel.secrets.insert(secret, v);
+                }
+            }
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.version != 1 {
+            return Err(ConfigError::at(
+                "version",
+                format!(
+                    "version {} is not supported; this gateway reads version = 1",
+                    self.version
+                ),
+            ));
+        }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return Err(ConfigError::at(
+                "server.tls_cert",
+                "tls_cert and tls_key must be set together",
+            ));
+        }
+        if self.server.max_body_bytes == 0 {
+            return Err(ConfigError::at(
+                "server.max_body_bytes",
+                "must be at least 1",
+            ));
+        }
+        if self.store.kind == StoreKind::Redis && self.store.url.is_none() {
+            return Err(ConfigError::at("store.url", "a redis store needs a url"));
+        }
+        if let Some(url) = &self.store.url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(ConfigError::at(
+                    "store.url",
+                    format!("`{url}` must start with redis:// or rediss://"),
+                ));
+            }
+        }
+        for (name, ch) in &self.channels {
+            let ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !ok {
+                return Err(ConfigError::at(
+                    &format!("channels.{name}"),
+                    "channel names are lower case a-z, 0-9 and `-` (they appear in /webhooks/{channel})",
+                ));
+            }
+            if let Some(base) = &ch.api_base {
+                if !(base.starts_with("https://") || base.starts_with("http://")) {
+                    return Err(ConfigError::at(
+                        &format!("channels.{name}.api_base"),
+                        format!("`{base}` must be an http:// or https:// URL"),
+                    ));
+                }
+            }
+        }
+        if let Some(w) = &self.widget {
+            if w.algorithms.is_empty() {
+                return Err(ConfigError::at(
+                    "widget.algorithms",
+                    "list at least one algorithm",
+                ));
+            }
+            if w.secret.is_none() && w.public_key_pem.is_none() && w.jwks_file.is_none() {
+                return Err(ConfigError::at(
+                    "widget",
+                    "set one of secret, public_key_pem or jwks_file to verify widget tokens",
+                ));
+            }
+        }
+        if self.agent.kind == AgentKind::Webhook && self.agent.url.is_none() {
+            return Err(ConfigError::at("agent.url", "a webhook agent needs a url"));
+        }
+        for (i, t) in self.admin.tokens.iter().enumerate() {
+            let ok =
+                t.token_sha256.len() == 64 && t.token_sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            if !ok {
+                return Err(ConfigError::at(
+                    &format!("admin.tokens[{i}].token_sha256"),
+                    "must be 64 hex digits (the SHA-256 of the token)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_key_is_rejected_with_its_path() {
+        let err = Config::parse("version = 1\n[server]\nlisen = \"0.0.0.0:80\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("server.lisen: unknown field `lisen`, expected one of"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_inside_a_channel_names_the_channel() {
+        let err = Config::parse(
+            "version = 1\n[channels.whatsapp]\nplugin = \"builtin:whatsapp\"\napi_bse = \"x\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("channels.whatsapp.api_bse: unknown field `api_bse`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_version_is_named() {
+        let err = Config::parse("[server]\n").unwrap_err();
+        assert!(err.to_string().contains("missing field `version`"), "{err}");
+    }
+
+    #[test]
+    fn version_2_is_refused() {
+        assert_eq!(
+            Config::parse("version = 2").unwrap_err().to_string(),
+            "version: version 2 is not supported; this gateway reads version = 1"
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key() {
+        let err = Config::parse("version = 1\n[server]\nmax_body_bytes = \"big\"\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("server.max_body_bytes: invalid type"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment() {
+        let mut c = Config::parse(
+            "version = 1\n[channels.whatsapp]\nplugin = \"builtin:whatsapp\"\n[channels.whatsapp.secrets]\napp_secret = \"file\"\n",
+        )
+        .unwrap();
+        let env = |k: &str| match k {
+            "GATEWAY_CHANNELS_WHATSAPP_APP_SECRET" => Some("env".to_string()),
+            "GATEWAY_SECURITY_DATA_KEY" => Some("k".to_string()),
+            _ => None,
+        };
+        c.apply_env(env, |_| vec!["app_secret".into(), "verify_token".into()]);
+        assert_eq!(c.channels["whatsapp"].secrets["app_secret"], "env");
+        assert!(!c.channels["whatsapp"].secrets.contains_key("verify_token"));
+        assert_eq!(c.security.data_key.as_deref(), Some("k"));
+    }
+}

@@ -1,0 +1,350 @@
+//! The web widget's JWTs, verified with `jsonwebtoken`.
+//!
+//! Policy (RFC 8725): the algorithm comes from the configured allow-list,
+//! never from the token alone; each key is bound to the algorithm family it
+//! was configured for (an HMAC secret never verifies an RS256 token and an
+//! RSA public key never keys an HS256 one); `alg: none` in any spelling is
+//! refused; `exp` and `sub` are required; `nbf`, `iss` and `aud` are checked
+//! when present or configured, with a leeway. Keys found by `kid` come only
+//! from the configured JWKS file, never from a URL in the token. Times are
+//! checked against the clock the host passes in.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind, jwk::JwkSet};
+use serde::Deserialize;
+
+use crate::channel::{AuthenticatedUser, Claim, ClaimKind};
+
+/// Why a token was refused; `reason()` is the API's reason string.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// No token at all.
+    #[error("no token")]
+    Missing,
+    /// Not three base64url parts of JSON.
+    #[error("the token is not a well-formed JWT")]
+    Malformed,
+    /// `none`, or an algorithm outside the allow-list.
+    #[error("algorithm `{0}` is not allowed")]
+    Algorithm(String),
+    /// The signature does not verify.
+    #[error("the signature does not verify")]
+    BadSignature,
+    /// `exp` is in the past.
+    #[error("the token has expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    /// `iss` is missing or wrong.
+    #[error("the issuer is wrong or missing")]
+    Issuer,
+    /// `aud` is missing or wrong.
+    #[error("the audience is wrong or missing")]
+    Audience,
+    /// `kid` is not in the configured key set.
+    #[error("key id `{0}` is not known")]
+    UnknownKid(String),
+    /// A required claim is absent.
+    #[error("claim `{0}` is required")]
+    MissingClaim(&'static str),
+}
+
+impl TokenError {
+    /// The reason reported with 401 `invalid_token`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TokenError::Missing => "missing",
+            TokenError::Malformed => "malformed",
+            TokenError::Algorithm(_) => "algorithm",
+            TokenError::BadSignature => "bad_signature",
+            TokenError::Expired => "expired",
+            TokenError::NotYetValid => "not_yet_valid",
+            TokenError::Issuer => "issuer",
+            TokenError::Audience => "audience",
+            TokenError::UnknownKid(_) => "unknown_kid",
+            TokenError::MissingClaim(_) => "missing_claim",
+        }
+    }
+}
+
+/// Why the widget's JWT configuration is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtSetupError {
+    /// An unknown or forbidden algorithm name.
+    #[error("widget.algorithms: `{0}` is not a JWT algorithm this gateway accepts")]
+    UnknownAlgorithm(String),
+    /// An allowed algorithm has no key to verify it.
+    #[error("widget.algorithms lists {0:?} but no key for it is configured ({1})")]
+    NoKey(Algorithm, &'static str),
+    /// A key that does not parse.
+    #[error("{0}: {1}")]
+    BadKey(&'static str, String),
+    /// An HMAC secret shorter than the hash (RFC 7518 §3.2).
+    #[error("widget.secret is {0} bytes; HS256 needs at least 32")]
+    WeakSecret(usize),
+}
+
+/// Key material from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct KeySource<'a> {
+    /// HMAC secret for HS*.
+    pub secret: Option<&'a str>,
+    /// PEM public key for RS*/PS*/ES*/EdDSA.
+    pub public_key_pem: Option<&'a str>,
+    /// The text of a JWKS file.
+    pub jwks_json: Option<&'a str>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Family {
+    Hmac,
+    Rsa,
+    Ec,
+    Ed,
+}
+
+fn family(alg: Algorithm) -> Family {
+    use Algorithm::*;
+    match alg {
+        HS256 | HS384 | HS512 => Family::Hmac,
+        RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => Family::Rsa,
+        ES256 | ES384 => Family::Ec,
+        EdDSA => Family::Ed,
+    }
+}
+
+/// The widget's verifier, built once from the configuration.
+pub struct WidgetAuth {
+    allowed: Vec<Algorithm>,
+    keys: BTreeMap<Family, DecodingKey>,
+    jwks: BTreeMap<String, (DecodingKey, Option<Algorithm>)>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway: u64,
+}
+
+impl std::fmt::Debug for WidgetAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WidgetAuth")
+            .field("allowed", &self.allowed)
+            .field("kids", &self.jwks.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialOrd for Family {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Family {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (*self as u8).cmp(&(*other as u8))
+    }
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    kid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: Option<String>,
+    exp: Option<u64>,
+    nbf: Option<u64>,
+    iss: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+    name: Option<String>,
+}
+
+impl WidgetAuth {
+    /// Builds the verifier: every allowed algorithm must have a key.
+    pub fn new(
+        algorithms: &[String],
+        keys: KeySource<'_>,
+        issuer: Option<String>,
+        audience: Option<String>,
+        leeway_seconds: u64,
+    ) -> Result<Self, JwtSetupError> {
+        let mut allowed = Vec::new();
+        for a in algorithms {
+            let alg =
+                Algorithm::from_str(a).map_err(|_| JwtSetupError::UnknownAlgorithm(a.clone()))?;
+            allowed.push(alg);
+        }
+        let mut map = BTreeMap::new();
+        if let Some(secret) = keys.secret {
+            if secret.len() < 32 {
+                return Err(JwtSetupError::WeakSecret(secret.len()));
+            }
+            map.insert(Family::Hmac, DecodingKey::from_secret(secret.as_bytes()));
+        }
+        if let Some(pem) = keys.public_key_pem {
+            let pem = pem.as_bytes();
+            let (fam, key) = if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
+                (Family::Rsa, k)
+            } else if let Ok(k) = DecodingKey::from_ec_pem(pem) {
+                (Family::Ec, k)
+            } else if let Ok(k) = DecodingKey::from_ed_pem(pem) {
+                (Family::Ed, k)
+            } else {
+                return Err(JwtSetupError::BadKey(
+                    "widget.public_key_pem",
+                    "not an RSA, EC or Ed25519 public key in PEM".into(),
+                ));
+            };
+            map.insert(fam, key);
+        }
+        let mut jwks = BTreeMap::new();
+        if let Some(text) = keys.jwks_json {
+            let set: JwkSet = serde_json::from_str(text)
+                .map_err(|e| JwtSetupError::BadKey("widget.jwks_file", e.to_string()))?;
+            for jwk in &set.keys {
+                let kid = jwk.common.key_id.clone().ok_or_else(|| {
+                    JwtSetupError::BadKey("widget.jwks_file", "every key needs a `kid`".into())
+                })?;
+                let key = DecodingKey::from_jwk(jwk).map_err(|e| {
+                    JwtSetupError::BadKey("widget.jwks_file", format!("key `{kid}`: {e}"))
+                })?;
+                let alg = jwk
+                    .common
+                    .key_algorithm
+                    .and_then(|a| Algorithm::from_str(&a.to_string()).ok());
+                jwks.insert(kid, (key, alg));
+            }
+        }
+        for alg in &allowed {
+            if !map.contains_key(&family(*alg)) && jwks.is_empty() {
+                let needs = match family(*alg) {
+                    Family::Hmac => "widget.secret",
+                    _ => "widget.public_key_pem or widget.jwks_file",
+                };
+                return Err(JwtSetupError::NoKey(*alg, needs));
+            }
+        }
+        Ok(WidgetAuth {
+            allowed,
+            keys: map,
+            jwks,
+            issuer,
+            audience,
+            leeway: leeway_seconds,
+        })
+    }
+
+    /// Verifies `token` at Unix time `now` and returns the user it names.
+    pub fn verify(&self, token: Option<&str>, now: u64) -> Result<AuthenticatedUser, TokenError> {
+        let token = token
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(TokenError::Missing)?;
+        let header_b64 = token.split('.').next().ok_or(TokenError::Malformed)?;
+        let header_json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header_b64.trim_end_matches('='))
+            .map_err(|_| TokenError::Malformed)?;
+        let header: Header =
+            serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
+        if header.alg.eq_ignore_ascii_case("none") {
+            return Err(TokenError::Algorithm(header.alg));
+        }
+        let alg = Algorithm::from_str(&header.alg)
+            .map_err(|_| TokenError::Algorithm(header.alg.clone()))?;
+        if !self.allowed.contains(&alg) {
+            return Err(TokenError::Algorithm(header.alg));
+        }
+        let key = match &header.kid {
+            Some(kid) if !self.jwks.is_empty() => {
+                let (key, key_alg) = self
+                    .jwks
+                    .get(kid)
+                    .ok_or_else(|| TokenError::UnknownKid(kid.clone()))?;
+                // A key published for one algorithm verifies only that one.
+                if key_alg.is_some_and(|k| k != alg) {
+                    return Err(TokenError::Algorithm(header.alg));
+                }
+                key
+            }
+            _ => self
+                .keys
+                .get(&family(alg))
+                .ok_or_else(|| match &header.kid {
+                    Some(kid) => TokenError::UnknownKid(kid.clone()),
+                    None => TokenError::UnknownKid(String::new()),
+                })?,
+        };
+        let mut v = Validation::new(alg);
+        // Times are checked below against the injected clock.
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        v.required_spec_claims.clear();
+        v.validate_aud = self.audience.is_some();
+        if let Some(aud) = &self.audience {
+            v.set_audience(&[aud]);
+            v.required_spec_claims.insert("aud".into());
+        }
+        if let Some(iss) = &self.issuer {
+            v.set_issuer(&[iss]);
+            v.required_spec_claims.insert("iss".into());
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, key, &v).map_err(|e| match e.kind() {
+            ErrorKind::InvalidSignature => TokenError::BadSignature,
+            ErrorKind::InvalidIssuer => TokenError::Issuer,
+            ErrorKind::InvalidAudience => TokenError::Audience,
+            ErrorKind::MissingRequiredClaim(c) if c == "iss" => TokenError::Issuer,
+            ErrorKind::MissingRequiredClaim(c) if c == "aud" => TokenError::Audience,
+            ErrorKind::InvalidAlgorithm => TokenError::Algorithm(header.alg.clone()),
+            ErrorKind::InvalidKeyFormat
+            | ErrorKind::InvalidEcdsaKey
+            | ErrorKind::InvalidRsaKey(_) => TokenError::BadSignature,
+            _ => TokenError::Malformed,
+        })?;
+        let c = data.claims;
+        let exp = c.exp.ok_or(TokenError::MissingClaim("exp"))?;
+        if now > exp.saturating_add(self.leeway) {
+            return Err(TokenError::Expired);
+        }
+        if let Some(nbf) = c.nbf {
+            if now.saturating_add(self.leeway) < nbf {
+                return Err(TokenError::NotYetValid);
+            }
+        }
+        let subject = c
+            .sub
+            .filter(|s| !s.is_empty())
+            .ok_or(TokenError::MissingClaim("sub"))?;
+        let mut claims = vec![Claim {
+            kind: ClaimKind::UserId,
+            value: subject.clone(),
+            verified: true,
+        }];
+        for (kind, value) in [
+            (ClaimKind::Email, c.email),
+            (ClaimKind::Phone, c.phone),
+            (ClaimKind::Name, c.name),
+        ] {
+            if let Some(value) = value.filter(|v| !v.is_empty()) {
+                claims.push(Claim {
+                    kind,
+                    value,
+                    verified: true,
+                });
+            }
+        }
+        let issuer = c
+            .iss
+            .or_else(|| self.issuer.clone())
+            .unwrap_or_else(|| "widget".into());
+        Ok(AuthenticatedUser {
+            issuer,
+            subject,
+            claims,
+        })
+    }
+}
