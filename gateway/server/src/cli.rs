@@ -192,3 +192,72 @@ pub fn plugin_run(path: &Path, request: &PathBuf, export: Export) -> anyhow::Res
     };
     Ok(serde_json::to_string_pretty(&value)? + "\n")
 }
+
+/// `gateway serve [--config FILE]`: runs until SIGTERM or SIGINT.
+pub fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    use crate::app::{App, SystemClock};
+    use crate::dev::DevSecrets;
+    use crate::pipeline::LogSink;
+
+    let (config, base_dir) = match config_path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("{}: cannot read", path.display()))?;
+            let config = chatcrafter_core::config::Config::parse(&text)
+                .with_context(|| format!("{}: invalid configuration", path.display()))?;
+            let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            (config, base)
+        }
+        None => {
+            let dir = Path::new("./data");
+            let (secrets, created) = DevSecrets::load_or_create(dir)?;
+            eprint!("{}", secrets.banner(&dir.join("dev-secrets.toml"), created));
+            (secrets.config(dir), PathBuf::from("."))
+        }
+    };
+    let app = App::build(
+        config,
+        &base_dir,
+        |k| std::env::var(k).ok(),
+        Arc::new(LogSink),
+        Arc::new(SystemClock),
+    )?;
+    let app = Arc::new(app);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let server = &app.config.server;
+        let tls = match (&server.tls_cert, &server.tls_key) {
+            (Some(c), Some(k)) => Some(crate::http::tls_acceptor(
+                &base_dir.join(c),
+                &base_dir.join(k),
+            )?),
+            _ => None,
+        };
+        let (listener, addr) = crate::http::bind(&server.listen).await?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        {
+            use std::io::Write as _;
+            let mut out = std::io::stdout();
+            let _ = writeln!(
+                out,
+                "listening on {scheme}://{addr} (channels: {})",
+                app.plugins.channels().join(", ")
+            );
+            let _ = out.flush();
+        }
+        crate::http::serve(app.clone(), listener, tls, Box::pin(shutdown_signal())).await
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,7 +1,16 @@
 //! ChatCrafter Gateway's native host: the `gateway` binary's library.
 //!
 //! - [`plugin`]: the sandboxed WebAssembly plugin host and registry.
+//! - [`app`]: the running gateway's state, built from the configuration.
+//! - [`http`]: the hyper server and its routes.
+//! - [`pipeline`]: where verified events go.
+//! - [`dev`]: dev mode's generated secrets and configuration.
 //! - [`cli`]: the command-line commands.
 
+pub mod app;
 pub mod cli;
+pub mod dev;
+pub mod http;
+pub mod metrics;
+pub mod pipeline;
 pub mod plugin;

@@ -17,6 +17,12 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the gateway. Without --config: dev mode (./data, bundled plugins, generated secrets).
+    Serve {
+        /// The configuration file (gateway.toml).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Work with channel plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -48,6 +54,10 @@ enum PluginCommand {
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
+        Command::Serve { config } => {
+            init_tracing();
+            cli::serve(config.as_deref()).map(|()| String::new())
+        }
         Command::Plugin(PluginCommand::Check { file, json }) => cli::plugin_check(&file, json),
         Command::Plugin(PluginCommand::Run {
             file,
@@ -65,4 +75,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -1,0 +1,239 @@
+//! The running gateway's state, built once from the configuration: the
+//! plugins, each channel's verifier and handshake, the widget's JWT
+//! verifier, the pipeline the verified events go to, and the metrics.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use chatcrafter_core::Clock;
+use chatcrafter_core::channel::Manifest;
+use chatcrafter_core::config::{Config, Widget};
+use chatcrafter_core::verify::handshake::Responder;
+use chatcrafter_core::verify::jwt::{KeySource, WidgetAuth};
+use chatcrafter_core::verify::signature::Verifier;
+
+use crate::metrics::Metrics;
+use crate::pipeline::Sink;
+use crate::plugin::{Plugin, PluginHost, Registry, bundled};
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
+/// One configured channel, ready to serve.
+#[derive(Debug)]
+pub struct ChannelRuntime {
+    /// The channel's name (`/webhooks/{name}`).
+    pub name: String,
+    /// Its verification, prepared with its secrets.
+    pub verifier: Verifier,
+    /// Its handshake, prepared with its secrets.
+    pub handshake: Responder,
+    /// Settings passed to the plugin with each request.
+    pub settings: Vec<(String, String)>,
+}
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct App {
+    /// The parsed configuration (secrets included; never logged).
+    pub config: Config,
+    /// Channel name → plugin; the widget's plugin is under `widget`.
+    pub plugins: Registry,
+    /// Channel name → verification and settings.
+    pub channels: BTreeMap<String, ChannelRuntime>,
+    /// The widget's token verifier, when `[widget]` is configured.
+    pub widget: Option<WidgetAuth>,
+    /// Where verified events go.
+    pub sink: Arc<dyn Sink>,
+    /// Counters and histograms.
+    pub metrics: Metrics,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// 32 bytes from the operating system's CSPRNG.
+pub fn random_bytes() -> [u8; 32] {
+    use ring::rand::SecureRandom as _;
+    let mut b = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .expect("the operating system's random number generator failed");
+    b
+}
+
+/// A random id, 16 hex characters.
+pub fn request_id() -> String {
+    chatcrafter_core::verify::hex_encode(&random_bytes()[..8])
+}
+
+fn load_plugin(host: &PluginHost, spec: &str, base_dir: &Path) -> anyhow::Result<Plugin> {
+    if let Some(name) = spec.strip_prefix("builtin:") {
+        let Some((_, bytes)) = bundled::PLUGINS.iter().find(|(n, _)| *n == name) else {
+            let names: Vec<&str> = bundled::PLUGINS.iter().map(|(n, _)| *n).collect();
+            bail!(
+                "no bundled plugin `{name}`; the bundled plugins are {}",
+                names.join(", ")
+            );
+        };
+        return Ok(host.load(spec, bytes)?);
+    }
+    let path = base_dir.join(spec);
+    Ok(host.load_file(&path)?)
+}
+
+fn check_declared(
+    channel: &str,
+    kind: &str,
+    given: &BTreeMap<String, String>,
+    m: &Manifest,
+    specs: &[chatcrafter_core::channel::SettingSpec],
+) -> anyhow::Result<()> {
+    for name in given.keys() {
+        if !specs.iter().any(|s| &s.name == name) {
+            let declared: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+            bail!(
+                "channels.{channel}.{kind}.{name}: plugin {}@{} declares no {} `{name}` (it declares: {})",
+                m.id,
+                m.version,
+                kind.trim_end_matches('s'),
+                if declared.is_empty() {
+                    "none".to_string()
+                } else {
+                    declared.join(", ")
+                }
+            );
+        }
+    }
+    for s in specs.iter().filter(|s| s.required) {
+        if !given.contains_key(&s.name) {
+            bail!(
+                "channels.{channel}.{kind}.{}: required by plugin {}@{} ({}); set it in the file{}",
+                s.name,
+                m.id,
+                m.version,
+                s.description,
+                if kind == "secrets" {
+                    format!(
+                        " or in GATEWAY_CHANNELS_{}_{}",
+                        channel.replace('-', "_").to_uppercase(),
+                        s.name.to_uppercase()
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+impl App {
+    /// Loads every plugin the configuration names, applies secrets from the
+    /// environment, and prepares verification. `base_dir` resolves relative
+    /// paths in the configuration.
+    pub fn build(
+        mut config: Config,
+        base_dir: &Path,
+        env: impl Fn(&str) -> Option<String>,
+        sink: Arc<dyn Sink>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<App> {
+        let host = PluginHost::new()?;
+        let plugins = Registry::new();
+        for (name, ch) in &config.channels {
+            let plugin = load_plugin(&host, &ch.plugin, base_dir)
+                .with_context(|| format!("channels.{name}.plugin"))?;
+            plugins.swap(name, plugin);
+        }
+        if config.widget.is_some() && plugins.get("widget").is_none() {
+            plugins.swap("widget", load_plugin(&host, "builtin:widget", base_dir)?);
+        }
+        config.apply_env(&env, |channel| {
+            plugins
+                .get(channel)
+                .map(|p| {
+                    p.manifest()
+                        .secrets
+                        .iter()
+                        .map(|s| s.name.clone())
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+        let random = random_bytes();
+        let mut channels = BTreeMap::new();
+        for (name, ch) in &config.channels {
+            let plugin = plugins.get(name).expect("loaded above");
+            let m = plugin.manifest();
+            check_declared(name, "secrets", &ch.secrets, m, &m.secrets)?;
+            check_declared(name, "settings", &ch.settings, m, &m.settings)?;
+            let secret = |n: &str| ch.secrets.get(n).map(String::as_str);
+            let verifier = Verifier::new(&m.verification, secret, ch.allow_unverified, &random)
+                .with_context(|| format!("channels.{name}: plugin {}@{}", m.id, m.version))?;
+            let handshake = Responder::new(&m.handshake, secret, &random);
+            channels.insert(
+                name.clone(),
+                ChannelRuntime {
+                    name: name.clone(),
+                    verifier,
+                    handshake,
+                    settings: ch
+                        .settings
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                },
+            );
+        }
+        let widget = match &config.widget {
+            Some(w) => Some(widget_auth(w, base_dir)?),
+            None => None,
+        };
+        Ok(App {
+            config,
+            plugins,
+            channels,
+            widget,
+            sink,
+            metrics: Metrics::default(),
+            clock,
+        })
+    }
+}
+
+fn widget_auth(w: &Widget, base_dir: &Path) -> anyhow::Result<WidgetAuth> {
+    let jwks = match &w.jwks_file {
+        Some(f) => {
+            let path: PathBuf = base_dir.join(f);
+            Some(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("widget.jwks_file: {}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let keys = KeySource {
+        secret: w.secret.as_deref(),
+        public_key_pem: w.public_key_pem.as_deref(),
+        jwks_json: jwks.as_deref(),
+    };
+    Ok(WidgetAuth::new(
+        &w.algorithms,
+        keys,
+        w.issuer.clone(),
+        w.audience.clone(),
+        w.leeway_seconds,
+    )?)
+}

@@ -1,0 +1,220 @@
+//! The HTTP surface: hyper 1.x over hyper-util's auto connection builder
+//! (HTTP/1.1 and HTTP/2), optional TLS 1.3 via rustls, and the routes of
+//! INTERFACE §3.1–3.3.
+//!
+//! Limits: request headers must arrive within `server.header_timeout_ms` (a
+//! slow client is cut off), a body within `server.body_timeout_ms` and under
+//! `server.max_body_bytes` (413 before the rest is read). On SIGTERM or
+//! SIGINT the listener closes and in-flight requests get
+//! `server.shutdown_grace_ms` to finish.
+
+mod body;
+mod error;
+mod ops;
+mod webhook;
+mod widget;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use crate::app::App;
+pub use error::{ApiError, Fault};
+
+/// Response type of every handler.
+pub type Resp = Response<Full<Bytes>>;
+
+/// Routes one request. Every path through here ends in a response, counted
+/// in `gateway_http_requests_total` under its route template.
+pub async fn handle(app: Arc<App>, mut req: Request<Incoming>) -> Resp {
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (route, result) = match (req.method().clone(), segments.as_slice()) {
+        (Method::GET, ["healthz"]) => ("/healthz", Ok(ops::healthz())),
+        (_, ["healthz"]) => (
+            "/healthz",
+            Err(ApiError::method_not_allowed(req.method(), "GET")),
+        ),
+        (Method::GET, ["readyz"]) => ("/readyz", ops::readyz(&app)),
+        (_, ["readyz"]) => (
+            "/readyz",
+            Err(ApiError::method_not_allowed(req.method(), "GET")),
+        ),
+        (Method::GET, ["metrics"]) => ("/metrics", Ok(ops::metrics(&app))),
+        (_, ["metrics"]) => (
+            "/metrics",
+            Err(ApiError::method_not_allowed(req.method(), "GET")),
+        ),
+        (_, ["webhooks", channel]) => {
+            let channel = channel.to_string();
+            (
+                "/webhooks/{channel}",
+                webhook::handle(&app, &channel, &mut req).await,
+            )
+        }
+        (Method::POST | Method::OPTIONS, ["widget", "v1", "messages"]) => (
+            "/widget/v1/messages",
+            widget::post_message(&app, &mut req).await,
+        ),
+        (_, ["widget", "v1", "messages"]) => (
+            "/widget/v1/messages",
+            Err(ApiError::method_not_allowed(req.method(), "POST, OPTIONS")),
+        ),
+        _ => ("(unknown)", Err(ApiError::not_found(&path))),
+    };
+    let resp = result.unwrap_or_else(|e| {
+        if e.fault != Fault::Caller {
+            tracing::warn!(route, code = e.code, "{}", e.message);
+        }
+        e.into_response()
+    });
+    app.metrics.inc(
+        "gateway_http_requests_total",
+        &[("route", route), ("status", resp.status().as_str())],
+    );
+    resp
+}
+
+/// How the server stops.
+pub type Shutdown = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Serves `app` on `listener` until `shutdown` completes, then drains.
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let server = &app.config.server;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(server.header_timeout_ms));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let grace = Duration::from_millis(server.shutdown_grace_ms);
+    let handshake_timeout = Duration::from_millis(server.header_timeout_ms);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(handle(app, req).await) }
+        });
+        let builder = builder.clone();
+        match &tls {
+            None => {
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, "connection: {e}");
+                    }
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(
+                        handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake: {e}"),
+                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                    };
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(%peer, "connection: {e}");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!(
+        "shutting down: draining in-flight requests for up to {} ms",
+        grace.as_millis()
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; closing the remaining connections");
+    }
+    Ok(())
+}
+
+/// A TLS 1.3-only acceptor (rustls with ring) from PEM files, offering h2
+/// and http/1.1 by ALPN.
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use anyhow::Context as _;
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("server.tls_cert: {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("server.tls_cert: {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("server.tls_key: {}", key.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("server.tls_cert / server.tls_key")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Binds the configured address.
+pub async fn bind(listen: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    use anyhow::Context as _;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("server.listen: cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
+pub(crate) fn elapsed(start: Instant) -> Duration {
+    start.elapsed()
+}

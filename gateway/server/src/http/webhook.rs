@@ -1,0 +1,177 @@
+//! `/webhooks/{channel}`: handshake, verification on the raw bytes, the
+//! plugin's `parse-inbound`, the pipeline, and the channel's expected answer.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chatcrafter_core::channel::{Header, Inbound, InboundRequest, RequestContext};
+use chatcrafter_core::verify::handshake::Outcome;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode, header};
+
+use super::{ApiError, Fault, Resp, body, elapsed, ops};
+use crate::app::{App, request_id};
+use crate::plugin::{Plugin, PluginError};
+
+/// Headers a plugin never sees: they carry credentials.
+const CREDENTIAL_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
+
+pub(super) async fn handle(
+    app: &App,
+    channel: &str,
+    req: &mut Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let (Some(rt), Some(plugin)) = (app.channels.get(channel), app.plugins.get(channel)) else {
+        return Err(ApiError::caller(
+            StatusCode::NOT_FOUND,
+            "unknown_channel",
+            format!("no channel `{channel}` is configured"),
+        ));
+    };
+    let query = req.uri().query().unwrap_or("").to_string();
+    match rt.handshake.respond(req.method().as_str(), &query) {
+        Outcome::Accept(challenge) => return Ok(ops::text(200, "text/plain", challenge)),
+        Outcome::Reject => {
+            app.metrics.inc(
+                "gateway_verification_failures_total",
+                &[("channel", channel), ("reason", "handshake_token")],
+            );
+            return Err(ApiError::caller(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the handshake token does not match",
+            ));
+        }
+        Outcome::NotHandshake => {}
+    }
+    if req.method() != Method::POST {
+        return Err(ApiError::method_not_allowed(req.method(), "POST"));
+    }
+    let server = &app.config.server;
+    let raw = body::read(
+        req,
+        server.max_body_bytes,
+        Duration::from_millis(server.body_timeout_ms),
+    )
+    .await?;
+    let headers = headers_of(req);
+    let now_ms = app.clock.now_ms();
+    if let Err(e) = rt.verifier.verify(&headers, &raw, now_ms / 1000) {
+        app.metrics.inc(
+            "gateway_verification_failures_total",
+            &[("channel", channel), ("reason", e.code())],
+        );
+        return Err(ApiError::caller(
+            StatusCode::UNAUTHORIZED,
+            e.code(),
+            e.to_string(),
+        ));
+    }
+    let secret_header = rt.verifier.secret_header();
+    let request = InboundRequest {
+        method: req.method().as_str().to_string(),
+        path: req.uri().path().to_string(),
+        query,
+        headers: headers
+            .into_iter()
+            .filter(|h| {
+                !CREDENTIAL_HEADERS.contains(&h.name.as_str())
+                    && Some(h.name.as_str()) != secret_header
+            })
+            .collect(),
+        body: raw.to_vec(),
+        context: RequestContext {
+            received_at_ms: now_ms,
+            request_id: request_id(),
+            user: None,
+            settings: rt.settings.clone(),
+        },
+    };
+    let inbound = parse(app, channel, &plugin, &request)?;
+    accept(app, channel, &inbound).await?;
+    Ok(plugin_response(&inbound))
+}
+
+/// Runs `parse-inbound`, timing it and classifying failures.
+pub(super) fn parse(
+    app: &App,
+    channel: &str,
+    plugin: &Plugin,
+    request: &InboundRequest,
+) -> Result<Inbound, ApiError> {
+    let start = Instant::now();
+    let result = plugin.parse_inbound(request);
+    app.metrics.observe(
+        "gateway_plugin_call_seconds",
+        &[
+            ("plugin", &plugin.manifest().id),
+            ("export", "parse-inbound"),
+        ],
+        elapsed(start),
+    );
+    result.map_err(|e| {
+        if e.is_input_error() {
+            tracing::info!(channel, request_id = %request.context.request_id, "malformed payload: {e}");
+            return ApiError::caller(StatusCode::BAD_REQUEST, "malformed_payload", e.to_string());
+        }
+        let kind = match &e {
+            PluginError::Deadline { .. } => "deadline",
+            PluginError::MemoryCap { .. } => "memory_cap",
+            PluginError::Trap { .. } | PluginError::Instantiate { .. } => "trap",
+            PluginError::Channel { .. } | PluginError::InvalidResult { .. } => "error",
+        };
+        app.metrics.inc("gateway_plugin_failures_total", &[("plugin", &plugin.manifest().id), ("kind", kind)]);
+        ApiError::fault(Fault::Plugin, "plugin_failed", e.to_string())
+    })
+}
+
+/// Hands the events to the pipeline; only then may the channel hear 2xx.
+pub(super) async fn accept(app: &App, channel: &str, inbound: &Inbound) -> Result<(), ApiError> {
+    app.sink
+        .accept(channel, inbound)
+        .await
+        .map_err(|e| ApiError::fault(Fault::Store, "store_unavailable", e.to_string()))?;
+    for e in &inbound.events {
+        let kind = match e {
+            chatcrafter_core::channel::InboundEvent::Message(_) => "message",
+            chatcrafter_core::channel::InboundEvent::Status(_) => "status",
+            chatcrafter_core::channel::InboundEvent::Ignored { .. } => "ignored",
+        };
+        app.metrics.inc(
+            "gateway_inbound_events_total",
+            &[("channel", channel), ("kind", kind)],
+        );
+    }
+    Ok(())
+}
+
+/// The answer the plugin asked for.
+pub(super) fn plugin_response(inbound: &Inbound) -> Resp {
+    let mut resp = Response::builder()
+        .status(StatusCode::from_u16(inbound.response.status).unwrap_or(StatusCode::OK));
+    for h in &inbound.response.headers {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(h.name.as_bytes()),
+            header::HeaderValue::from_str(&h.value),
+        ) {
+            resp = resp.header(name, value);
+        }
+    }
+    resp.body(Full::new(Bytes::from(inbound.response.body.clone())))
+        .expect("valid response")
+}
+
+/// Request headers as the core sees them (lower-case names; values that are
+/// not UTF-8 dropped).
+pub(super) fn headers_of(req: &Request<Incoming>) -> Vec<Header> {
+    req.headers()
+        .iter()
+        .filter_map(|(n, v)| {
+            Some(Header {
+                name: n.as_str().to_string(),
+                value: v.to_str().ok()?.to_string(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,114 @@
+//! The widget's REST route: `POST /widget/v1/messages` with a Bearer JWT,
+//! and CORS for the configured origins.
+
+use std::time::Duration;
+
+use chatcrafter_core::channel::{InboundRequest, RequestContext};
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode, header};
+
+use super::webhook::{accept, headers_of, parse, plugin_response};
+use super::{ApiError, Resp, body, ops};
+use crate::app::{App, request_id};
+
+pub(super) async fn post_message(app: &App, req: &mut Request<Incoming>) -> Result<Resp, ApiError> {
+    let (Some(config), Some(auth), Some(plugin)) =
+        (&app.config.widget, &app.widget, app.plugins.get("widget"))
+    else {
+        return Err(ApiError::caller(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the widget is not configured ([widget])",
+        ));
+    };
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(String::from);
+    if let Some(o) = &origin {
+        if !config.allowed_origins.iter().any(|a| a == o) {
+            return Err(ApiError::caller(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                format!("origin {o} is not in widget.allowed_origins"),
+            ));
+        }
+    }
+    let with_cors = |mut resp: Resp| {
+        if let Some(o) = &origin {
+            let h = resp.headers_mut();
+            if let Ok(v) = header::HeaderValue::from_str(o) {
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+            }
+            h.insert(header::VARY, header::HeaderValue::from_static("origin"));
+        }
+        resp
+    };
+    if req.method() == Method::OPTIONS {
+        let mut resp = ops::text(204, "text/plain", String::new());
+        let h = resp.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            header::HeaderValue::from_static("POST, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            header::HeaderValue::from_static("authorization, content-type"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            header::HeaderValue::from_static("600"),
+        );
+        return Ok(with_cors(resp));
+    }
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(String::from);
+    let now_ms = app.clock.now_ms();
+    let user = auth.verify(token.as_deref(), now_ms / 1000).map_err(|e| {
+        app.metrics.inc(
+            "gateway_verification_failures_total",
+            &[("channel", "widget"), ("reason", e.reason())],
+        );
+        let mut err = ApiError::caller(StatusCode::UNAUTHORIZED, "invalid_token", e.to_string());
+        err.extra = Some(("reason", e.reason().to_string()));
+        err.headers.push((
+            header::WWW_AUTHENTICATE,
+            "Bearer error=\"invalid_token\"".into(),
+        ));
+        err
+    })?;
+    let server = &app.config.server;
+    let raw = body::read(
+        req,
+        server.max_body_bytes,
+        Duration::from_millis(server.body_timeout_ms),
+    )
+    .await?;
+    let request = InboundRequest {
+        method: "POST".into(),
+        path: req.uri().path().to_string(),
+        query: String::new(),
+        headers: headers_of(req)
+            .into_iter()
+            .filter(|h| !matches!(h.name.as_str(), "authorization" | "cookie"))
+            .collect(),
+        body: raw.to_vec(),
+        context: RequestContext {
+            received_at_ms: now_ms,
+            request_id: request_id(),
+            user: Some(user),
+            settings: vec![],
+        },
+    };
+    let inbound = parse(app, "widget", &plugin, &request)?;
+    accept(app, "widget", &inbound).await?;
+    Ok(with_cors(plugin_response(&inbound)))
+}

@@ -1,0 +1,59 @@
+//! Where verified, parsed events go. The conversations issue puts the real
+//! pipeline (dedup → identity → timeline → agent) behind this trait; the
+//! gateway answers the channel only after `accept` returns `Ok`, so nothing
+//! is acknowledged that was not taken.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use chatcrafter_core::channel::{Inbound, InboundEvent};
+
+/// Why events could not be taken: the channel is answered 503 and retries.
+#[derive(Debug, thiserror::Error)]
+#[error("the store is unavailable: {0}")]
+pub struct Unavailable(pub String);
+
+/// A boxed future, as the sink returns.
+pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Unavailable>> + Send + 'a>>;
+
+/// Takes the events of one verified request.
+pub trait Sink: Send + Sync + std::fmt::Debug {
+    /// Accepts `inbound` from `channel`; `Ok` means it is safely taken.
+    fn accept<'a>(&'a self, channel: &'a str, inbound: &'a Inbound) -> SinkFuture<'a>;
+}
+
+/// Logs each event's channel, kind and provider id — never names, phone
+/// numbers or text — and takes nothing further. It stands in front of the
+/// store until the conversations pipeline replaces it.
+#[derive(Debug, Default)]
+pub struct LogSink;
+
+impl Sink for LogSink {
+    fn accept<'a>(&'a self, channel: &'a str, inbound: &'a Inbound) -> SinkFuture<'a> {
+        Box::pin(async move {
+            for event in &inbound.events {
+                match event {
+                    InboundEvent::Message(m) => tracing::info!(
+                        channel,
+                        provider_message_id = %m.provider_message_id,
+                        scope = %m.sender.scope,
+                        claims = m.claims.len(),
+                        link_token = m.link_token.is_some(),
+                        "inbound message"
+                    ),
+                    InboundEvent::Status(s) => tracing::info!(
+                        channel,
+                        provider_message_id = %s.provider_message_id,
+                        state = ?s.state,
+                        "delivery status"
+                    ),
+                    InboundEvent::Ignored { reason } => tracing::debug!(channel, reason, "ignored"),
+                }
+            }
+            for d in &inbound.diagnostics {
+                tracing::warn!(channel, level = %d.level, "plugin diagnostic: {}", d.message);
+            }
+            Ok(())
+        })
+    }
+}
