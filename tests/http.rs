@@ -1,0 +1,796 @@
+//! The gateway's HTTP surface, end to end: the real binary, the real
+//! plugins, real signatures and their bad twins over real sockets.
+
+#[path = "support.rs"]
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use chatcrafter_gateway::plugin::bundled::test_programs;
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+use support::*;
+
+const APP_SECRET: &str = "meta-app-secret-for-tests";
+const VERIFY_TOKEN: &str = "meatyhamhock";
+const TG_SECRET: &str = "tg_secret-token_123";
+const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+const WIDGET_SECRET: &str = "widget-secret-widget-secret-0123456789";
+
+struct Setup {
+    gw: Gateway,
+    discord: Ed25519KeyPair,
+}
+
+fn config(discord_public: &str, extra: &str) -> String {
+    format!(
+        r#"version = 1
+
+[server]
+listen = "127.0.0.1:0"
+max_body_bytes = 65536
+header_timeout_ms = 500
+body_timeout_ms = 2000
+shutdown_grace_ms = 5000
+
+[channels.whatsapp]
+plugin = "builtin:whatsapp"
+api_base = "http://127.0.0.1:9/whatsapp"
+[channels.whatsapp.secrets]
+app_secret = "{APP_SECRET}"
+verify_token = "{VERIFY_TOKEN}"
+access_token = "wa-access"
+
+[channels.telegram]
+plugin = "builtin:telegram"
+[channels.telegram.secrets]
+secret_token = "{TG_SECRET}"
+bot_token = "7012345678:AAE"
+[channels.telegram.settings]
+bot_id = "7012345678"
+
+[channels.discord]
+plugin = "builtin:discord"
+[channels.discord.secrets]
+public_key = "{discord_public}"
+
+[channels.acme]
+plugin = "{slack}"
+[channels.acme.secrets]
+signing_secret = "{SLACK_SECRET}"
+
+[channels.broken]
+plugin = "{trap}"
+allow_unverified = true
+
+[widget]
+algorithms = ["HS256", "RS256"]
+secret = "{WIDGET_SECRET}"
+public_key_pem = """
+{rsa}"""
+issuer = "https://shop.example"
+audience = "chatcrafter-widget"
+allowed_origins = ["https://shop.example"]
+{extra}
+"#,
+        slack = test_programs::SLACK_STYLE,
+        trap = test_programs::TRAP,
+        rsa = std::fs::read_to_string(repo_path("tests/fixtures/keys/rsa_public.pem")).unwrap(),
+    )
+}
+
+fn setup(name: &str) -> Setup {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let discord = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let dir = scratch(name);
+    let gw = Gateway::start(&dir, &config(&hex(discord.public_key().as_ref()), ""));
+    Setup { gw, discord }
+}
+
+fn wa_sig(body: &[u8]) -> String {
+    format!("sha256={}", hmac_hex(APP_SECRET.as_bytes(), body))
+}
+
+// --- WhatsApp -------------------------------------------------------------
+
+#[test]
+fn whatsapp_good_wrong_tampered_missing_and_sha1_only() {
+    let s = setup("wa");
+    let body = fixture("whatsapp_multi.json");
+    let ok = s.gw.post(
+        "/webhooks/whatsapp",
+        &[("x-hub-signature-256", &wa_sig(&body))],
+        &body,
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text());
+
+    let wrong = format!("sha256={}", hmac_hex(b"not-the-secret", &body));
+    let r = s.gw.post(
+        "/webhooks/whatsapp",
+        &[("x-hub-signature-256", &wrong)],
+        &body,
+    );
+    assert_eq!((r.status, r.code().as_str()), (401, "bad_signature"));
+
+    let mut tampered = body.clone();
+    let i = tampered.windows(5).position(|w| w == b"chair").unwrap();
+    tampered[i] = b'C';
+    let r = s.gw.post(
+        "/webhooks/whatsapp",
+        &[("x-hub-signature-256", &wa_sig(&body))],
+        &tampered,
+    );
+    assert_eq!((r.status, r.code().as_str()), (401, "bad_signature"));
+
+    let r = s.gw.post("/webhooks/whatsapp", &[], &body);
+    assert_eq!((r.status, r.code().as_str()), (401, "missing_signature"));
+    assert_eq!(
+        r.json()["error"]["message"],
+        "missing `x-hub-signature-256` header"
+    );
+
+    let sha1 = ring::hmac::sign(
+        &ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+            APP_SECRET.as_bytes(),
+        ),
+        &body,
+    );
+    let r = s.gw.post(
+        "/webhooks/whatsapp",
+        &[("x-hub-signature", &format!("sha1={}", hex(sha1.as_ref())))],
+        &body,
+    );
+    assert_eq!((r.status, r.code().as_str()), (401, "missing_signature"));
+
+    let metrics = s.gw.get("/metrics").text();
+    assert!(
+        metrics.contains(
+            "gateway_verification_failures_total{channel=\"whatsapp\",reason=\"bad_signature\"} 2"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gateway_inbound_events_total{channel=\"whatsapp\",kind=\"message\"} 5"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn whatsapp_body_with_unicode_escapes_verifies_as_received() {
+    let s = setup("wa-escapes");
+    let body = br#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"1","phone_number_id":"106540352242922"},"contacts":[{"profile":{"name":"J\u00f6rg \u00c5str\u00f6m"},"wa_id":"4915112345678"}],"messages":[{"from":"4915112345678","id":"wamid.ESC","timestamp":"1739321024","type":"text","text":{"body":"\u00e4\u00f6\u00e5 \ud83d\ude00 https:\/\/shop.example\/chair"}}]}}]}]}"#;
+    let r = s.gw.post(
+        "/webhooks/whatsapp",
+        &[("x-hub-signature-256", &wa_sig(body))],
+        body,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The same content re-serialized as UTF-8 no longer matches the signature.
+    let reserialized =
+        serde_json::to_vec(&serde_json::from_slice::<serde_json::Value>(body).unwrap()).unwrap();
+    let r = s.gw.post(
+        "/webhooks/whatsapp",
+        &[("x-hub-signature-256", &wa_sig(body))],
+        &reserialized,
+    );
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn whatsapp_handshake_echoes_the_challenge_only_for_the_right_token() {
+    let s = setup("wa-handshake");
+    let r = s.gw.get(&format!("/webhooks/whatsapp?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token={VERIFY_TOKEN}"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "1158201444");
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+    let r = s.gw.get(
+        "/webhooks/whatsapp?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=wrong",
+    );
+    assert_eq!(r.status, 403);
+    assert!(!r.text().contains("1158201444"));
+}
+
+#[test]
+fn a_verified_body_the_plugin_cannot_parse_is_400_malformed_payload() {
+    let s = setup("wa-malformed");
+    let body = b"{\"object\": \"whatsapp_business_account\", \"entry\": [";
+    let r = s.gw.post(
+        "/webhooks/whatsapp",
+        &[("x-hub-signature-256", &wa_sig(body))],
+        body,
+    );
+    assert_eq!((r.status, r.code().as_str()), (400, "malformed_payload"));
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("plugin whatsapp@0.1.0"),
+        "{}",
+        r.text()
+    );
+}
+
+// --- Telegram -------------------------------------------------------------
+
+#[test]
+fn telegram_good_wrong_and_missing_token() {
+    let s = setup("tg");
+    let body = fixture("telegram_start.json");
+    let r = s.gw.post(
+        "/webhooks/telegram",
+        &[("x-telegram-bot-api-secret-token", TG_SECRET)],
+        &body,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = s.gw.post(
+        "/webhooks/telegram",
+        &[("x-telegram-bot-api-secret-token", "tg_secret-token_12")],
+        &body,
+    );
+    assert_eq!((r.status, r.code().as_str()), (401, "bad_signature"));
+    let r = s.gw.post("/webhooks/telegram", &[], &body);
+    assert_eq!((r.status, r.code().as_str()), (401, "missing_signature"));
+}
+
+// --- Discord --------------------------------------------------------------
+
+fn discord_headers(pair: &Ed25519KeyPair, ts: &str, body: &[u8]) -> (String, String) {
+    let msg: Vec<u8> = ts.as_bytes().iter().chain(body).copied().collect();
+    (hex(pair.sign(&msg).as_ref()), ts.to_string())
+}
+
+#[test]
+fn discord_ping_command_and_every_bad_twin() {
+    let s = setup("discord");
+    let ping = fixture("discord_ping.json");
+    let ts = now().to_string();
+    let (sig, ts) = discord_headers(&s.discord, &ts, &ping);
+    let h = [
+        ("x-signature-ed25519", sig.as_str()),
+        ("x-signature-timestamp", ts.as_str()),
+    ];
+    let r = s.gw.post("/webhooks/discord", &h, &ping);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), serde_json::json!({"type": 1}));
+
+    let cmd = fixture("discord_guild_command.json");
+    let (csig, _) = discord_headers(&s.discord, &ts, &cmd);
+    let r = s.gw.post(
+        "/webhooks/discord",
+        &[
+            ("x-signature-ed25519", &csig),
+            ("x-signature-timestamp", &ts),
+        ],
+        &cmd,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), serde_json::json!({"type": 5}));
+
+    // Discord's probe: a PING with a bad signature must get 401.
+    let mut bad = sig.clone().into_bytes();
+    bad[10] = if bad[10] == b'0' { b'1' } else { b'0' };
+    let bad = String::from_utf8(bad).unwrap();
+    let r = s.gw.post(
+        "/webhooks/discord",
+        &[
+            ("x-signature-ed25519", &bad),
+            ("x-signature-timestamp", &ts),
+        ],
+        &ping,
+    );
+    assert_eq!((r.status, r.code().as_str()), (401, "bad_signature"));
+    // Tampered body.
+    let r = s.gw.post("/webhooks/discord", &h, &cmd);
+    assert_eq!((r.status, r.code().as_str()), (401, "bad_signature"));
+    // Timestamp header swapped for another one.
+    let other = (now() - 5).to_string();
+    let r = s.gw.post(
+        "/webhooks/discord",
+        &[
+            ("x-signature-ed25519", &sig),
+            ("x-signature-timestamp", &other),
+        ],
+        &ping,
+    );
+    assert_eq!((r.status, r.code().as_str()), (401, "bad_signature"));
+    // Correctly signed, but stale.
+    let old = (now() - 600).to_string();
+    let (osig, _) = discord_headers(&s.discord, &old, &ping);
+    let r = s.gw.post(
+        "/webhooks/discord",
+        &[
+            ("x-signature-ed25519", &osig),
+            ("x-signature-timestamp", &old),
+        ],
+        &ping,
+    );
+    assert_eq!((r.status, r.code().as_str()), (401, "stale_timestamp"));
+}
+
+// --- A channel the gateway has never heard of ----------------------------
+
+#[test]
+fn a_slack_style_plugin_is_verified_from_its_manifest_alone() {
+    let s = setup("slack");
+    let body = br#"{"id":"Ev1","user":"U123","text":"hello"}"#;
+    let ts = now().to_string();
+    let signed: Vec<u8> = format!("v0:{ts}:")
+        .into_bytes()
+        .into_iter()
+        .chain(body.iter().copied())
+        .collect();
+    let sig = format!("v0={}", hmac_hex(SLACK_SECRET.as_bytes(), &signed));
+    let r = s.gw.post(
+        "/webhooks/acme",
+        &[
+            ("x-slack-signature", &sig),
+            ("x-slack-request-timestamp", &ts),
+        ],
+        body,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let old = (now() - 301).to_string();
+    let signed: Vec<u8> = format!("v0:{old}:")
+        .into_bytes()
+        .into_iter()
+        .chain(body.iter().copied())
+        .collect();
+    let sig = format!("v0={}", hmac_hex(SLACK_SECRET.as_bytes(), &signed));
+    let r = s.gw.post(
+        "/webhooks/acme",
+        &[
+            ("x-slack-signature", &sig),
+            ("x-slack-request-timestamp", &old),
+        ],
+        body,
+    );
+    assert_eq!((r.status, r.code().as_str()), (401, "stale_timestamp"));
+}
+
+#[test]
+fn a_trapping_plugin_answers_502_and_the_gateway_keeps_serving() {
+    let s = setup("trap");
+    let r = s.gw.post("/webhooks/broken", &[], b"{}");
+    assert_eq!((r.status, r.code().as_str()), (502, "plugin_failed"));
+    assert_eq!(
+        r.json()["error"]["message"],
+        "plugin trap@0.0.1: `parse-inbound` trapped: wasm `unreachable` instruction executed"
+    );
+    assert_eq!(s.gw.get("/healthz").status, 200);
+    let body = fixture("whatsapp_text.json");
+    assert_eq!(
+        s.gw.post(
+            "/webhooks/whatsapp",
+            &[("x-hub-signature-256", &wa_sig(&body))],
+            &body
+        )
+        .status,
+        200
+    );
+    assert!(
+        s.gw.get("/metrics")
+            .text()
+            .contains("gateway_plugin_failures_total{plugin=\"trap\",kind=\"trap\"} 1")
+    );
+}
+
+// --- Widget JWT -----------------------------------------------------------
+
+fn jwt(
+    alg: jsonwebtoken::Algorithm,
+    key: &jsonwebtoken::EncodingKey,
+    claims: serde_json::Value,
+) -> String {
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, key).unwrap()
+}
+
+fn claims(exp_offset: i64) -> serde_json::Value {
+    serde_json::json!({"sub": "user-42", "exp": (now() as i64 + exp_offset), "iss": "https://shop.example",
+                       "aud": "chatcrafter-widget", "email": "sarah@example.com", "name": "Sarah"})
+}
+
+fn widget_post(gw: &Gateway, token: Option<&str>, body: &[u8]) -> Response {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut h = vec![("content-type", "application/json")];
+    if let Some(a) = &auth {
+        h.push(("authorization", a));
+    }
+    gw.post("/widget/v1/messages", &h, body)
+}
+
+#[test]
+fn widget_tokens_good_and_every_bad_twin() {
+    let s = setup("widget");
+    let hs = jsonwebtoken::EncodingKey::from_secret(WIDGET_SECRET.as_bytes());
+    let body =
+        br#"{"type":"message","text":"Do you have the office chair in black?","client_id":"c-1"}"#;
+    let r = widget_post(
+        &s.gw,
+        Some(&jwt(jsonwebtoken::Algorithm::HS256, &hs, claims(600))),
+        body,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json()["id"], "user-42:c-1");
+    let rsa = jsonwebtoken::EncodingKey::from_rsa_pem(&fixture("keys/rsa_private.pem")).unwrap();
+    let r = widget_post(
+        &s.gw,
+        Some(&jwt(jsonwebtoken::Algorithm::RS256, &rsa, claims(600))),
+        body,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+
+    let reason = |r: Response| {
+        assert_eq!(r.status, 401, "{}", r.text());
+        assert_eq!(r.code(), "invalid_token");
+        r.json()["error"]["reason"].as_str().unwrap().to_string()
+    };
+    assert_eq!(reason(widget_post(&s.gw, None, body)), "missing");
+    assert_eq!(
+        reason(widget_post(&s.gw, Some("garbage"), body)),
+        "malformed"
+    );
+    assert_eq!(
+        reason(widget_post(
+            &s.gw,
+            Some(&jwt(jsonwebtoken::Algorithm::HS256, &hs, claims(-120))),
+            body
+        )),
+        "expired"
+    );
+    let mut c = claims(600);
+    c["aud"] = "someone-else".into();
+    assert_eq!(
+        reason(widget_post(
+            &s.gw,
+            Some(&jwt(jsonwebtoken::Algorithm::HS256, &hs, c)),
+            body
+        )),
+        "audience"
+    );
+    let mut c = claims(600);
+    c["iss"] = "https://evil.example".into();
+    assert_eq!(
+        reason(widget_post(
+            &s.gw,
+            Some(&jwt(jsonwebtoken::Algorithm::HS256, &hs, c)),
+            body
+        )),
+        "issuer"
+    );
+    let mut c = claims(600);
+    c["nbf"] = (now() + 3600).into();
+    assert_eq!(
+        reason(widget_post(
+            &s.gw,
+            Some(&jwt(jsonwebtoken::Algorithm::HS256, &hs, c)),
+            body
+        )),
+        "not_yet_valid"
+    );
+    // HS256 signed with the RSA public key: the public key never keys an HMAC.
+    let pubkey = jsonwebtoken::EncodingKey::from_secret(&fixture("keys/rsa_public.pem"));
+    assert_eq!(
+        reason(widget_post(
+            &s.gw,
+            Some(&jwt(jsonwebtoken::Algorithm::HS256, &pubkey, claims(600))),
+            body
+        )),
+        "bad_signature"
+    );
+    // alg: none.
+    use base64::Engine as _;
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let none = format!(
+        "{}.{}.",
+        b64(serde_json::json!({"alg": "none"})),
+        b64(claims(600))
+    );
+    assert_eq!(reason(widget_post(&s.gw, Some(&none), body)), "algorithm");
+    // ES256 is not on this gateway's allow-list.
+    let ec = jsonwebtoken::EncodingKey::from_ec_pem(&fixture("keys/ec_private.pem")).unwrap();
+    assert_eq!(
+        reason(widget_post(
+            &s.gw,
+            Some(&jwt(jsonwebtoken::Algorithm::ES256, &ec, claims(600))),
+            body
+        )),
+        "algorithm"
+    );
+}
+
+#[test]
+fn widget_cors_allows_only_configured_origins() {
+    let s = setup("cors");
+    let r = s.gw.request(
+        "OPTIONS",
+        "/widget/v1/messages",
+        &[
+            ("origin", "https://shop.example"),
+            ("access-control-request-method", "POST"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://shop.example")
+    );
+    let r = s.gw.request(
+        "OPTIONS",
+        "/widget/v1/messages",
+        &[("origin", "https://evil.example")],
+        b"",
+    );
+    assert_eq!((r.status, r.code().as_str()), (403, "origin_not_allowed"));
+}
+
+// --- Limits, routing, shutdown -------------------------------------------
+
+#[test]
+fn a_body_over_the_limit_is_refused_with_413_before_it_is_read() {
+    let s = setup("limit");
+    // Declared too large: answered without sending the body at all.
+    let mut c = TcpStream::connect(s.gw.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"POST /webhooks/whatsapp HTTP/1.1\r\nhost: x\r\ncontent-length: 10000000\r\n\r\n")
+        .unwrap();
+    let start = Instant::now();
+    let r = read_response(&mut c);
+    assert_eq!((r.status, r.code().as_str()), (413, "payload_too_large"));
+    assert!(start.elapsed() < Duration::from_secs(2));
+    // Streamed with no declared length: cut off once past the limit.
+    let mut c = TcpStream::connect(s.gw.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(
+        b"POST /webhooks/whatsapp HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n",
+    )
+    .unwrap();
+    let chunk = vec![b'a'; 16 * 1024];
+    for _ in 0..5 {
+        let _ = c.write_all(format!("{:x}\r\n", chunk.len()).as_bytes());
+        let _ = c.write_all(&chunk);
+        let _ = c.write_all(b"\r\n");
+    }
+    let r = read_response(&mut c);
+    assert_eq!(r.status, 413);
+}
+
+#[test]
+fn a_client_that_sends_headers_slowly_is_cut_off() {
+    let s = setup("slowloris");
+    let mut c = TcpStream::connect(s.gw.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let n = c.read_to_end(&mut buf).unwrap_or(0);
+    // The server closes the connection once header_timeout_ms (500) passes.
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "held for {:?}",
+        start.elapsed()
+    );
+    assert!(
+        n == 0 || String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 408"),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    assert_eq!(s.gw.get("/healthz").status, 200);
+}
+
+#[test]
+fn unknown_routes_methods_and_channels() {
+    let s = setup("routes");
+    let r = s.gw.get("/nope");
+    assert_eq!((r.status, r.code().as_str()), (404, "not_found"));
+    let r = s.gw.post("/healthz", &[], b"");
+    assert_eq!((r.status, r.code().as_str()), (405, "method_not_allowed"));
+    assert_eq!(r.header("allow"), Some("GET"));
+    let r = s.gw.post("/webhooks/myspace", &[], b"{}");
+    assert_eq!((r.status, r.code().as_str()), (404, "unknown_channel"));
+    let r = s.gw.request("PUT", "/webhooks/telegram", &[], b"{}");
+    assert_eq!(r.status, 405);
+    let r = s.gw.get("/readyz");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["channels"],
+        serde_json::json!([
+            "acme", "broken", "discord", "telegram", "whatsapp", "widget"
+        ])
+    );
+}
+
+#[test]
+fn sigterm_drains_an_in_flight_request_then_exits() {
+    let mut s = setup("drain");
+    let body = fixture("whatsapp_text.json");
+    let sig = wa_sig(&body);
+    let mut c = TcpStream::connect(s.gw.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST /webhooks/whatsapp HTTP/1.1\r\nhost: x\r\nx-hub-signature-256: {sig}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    c.write_all(&body[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = s.gw.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    c.write_all(&body[10..]).unwrap();
+    let r = read_response(&mut c);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        eventually(Duration::from_secs(5), || matches!(
+            s.gw.child.try_wait(),
+            Ok(Some(_))
+        )),
+        "still running"
+    );
+    assert!(s.gw.child.wait().unwrap().success());
+    // No new connections after shutdown.
+    assert!(TcpStream::connect(s.gw.addr).is_err());
+}
+
+// --- Configuration --------------------------------------------------------
+
+fn start_failure(name: &str, config: &str, env: &[(&str, &str)]) -> String {
+    let dir = scratch(name);
+    std::fs::write(dir.join("gateway.toml"), config).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["serve", "--config"])
+        .arg(dir.join("gateway.toml"))
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn an_unknown_config_key_is_named_with_its_path() {
+    let err = start_failure(
+        "badkey",
+        "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\nmax_body = 5\n",
+        &[],
+    );
+    assert!(
+        err.contains(
+            "gateway.toml: invalid configuration: server.max_body: unknown field `max_body`"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_required_secret_names_the_key_and_its_variable() {
+    let cfg = "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n[channels.telegram]\nplugin = \"builtin:telegram\"\n[channels.telegram.secrets]\nsecret_token = \"x\"\n";
+    let err = start_failure("nosecret", cfg, &[]);
+    assert!(
+        err.contains("channels.telegram.secrets.bot_token: required by plugin telegram@0.1.0"),
+        "{err}"
+    );
+    assert!(err.contains("GATEWAY_CHANNELS_TELEGRAM_BOT_TOKEN"), "{err}");
+    let err = start_failure(
+        "typo",
+        &format!("{cfg}bot_token = \"y\"\nbot_tokn = \"z\"\n"),
+        &[],
+    );
+    assert!(err.contains("channels.telegram.secrets.bot_tokn: plugin telegram@0.1.0 declares no secret `bot_tokn`"), "{err}");
+}
+
+#[test]
+fn secrets_can_come_from_the_environment() {
+    let dir = scratch("envsecret");
+    let cfg = "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n[channels.telegram]\nplugin = \"builtin:telegram\"\n[channels.telegram.secrets]\nsecret_token = \"from-file\"\n";
+    let gw = Gateway::start_with_env(
+        &dir,
+        cfg,
+        &[
+            ("GATEWAY_CHANNELS_TELEGRAM_SECRET_TOKEN", "from-env"),
+            ("GATEWAY_CHANNELS_TELEGRAM_BOT_TOKEN", "1:x"),
+        ],
+    );
+    let body = fixture("telegram_start.json");
+    assert_eq!(
+        gw.post(
+            "/webhooks/telegram",
+            &[("x-telegram-bot-api-secret-token", "from-env")],
+            &body
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        gw.post(
+            "/webhooks/telegram",
+            &[("x-telegram-bot-api-secret-token", "from-file")],
+            &body
+        )
+        .status,
+        401
+    );
+}
+
+#[test]
+fn tls_serves_tls13_and_refuses_tls12() {
+    let dir = scratch("tls");
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let gw = Gateway::start(
+        &dir,
+        "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n",
+    );
+    let s_client = |version: &str| {
+        let mut child = std::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &gw.addr.to_string(),
+                version,
+                "-CAfile",
+            ])
+            .arg(dir.join("cert.pem"))
+            .args(["-servername", "localhost", "-quiet", "-verify_return_error"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = s_client("-tls1_3");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = s_client("-tls1_2");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("HTTP/1.1"),
+        "TLS 1.2 must be refused"
+    );
+}
