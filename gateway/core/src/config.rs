@@ -498,3 +498,25 @@ mod tests {
         assert_eq!(c.security.data_key.as_deref(), Some("k"));
     }
 }
+
+#[cfg(test)]
+mod documented {
+    use super::*;
+
+    #[test]
+    fn documented_example_loads() {
+        let doc = include_str!("../../../docs/config.md");
+        let example = doc
+            .split("## Example")
+            .nth(1)
+            .and_then(|s| s.split("```toml\n").nth(1))
+            .and_then(|s| s.split("```").next())
+            .expect("docs/config.md has a ```toml example under ## Example");
+        let c = Config::parse(example).unwrap_or_else(|e| panic!("docs/config.md example: {e}"));
+        assert_eq!(c.store.kind, StoreKind::Redis);
+        assert_eq!(c.channels.len(), 3);
+        assert_eq!(c.channels["telegram"].settings["bot_id"], "7012345678");
+        assert_eq!(c.admin.tokens[0].role, Role::Admin);
+        assert_eq!(c.server.max_import_bytes, 64 << 20, "defaults fill what the example omits");
+    }
+}
