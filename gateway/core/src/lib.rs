@@ -13,6 +13,9 @@
 
 pub mod channel;
 pub mod config;
+pub mod identity;
+pub mod seal;
+pub mod store;
 pub mod verify;
 
 /// Wall-clock time, injected so that tests of expiry and replay windows need

@@ -14,3 +14,4 @@ pub mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
+pub mod store;

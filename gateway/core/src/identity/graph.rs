@@ -1,0 +1,825 @@
+//! The identity graph: channel identity → customer, identifier (blind
+//! index) → customer, customer → sealed profile. Resolution, merges and
+//! their exact undo, link tokens and the conflict queue, written once
+//! against [`Txn`] so every backend runs the same rules atomically.
+//!
+//! Nothing personal is stored in the clear: keys are blind indexes or
+//! random ids, and every value is sealed with AES-256-GCM bound to its key.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ring::rand::SecureRandom;
+use serde::{Deserialize, Serialize};
+
+use super::identifier::{Identifier, IdentifierKind};
+use crate::channel::{ChannelIdentity, Claim, ClaimKind};
+use crate::seal::{Keyring, SealError};
+use crate::store::{Backend, BoxFuture, StoreError, Txn, get};
+
+/// How a link came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum How {
+    /// First seen on this channel identity.
+    Channel,
+    /// A verified claim matched.
+    VerifiedClaim,
+    /// A one-time link token.
+    LinkToken,
+    /// A CSV import row.
+    Csv,
+    /// An admin merged two customers.
+    AdminMerge,
+    /// Verified claims showed two customers were one person.
+    AutoMerge,
+}
+
+/// A channel identity linked to a customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkedIdentity {
+    /// Channel.
+    pub channel: String,
+    /// Business-side scope.
+    pub scope: String,
+    /// The person's id on the channel.
+    pub id: String,
+    /// Whether the identity was linked on verified evidence.
+    pub verified: bool,
+    /// Unix seconds.
+    pub linked_at: u64,
+    /// How.
+    pub how: How,
+}
+
+/// An identifier linked to a customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkedIdentifier {
+    /// Kind and normalized value.
+    #[serde(flatten)]
+    pub identifier: Identifier,
+    /// Unix seconds.
+    pub linked_at: u64,
+    /// How.
+    pub how: How,
+}
+
+/// A profile attribute with its provenance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attribute {
+    /// The value.
+    pub value: String,
+    /// When it was set, Unix seconds.
+    pub updated_at: u64,
+    /// Where it was set (a channel, `admin`, `csv`).
+    pub source: String,
+}
+
+/// A customer profile, as stored (sealed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    /// Random id, `c_` + 32 hex digits.
+    pub id: String,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Linked channel identities.
+    pub identities: Vec<LinkedIdentity>,
+    /// Linked identifiers.
+    pub identifiers: Vec<LinkedIdentifier>,
+    /// Attributes by name.
+    pub attributes: BTreeMap<String, Attribute>,
+    /// Set when this customer was merged into another.
+    pub merged_into: Option<String>,
+}
+
+/// What a merge moved, so that undo is exact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeRecord {
+    /// Random id, `m_` + 32 hex digits.
+    pub merge_id: String,
+    /// The customer that remains.
+    pub surviving: String,
+    /// The customer folded into it.
+    pub merged: String,
+    /// Unix seconds.
+    pub at: u64,
+    /// Admin or automatic.
+    pub how: How,
+    /// The surviving customer exactly as it was before.
+    pub surviving_before: Customer,
+    /// The merged customer exactly as it was before.
+    pub merged_before: Customer,
+    /// Identifier values dropped because the survivor already had others
+    /// (kept for the record; undo restores them with the merged customer).
+    pub dropped: Vec<Identifier>,
+    /// Set once undone.
+    pub undone_at: Option<u64>,
+}
+
+/// An item in the review queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// Random id, `k_` + 32 hex digits.
+    pub id: String,
+    /// Unix seconds.
+    pub at: u64,
+    /// `limit`, `blocked`, `suggestion` or `attribute`.
+    pub kind: String,
+    /// The customer the event went to.
+    pub customer_id: String,
+    /// The other customer involved, if any.
+    pub other_customer_id: Option<String>,
+    /// What happened, without personal data.
+    pub detail: String,
+    /// Set once an admin resolved it.
+    pub resolved_at: Option<u64>,
+}
+
+/// A one-time link token, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct LinkToken {
+    customer_id: String,
+    channel: String,
+    expires_at: u64,
+}
+
+/// Limits and blocks from `[identity]`.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// Tried first when linking by claims.
+    pub primary: IdentifierKind,
+    /// Normalized values never linked.
+    pub blocked: Vec<Identifier>,
+    /// Max distinct values per kind per customer.
+    pub limits: BTreeMap<IdentifierKind, usize>,
+    /// Cross-channel attribute overwrites inside this window are flagged, s.
+    pub conflict_window: u64,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            primary: IdentifierKind::Email,
+            blocked: Vec::new(),
+            limits: BTreeMap::from([(IdentifierKind::Email, 3), (IdentifierKind::Phone, 3)]),
+            conflict_window: 86_400,
+        }
+    }
+}
+
+/// An inbound sender to resolve.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    /// Who, on which channel.
+    pub identity: ChannelIdentity,
+    /// Display name, if the channel gave one.
+    pub display_name: Option<String>,
+    /// What the channel reports about them.
+    pub claims: Vec<Claim>,
+    /// A link token the message carries.
+    pub link_token: Option<String>,
+    /// Unix seconds.
+    pub at: u64,
+}
+
+/// What resolution did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    /// The customer the sender is.
+    pub customer_id: String,
+    /// Whether a new customer was created.
+    pub created: bool,
+    /// How the identity was linked this time, if it was new.
+    pub linked: Option<How>,
+    /// Merges performed.
+    pub merges: Vec<String>,
+    /// Conflicts recorded.
+    pub conflicts: Vec<String>,
+}
+
+/// Why a graph operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GraphError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A sealed value did not open.
+    #[error("sealed value at `{0}`: {1}")]
+    Seal(String, SealError),
+    /// No such customer, merge or conflict.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The merge would break an identifier limit.
+    #[error("merging would give the customer {count} {kind} identifiers; the limit is {limit}")]
+    Limit {
+        /// Identifier kind.
+        kind: &'static str,
+        /// Resulting count.
+        count: usize,
+        /// Configured limit.
+        limit: usize,
+    },
+    /// A request that cannot be carried out as asked.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The identity graph over a backend.
+pub struct Graph<B> {
+    backend: B,
+    keys: Arc<Keyring>,
+    prefix: String,
+    rules: Rules,
+    rng: Arc<dyn SecureRandom + Send + Sync>,
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for Graph<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Graph").field("backend", &self.backend).field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+/// Everything a unit of work needs besides the transaction.
+struct Ctx<'a> {
+    keys: &'a Keyring,
+    prefix: &'a str,
+    rules: &'a Rules,
+    rng: &'a (dyn SecureRandom + Send + Sync),
+}
+
+impl Ctx<'_> {
+    fn random_id(&self, tag: &str) -> String {
+        let mut b = [0u8; 16];
+        self.rng.fill(&mut b).expect("the system random number generator failed");
+        format!("{tag}_{}", crate::verify::hex_encode(&b))
+    }
+
+    fn identity_key(&self, i: &ChannelIdentity) -> String {
+        let blind = self.keys.blind_index("identity", &format!("{}\0{}\0{}", i.channel, i.scope, i.id));
+        format!("{}ident:{blind}", self.prefix)
+    }
+
+    fn identity_any_key(&self, channel: &str, id: &str) -> String {
+        let blind = self.keys.blind_index("identity-any", &format!("{channel}\0{id}"));
+        format!("{}identany:{blind}", self.prefix)
+    }
+
+    fn identifier_key(&self, i: &Identifier) -> String {
+        format!("{}idx:{}", self.prefix, self.keys.blind_index(i.kind.as_str(), &i.value))
+    }
+
+    fn customer_key(&self, id: &str) -> String {
+        format!("{}cust:{{c:{id}}}", self.prefix)
+    }
+
+    fn merge_key(&self, id: &str) -> String {
+        format!("{}merge:{id}", self.prefix)
+    }
+
+    fn conflict_key(&self, id: &str) -> String {
+        format!("{}conflict:{id}", self.prefix)
+    }
+
+    fn conflicts_index_key(&self) -> String {
+        format!("{}conflicts", self.prefix)
+    }
+
+    fn token_key(&self, token: &str) -> String {
+        format!("{}token:{}", self.prefix, self.keys.blind_index("link-token", token))
+    }
+
+    fn seal<T: Serialize>(&self, key: &str, value: &T) -> Vec<u8> {
+        let json = serde_json::to_vec(value).expect("graph records serialize");
+        self.keys.seal(self.rng, &json, key.as_bytes()).expect("the system random number generator failed")
+    }
+
+    fn open<T: serde::de::DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<T, GraphError> {
+        let plain = self.keys.open(bytes, key.as_bytes()).map_err(|e| GraphError::Seal(key.to_string(), e))?;
+        serde_json::from_slice(&plain).map_err(|e| {
+            GraphError::Store(StoreError::Corrupt { key: key.to_string(), reason: e.to_string() })
+        })
+    }
+
+    /// A customer id stored under a lookup key (sealed too: it links a
+    /// blind index to a profile, which is itself personal data).
+    fn open_id(&self, key: &str, bytes: &[u8]) -> Result<String, GraphError> {
+        self.open(key, bytes)
+    }
+
+    async fn load_customer(&self, txn: &mut dyn Txn, id: &str) -> Result<Customer, GraphError> {
+        let key = self.customer_key(id);
+        let bytes = get(txn, &key).await?.ok_or_else(|| GraphError::NotFound(format!("customer {id}")))?;
+        self.open(&key, &bytes)
+    }
+
+    /// Follows `merged_into` to the customer that stands for `id` now.
+    async fn live_customer(&self, txn: &mut dyn Txn, id: &str) -> Result<Customer, GraphError> {
+        let mut c = self.load_customer(txn, id).await?;
+        for _ in 0..16 {
+            match c.merged_into.clone() {
+                Some(next) => c = self.load_customer(txn, &next).await?,
+                None => return Ok(c),
+            }
+        }
+        Err(GraphError::Invalid(format!("merge chain from {id} is too long")))
+    }
+
+    fn save_customer(&self, txn: &mut dyn Txn, c: &Customer) {
+        let key = self.customer_key(&c.id);
+        txn.put(&key, self.seal(&key, c));
+    }
+
+    fn put_id(&self, txn: &mut dyn Txn, key: &str, id: &str) {
+        txn.put(key, self.seal(key, &id));
+    }
+
+    fn count(&self, c: &Customer, kind: IdentifierKind) -> usize {
+        c.identifiers.iter().filter(|i| i.identifier.kind == kind).count()
+    }
+
+    fn limit(&self, kind: IdentifierKind) -> usize {
+        self.rules.limits.get(&kind).copied().unwrap_or(usize::MAX)
+    }
+
+    async fn record_conflict(
+        &self,
+        txn: &mut dyn Txn,
+        kind: &str,
+        customer: &str,
+        other: Option<&str>,
+        detail: String,
+        at: u64,
+    ) -> Result<String, GraphError> {
+        let id = self.random_id("k");
+        let conflict = Conflict {
+            id: id.clone(),
+            at,
+            kind: kind.to_string(),
+            customer_id: customer.to_string(),
+            other_customer_id: other.map(String::from),
+            detail,
+            resolved_at: None,
+        };
+        let key = self.conflict_key(&id);
+        txn.put(&key, self.seal(&key, &conflict));
+        let index_key = self.conflicts_index_key();
+        let mut index: Vec<String> = match get(txn, &index_key).await? {
+            Some(b) => self.open(&index_key, &b)?,
+            None => Vec::new(),
+        };
+        index.push(id.clone());
+        txn.put(&index_key, self.seal(&index_key, &index));
+        Ok(id)
+    }
+}
+
+/// Verified claims as identifiers, primary kind first; invalid values are
+/// skipped (a channel's claim is not worth failing a message over).
+fn identifiers(claims: &[Claim], verified: bool, primary: IdentifierKind) -> Vec<Identifier> {
+    let mut out: Vec<Identifier> = claims
+        .iter()
+        .filter(|c| c.verified == verified)
+        .filter_map(|c| {
+            let kind = match &c.kind {
+                ClaimKind::Email => IdentifierKind::Email,
+                ClaimKind::Phone => IdentifierKind::Phone,
+                ClaimKind::UserId => IdentifierKind::UserId,
+                _ => return None,
+            };
+            Identifier::new(kind, &c.value).ok()
+        })
+        .collect();
+    out.sort_by_key(|i| (i.kind != primary, i.kind));
+    out.dedup();
+    out
+}
+
+/// Runs `$body` (an expression using `$ctx: &Ctx` and `$txn: &mut dyn Txn`)
+/// as one atomic unit of work. Domain errors abort the unit without writing
+/// and travel out on the `Ok` side, so the backend never retries them.
+macro_rules! unit {
+    ($graph:expr, |$ctx:ident, $txn:ident| $body:expr) => {{
+        let ctx_owned = $graph.ctx();
+        let ctx_ref = &ctx_owned;
+        let work = move |mut boxed: Box<dyn Txn>| -> BoxFuture<'_, (Box<dyn Txn>, Result<Result<_, GraphError>, StoreError>)> {
+            Box::pin(async move {
+                let result = {
+                    let $ctx: &Ctx<'_> = ctx_ref;
+                    let $txn: &mut dyn Txn = &mut *boxed;
+                    $body.await
+                };
+                let result = match result {
+                    Err(GraphError::Store(e)) => Err(e),
+                    other => Ok(other),
+                };
+                (boxed, result)
+            })
+        };
+        $graph.backend.transact(&work).await?
+    }};
+}
+
+impl<B: Backend> Graph<B> {
+    /// A graph over `backend`, with keys under `prefix`.
+    pub fn new(backend: B, keys: Arc<Keyring>, prefix: &str, rules: Rules, rng: Arc<dyn SecureRandom + Send + Sync>) -> Self {
+        Graph { backend, keys, prefix: prefix.to_string(), rules, rng }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx { keys: &self.keys, prefix: &self.prefix, rules: &self.rules, rng: &*self.rng }
+    }
+
+    /// Resolves an inbound sender to one customer, atomically: known
+    /// identity → link token → verified claims (primary identifier first) →
+    /// new customer. Identifier limits and blocked values produce conflicts,
+    /// never bad merges; unverified matches become suggestions.
+    pub async fn resolve(&self, sender: &Sender) -> Result<Resolution, GraphError> {
+        unit!(self, |ctx, txn| resolve_in(ctx, txn, sender))
+    }
+
+    /// Merges `merged` into `surviving` (admin or automatic), recording what
+    /// moved. Fails with [`GraphError::Limit`] rather than break a limit.
+    pub async fn merge(&self, surviving: &str, merged: &str, how: How, at: u64) -> Result<MergeRecord, GraphError> {
+        if surviving == merged {
+            return Err(GraphError::Invalid("a customer cannot be merged into itself".into()));
+        }
+        unit!(self, |ctx, txn| merge_in(ctx, txn, surviving, merged, how, at))
+    }
+
+    /// Reverses a merge exactly: both customers as they were, every moved
+    /// identity and identifier pointing back at its owner.
+    pub async fn undo(&self, merge_id: &str, at: u64) -> Result<MergeRecord, GraphError> {
+        unit!(self, |ctx, txn| undo_in(ctx, txn, merge_id, at))
+    }
+
+    /// A customer by id (merged customers are returned as stored, with
+    /// `merged_into` set).
+    pub async fn customer(&self, id: &str) -> Result<Customer, GraphError> {
+        unit!(self, |ctx, txn| ctx.load_customer(txn, id))
+    }
+
+    /// The customer an identifier belongs to.
+    pub async fn find(&self, identifier: &Identifier) -> Result<Option<String>, GraphError> {
+        unit!(self, |ctx, txn| async move {
+                let key = ctx.identifier_key(identifier);
+                match get(txn, &key).await? {
+                    Some(b) => Ok(Some(ctx.live_customer(txn, &ctx.open_id(&key, &b)?).await?.id)),
+                    None => Ok(None),
+                }
+        })
+    }
+
+    /// The customer a channel user id belongs to, in any scope.
+    pub async fn find_identity(&self, channel: &str, id: &str) -> Result<Option<String>, GraphError> {
+        unit!(self, |ctx, txn| async move {
+                let key = ctx.identity_any_key(channel, id);
+                match get(txn, &key).await? {
+                    Some(b) => Ok(Some(ctx.live_customer(txn, &ctx.open_id(&key, &b)?).await?.id)),
+                    None => Ok(None),
+                }
+        })
+    }
+
+    /// Issues a one-time link token for `customer_id` on `channel`, valid
+    /// for `ttl` seconds. Returns the token (URL-safe, 22 characters).
+    pub async fn create_link_token(&self, customer_id: &str, channel: &str, ttl: u64, at: u64) -> Result<String, GraphError> {
+        let mut raw = [0u8; 16];
+        self.rng.fill(&mut raw).map_err(|_| GraphError::Invalid("no randomness".into()))?;
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        let token_ref = &token;
+        unit!(self, |ctx, txn| async move {
+                let c = ctx.live_customer(txn, customer_id).await?;
+                let key = ctx.token_key(token_ref);
+                let record = LinkToken { customer_id: c.id, channel: channel.to_string(), expires_at: at + ttl };
+                txn.put(&key, ctx.seal(&key, &record));
+                Ok(())
+        })?;
+        Ok(token)
+    }
+
+    /// The review queue, oldest first.
+    pub async fn conflicts(&self) -> Result<Vec<Conflict>, GraphError> {
+        unit!(self, |ctx, txn| async move {
+                let index_key = ctx.conflicts_index_key();
+                let ids: Vec<String> = match get(txn, &index_key).await? {
+                    Some(b) => ctx.open(&index_key, &b)?,
+                    None => return Ok(Vec::new()),
+                };
+                let keys: Vec<String> = ids.iter().map(|id| ctx.conflict_key(id)).collect();
+                let values = txn.get_many(&keys).await?;
+                let mut out = Vec::new();
+                for (k, v) in keys.iter().zip(values) {
+                    if let Some(v) = v {
+                        out.push(ctx.open::<Conflict>(k, &v)?);
+                    }
+                }
+                Ok(out)
+        })
+    }
+
+    /// Marks a conflict resolved.
+    pub async fn resolve_conflict(&self, id: &str, at: u64) -> Result<Conflict, GraphError> {
+        unit!(self, |ctx, txn| async move {
+                let key = ctx.conflict_key(id);
+                let bytes = get(txn, &key).await?.ok_or_else(|| GraphError::NotFound(format!("conflict {id}")))?;
+                let mut c: Conflict = ctx.open(&key, &bytes)?;
+                c.resolved_at.get_or_insert(at);
+                txn.put(&key, ctx.seal(&key, &c));
+                Ok(c)
+        })
+    }
+}
+
+async fn resolve_in(ctx: &Ctx<'_>, txn: &mut dyn Txn, s: &Sender) -> Result<Resolution, GraphError> {
+    let verified = identifiers(&s.claims, true, ctx.rules.primary);
+    let unverified = identifiers(&s.claims, false, ctx.rules.primary);
+    let ident_key = ctx.identity_key(&s.identity);
+    // One read for everything this decision may need first.
+    let mut keys = vec![ident_key.clone()];
+    keys.extend(verified.iter().map(|i| ctx.identifier_key(i)));
+    keys.extend(unverified.iter().map(|i| ctx.identifier_key(i)));
+    let token_key = s.link_token.as_deref().map(|t| ctx.token_key(t));
+    keys.extend(token_key.clone());
+    let values = txn.get_many(&keys).await?;
+    let mut owners: Vec<Option<String>> = Vec::with_capacity(values.len());
+    for (k, v) in keys.iter().zip(&values) {
+        owners.push(match v {
+            Some(b) if Some(k) != token_key.as_ref() => Some(ctx.open_id(k, b)?),
+            _ => None,
+        });
+    }
+    let verified_owners = &owners[1..1 + verified.len()];
+    let unverified_owners = &owners[1 + verified.len()..1 + verified.len() + unverified.len()];
+    let token_value = token_key.as_ref().and(values.last().cloned().flatten());
+
+    let mut res = Resolution { customer_id: String::new(), created: false, linked: None, merges: vec![], conflicts: vec![] };
+    let mut customer: Customer;
+    if let Some(known) = &owners[0] {
+        customer = ctx.live_customer(txn, known).await?;
+    } else {
+        // A link token the message carries, if valid for this channel.
+        let mut by_token = None;
+        if let (Some(tk), Some(bytes)) = (&token_key, &token_value) {
+            let t: LinkToken = ctx.open(tk, bytes)?;
+            if t.channel == s.identity.channel && s.at <= t.expires_at {
+                by_token = Some(t.customer_id);
+            }
+            // One-time: consumed whether or not it could be used.
+            txn.delete(tk);
+        }
+        if let Some(id) = by_token {
+            customer = ctx.live_customer(txn, &id).await?;
+            res.linked = Some(How::LinkToken);
+        } else if let Some(id) = verified
+            .iter()
+            .zip(verified_owners)
+            .find(|(i, o)| o.is_some() && !ctx.rules.blocked.contains(i))
+            .and_then(|(_, o)| o.clone())
+        {
+            customer = ctx.live_customer(txn, &id).await?;
+            res.linked = Some(How::VerifiedClaim);
+        } else {
+            customer = Customer {
+                id: ctx.random_id("c"),
+                created_at: s.at,
+                identities: vec![],
+                identifiers: vec![],
+                attributes: BTreeMap::new(),
+                merged_into: None,
+            };
+            res.created = true;
+            res.linked = Some(How::Channel);
+        }
+        customer.identities.push(LinkedIdentity {
+            channel: s.identity.channel.clone(),
+            scope: s.identity.scope.clone(),
+            id: s.identity.id.clone(),
+            verified: !matches!(res.linked, Some(How::Channel)) || !verified.is_empty(),
+            linked_at: s.at,
+            how: res.linked.unwrap_or(How::Channel),
+        });
+        ctx.put_id(txn, &ident_key, &customer.id);
+        let any = ctx.identity_any_key(&s.identity.channel, &s.identity.id);
+        ctx.put_id(txn, &any, &customer.id);
+    }
+
+    // Verified claims: link what is new, merge what belongs to another
+    // customer, and record what limits or blocks refuse.
+    for (ident, owner) in verified.iter().zip(verified_owners) {
+        if ctx.rules.blocked.contains(ident) {
+            let id = ctx
+                .record_conflict(txn, "blocked", &customer.id, None, format!("a blocked {} value was not linked", ident.kind.as_str()), s.at)
+                .await?;
+            res.conflicts.push(id);
+            continue;
+        }
+        let owner = match owner {
+            Some(o) => Some(ctx.live_customer(txn, o).await?.id),
+            None => None,
+        };
+        match owner {
+            Some(o) if o == customer.id => {}
+            Some(other) => {
+                ctx.save_customer(txn, &customer);
+                match merge_in(ctx, txn, &customer.id, &other, How::AutoMerge, s.at).await {
+                    Ok(record) => {
+                        res.merges.push(record.merge_id);
+                        customer = ctx.load_customer(txn, &customer.id).await?;
+                    }
+                    Err(GraphError::Limit { kind, count, limit }) => {
+                        let id = ctx
+                            .record_conflict(
+                                txn,
+                                "limit",
+                                &customer.id,
+                                Some(&other),
+                                format!("a verified {} matches another customer; merging would give {count} {kind} identifiers (limit {limit})", ident.kind.as_str()),
+                                s.at,
+                            )
+                            .await?;
+                        res.conflicts.push(id);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            None => {
+                if ctx.count(&customer, ident.kind) >= ctx.limit(ident.kind) {
+                    let id = ctx
+                        .record_conflict(
+                            txn,
+                            "limit",
+                            &customer.id,
+                            None,
+                            format!("a new verified {} was not linked: the customer has the maximum of {}", ident.kind.as_str(), ctx.limit(ident.kind)),
+                            s.at,
+                        )
+                        .await?;
+                    res.conflicts.push(id);
+                    continue;
+                }
+                customer.identifiers.push(LinkedIdentifier { identifier: ident.clone(), linked_at: s.at, how: How::VerifiedClaim });
+                ctx.put_id(txn, &ctx.identifier_key(ident), &customer.id);
+            }
+        }
+    }
+
+    // Unverified matches never link; they become suggestions.
+    for (ident, owner) in unverified.iter().zip(unverified_owners) {
+        if let Some(o) = owner {
+            let other = ctx.live_customer(txn, o).await?.id;
+            if other != customer.id {
+                let id = ctx
+                    .record_conflict(
+                        txn,
+                        "suggestion",
+                        &customer.id,
+                        Some(&other),
+                        format!("an unverified {} matches another customer", ident.kind.as_str()),
+                        s.at,
+                    )
+                    .await?;
+                res.conflicts.push(id);
+            }
+        }
+    }
+
+    if let Some(name) = s.display_name.as_ref().filter(|n| !n.trim().is_empty()) {
+        let source = s.identity.channel.clone();
+        let prior = customer.attributes.get("name").cloned();
+        match prior {
+            Some(a) if a.value == *name => {}
+            Some(a) if a.updated_at > s.at => {}
+            Some(a) => {
+                if a.source != source && s.at.saturating_sub(a.updated_at) < ctx.rules.conflict_window {
+                    let id = ctx
+                        .record_conflict(txn, "attribute", &customer.id, None, format!("name changed on {source} shortly after it was set on {}", a.source), s.at)
+                        .await?;
+                    res.conflicts.push(id);
+                }
+                customer.attributes.insert("name".into(), Attribute { value: name.clone(), updated_at: s.at, source });
+            }
+            None => {
+                customer.attributes.insert("name".into(), Attribute { value: name.clone(), updated_at: s.at, source });
+            }
+        }
+    }
+    ctx.save_customer(txn, &customer);
+    res.customer_id = customer.id;
+    Ok(res)
+}
+
+async fn merge_in(ctx: &Ctx<'_>, txn: &mut dyn Txn, surviving: &str, merged: &str, how: How, at: u64) -> Result<MergeRecord, GraphError> {
+    let s = ctx.live_customer(txn, surviving).await?;
+    let m = ctx.live_customer(txn, merged).await?;
+    if s.id == m.id {
+        return Err(GraphError::Invalid(format!("{merged} is already part of {}", s.id)));
+    }
+    for kind in [IdentifierKind::Email, IdentifierKind::Phone, IdentifierKind::UserId] {
+        let mut values: Vec<&Identifier> = s.identifiers.iter().chain(&m.identifiers).map(|i| &i.identifier).filter(|i| i.kind == kind).collect();
+        values.sort();
+        values.dedup();
+        let limit = ctx.limit(kind);
+        if values.len() > limit {
+            return Err(GraphError::Limit { kind: kind.as_str(), count: values.len(), limit });
+        }
+    }
+    let record = MergeRecord {
+        merge_id: ctx.random_id("m"),
+        surviving: s.id.clone(),
+        merged: m.id.clone(),
+        at,
+        how,
+        surviving_before: s.clone(),
+        merged_before: m.clone(),
+        dropped: Vec::new(),
+        undone_at: None,
+    };
+    let mut s2 = s.clone();
+    for i in &m.identities {
+        s2.identities.push(i.clone());
+        ctx.put_id(txn, &ctx.identity_key(&ChannelIdentity { channel: i.channel.clone(), scope: i.scope.clone(), id: i.id.clone() }), &s2.id);
+        ctx.put_id(txn, &ctx.identity_any_key(&i.channel, &i.id), &s2.id);
+    }
+    for i in &m.identifiers {
+        if !s2.identifiers.iter().any(|x| x.identifier == i.identifier) {
+            s2.identifiers.push(i.clone());
+        }
+        ctx.put_id(txn, &ctx.identifier_key(&i.identifier), &s2.id);
+    }
+    // Attributes: the most recent value wins.
+    for (name, a) in &m.attributes {
+        match s2.attributes.get(name) {
+            Some(cur) if cur.updated_at >= a.updated_at => {}
+            _ => {
+                s2.attributes.insert(name.clone(), a.clone());
+            }
+        }
+    }
+    let mut m2 = m.clone();
+    m2.merged_into = Some(s2.id.clone());
+    ctx.save_customer(txn, &s2);
+    ctx.save_customer(txn, &m2);
+    let key = ctx.merge_key(&record.merge_id);
+    txn.put(&key, ctx.seal(&key, &record));
+    Ok(record)
+}
+
+async fn undo_in(ctx: &Ctx<'_>, txn: &mut dyn Txn, merge_id: &str, at: u64) -> Result<MergeRecord, GraphError> {
+    let key = ctx.merge_key(merge_id);
+    let bytes = get(txn, &key).await?.ok_or_else(|| GraphError::NotFound(format!("merge {merge_id}")))?;
+    let mut record: MergeRecord = ctx.open(&key, &bytes)?;
+    if record.undone_at.is_some() {
+        return Err(GraphError::Invalid(format!("merge {merge_id} was already undone")));
+    }
+    let current = ctx.load_customer(txn, &record.surviving).await?;
+    if current.merged_into.is_some() {
+        return Err(GraphError::Invalid(format!(
+            "{} was merged again since; undo that merge first",
+            record.surviving
+        )));
+    }
+    // The survivor keeps what it gained since the merge, minus what the
+    // merge brought; the merged customer comes back exactly as it was.
+    let moved_identities = &record.merged_before.identities;
+    let moved_identifiers: Vec<&Identifier> = record
+        .merged_before
+        .identifiers
+        .iter()
+        .map(|i| &i.identifier)
+        .filter(|i| !record.surviving_before.identifiers.iter().any(|x| &x.identifier == *i))
+        .collect();
+    let mut s = current.clone();
+    s.identities.retain(|i| !moved_identities.contains(i));
+    s.identifiers.retain(|i| !moved_identifiers.contains(&&i.identifier));
+    for (name, before) in &record.surviving_before.attributes {
+        if let Some(now) = s.attributes.get(name) {
+            if now.updated_at <= record.at && now != before {
+                s.attributes.insert(name.clone(), before.clone());
+            }
+        }
+    }
+    s.attributes.retain(|name, a| record.surviving_before.attributes.contains_key(name) || a.updated_at > record.at);
+    let m = record.merged_before.clone();
+    for i in &m.identities {
+        ctx.put_id(txn, &ctx.identity_key(&ChannelIdentity { channel: i.channel.clone(), scope: i.scope.clone(), id: i.id.clone() }), &m.id);
+        ctx.put_id(txn, &ctx.identity_any_key(&i.channel, &i.id), &m.id);
+    }
+    for i in &m.identifiers {
+        ctx.put_id(txn, &ctx.identifier_key(&i.identifier), &m.id);
+    }
+    // Identifiers both had before the merge stay with the survivor.
+    for i in &record.surviving_before.identifiers {
+        ctx.put_id(txn, &ctx.identifier_key(&i.identifier), &s.id);
+    }
+    ctx.save_customer(txn, &s);
+    ctx.save_customer(txn, &m);
+    record.undone_at = Some(at);
+    txn.put(&key, ctx.seal(&key, &record));
+    Ok(record)
+}

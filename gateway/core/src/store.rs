@@ -1,0 +1,88 @@
+//! The store, as the core sees it: atomic units of work over keys and
+//! values. Every backend — `embedded` (redb) and `redis` in the native
+//! gateway, Spin's outbound Redis at the edge — implements [`Backend`]; all
+//! domain logic (resolution, merges, undo) is written once, in
+//! [`crate::identity`], against [`Txn`].
+//!
+//! A unit of work reads keys, decides, and writes. Backends make it atomic:
+//! redb runs it inside one write transaction; Redis runs it optimistically —
+//! reads are plain `MGET`s, and the commit is one Lua script that applies the
+//! writes only if every key read still holds what was read, otherwise the
+//! unit is retried. Runtime-free: futures here are polled by the host's
+//! executor, whatever it is.
+
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached or refused the operation.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Concurrent writers kept invalidating this unit of work.
+    #[error("gave up after {0} conflicting concurrent attempts")]
+    Contention(u32),
+    /// A stored value does not decode.
+    #[error("corrupt value at `{key}`: {reason}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// One atomic unit of work's view of the store. Reads see the unit's own
+/// writes; writes become visible to others all at once, at commit, or never.
+pub trait Txn: Send + 'static {
+    /// Reads several keys at once (one round trip on Redis).
+    fn get_many<'a>(&'a mut self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, StoreError>>;
+
+    /// Buffers a write.
+    fn put(&mut self, key: &str, value: Vec<u8>);
+
+    /// Buffers a deletion.
+    fn delete(&mut self, key: &str);
+
+    /// For the backend that made it: back to its concrete type at commit.
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
+}
+
+/// Reads one key.
+pub async fn get(txn: &mut dyn Txn, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    let keys = [key.to_string()];
+    Ok(txn.get_many(&keys).await?.pop().flatten())
+}
+
+/// A unit of work: called once per attempt with a fresh transaction, which
+/// it hands back with its result so the backend can commit it.
+pub type Work<'w, T> = dyn Fn(Box<dyn Txn>) -> BoxFuture<'w, (Box<dyn Txn>, Result<T, StoreError>)> + Send + Sync + 'w;
+
+/// A storage backend: runs units of work atomically.
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// Runs `work` atomically, retrying it on conflict.
+    fn transact<'a, T: Send + 'a>(&'a self, work: &'a Work<'a, T>) -> BoxFuture<'a, Result<T, StoreError>>;
+
+    /// Whether the backend answers (for `/readyz`).
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Every key and value (for the leak test and exports). Backends may
+    /// stream; this one is for bounded test data.
+    fn dump(&self) -> BoxFuture<'_, Result<Vec<(String, Vec<u8>)>, StoreError>>;
+}
+
+/// How many times a conflicted unit of work is retried.
+pub const MAX_ATTEMPTS: u32 = 32;
+
+/// A buffered write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Set the key.
+    Put(Vec<u8>),
+    /// Remove the key.
+    Delete,
+}

@@ -1,0 +1,208 @@
+//! The Redis backend, for several gateway nodes sharing one store.
+//!
+//! Units of work run optimistically: reads are `MGET`s over one multiplexed
+//! connection (a connection manager that reconnects by itself); the commit
+//! is one Lua script that checks every key read still holds the value read
+//! and, only then, applies all writes — atomically, as Redis runs scripts.
+//! A unit whose reads went stale is retried from scratch. A unit that only
+//! reads needs no commit: resolving a known identity is one `MGET`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chatcrafter_core::store::{Backend, BoxFuture, MAX_ATTEMPTS, StoreError, Txn, Work, Write};
+use redis::AsyncCommands as _;
+use redis::aio::ConnectionManager;
+
+/// Checks reads, then applies writes. KEYS: read keys, then write keys.
+/// ARGV[1] = number of read keys; then one expected value per read key
+/// (`\0` = absent, `\1` + value = present); then one op per write key
+/// (`\0` = delete, `\1` + value = set). Returns 1 if applied, 0 if stale.
+const COMMIT: &str = r#"
+local n = tonumber(ARGV[1])
+for i = 1, n do
+  local want = ARGV[i + 1]
+  local have = redis.call('GET', KEYS[i])
+  if string.sub(want, 1, 1) == '\0' then
+    if have then return 0 end
+  else
+    if (not have) or have ~= string.sub(want, 2) then return 0 end
+  end
+end
+for j = n + 1, #KEYS do
+  local op = ARGV[j + 1]
+  if string.sub(op, 1, 1) == '\0' then
+    redis.call('DEL', KEYS[j])
+  else
+    redis.call('SET', KEYS[j], string.sub(op, 2))
+  end
+end
+return 1
+"#;
+
+/// A Redis store.
+#[derive(Clone)]
+pub struct Redis {
+    conn: ConnectionManager,
+    prefix: String,
+    commit: redis::Script,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("redis: {e}"))
+}
+
+impl Redis {
+    /// Connects to `url` (`redis://`); keys start with `prefix`.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(err)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2);
+        let conn = client.get_connection_manager_with_config(config).await.map_err(err)?;
+        Ok(Redis { conn, prefix: prefix.to_string(), commit: redis::Script::new(COMMIT) })
+    }
+}
+
+struct RedisTxn {
+    conn: ConnectionManager,
+    reads: BTreeMap<String, Option<Vec<u8>>>,
+    writes: BTreeMap<String, Write>,
+}
+
+impl Txn for RedisTxn {
+    fn get_many<'a>(&'a mut self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, StoreError>> {
+        Box::pin(async move {
+            let missing: Vec<&String> = keys
+                .iter()
+                .filter(|k| !self.writes.contains_key(*k) && !self.reads.contains_key(*k))
+                .collect();
+            if !missing.is_empty() {
+                let values: Vec<Option<Vec<u8>>> = if missing.len() == 1 {
+                    vec![self.conn.get(missing[0]).await.map_err(err)?]
+                } else {
+                    self.conn.mget(&missing).await.map_err(err)?
+                };
+                for (k, v) in missing.into_iter().zip(values) {
+                    self.reads.insert(k.clone(), v);
+                }
+            }
+            Ok(keys
+                .iter()
+                .map(|k| match self.writes.get(k) {
+                    Some(Write::Put(v)) => Some(v.clone()),
+                    Some(Write::Delete) => None,
+                    None => self.reads.get(k).cloned().flatten(),
+                })
+                .collect())
+        })
+    }
+
+    fn put(&mut self, key: &str, value: Vec<u8>) {
+        self.writes.insert(key.to_string(), Write::Put(value));
+    }
+
+    fn delete(&mut self, key: &str) {
+        self.writes.insert(key.to_string(), Write::Delete);
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
+
+fn tagged(present: bool, value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(value.len() + 1);
+    v.push(u8::from(present));
+    v.extend_from_slice(value);
+    v
+}
+
+impl Backend for Redis {
+    fn transact<'a, T: Send + 'a>(&'a self, work: &'a Work<'a, T>) -> BoxFuture<'a, Result<T, StoreError>> {
+        Box::pin(async move {
+            for attempt in 0..MAX_ATTEMPTS {
+                let txn: Box<dyn Txn> =
+                    Box::new(RedisTxn { conn: self.conn.clone(), reads: BTreeMap::new(), writes: BTreeMap::new() });
+                let (txn, out) = work(txn).await;
+                let out = out?;
+                let txn = txn.into_any().downcast::<RedisTxn>().map_err(|_| err("foreign transaction"))?;
+                if txn.writes.is_empty() {
+                    return Ok(out);
+                }
+                let mut inv = self.commit.prepare_invoke();
+                inv.arg(txn.reads.len());
+                for (k, v) in &txn.reads {
+                    inv.key(k);
+                    inv.arg(match v {
+                        Some(v) => tagged(true, v),
+                        None => tagged(false, b""),
+                    });
+                }
+                for (k, w) in &txn.writes {
+                    inv.key(k);
+                    inv.arg(match w {
+                        Write::Put(v) => tagged(true, v),
+                        Write::Delete => tagged(false, b""),
+                    });
+                }
+                let mut conn = self.conn.clone();
+                let applied: i64 = inv.invoke_async(&mut conn).await.map_err(err)?;
+                if applied == 1 {
+                    return Ok(out);
+                }
+                // Someone else wrote what we read: back off a little, with
+                // jitter from the attempt number, and start over.
+                let pause = Duration::from_micros(200 * u64::from(attempt + 1) + u64::from(attempt * 37 % 150));
+                tokio::time::sleep(pause).await;
+            }
+            Err(StoreError::Contention(MAX_ATTEMPTS))
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            redis::cmd("PING").query_async::<String>(&mut conn).await.map(|_| ()).map_err(err)
+        })
+    }
+
+    fn dump(&self) -> BoxFuture<'_, Result<Vec<(String, Vec<u8>)>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let mut keys: Vec<String> = Vec::new();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{}*", self.prefix))
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(err)?;
+                keys.extend(batch);
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+            let mut out = Vec::new();
+            for k in keys {
+                let v: Option<Vec<u8>> = conn.get(&k).await.map_err(err)?;
+                if let Some(v) = v {
+                    out.push((k, v));
+                }
+            }
+            Ok(out)
+        })
+    }
+}
