@@ -86,3 +86,17 @@ pub enum Write {
     /// Remove the key.
     Delete,
 }
+
+impl<B: Backend> Backend for std::sync::Arc<B> {
+    fn transact<'a, T: Send + 'a>(&'a self, work: &'a Work<'a, T>) -> BoxFuture<'a, Result<T, StoreError>> {
+        (**self).transact(work)
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        (**self).ping()
+    }
+
+    fn dump(&self) -> BoxFuture<'_, Result<Vec<(String, Vec<u8>)>, StoreError>> {
+        (**self).dump()
+    }
+}

@@ -1,0 +1,445 @@
+//! The store conformance suite: every behaviour of the identity graph, run
+//! against the embedded (redb) backend and against Redis by the same tests.
+//! Redis tests start their own `redis-server` on a free port with a scratch
+//! directory, never the shared one on 6379.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatcrafter_core::channel::{ChannelIdentity, Claim, ClaimKind};
+use chatcrafter_core::identity::graph::{Graph, GraphError, How, Rules, Sender};
+use chatcrafter_core::identity::identifier::{Identifier, IdentifierKind};
+use chatcrafter_core::seal::Keyring;
+use chatcrafter_core::store::Backend;
+use chatcrafter_gateway::store::AnyBackend;
+use chatcrafter_gateway::store::embedded::Embedded;
+use chatcrafter_gateway::store::redis::Redis;
+
+const DATA_KEY: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+const INDEX_KEY: &str = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=";
+const T0: u64 = 1_795_580_000;
+
+/// A private redis-server, stopped on drop.
+struct RedisServer {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let n = std::sync::atomic::AtomicU64::new(0);
+    let _ = n;
+    let dir = std::env::temp_dir().join(format!(
+        "chatcrafter-store-{}-{name}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn redis_server(name: &str) -> RedisServer {
+    let dir = scratch(name);
+    for _ in 0..5 {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        let mut server = RedisServer { child, port, dir: dir.clone() };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            if let Ok(Some(_)) = server.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = server.child.kill();
+    }
+    panic!("could not start redis-server");
+}
+
+fn keys() -> Arc<Keyring> {
+    Arc::new(Keyring::new(Some(DATA_KEY), Some(INDEX_KEY)).unwrap())
+}
+
+fn rules() -> Rules {
+    Rules::default()
+}
+
+/// A backend under test and whatever keeps it alive.
+struct Fixture {
+    backend: Arc<AnyBackend>,
+    redis: Option<RedisServer>,
+    url: Option<String>,
+    /// The raw file the backend persists to.
+    file: PathBuf,
+}
+
+async fn fixture(kind: &str, name: &str) -> Fixture {
+    match kind {
+        "embedded" => {
+            let dir = scratch(name);
+            Fixture {
+                backend: Arc::new(AnyBackend::Embedded(Embedded::open(&dir).unwrap())),
+                redis: None,
+                url: None,
+                file: dir.join("gateway.redb"),
+            }
+        }
+        _ => {
+            let server = redis_server(name);
+            let url = format!("redis://127.0.0.1:{}/0", server.port);
+            let r = Redis::connect(&url, "cc:").await.unwrap();
+            let file = server.dir.join("dump.rdb");
+            Fixture { backend: Arc::new(AnyBackend::Redis(r)), redis: Some(server), url: Some(url), file }
+        }
+    }
+}
+
+fn graph(f: &Fixture, rules: Rules) -> Graph<Arc<AnyBackend>> {
+    Graph::new(f.backend.clone(), keys(), "cc:", rules, Arc::new(ring::rand::SystemRandom::new()))
+}
+
+fn id(channel: &str, scope: &str, id: &str) -> ChannelIdentity {
+    ChannelIdentity { channel: channel.into(), scope: scope.into(), id: id.into() }
+}
+
+fn claim(kind: ClaimKind, value: &str, verified: bool) -> Claim {
+    Claim { kind, value: value.into(), verified }
+}
+
+fn sender(identity: ChannelIdentity, claims: Vec<Claim>, at: u64) -> Sender {
+    Sender { identity, display_name: None, claims, link_token: None, at }
+}
+
+fn widget_sarah(at: u64) -> Sender {
+    let mut s = sender(
+        id("widget", "https://shop.example", "user-42"),
+        vec![claim(ClaimKind::Email, "Sarah@Example.com", true), claim(ClaimKind::Phone, "+1 650 555 1234", true)],
+        at,
+    );
+    s.display_name = Some("Sarah Kim".into());
+    s
+}
+
+fn whatsapp_sarah(at: u64) -> Sender {
+    let mut s = sender(id("whatsapp", "106540352242922", "16505551234"), vec![claim(ClaimKind::Phone, "+16505551234", true)], at);
+    s.display_name = Some("Sarah".into());
+    s
+}
+
+fn phone(v: &str) -> Identifier {
+    Identifier::new(IdentifierKind::Phone, v).unwrap()
+}
+
+fn email(v: &str) -> Identifier {
+    Identifier::new(IdentifierKind::Email, v).unwrap()
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name("embedded").await
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name("redis").await
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    a_new_sender_becomes_a_customer_and_a_replay_changes_nothing,
+    the_same_person_on_two_channels_is_one_customer_by_verified_phone,
+    an_unverified_match_is_a_suggestion_not_a_link,
+    a_link_token_links_once_and_only_on_its_channel_before_it_expires,
+    merge_then_undo_restores_the_exact_prior_state,
+    a_merge_that_would_break_a_limit_is_refused_and_resolution_records_a_conflict,
+    a_blocked_value_never_links,
+    a_scan_of_the_store_finds_no_personal_data_in_plaintext,
+    concurrent_events_for_one_person_end_as_exactly_one_customer,
+);
+
+async fn a_new_sender_becomes_a_customer_and_a_replay_changes_nothing(kind: &str) {
+    let f = fixture(kind, "replay").await;
+    let g = graph(&f, rules());
+    let first = g.resolve(&widget_sarah(T0)).await.unwrap();
+    assert!(first.created);
+    assert_eq!(first.linked, Some(How::Channel));
+    let before = g.customer(&first.customer_id).await.unwrap();
+    let dump_before = f.backend.dump().await.unwrap().len();
+    let again = g.resolve(&widget_sarah(T0)).await.unwrap();
+    assert_eq!(again.customer_id, first.customer_id);
+    assert!(!again.created);
+    assert_eq!(again.linked, None);
+    assert_eq!(g.customer(&first.customer_id).await.unwrap(), before);
+    assert_eq!(f.backend.dump().await.unwrap().len(), dump_before);
+    let c = before;
+    assert_eq!(c.identities.len(), 1);
+    assert_eq!(c.identifiers.len(), 2);
+    assert_eq!(c.attributes["name"].value, "Sarah Kim");
+    assert_eq!(g.find(&email("sarah@example.com")).await.unwrap().as_deref(), Some(c.id.as_str()));
+    assert_eq!(g.find_identity("widget", "user-42").await.unwrap().as_deref(), Some(c.id.as_str()));
+}
+
+async fn the_same_person_on_two_channels_is_one_customer_by_verified_phone(kind: &str) {
+    let f = fixture(kind, "two-channels").await;
+    let g = graph(&f, rules());
+    let w = g.resolve(&widget_sarah(T0)).await.unwrap();
+    let wa = g.resolve(&whatsapp_sarah(T0 + 60)).await.unwrap();
+    assert_eq!(wa.customer_id, w.customer_id);
+    assert_eq!(wa.linked, Some(How::VerifiedClaim));
+    let c = g.customer(&w.customer_id).await.unwrap();
+    assert_eq!(c.identities.iter().map(|i| i.channel.as_str()).collect::<Vec<_>>(), ["widget", "whatsapp"]);
+    // The WhatsApp name came later from another channel within the window:
+    // it wins, and the overwrite is flagged for review.
+    assert_eq!(c.attributes["name"].value, "Sarah");
+    assert_eq!(c.attributes["name"].source, "whatsapp");
+    assert_eq!(wa.conflicts.len(), 1);
+    assert_eq!(g.conflicts().await.unwrap()[0].kind, "attribute");
+    assert_eq!(g.find_identity("whatsapp", "16505551234").await.unwrap(), Some(w.customer_id));
+}
+
+async fn an_unverified_match_is_a_suggestion_not_a_link(kind: &str) {
+    let f = fixture(kind, "suggestion").await;
+    let g = graph(&f, rules());
+    let w = g.resolve(&widget_sarah(T0)).await.unwrap();
+    // Someone types Sarah's email into a Telegram chat: not proof.
+    let t = g
+        .resolve(&sender(id("telegram", "7012345678", "99"), vec![claim(ClaimKind::Email, "sarah@example.com", false)], T0 + 5))
+        .await
+        .unwrap();
+    assert_ne!(t.customer_id, w.customer_id);
+    assert!(t.created);
+    let conflicts = g.conflicts().await.unwrap();
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!(conflicts[0].kind, "suggestion");
+    assert_eq!(conflicts[0].other_customer_id.as_deref(), Some(w.customer_id.as_str()));
+    assert!(!conflicts[0].detail.contains("sarah"), "no personal data in conflict details");
+    let resolved = g.resolve_conflict(&conflicts[0].id, T0 + 10).await.unwrap();
+    assert_eq!(resolved.resolved_at, Some(T0 + 10));
+}
+
+async fn a_link_token_links_once_and_only_on_its_channel_before_it_expires(kind: &str) {
+    let f = fixture(kind, "token").await;
+    let g = graph(&f, rules());
+    let w = g.resolve(&widget_sarah(T0)).await.unwrap();
+    let token = g.create_link_token(&w.customer_id, "telegram", 900, T0).await.unwrap();
+    let mut tg = sender(id("telegram", "7012345678", "123456789"), vec![], T0 + 30);
+    tg.link_token = Some(token.clone());
+    let r = g.resolve(&tg).await.unwrap();
+    assert_eq!(r.customer_id, w.customer_id);
+    assert_eq!(r.linked, Some(How::LinkToken));
+    // One-time: a second Telegram user with the same token gets nothing.
+    let mut other = sender(id("telegram", "7012345678", "555"), vec![], T0 + 40);
+    other.link_token = Some(token);
+    assert_ne!(g.resolve(&other).await.unwrap().customer_id, w.customer_id);
+    // Expired, or for another channel: no link (and consumed all the same).
+    let expired = g.create_link_token(&w.customer_id, "telegram", 60, T0).await.unwrap();
+    let mut late = sender(id("telegram", "7012345678", "777"), vec![], T0 + 61);
+    late.link_token = Some(expired);
+    assert_ne!(g.resolve(&late).await.unwrap().customer_id, w.customer_id);
+    let discord_token = g.create_link_token(&w.customer_id, "discord", 900, T0).await.unwrap();
+    let mut wrong = sender(id("telegram", "7012345678", "888"), vec![], T0 + 1);
+    wrong.link_token = Some(discord_token);
+    assert_ne!(g.resolve(&wrong).await.unwrap().customer_id, w.customer_id);
+}
+
+async fn merge_then_undo_restores_the_exact_prior_state(kind: &str) {
+    let f = fixture(kind, "undo").await;
+    let g = graph(&f, rules());
+    let a = g.resolve(&widget_sarah(T0)).await.unwrap().customer_id;
+    let mut tg = sender(id("telegram", "7012345678", "123456789"), vec![claim(ClaimKind::Phone, "+447911123456", true)], T0 + 10);
+    tg.display_name = Some("Sarah K".into());
+    let b = g.resolve(&tg).await.unwrap().customer_id;
+    assert_ne!(a, b);
+    let a_before = g.customer(&a).await.unwrap();
+    let b_before = g.customer(&b).await.unwrap();
+    let record = g.merge(&a, &b, How::AdminMerge, T0 + 20).await.unwrap();
+    assert_eq!((record.surviving.as_str(), record.merged.as_str()), (a.as_str(), b.as_str()));
+    let merged = g.customer(&a).await.unwrap();
+    assert_eq!(merged.identities.len(), 2);
+    assert_eq!(merged.identifiers.len(), 3);
+    assert_eq!(g.find(&phone("+447911123456")).await.unwrap().as_deref(), Some(a.as_str()));
+    assert_eq!(g.find_identity("telegram", "123456789").await.unwrap().as_deref(), Some(a.as_str()));
+    // A later event from the merged identity lands on the survivor.
+    assert_eq!(g.resolve(&tg).await.unwrap().customer_id, a);
+
+    g.undo(&record.merge_id, T0 + 30).await.unwrap();
+    assert_eq!(g.customer(&a).await.unwrap(), a_before);
+    assert_eq!(g.customer(&b).await.unwrap(), b_before);
+    assert_eq!(g.find(&phone("+447911123456")).await.unwrap().as_deref(), Some(b.as_str()));
+    assert_eq!(g.find(&phone("+16505551234")).await.unwrap().as_deref(), Some(a.as_str()));
+    assert_eq!(g.find_identity("telegram", "123456789").await.unwrap().as_deref(), Some(b.as_str()));
+    assert!(matches!(g.undo(&record.merge_id, T0 + 40).await, Err(GraphError::Invalid(_))));
+    assert!(matches!(g.undo("m_nope", T0 + 40).await, Err(GraphError::NotFound(_))));
+}
+
+async fn a_merge_that_would_break_a_limit_is_refused_and_resolution_records_a_conflict(kind: &str) {
+    let f = fixture(kind, "limits").await;
+    let mut r = rules();
+    r.limits = BTreeMap::from([(IdentifierKind::Email, 1), (IdentifierKind::Phone, 3)]);
+    let g = graph(&f, r);
+    let a = g
+        .resolve(&sender(id("widget", "s", "a"), vec![claim(ClaimKind::Email, "a@example.com", true)], T0))
+        .await
+        .unwrap()
+        .customer_id;
+    let b = g
+        .resolve(&sender(id("widget", "s", "b"), vec![claim(ClaimKind::Email, "b@example.com", true)], T0))
+        .await
+        .unwrap()
+        .customer_id;
+    let err = g.merge(&a, &b, How::AdminMerge, T0 + 1).await.unwrap_err();
+    assert_eq!(err.to_string(), "merging would give the customer 2 email identifiers; the limit is 1");
+    // An event whose verified claims span both: a conflict, not a merge.
+    let both = sender(id("whatsapp", "p", "1"), vec![claim(ClaimKind::Email, "a@example.com", true), claim(ClaimKind::Email, "b@example.com", true)], T0 + 2);
+    let res = g.resolve(&both).await.unwrap();
+    assert_eq!(res.customer_id, a);
+    assert!(res.merges.is_empty());
+    assert_eq!(res.conflicts.len(), 1);
+    assert_eq!(g.find(&email("b@example.com")).await.unwrap().as_deref(), Some(b.as_str()));
+    let conflicts = g.conflicts().await.unwrap();
+    assert_eq!(conflicts[0].kind, "limit");
+    assert_eq!(conflicts[0].other_customer_id.as_deref(), Some(b.as_str()));
+}
+
+async fn a_blocked_value_never_links(kind: &str) {
+    let f = fixture(kind, "blocked").await;
+    let mut r = rules();
+    r.blocked = vec![email("test@example.com")];
+    let g = graph(&f, r);
+    let a = g.resolve(&sender(id("widget", "s", "tester-1"), vec![claim(ClaimKind::Email, "test@example.com", true)], T0)).await.unwrap();
+    let b = g.resolve(&sender(id("widget", "s", "tester-2"), vec![claim(ClaimKind::Email, "TEST@example.com", true)], T0)).await.unwrap();
+    assert_ne!(a.customer_id, b.customer_id);
+    assert_eq!(g.find(&email("test@example.com")).await.unwrap(), None);
+    assert_eq!(a.conflicts.len(), 1);
+    assert_eq!(g.conflicts().await.unwrap()[0].kind, "blocked");
+}
+
+async fn a_scan_of_the_store_finds_no_personal_data_in_plaintext(kind: &str) {
+    let f = fixture(kind, "leak").await;
+    let g = graph(&f, rules());
+    let w = g.resolve(&widget_sarah(T0)).await.unwrap();
+    g.resolve(&whatsapp_sarah(T0 + 1)).await.unwrap();
+    let token = g.create_link_token(&w.customer_id, "telegram", 900, T0).await.unwrap();
+    let mut tg = sender(id("telegram", "7012345678", "123456789"), vec![claim(ClaimKind::Phone, "+447911123456", true)], T0 + 2);
+    tg.link_token = Some(token);
+    tg.display_name = Some("Ada Lovelace".into());
+    g.resolve(&tg).await.unwrap();
+    let dump = f.backend.dump().await.unwrap();
+    assert!(dump.len() > 5);
+    let needles: [&[u8]; 10] = [
+        b"Sarah", b"sarah@example.com", b"example.com", b"16505551234", b"6505551234", b"447911123456", b"Lovelace", b"user-42", b"123456789", b"shop.example",
+    ];
+    for (k, v) in &dump {
+        for n in needles {
+            let hit = |hay: &[u8]| hay.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n));
+            assert!(!hit(k.as_bytes()), "key {k} contains {}", String::from_utf8_lossy(n));
+            assert!(!hit(v), "value of {k} contains {}", String::from_utf8_lossy(n));
+        }
+    }
+    // The raw bytes on disk: the redb file, or Redis's RDB snapshot.
+    if f.redis.is_some() {
+        let mut conn = ::redis::Client::open(f.url.clone().unwrap()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let _: () = ::redis::cmd("SAVE").query_async(&mut conn).await.unwrap();
+    }
+    let raw = std::fs::read(&f.file).unwrap_or_else(|e| panic!("{}: {e}", f.file.display()));
+    assert!(raw.len() > 1000, "{} holds the data", f.file.display());
+    for n in needles {
+        assert!(!raw.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n)), "{} contains {}", f.file.display(), String::from_utf8_lossy(n));
+    }
+}
+
+async fn concurrent_events_for_one_person_end_as_exactly_one_customer(kind: &str) {
+    let f = fixture(kind, "race").await;
+    // Two graph instances over one store stand for two gateway nodes (for
+    // Redis, two independent connections).
+    let node_a = Arc::new(graph(&f, rules()));
+    let node_b = Arc::new(match &f.url {
+        Some(url) => Graph::new(
+            Arc::new(AnyBackend::Redis(Redis::connect(url, "cc:").await.unwrap())),
+            keys(),
+            "cc:",
+            rules(),
+            Arc::new(ring::rand::SystemRandom::new()),
+        ),
+        None => graph(&f, rules()),
+    });
+    // Twelve identities of one person on different channels, each carrying
+    // the same verified phone, fired at once in a shuffled order on both.
+    let senders: Vec<Sender> = (0..12)
+        .map(|i| {
+            let channel = ["widget", "whatsapp", "telegram", "discord"][i % 4];
+            sender(id(channel, "scope", &format!("user-{i}")), vec![claim(ClaimKind::Phone, "+16505551234", true)], T0 + i as u64)
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..senders.len() * 2).collect();
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    for i in (1..order.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        order.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+    let tasks: Vec<_> = order
+        .into_iter()
+        .map(|n| {
+            let s = senders[n % senders.len()].clone();
+            let node = if n % 2 == 0 { node_a.clone() } else { node_b.clone() };
+            tokio::spawn(async move {
+                // A small, varying delay so the events interleave.
+                tokio::time::sleep(Duration::from_micros((n as u64 * 7919) % 3000)).await;
+                node.resolve(&s).await.unwrap().customer_id
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    let owner = node_a.find(&phone("+16505551234")).await.unwrap().unwrap();
+    let live: std::collections::BTreeSet<String> = {
+        let mut set = std::collections::BTreeSet::new();
+        for s in &senders {
+            set.insert(node_a.find_identity(&s.identity.channel, &s.identity.id).await.unwrap().unwrap());
+        }
+        set
+    };
+    assert_eq!(live.len(), 1, "every identity resolves to one customer");
+    assert_eq!(live.into_iter().next().unwrap(), owner);
+    let c = node_a.customer(&owner).await.unwrap();
+    assert_eq!(c.identities.len(), 12, "no link lost: {:?}", c.identities);
+    assert!(ids.iter().all(|i| *i == owner), "every resolution answered the same customer");
+}
