@@ -34,6 +34,10 @@ header_timeout_ms = 500
 body_timeout_ms = 2000
 shutdown_grace_ms = 5000
 
+[security]
+data_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
+index_key = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM="
+
 [channels.whatsapp]
 plugin = "builtin:whatsapp"
 api_base = "http://127.0.0.1:9/whatsapp"
@@ -663,7 +667,7 @@ fn start_failure(name: &str, config: &str, env: &[(&str, &str)]) -> String {
 fn an_unknown_config_key_is_named_with_its_path() {
     let err = start_failure(
         "badkey",
-        "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\nmax_body = 5\n",
+        "version = 1\n[security]\ndata_key = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"\nindex_key = \"AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=\"\n[server]\nlisten = \"127.0.0.1:0\"\nmax_body = 5\n",
         &[],
     );
     assert!(
@@ -676,7 +680,7 @@ fn an_unknown_config_key_is_named_with_its_path() {
 
 #[test]
 fn a_missing_required_secret_names_the_key_and_its_variable() {
-    let cfg = "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n[channels.telegram]\nplugin = \"builtin:telegram\"\n[channels.telegram.secrets]\nsecret_token = \"x\"\n";
+    let cfg = "version = 1\n[security]\ndata_key = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"\nindex_key = \"AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=\"\n[server]\nlisten = \"127.0.0.1:0\"\n[channels.telegram]\nplugin = \"builtin:telegram\"\n[channels.telegram.secrets]\nsecret_token = \"x\"\n";
     let err = start_failure("nosecret", cfg, &[]);
     assert!(
         err.contains("channels.telegram.secrets.bot_token: required by plugin telegram@0.1.0"),
@@ -694,7 +698,7 @@ fn a_missing_required_secret_names_the_key_and_its_variable() {
 #[test]
 fn secrets_can_come_from_the_environment() {
     let dir = scratch("envsecret");
-    let cfg = "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n[channels.telegram]\nplugin = \"builtin:telegram\"\n[channels.telegram.secrets]\nsecret_token = \"from-file\"\n";
+    let cfg = "version = 1\n[security]\ndata_key = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"\nindex_key = \"AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=\"\n[server]\nlisten = \"127.0.0.1:0\"\n[channels.telegram]\nplugin = \"builtin:telegram\"\n[channels.telegram.secrets]\nsecret_token = \"from-file\"\n";
     let gw = Gateway::start_with_env(
         &dir,
         cfg,
@@ -756,7 +760,7 @@ fn tls_serves_tls13_and_refuses_tls12() {
     );
     let gw = Gateway::start(
         &dir,
-        "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n",
+        "version = 1\n[security]\ndata_key = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"\nindex_key = \"AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=\"\n[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n",
     );
     let s_client = |version: &str| {
         let mut child = std::process::Command::new("openssl")

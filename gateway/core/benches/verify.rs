@@ -23,7 +23,11 @@ use ring::signature::{Ed25519KeyPair, KeyPair as _};
 const NOW: u64 = 1_795_580_000;
 
 fn key(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/../../tests/fixtures/keys/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!(
+        "{}/../../tests/fixtures/keys/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 fn hmac(c: &mut Criterion) {
@@ -31,7 +35,10 @@ fn hmac(c: &mut Criterion) {
     let secret = b"meta-app-secret";
     let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
     let tag = ring::hmac::sign(&k, &body);
-    let headers = vec![Header { name: "x-hub-signature-256".into(), value: format!("sha256={}", hex_encode(tag.as_ref())) }];
+    let headers = vec![Header {
+        name: "x-hub-signature-256".into(),
+        value: format!("sha256={}", hex_encode(tag.as_ref())),
+    }];
     let v = Verifier::new(
         &Verification::HmacSha256 {
             header: "x-hub-signature-256".into(),
@@ -49,14 +56,22 @@ fn hmac(c: &mut Criterion) {
     .unwrap();
     assert!(v.verify(&headers, &body, NOW).is_ok());
     let mut g = c.benchmark_group("verify_hmac_sha256_1k");
-    g.bench_function("raw_ring", |b| b.iter(|| ring::hmac::verify(&k, black_box(&body), tag.as_ref()).unwrap()));
-    g.bench_function("gateway", |b| b.iter(|| v.verify(black_box(&headers), black_box(&body), NOW).unwrap()));
+    g.bench_function("raw_ring", |b| {
+        b.iter(|| ring::hmac::verify(&k, black_box(&body), tag.as_ref()).unwrap())
+    });
+    g.bench_function("gateway", |b| {
+        b.iter(|| {
+            v.verify(black_box(&headers), black_box(&body), NOW)
+                .unwrap()
+        })
+    });
     g.finish();
 }
 
 fn ed25519(c: &mut Criterion) {
     let rng = ring::rand::SystemRandom::new();
-    let pair = Ed25519KeyPair::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref()).unwrap();
+    let pair =
+        Ed25519KeyPair::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref()).unwrap();
     let body = br#"{"type":2,"id":"1300000000000000002","application_id":"1289391923891234567","data":{"name":"ask"}}"#.to_vec();
     let ts = NOW.to_string();
     let msg: Vec<u8> = ts.as_bytes().iter().chain(&body).copied().collect();
@@ -76,20 +91,39 @@ fn ed25519(c: &mut Criterion) {
     )
     .unwrap();
     let headers = vec![
-        Header { name: "x-signature-ed25519".into(), value: hex_encode(sig.as_ref()) },
-        Header { name: "x-signature-timestamp".into(), value: ts.clone() },
+        Header {
+            name: "x-signature-ed25519".into(),
+            value: hex_encode(sig.as_ref()),
+        },
+        Header {
+            name: "x-signature-timestamp".into(),
+            value: ts.clone(),
+        },
     ];
     assert!(v.verify(&headers, &body, NOW).is_ok());
-    let raw = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, pair.public_key().as_ref().to_vec());
+    let raw = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ED25519,
+        pair.public_key().as_ref().to_vec(),
+    );
     let mut g = c.benchmark_group("verify_ed25519");
     g.bench_function("raw_ring", |b| {
         b.iter(|| {
             // What a caller of raw ring does too: the signed message is timestamp ‖ body.
-            let msg: Vec<u8> = ts.as_bytes().iter().chain(black_box(&body)).copied().collect();
+            let msg: Vec<u8> = ts
+                .as_bytes()
+                .iter()
+                .chain(black_box(&body))
+                .copied()
+                .collect();
             raw.verify(&msg, sig.as_ref()).unwrap()
         })
     });
-    g.bench_function("gateway", |b| b.iter(|| v.verify(black_box(&headers), black_box(&body), NOW).unwrap()));
+    g.bench_function("gateway", |b| {
+        b.iter(|| {
+            v.verify(black_box(&headers), black_box(&body), NOW)
+                .unwrap()
+        })
+    });
     g.finish();
 }
 
@@ -99,9 +133,36 @@ fn jwt(c: &mut Criterion) {
     let rsa_pub = String::from_utf8(key("rsa_public.pem")).unwrap();
     let ec_pub = String::from_utf8(key("ec_public.pem")).unwrap();
     let cases: Vec<(&str, Algorithm, EncodingKey, DecodingKey, KeySource<'_>)> = vec![
-        ("hs256", Algorithm::HS256, EncodingKey::from_secret(secret.as_bytes()), DecodingKey::from_secret(secret.as_bytes()), KeySource { secret: Some(secret), ..Default::default() }),
-        ("es256", Algorithm::ES256, EncodingKey::from_ec_pem(&key("ec_private.pem")).unwrap(), DecodingKey::from_ec_pem(ec_pub.as_bytes()).unwrap(), KeySource { public_key_pem: Some(&ec_pub), ..Default::default() }),
-        ("rs256", Algorithm::RS256, EncodingKey::from_rsa_pem(&key("rsa_private.pem")).unwrap(), DecodingKey::from_rsa_pem(rsa_pub.as_bytes()).unwrap(), KeySource { public_key_pem: Some(&rsa_pub), ..Default::default() }),
+        (
+            "hs256",
+            Algorithm::HS256,
+            EncodingKey::from_secret(secret.as_bytes()),
+            DecodingKey::from_secret(secret.as_bytes()),
+            KeySource {
+                secret: Some(secret),
+                ..Default::default()
+            },
+        ),
+        (
+            "es256",
+            Algorithm::ES256,
+            EncodingKey::from_ec_pem(&key("ec_private.pem")).unwrap(),
+            DecodingKey::from_ec_pem(ec_pub.as_bytes()).unwrap(),
+            KeySource {
+                public_key_pem: Some(&ec_pub),
+                ..Default::default()
+            },
+        ),
+        (
+            "rs256",
+            Algorithm::RS256,
+            EncodingKey::from_rsa_pem(&key("rsa_private.pem")).unwrap(),
+            DecodingKey::from_rsa_pem(rsa_pub.as_bytes()).unwrap(),
+            KeySource {
+                public_key_pem: Some(&rsa_pub),
+                ..Default::default()
+            },
+        ),
     ];
     for (name, alg, enc, dec, source) in cases {
         let token = jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, &enc).unwrap();
@@ -113,9 +174,14 @@ fn jwt(c: &mut Criterion) {
         raw_validation.required_spec_claims.clear();
         let mut g = c.benchmark_group(format!("verify_jwt_{name}"));
         g.bench_function("raw_jsonwebtoken", |b| {
-            b.iter(|| jsonwebtoken::decode::<serde_json::Value>(black_box(&token), &dec, &raw_validation).unwrap())
+            b.iter(|| {
+                jsonwebtoken::decode::<serde_json::Value>(black_box(&token), &dec, &raw_validation)
+                    .unwrap()
+            })
         });
-        g.bench_function("gateway", |b| b.iter(|| auth.verify(Some(black_box(&token)), NOW).unwrap()));
+        g.bench_function("gateway", |b| {
+            b.iter(|| auth.verify(Some(black_box(&token)), NOW).unwrap())
+        });
         g.finish();
     }
 }

@@ -517,6 +517,10 @@ mod documented {
         assert_eq!(c.channels.len(), 3);
         assert_eq!(c.channels["telegram"].settings["bot_id"], "7012345678");
         assert_eq!(c.admin.tokens[0].role, Role::Admin);
-        assert_eq!(c.server.max_import_bytes, 64 << 20, "defaults fill what the example omits");
+        assert_eq!(
+            c.server.max_import_bytes,
+            64 << 20,
+            "defaults fill what the example omits"
+        );
     }
 }

@@ -4,5 +4,6 @@
 //! - [`identifier`]: identifier kinds and their normalization (emails
 //!   lower-cased, phones to E.164 with libphonenumber's rules).
 
+pub mod csv;
 pub mod graph;
 pub mod identifier;

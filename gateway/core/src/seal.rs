@@ -52,7 +52,10 @@ impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keyring")
             .field("current", &self.current)
-            .field("key_ids", &self.keys.iter().map(|(id, _)| id).collect::<Vec<_>>())
+            .field(
+                "key_ids",
+                &self.keys.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -68,8 +71,14 @@ fn decode_key(b64: &str, what: &'static str) -> Result<[u8; 32], SealError> {
 impl Keyring {
     /// A keyring whose current data key has id 1.
     pub fn new(data_key: Option<&str>, index_key: Option<&str>) -> Result<Self, SealError> {
-        let data = decode_key(data_key.ok_or(SealError::MissingKey("security.data_key"))?, "security.data_key")?;
-        let index = decode_key(index_key.ok_or(SealError::MissingKey("security.index_key"))?, "security.index_key")?;
+        let data = decode_key(
+            data_key.ok_or(SealError::MissingKey("security.data_key"))?,
+            "security.data_key",
+        )?;
+        let index = decode_key(
+            index_key.ok_or(SealError::MissingKey("security.index_key"))?,
+            "security.index_key",
+        )?;
         Ok(Keyring {
             current: 1,
             keys: vec![(1, aead_key(&data))],
@@ -88,17 +97,31 @@ impl Keyring {
     }
 
     /// Seals `plaintext`, bound to `aad`.
-    pub fn seal(&self, rng: &dyn SecureRandom, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, SealError> {
+    pub fn seal(
+        &self,
+        rng: &dyn SecureRandom,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<Vec<u8>, SealError> {
         let mut nonce = [0u8; NONCE_LEN];
         rng.fill(&mut nonce).map_err(|_| SealError::Random)?;
-        let key = &self.keys.iter().find(|(id, _)| *id == self.current).expect("current key present").1;
+        let key = &self
+            .keys
+            .iter()
+            .find(|(id, _)| *id == self.current)
+            .expect("current key present")
+            .1;
         let mut out = Vec::with_capacity(HEADER + plaintext.len() + 16);
         out.push(VERSION);
         out.push(self.current);
         out.extend_from_slice(&nonce);
         let mut buf = plaintext.to_vec();
-        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
-            .map_err(|_| SealError::Corrupt)?;
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut buf,
+        )
+        .map_err(|_| SealError::Corrupt)?;
         out.extend_from_slice(&buf);
         Ok(out)
     }
@@ -109,10 +132,18 @@ impl Keyring {
             return Err(SealError::Corrupt);
         }
         let id = envelope[1];
-        let key = &self.keys.iter().find(|(k, _)| *k == id).ok_or(SealError::UnknownKeyId(id))?.1;
-        let nonce = Nonce::try_assume_unique_for_key(&envelope[2..HEADER]).map_err(|_| SealError::Corrupt)?;
+        let key = &self
+            .keys
+            .iter()
+            .find(|(k, _)| *k == id)
+            .ok_or(SealError::UnknownKeyId(id))?
+            .1;
+        let nonce = Nonce::try_assume_unique_for_key(&envelope[2..HEADER])
+            .map_err(|_| SealError::Corrupt)?;
         let mut buf = envelope[HEADER..].to_vec();
-        let plain = key.open_in_place(nonce, Aad::from(aad), &mut buf).map_err(|_| SealError::Corrupt)?;
+        let plain = key
+            .open_in_place(nonce, Aad::from(aad), &mut buf)
+            .map_err(|_| SealError::Corrupt)?;
         Ok(plain.to_vec())
     }
 
@@ -142,13 +173,25 @@ mod tests {
     #[test]
     fn a_sealed_value_opens_only_with_its_associated_data() {
         let k = Keyring::new(Some(K1), Some(IX)).unwrap();
-        let env = k.seal(&SystemRandom::new(), b"sarah@example.com", b"customer:1:email").unwrap();
+        let env = k
+            .seal(
+                &SystemRandom::new(),
+                b"sarah@example.com",
+                b"customer:1:email",
+            )
+            .unwrap();
         assert!(!env.windows(5).any(|w| w == b"sarah"));
-        assert_eq!(k.open(&env, b"customer:1:email").unwrap(), b"sarah@example.com");
+        assert_eq!(
+            k.open(&env, b"customer:1:email").unwrap(),
+            b"sarah@example.com"
+        );
         assert_eq!(k.open(&env, b"customer:2:email"), Err(SealError::Corrupt));
         let mut tampered = env.clone();
         *tampered.last_mut().unwrap() ^= 1;
-        assert_eq!(k.open(&tampered, b"customer:1:email"), Err(SealError::Corrupt));
+        assert_eq!(
+            k.open(&tampered, b"customer:1:email"),
+            Err(SealError::Corrupt)
+        );
     }
 
     #[test]
@@ -156,7 +199,10 @@ mod tests {
         let rng = SystemRandom::new();
         let old = Keyring::new(Some(K1), Some(IX)).unwrap();
         let env1 = old.seal(&rng, b"v1", b"a").unwrap();
-        let new = Keyring::new(Some(K1), Some(IX)).unwrap().rotate(2, K2).unwrap();
+        let new = Keyring::new(Some(K1), Some(IX))
+            .unwrap()
+            .rotate(2, K2)
+            .unwrap();
         let env2 = new.seal(&rng, b"v2", b"a").unwrap();
         assert_eq!(env2[1], 2);
         assert_eq!(new.open(&env1, b"a").unwrap(), b"v1");
@@ -177,7 +223,15 @@ mod tests {
 
     #[test]
     fn bad_and_missing_keys_are_named() {
-        assert_eq!(Keyring::new(Some("short"), Some(IX)).unwrap_err().to_string(), "security.data_key must be 32 bytes, base64 encoded");
-        assert_eq!(Keyring::new(Some(K1), None).unwrap_err().to_string(), "security.index_key is not configured");
+        assert_eq!(
+            Keyring::new(Some("short"), Some(IX))
+                .unwrap_err()
+                .to_string(),
+            "security.data_key must be 32 bytes, base64 encoded"
+        );
+        assert_eq!(
+            Keyring::new(Some(K1), None).unwrap_err().to_string(),
+            "security.index_key is not configured"
+        );
     }
 }

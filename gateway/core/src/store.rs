@@ -40,7 +40,10 @@ pub enum StoreError {
 /// writes; writes become visible to others all at once, at commit, or never.
 pub trait Txn: Send + 'static {
     /// Reads several keys at once (one round trip on Redis).
-    fn get_many<'a>(&'a mut self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, StoreError>>;
+    fn get_many<'a>(
+        &'a mut self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, StoreError>>;
 
     /// Buffers a write.
     fn put(&mut self, key: &str, value: Vec<u8>);
@@ -60,12 +63,16 @@ pub async fn get(txn: &mut dyn Txn, key: &str) -> Result<Option<Vec<u8>>, StoreE
 
 /// A unit of work: called once per attempt with a fresh transaction, which
 /// it hands back with its result so the backend can commit it.
-pub type Work<'w, T> = dyn Fn(Box<dyn Txn>) -> BoxFuture<'w, (Box<dyn Txn>, Result<T, StoreError>)> + Send + Sync + 'w;
+pub type Work<'w, T> =
+    dyn Fn(Box<dyn Txn>) -> BoxFuture<'w, (Box<dyn Txn>, Result<T, StoreError>)> + Send + Sync + 'w;
 
 /// A storage backend: runs units of work atomically.
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Runs `work` atomically, retrying it on conflict.
-    fn transact<'a, T: Send + 'a>(&'a self, work: &'a Work<'a, T>) -> BoxFuture<'a, Result<T, StoreError>>;
+    fn transact<'a, T: Send + 'a>(
+        &'a self,
+        work: &'a Work<'a, T>,
+    ) -> BoxFuture<'a, Result<T, StoreError>>;
 
     /// Whether the backend answers (for `/readyz`).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
@@ -88,7 +95,10 @@ pub enum Write {
 }
 
 impl<B: Backend> Backend for std::sync::Arc<B> {
-    fn transact<'a, T: Send + 'a>(&'a self, work: &'a Work<'a, T>) -> BoxFuture<'a, Result<T, StoreError>> {
+    fn transact<'a, T: Send + 'a>(
+        &'a self,
+        work: &'a Work<'a, T>,
+    ) -> BoxFuture<'a, Result<T, StoreError>> {
         (**self).transact(work)
     }
 

@@ -100,11 +100,19 @@ async fn handle(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Respo
     let headers: Vec<Header> = req
         .headers()
         .iter()
-        .filter_map(|(n, v)| Some(Header { name: n.as_str().into(), value: v.to_str().ok()?.into() }))
+        .filter_map(|(n, v)| {
+            Some(Header {
+                name: n.as_str().into(),
+                value: v.to_str().ok()?.into(),
+            })
+        })
         .collect();
     let body = req.into_body().collect().await.unwrap().to_bytes();
     if state.verifier.verify(&headers, &body, 0).is_err() {
-        return Response::builder().status(401).body(Full::new(Bytes::new())).unwrap();
+        return Response::builder()
+            .status(401)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
     }
     let ok = match state.mode {
         Mode::Native => serde_json::from_slice::<Notification>(&body).is_ok(),
@@ -115,13 +123,21 @@ async fn handle(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Respo
                 query: String::new(),
                 headers,
                 body: body.to_vec(),
-                context: RequestContext { received_at_ms: 0, request_id: "bench".into(), user: None, settings: vec![] },
+                context: RequestContext {
+                    received_at_ms: 0,
+                    request_id: "bench".into(),
+                    user: None,
+                    settings: vec![],
+                },
             };
             state.plugin.parse_inbound(&request).is_ok()
         }
     };
     let status = if ok { 200 } else { 400 };
-    Response::builder().status(status).body(Full::new(Bytes::new())).unwrap()
+    Response::builder()
+        .status(status)
+        .body(Full::new(Bytes::new()))
+        .unwrap()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -135,7 +151,11 @@ fn main() -> anyhow::Result<()> {
     let port: u16 = args.get(2).map(|p| p.parse()).transpose()?.unwrap_or(0);
     let secret = args.get(3).cloned().unwrap_or_default();
     let host = PluginHost::new()?;
-    let wasm = bundled::PLUGINS.iter().find(|(n, _)| *n == "whatsapp").unwrap().1;
+    let wasm = bundled::PLUGINS
+        .iter()
+        .find(|(n, _)| *n == "whatsapp")
+        .unwrap()
+        .1;
     let plugin = host.load("builtin:whatsapp", wasm)?;
     let verification = Verification::HmacSha256 {
         header: "x-hub-signature-256".into(),
@@ -147,23 +167,30 @@ fn main() -> anyhow::Result<()> {
         secret: "app_secret".into(),
     };
     let verifier = Verifier::new(&verification, |_| Some(secret.as_str()), false, &[3; 32])?;
-    let state = Arc::new(State { mode, verifier, plugin });
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-        println!("listening on http://{}", listener.local_addr()?);
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        loop {
-            let (stream, _) = listener.accept().await?;
-            let _ = stream.set_nodelay(true);
-            let state = state.clone();
-            let builder = builder.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(state, req).await) }
+    let state = Arc::new(State {
+        mode,
+        verifier,
+        plugin,
+    });
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+            println!("listening on http://{}", listener.local_addr()?);
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            loop {
+                let (stream, _) = listener.accept().await?;
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                let builder = builder.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(handle(state, req).await) }
+                    });
+                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
                 });
-                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
-            });
-        }
-    })
+            }
+        })
 }

@@ -14,9 +14,15 @@ use chatcrafter_core::verify::handshake::Responder;
 use chatcrafter_core::verify::jwt::{KeySource, WidgetAuth};
 use chatcrafter_core::verify::signature::Verifier;
 
+use chatcrafter_core::identity::graph::{Graph, Rules};
+use chatcrafter_core::identity::identifier::{Identifier, IdentifierKind};
+use chatcrafter_core::seal::Keyring;
+use chatcrafter_core::verify::SecretMatcher;
+
 use crate::metrics::Metrics;
 use crate::pipeline::Sink;
 use crate::plugin::{Plugin, PluginHost, Registry, bundled};
+use crate::store::AnyBackend;
 
 /// The system clock.
 #[derive(Debug, Default, Clone, Copy)]
@@ -44,6 +50,78 @@ pub struct ChannelRuntime {
     pub settings: Vec<(String, String)>,
 }
 
+/// The identity graph over the configured backend.
+pub type IdentityGraph = Graph<Arc<AnyBackend>>;
+
+/// An admin bearer token, by the hash of its value.
+#[derive(Debug)]
+pub struct AdminToken {
+    /// Who holds it.
+    pub name: String,
+    /// What it may do.
+    pub role: chatcrafter_core::config::Role,
+    matcher: SecretMatcher,
+}
+
+impl AdminToken {
+    /// Whether `sha256(token)` is this token's hash (constant time).
+    pub fn matches(&self, token_sha256: &[u8]) -> bool {
+        self.matcher.matches(token_sha256)
+    }
+}
+
+/// Opens the configured store backend.
+pub async fn open_backend(config: &Config, base_dir: &Path) -> anyhow::Result<AnyBackend> {
+    use chatcrafter_core::config::StoreKind;
+    Ok(match config.store.kind {
+        StoreKind::Embedded => AnyBackend::Embedded(crate::store::embedded::Embedded::open(
+            &base_dir.join(&config.store.path),
+        )?),
+        StoreKind::Redis => {
+            let url = config.store.url.as_deref().unwrap_or_default();
+            AnyBackend::Redis(
+                crate::store::redis::Redis::connect(url, &config.store.key_prefix).await?,
+            )
+        }
+    })
+}
+
+/// The identity rules from `[identity]`.
+pub fn rules(config: &Config) -> anyhow::Result<Rules> {
+    let c = &config.identity;
+    let mut blocked = Vec::new();
+    for v in &c.blocked_values {
+        let kind = if v.contains('@') {
+            IdentifierKind::Email
+        } else if v.starts_with('+') {
+            IdentifierKind::Phone
+        } else {
+            IdentifierKind::UserId
+        };
+        blocked.push(
+            Identifier::new(kind, v).with_context(|| format!("identity.blocked_values: `{v}`"))?,
+        );
+    }
+    let mut limits = BTreeMap::new();
+    for (k, n) in &c.limits {
+        let kind = IdentifierKind::parse(k).with_context(|| {
+            format!("identity.limits.{k}: not an identifier kind (email, phone, user_id)")
+        })?;
+        limits.insert(kind, *n as usize);
+    }
+    let primary = match c.primary_identifier {
+        chatcrafter_core::config::PrimaryIdentifier::Email => IdentifierKind::Email,
+        chatcrafter_core::config::PrimaryIdentifier::Phone => IdentifierKind::Phone,
+        chatcrafter_core::config::PrimaryIdentifier::UserId => IdentifierKind::UserId,
+    };
+    Ok(Rules {
+        primary,
+        blocked,
+        limits,
+        conflict_window: c.conflict_window_seconds,
+    })
+}
+
 /// Everything a request handler needs.
 #[derive(Debug)]
 pub struct App {
@@ -57,6 +135,10 @@ pub struct App {
     pub widget: Option<WidgetAuth>,
     /// Where verified events go.
     pub sink: Arc<dyn Sink>,
+    /// The identity graph.
+    pub graph: Arc<IdentityGraph>,
+    /// Admin API tokens.
+    pub admin_tokens: Vec<AdminToken>,
     /// Counters and histograms.
     pub metrics: Metrics,
     /// The clock.
@@ -143,11 +225,10 @@ impl App {
     /// Loads every plugin the configuration names, applies secrets from the
     /// environment, and prepares verification. `base_dir` resolves relative
     /// paths in the configuration.
-    pub fn build(
+    pub async fn build(
         mut config: Config,
         base_dir: &Path,
         env: impl Fn(&str) -> Option<String>,
-        sink: Arc<dyn Sink>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<App> {
         let host = PluginHost::new()?;
@@ -201,12 +282,42 @@ impl App {
             Some(w) => Some(widget_auth(w, base_dir)?),
             None => None,
         };
+        let keys = Keyring::new(
+            config.security.data_key.as_deref(),
+            config.security.index_key.as_deref(),
+        )?;
+        let backend = open_backend(&config, base_dir).await?;
+        let graph = Arc::new(Graph::new(
+            Arc::new(backend),
+            Arc::new(keys),
+            &config.store.key_prefix,
+            rules(&config)?,
+            Arc::new(ring::rand::SystemRandom::new()),
+        ));
+        let sink: Arc<dyn Sink> = Arc::new(crate::pipeline::StoreSink {
+            graph: graph.clone(),
+        });
+        let admin_tokens = config
+            .admin
+            .tokens
+            .iter()
+            .map(|t| AdminToken {
+                name: t.name.clone(),
+                role: t.role,
+                matcher: SecretMatcher::new(
+                    &chatcrafter_core::verify::hex_decode(&t.token_sha256).unwrap_or_default(),
+                    &random,
+                ),
+            })
+            .collect();
         Ok(App {
             config,
             plugins,
             channels,
             widget,
             sink,
+            graph,
+            admin_tokens,
             metrics: Metrics::default(),
             clock,
         })

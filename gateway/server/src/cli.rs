@@ -199,7 +199,6 @@ pub fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
 
     use crate::app::{App, SystemClock};
     use crate::dev::DevSecrets;
-    use crate::pipeline::LogSink;
 
     let (config, base_dir) = match config_path {
         Some(path) => {
@@ -217,18 +216,18 @@ pub fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
             (secrets.config(dir), PathBuf::from("."))
         }
     };
-    let app = App::build(
-        config,
-        &base_dir,
-        |k| std::env::var(k).ok(),
-        Arc::new(LogSink),
-        Arc::new(SystemClock),
-    )?;
-    let app = Arc::new(app);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let app = App::build(
+            config,
+            &base_dir,
+            |k| std::env::var(k).ok(),
+            Arc::new(SystemClock),
+        )
+        .await?;
+        let app = Arc::new(app);
         let server = &app.config.server;
         let tls = match (&server.tls_cert, &server.tls_key) {
             (Some(c), Some(k)) => Some(crate::http::tls_acceptor(
@@ -260,4 +259,76 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// `gateway import customers.csv [--config FILE]`: the CSV identity import
+/// straight into the configured store, with progress on stderr and the
+/// summary on stdout.
+pub fn import(file: &Path, config_path: Option<&Path>) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    use std::sync::Arc;
+
+    use crate::app::{SystemClock, open_backend, rules};
+    use crate::dev::DevSecrets;
+    use chatcrafter_core::Clock as _;
+
+    let bytes = std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
+    let (config, base_dir) = match config_path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("{}: cannot read", path.display()))?;
+            let config = chatcrafter_core::config::Config::parse(&text)
+                .with_context(|| format!("{}: invalid configuration", path.display()))?;
+            (
+                config,
+                path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            )
+        }
+        None => {
+            let (secrets, _) = DevSecrets::load_or_create(Path::new("./data"))?;
+            (secrets.config(Path::new("./data")), PathBuf::from("."))
+        }
+    };
+    let mut config = config;
+    config.apply_env(|k| std::env::var(k).ok(), |_| Vec::new());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let keys = chatcrafter_core::seal::Keyring::new(config.security.data_key.as_deref(), config.security.index_key.as_deref())?;
+        let backend = open_backend(&config, &base_dir).await.context(
+            "opening the store (an embedded store is locked while `gateway serve` runs; use POST /admin/v1/import then)",
+        )?;
+        let graph = chatcrafter_core::identity::graph::Graph::new(
+            Arc::new(backend),
+            Arc::new(keys),
+            &config.store.key_prefix,
+            rules(&config)?,
+            Arc::new(ring::rand::SystemRandom::new()),
+        );
+        let mut err = std::io::stderr();
+        let summary = crate::import::import(&graph, &bytes, SystemClock.now_secs(), |done, total| {
+            let width = 30;
+            let filled = if total == 0 { width } else { done * width / total };
+            let _ = write!(err, "\rimporting [{}{}] {done}/{total} rows", "#".repeat(filled), " ".repeat(width - filled));
+            if done == total {
+                let _ = writeln!(err);
+            }
+        })
+        .await
+        .with_context(|| format!("{}", file.display()))?;
+        let mut out = format!(
+            "{}: {} rows read, {} linked, {} merged, {} conflicts, {} rejected\n",
+            file.display(),
+            summary.rows,
+            summary.linked,
+            summary.merged,
+            summary.conflicts,
+            summary.rejected.len()
+        );
+        for r in &summary.rejected {
+            out.push_str(&format!("  line {}: {}\n", r.line, r.reason));
+        }
+        Ok(out)
+    })
 }

@@ -8,6 +8,7 @@
 //! SIGINT the listener closes and in-flight requests get
 //! `server.shutdown_grace_ms` to finish.
 
+mod admin;
 mod body;
 mod error;
 mod ops;
@@ -45,7 +46,7 @@ pub async fn handle(app: Arc<App>, mut req: Request<Incoming>) -> Resp {
             "/healthz",
             Err(ApiError::method_not_allowed(req.method(), "GET")),
         ),
-        (Method::GET, ["readyz"]) => ("/readyz", ops::readyz(&app)),
+        (Method::GET, ["readyz"]) => ("/readyz", ops::readyz(&app).await),
         (_, ["readyz"]) => (
             "/readyz",
             Err(ApiError::method_not_allowed(req.method(), "GET")),
@@ -70,6 +71,12 @@ pub async fn handle(app: Arc<App>, mut req: Request<Incoming>) -> Resp {
             "/widget/v1/messages",
             Err(ApiError::method_not_allowed(req.method(), "POST, OPTIONS")),
         ),
+        (_, ["admin", "v1", rest @ ..]) => {
+            let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+            let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+            admin::route(&app, &mut req, &rest).await
+        }
+        (_, ["v1", "link-tokens"]) => ("/v1/link-tokens", admin::link_token(&app, &mut req).await),
         _ => ("(unknown)", Err(ApiError::not_found(&path))),
     };
     let resp = result.unwrap_or_else(|e| {

@@ -11,6 +11,7 @@ pub mod app;
 pub mod cli;
 pub mod dev;
 pub mod http;
+pub mod import;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;

@@ -23,6 +23,14 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Import customers from a CSV file (see docs/config.md and INTERFACE §5).
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+        /// The configuration file (gateway.toml); without it, dev mode's store.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Work with channel plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -58,6 +66,7 @@ fn main() -> ExitCode {
             init_tracing();
             cli::serve(config.as_deref()).map(|()| String::new())
         }
+        Command::Import { file, config } => cli::import(&file, config.as_deref()),
         Command::Plugin(PluginCommand::Check { file, json }) => cli::plugin_check(&file, json),
         Command::Plugin(PluginCommand::Run {
             file,

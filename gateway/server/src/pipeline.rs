@@ -57,3 +57,57 @@ impl Sink for LogSink {
         })
     }
 }
+
+/// Resolves every message's sender to a customer in the store (dedup, the
+/// timeline and the agent come with the conversations pipeline). The
+/// channel hears 2xx only once the resolution is stored.
+#[derive(Debug)]
+pub struct StoreSink {
+    /// The identity graph.
+    pub graph: std::sync::Arc<crate::app::IdentityGraph>,
+}
+
+impl Sink for StoreSink {
+    fn accept<'a>(&'a self, channel: &'a str, inbound: &'a Inbound) -> SinkFuture<'a> {
+        Box::pin(async move {
+            for event in &inbound.events {
+                if let InboundEvent::Message(m) = event {
+                    let sender = chatcrafter_core::identity::graph::Sender {
+                        identity: m.sender.clone(),
+                        display_name: m.display_name.clone(),
+                        claims: m.claims.clone(),
+                        link_token: m.link_token.clone(),
+                        at: m.timestamp,
+                    };
+                    let r = self
+                        .graph
+                        .resolve(&sender)
+                        .await
+                        .map_err(|e| Unavailable(e.to_string()))?;
+                    tracing::info!(
+                        channel,
+                        provider_message_id = %m.provider_message_id,
+                        customer_id = %r.customer_id,
+                        created = r.created,
+                        "inbound message"
+                    );
+                }
+            }
+            LogSink
+                .accept(
+                    channel,
+                    &Inbound {
+                        events: inbound
+                            .events
+                            .iter()
+                            .filter(|e| !matches!(e, InboundEvent::Message(_)))
+                            .cloned()
+                            .collect(),
+                        response: inbound.response.clone(),
+                        diagnostics: inbound.diagnostics.clone(),
+                    },
+                )
+                .await
+        })
+    }
+}

@@ -17,7 +17,10 @@ pub enum AnyBackend {
 }
 
 impl chatcrafter_core::store::Backend for AnyBackend {
-    fn transact<'a, T: Send + 'a>(&'a self, work: &'a Work<'a, T>) -> BoxFuture<'a, Result<T, StoreError>> {
+    fn transact<'a, T: Send + 'a>(
+        &'a self,
+        work: &'a Work<'a, T>,
+    ) -> BoxFuture<'a, Result<T, StoreError>> {
         match self {
             AnyBackend::Embedded(b) => b.transact(work),
             AnyBackend::Redis(b) => b.transact(work),

@@ -38,7 +38,11 @@ impl Drop for RedisServer {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -47,7 +51,10 @@ fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "chatcrafter-store-{}-{name}-{}",
         std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -58,14 +65,27 @@ fn redis_server(name: &str) -> RedisServer {
     for _ in 0..5 {
         let port = free_port();
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
-        let mut server = RedisServer { child, port, dir: dir.clone() };
+        let mut server = RedisServer {
+            child,
+            port,
+            dir: dir.clone(),
+        };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return server;
@@ -113,31 +133,59 @@ async fn fixture(kind: &str, name: &str) -> Fixture {
             let url = format!("redis://127.0.0.1:{}/0", server.port);
             let r = Redis::connect(&url, "cc:").await.unwrap();
             let file = server.dir.join("dump.rdb");
-            Fixture { backend: Arc::new(AnyBackend::Redis(r)), redis: Some(server), url: Some(url), file }
+            Fixture {
+                backend: Arc::new(AnyBackend::Redis(r)),
+                redis: Some(server),
+                url: Some(url),
+                file,
+            }
         }
     }
 }
 
 fn graph(f: &Fixture, rules: Rules) -> Graph<Arc<AnyBackend>> {
-    Graph::new(f.backend.clone(), keys(), "cc:", rules, Arc::new(ring::rand::SystemRandom::new()))
+    Graph::new(
+        f.backend.clone(),
+        keys(),
+        "cc:",
+        rules,
+        Arc::new(ring::rand::SystemRandom::new()),
+    )
 }
 
 fn id(channel: &str, scope: &str, id: &str) -> ChannelIdentity {
-    ChannelIdentity { channel: channel.into(), scope: scope.into(), id: id.into() }
+    ChannelIdentity {
+        channel: channel.into(),
+        scope: scope.into(),
+        id: id.into(),
+    }
 }
 
 fn claim(kind: ClaimKind, value: &str, verified: bool) -> Claim {
-    Claim { kind, value: value.into(), verified }
+    Claim {
+        kind,
+        value: value.into(),
+        verified,
+    }
 }
 
 fn sender(identity: ChannelIdentity, claims: Vec<Claim>, at: u64) -> Sender {
-    Sender { identity, display_name: None, claims, link_token: None, at }
+    Sender {
+        identity,
+        display_name: None,
+        claims,
+        link_token: None,
+        at,
+    }
 }
 
 fn widget_sarah(at: u64) -> Sender {
     let mut s = sender(
         id("widget", "https://shop.example", "user-42"),
-        vec![claim(ClaimKind::Email, "Sarah@Example.com", true), claim(ClaimKind::Phone, "+1 650 555 1234", true)],
+        vec![
+            claim(ClaimKind::Email, "Sarah@Example.com", true),
+            claim(ClaimKind::Phone, "+1 650 555 1234", true),
+        ],
         at,
     );
     s.display_name = Some("Sarah Kim".into());
@@ -145,7 +193,11 @@ fn widget_sarah(at: u64) -> Sender {
 }
 
 fn whatsapp_sarah(at: u64) -> Sender {
-    let mut s = sender(id("whatsapp", "106540352242922", "16505551234"), vec![claim(ClaimKind::Phone, "+16505551234", true)], at);
+    let mut s = sender(
+        id("whatsapp", "106540352242922", "16505551234"),
+        vec![claim(ClaimKind::Phone, "+16505551234", true)],
+        at,
+    );
     s.display_name = Some("Sarah".into());
     s
 }
@@ -209,8 +261,20 @@ async fn a_new_sender_becomes_a_customer_and_a_replay_changes_nothing(kind: &str
     assert_eq!(c.identities.len(), 1);
     assert_eq!(c.identifiers.len(), 2);
     assert_eq!(c.attributes["name"].value, "Sarah Kim");
-    assert_eq!(g.find(&email("sarah@example.com")).await.unwrap().as_deref(), Some(c.id.as_str()));
-    assert_eq!(g.find_identity("widget", "user-42").await.unwrap().as_deref(), Some(c.id.as_str()));
+    assert_eq!(
+        g.find(&email("sarah@example.com"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(c.id.as_str())
+    );
+    assert_eq!(
+        g.find_identity("widget", "user-42")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(c.id.as_str())
+    );
 }
 
 async fn the_same_person_on_two_channels_is_one_customer_by_verified_phone(kind: &str) {
@@ -221,14 +285,23 @@ async fn the_same_person_on_two_channels_is_one_customer_by_verified_phone(kind:
     assert_eq!(wa.customer_id, w.customer_id);
     assert_eq!(wa.linked, Some(How::VerifiedClaim));
     let c = g.customer(&w.customer_id).await.unwrap();
-    assert_eq!(c.identities.iter().map(|i| i.channel.as_str()).collect::<Vec<_>>(), ["widget", "whatsapp"]);
+    assert_eq!(
+        c.identities
+            .iter()
+            .map(|i| i.channel.as_str())
+            .collect::<Vec<_>>(),
+        ["widget", "whatsapp"]
+    );
     // The WhatsApp name came later from another channel within the window:
     // it wins, and the overwrite is flagged for review.
     assert_eq!(c.attributes["name"].value, "Sarah");
     assert_eq!(c.attributes["name"].source, "whatsapp");
     assert_eq!(wa.conflicts.len(), 1);
     assert_eq!(g.conflicts().await.unwrap()[0].kind, "attribute");
-    assert_eq!(g.find_identity("whatsapp", "16505551234").await.unwrap(), Some(w.customer_id));
+    assert_eq!(
+        g.find_identity("whatsapp", "16505551234").await.unwrap(),
+        Some(w.customer_id)
+    );
 }
 
 async fn an_unverified_match_is_a_suggestion_not_a_link(kind: &str) {
@@ -237,7 +310,11 @@ async fn an_unverified_match_is_a_suggestion_not_a_link(kind: &str) {
     let w = g.resolve(&widget_sarah(T0)).await.unwrap();
     // Someone types Sarah's email into a Telegram chat: not proof.
     let t = g
-        .resolve(&sender(id("telegram", "7012345678", "99"), vec![claim(ClaimKind::Email, "sarah@example.com", false)], T0 + 5))
+        .resolve(&sender(
+            id("telegram", "7012345678", "99"),
+            vec![claim(ClaimKind::Email, "sarah@example.com", false)],
+            T0 + 5,
+        ))
         .await
         .unwrap();
     assert_ne!(t.customer_id, w.customer_id);
@@ -245,8 +322,14 @@ async fn an_unverified_match_is_a_suggestion_not_a_link(kind: &str) {
     let conflicts = g.conflicts().await.unwrap();
     assert_eq!(conflicts.len(), 1);
     assert_eq!(conflicts[0].kind, "suggestion");
-    assert_eq!(conflicts[0].other_customer_id.as_deref(), Some(w.customer_id.as_str()));
-    assert!(!conflicts[0].detail.contains("sarah"), "no personal data in conflict details");
+    assert_eq!(
+        conflicts[0].other_customer_id.as_deref(),
+        Some(w.customer_id.as_str())
+    );
+    assert!(
+        !conflicts[0].detail.contains("sarah"),
+        "no personal data in conflict details"
+    );
     let resolved = g.resolve_conflict(&conflicts[0].id, T0 + 10).await.unwrap();
     assert_eq!(resolved.resolved_at, Some(T0 + 10));
 }
@@ -255,7 +338,10 @@ async fn a_link_token_links_once_and_only_on_its_channel_before_it_expires(kind:
     let f = fixture(kind, "token").await;
     let g = graph(&f, rules());
     let w = g.resolve(&widget_sarah(T0)).await.unwrap();
-    let token = g.create_link_token(&w.customer_id, "telegram", 900, T0).await.unwrap();
+    let token = g
+        .create_link_token(&w.customer_id, "telegram", 900, T0)
+        .await
+        .unwrap();
     let mut tg = sender(id("telegram", "7012345678", "123456789"), vec![], T0 + 30);
     tg.link_token = Some(token.clone());
     let r = g.resolve(&tg).await.unwrap();
@@ -266,11 +352,17 @@ async fn a_link_token_links_once_and_only_on_its_channel_before_it_expires(kind:
     other.link_token = Some(token);
     assert_ne!(g.resolve(&other).await.unwrap().customer_id, w.customer_id);
     // Expired, or for another channel: no link (and consumed all the same).
-    let expired = g.create_link_token(&w.customer_id, "telegram", 60, T0).await.unwrap();
+    let expired = g
+        .create_link_token(&w.customer_id, "telegram", 60, T0)
+        .await
+        .unwrap();
     let mut late = sender(id("telegram", "7012345678", "777"), vec![], T0 + 61);
     late.link_token = Some(expired);
     assert_ne!(g.resolve(&late).await.unwrap().customer_id, w.customer_id);
-    let discord_token = g.create_link_token(&w.customer_id, "discord", 900, T0).await.unwrap();
+    let discord_token = g
+        .create_link_token(&w.customer_id, "discord", 900, T0)
+        .await
+        .unwrap();
     let mut wrong = sender(id("telegram", "7012345678", "888"), vec![], T0 + 1);
     wrong.link_token = Some(discord_token);
     assert_ne!(g.resolve(&wrong).await.unwrap().customer_id, w.customer_id);
@@ -280,30 +372,64 @@ async fn merge_then_undo_restores_the_exact_prior_state(kind: &str) {
     let f = fixture(kind, "undo").await;
     let g = graph(&f, rules());
     let a = g.resolve(&widget_sarah(T0)).await.unwrap().customer_id;
-    let mut tg = sender(id("telegram", "7012345678", "123456789"), vec![claim(ClaimKind::Phone, "+447911123456", true)], T0 + 10);
+    let mut tg = sender(
+        id("telegram", "7012345678", "123456789"),
+        vec![claim(ClaimKind::Phone, "+447911123456", true)],
+        T0 + 10,
+    );
     tg.display_name = Some("Sarah K".into());
     let b = g.resolve(&tg).await.unwrap().customer_id;
     assert_ne!(a, b);
     let a_before = g.customer(&a).await.unwrap();
     let b_before = g.customer(&b).await.unwrap();
     let record = g.merge(&a, &b, How::AdminMerge, T0 + 20).await.unwrap();
-    assert_eq!((record.surviving.as_str(), record.merged.as_str()), (a.as_str(), b.as_str()));
+    assert_eq!(
+        (record.surviving.as_str(), record.merged.as_str()),
+        (a.as_str(), b.as_str())
+    );
     let merged = g.customer(&a).await.unwrap();
     assert_eq!(merged.identities.len(), 2);
     assert_eq!(merged.identifiers.len(), 3);
-    assert_eq!(g.find(&phone("+447911123456")).await.unwrap().as_deref(), Some(a.as_str()));
-    assert_eq!(g.find_identity("telegram", "123456789").await.unwrap().as_deref(), Some(a.as_str()));
+    assert_eq!(
+        g.find(&phone("+447911123456")).await.unwrap().as_deref(),
+        Some(a.as_str())
+    );
+    assert_eq!(
+        g.find_identity("telegram", "123456789")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(a.as_str())
+    );
     // A later event from the merged identity lands on the survivor.
     assert_eq!(g.resolve(&tg).await.unwrap().customer_id, a);
 
     g.undo(&record.merge_id, T0 + 30).await.unwrap();
     assert_eq!(g.customer(&a).await.unwrap(), a_before);
     assert_eq!(g.customer(&b).await.unwrap(), b_before);
-    assert_eq!(g.find(&phone("+447911123456")).await.unwrap().as_deref(), Some(b.as_str()));
-    assert_eq!(g.find(&phone("+16505551234")).await.unwrap().as_deref(), Some(a.as_str()));
-    assert_eq!(g.find_identity("telegram", "123456789").await.unwrap().as_deref(), Some(b.as_str()));
-    assert!(matches!(g.undo(&record.merge_id, T0 + 40).await, Err(GraphError::Invalid(_))));
-    assert!(matches!(g.undo("m_nope", T0 + 40).await, Err(GraphError::NotFound(_))));
+    assert_eq!(
+        g.find(&phone("+447911123456")).await.unwrap().as_deref(),
+        Some(b.as_str())
+    );
+    assert_eq!(
+        g.find(&phone("+16505551234")).await.unwrap().as_deref(),
+        Some(a.as_str())
+    );
+    assert_eq!(
+        g.find_identity("telegram", "123456789")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(b.as_str())
+    );
+    assert!(matches!(
+        g.undo(&record.merge_id, T0 + 40).await,
+        Err(GraphError::Invalid(_))
+    ));
+    assert!(matches!(
+        g.undo("m_nope", T0 + 40).await,
+        Err(GraphError::NotFound(_))
+    ));
 }
 
 async fn a_merge_that_would_break_a_limit_is_refused_and_resolution_records_a_conflict(kind: &str) {
@@ -312,24 +438,45 @@ async fn a_merge_that_would_break_a_limit_is_refused_and_resolution_records_a_co
     r.limits = BTreeMap::from([(IdentifierKind::Email, 1), (IdentifierKind::Phone, 3)]);
     let g = graph(&f, r);
     let a = g
-        .resolve(&sender(id("widget", "s", "a"), vec![claim(ClaimKind::Email, "a@example.com", true)], T0))
+        .resolve(&sender(
+            id("widget", "s", "a"),
+            vec![claim(ClaimKind::Email, "a@example.com", true)],
+            T0,
+        ))
         .await
         .unwrap()
         .customer_id;
     let b = g
-        .resolve(&sender(id("widget", "s", "b"), vec![claim(ClaimKind::Email, "b@example.com", true)], T0))
+        .resolve(&sender(
+            id("widget", "s", "b"),
+            vec![claim(ClaimKind::Email, "b@example.com", true)],
+            T0,
+        ))
         .await
         .unwrap()
         .customer_id;
     let err = g.merge(&a, &b, How::AdminMerge, T0 + 1).await.unwrap_err();
-    assert_eq!(err.to_string(), "merging would give the customer 2 email identifiers; the limit is 1");
+    assert_eq!(
+        err.to_string(),
+        "merging would give the customer 2 email identifiers; the limit is 1"
+    );
     // An event whose verified claims span both: a conflict, not a merge.
-    let both = sender(id("whatsapp", "p", "1"), vec![claim(ClaimKind::Email, "a@example.com", true), claim(ClaimKind::Email, "b@example.com", true)], T0 + 2);
+    let both = sender(
+        id("whatsapp", "p", "1"),
+        vec![
+            claim(ClaimKind::Email, "a@example.com", true),
+            claim(ClaimKind::Email, "b@example.com", true),
+        ],
+        T0 + 2,
+    );
     let res = g.resolve(&both).await.unwrap();
     assert_eq!(res.customer_id, a);
     assert!(res.merges.is_empty());
     assert_eq!(res.conflicts.len(), 1);
-    assert_eq!(g.find(&email("b@example.com")).await.unwrap().as_deref(), Some(b.as_str()));
+    assert_eq!(
+        g.find(&email("b@example.com")).await.unwrap().as_deref(),
+        Some(b.as_str())
+    );
     let conflicts = g.conflicts().await.unwrap();
     assert_eq!(conflicts[0].kind, "limit");
     assert_eq!(conflicts[0].other_customer_id.as_deref(), Some(b.as_str()));
@@ -340,8 +487,22 @@ async fn a_blocked_value_never_links(kind: &str) {
     let mut r = rules();
     r.blocked = vec![email("test@example.com")];
     let g = graph(&f, r);
-    let a = g.resolve(&sender(id("widget", "s", "tester-1"), vec![claim(ClaimKind::Email, "test@example.com", true)], T0)).await.unwrap();
-    let b = g.resolve(&sender(id("widget", "s", "tester-2"), vec![claim(ClaimKind::Email, "TEST@example.com", true)], T0)).await.unwrap();
+    let a = g
+        .resolve(&sender(
+            id("widget", "s", "tester-1"),
+            vec![claim(ClaimKind::Email, "test@example.com", true)],
+            T0,
+        ))
+        .await
+        .unwrap();
+    let b = g
+        .resolve(&sender(
+            id("widget", "s", "tester-2"),
+            vec![claim(ClaimKind::Email, "TEST@example.com", true)],
+            T0,
+        ))
+        .await
+        .unwrap();
     assert_ne!(a.customer_id, b.customer_id);
     assert_eq!(g.find(&email("test@example.com")).await.unwrap(), None);
     assert_eq!(a.conflicts.len(), 1);
@@ -353,32 +514,65 @@ async fn a_scan_of_the_store_finds_no_personal_data_in_plaintext(kind: &str) {
     let g = graph(&f, rules());
     let w = g.resolve(&widget_sarah(T0)).await.unwrap();
     g.resolve(&whatsapp_sarah(T0 + 1)).await.unwrap();
-    let token = g.create_link_token(&w.customer_id, "telegram", 900, T0).await.unwrap();
-    let mut tg = sender(id("telegram", "7012345678", "123456789"), vec![claim(ClaimKind::Phone, "+447911123456", true)], T0 + 2);
+    let token = g
+        .create_link_token(&w.customer_id, "telegram", 900, T0)
+        .await
+        .unwrap();
+    let mut tg = sender(
+        id("telegram", "7012345678", "123456789"),
+        vec![claim(ClaimKind::Phone, "+447911123456", true)],
+        T0 + 2,
+    );
     tg.link_token = Some(token);
     tg.display_name = Some("Ada Lovelace".into());
     g.resolve(&tg).await.unwrap();
     let dump = f.backend.dump().await.unwrap();
     assert!(dump.len() > 5);
     let needles: [&[u8]; 10] = [
-        b"Sarah", b"sarah@example.com", b"example.com", b"16505551234", b"6505551234", b"447911123456", b"Lovelace", b"user-42", b"123456789", b"shop.example",
+        b"Sarah",
+        b"sarah@example.com",
+        b"example.com",
+        b"16505551234",
+        b"6505551234",
+        b"447911123456",
+        b"Lovelace",
+        b"user-42",
+        b"123456789",
+        b"shop.example",
     ];
     for (k, v) in &dump {
         for n in needles {
             let hit = |hay: &[u8]| hay.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n));
-            assert!(!hit(k.as_bytes()), "key {k} contains {}", String::from_utf8_lossy(n));
-            assert!(!hit(v), "value of {k} contains {}", String::from_utf8_lossy(n));
+            assert!(
+                !hit(k.as_bytes()),
+                "key {k} contains {}",
+                String::from_utf8_lossy(n)
+            );
+            assert!(
+                !hit(v),
+                "value of {k} contains {}",
+                String::from_utf8_lossy(n)
+            );
         }
     }
     // The raw bytes on disk: the redb file, or Redis's RDB snapshot.
     if f.redis.is_some() {
-        let mut conn = ::redis::Client::open(f.url.clone().unwrap()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let mut conn = ::redis::Client::open(f.url.clone().unwrap())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
         let _: () = ::redis::cmd("SAVE").query_async(&mut conn).await.unwrap();
     }
     let raw = std::fs::read(&f.file).unwrap_or_else(|e| panic!("{}: {e}", f.file.display()));
     assert!(raw.len() > 1000, "{} holds the data", f.file.display());
     for n in needles {
-        assert!(!raw.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n)), "{} contains {}", f.file.display(), String::from_utf8_lossy(n));
+        assert!(
+            !raw.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n)),
+            "{} contains {}",
+            f.file.display(),
+            String::from_utf8_lossy(n)
+        );
     }
 }
 
@@ -402,7 +596,11 @@ async fn concurrent_events_for_one_person_end_as_exactly_one_customer(kind: &str
     let senders: Vec<Sender> = (0..12)
         .map(|i| {
             let channel = ["widget", "whatsapp", "telegram", "discord"][i % 4];
-            sender(id(channel, "scope", &format!("user-{i}")), vec![claim(ClaimKind::Phone, "+16505551234", true)], T0 + i as u64)
+            sender(
+                id(channel, "scope", &format!("user-{i}")),
+                vec![claim(ClaimKind::Phone, "+16505551234", true)],
+                T0 + i as u64,
+            )
         })
         .collect();
     let mut order: Vec<usize> = (0..senders.len() * 2).collect();
@@ -417,7 +615,11 @@ async fn concurrent_events_for_one_person_end_as_exactly_one_customer(kind: &str
         .into_iter()
         .map(|n| {
             let s = senders[n % senders.len()].clone();
-            let node = if n % 2 == 0 { node_a.clone() } else { node_b.clone() };
+            let node = if n % 2 == 0 {
+                node_a.clone()
+            } else {
+                node_b.clone()
+            };
             tokio::spawn(async move {
                 // A small, varying delay so the events interleave.
                 tokio::time::sleep(Duration::from_micros((n as u64 * 7919) % 3000)).await;
@@ -433,7 +635,13 @@ async fn concurrent_events_for_one_person_end_as_exactly_one_customer(kind: &str
     let live: std::collections::BTreeSet<String> = {
         let mut set = std::collections::BTreeSet::new();
         for s in &senders {
-            set.insert(node_a.find_identity(&s.identity.channel, &s.identity.id).await.unwrap().unwrap());
+            set.insert(
+                node_a
+                    .find_identity(&s.identity.channel, &s.identity.id)
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
         }
         set
     };
@@ -441,5 +649,8 @@ async fn concurrent_events_for_one_person_end_as_exactly_one_customer(kind: &str
     assert_eq!(live.into_iter().next().unwrap(), owner);
     let c = node_a.customer(&owner).await.unwrap();
     assert_eq!(c.identities.len(), 12, "no link lost: {:?}", c.identities);
-    assert!(ids.iter().all(|i| *i == owner), "every resolution answered the same customer");
+    assert!(
+        ids.iter().all(|i| *i == owner),
+        "every resolution answered the same customer"
+    );
 }

@@ -200,7 +200,11 @@ impl Guest for WhatsApp {
                     true,
                 ),
             ],
-            settings: vec![],
+            settings: vec![SettingSpec::new(
+                "display_phone_number",
+                "the business number in international form; used in wa.me deep links",
+                false,
+            )],
             capabilities: Capabilities::RECEIVE_MESSAGES
                 | Capabilities::DELIVERY_STATUS
                 | Capabilities::SEND_TEXT,

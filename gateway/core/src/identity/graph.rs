@@ -235,7 +235,10 @@ pub struct Graph<B> {
 
 impl<B: std::fmt::Debug> std::fmt::Debug for Graph<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Graph").field("backend", &self.backend).field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("Graph")
+            .field("backend", &self.backend)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -250,22 +253,32 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn random_id(&self, tag: &str) -> String {
         let mut b = [0u8; 16];
-        self.rng.fill(&mut b).expect("the system random number generator failed");
+        self.rng
+            .fill(&mut b)
+            .expect("the system random number generator failed");
         format!("{tag}_{}", crate::verify::hex_encode(&b))
     }
 
     fn identity_key(&self, i: &ChannelIdentity) -> String {
-        let blind = self.keys.blind_index("identity", &format!("{}\0{}\0{}", i.channel, i.scope, i.id));
+        let blind = self
+            .keys
+            .blind_index("identity", &format!("{}\0{}\0{}", i.channel, i.scope, i.id));
         format!("{}ident:{blind}", self.prefix)
     }
 
     fn identity_any_key(&self, channel: &str, id: &str) -> String {
-        let blind = self.keys.blind_index("identity-any", &format!("{channel}\0{id}"));
+        let blind = self
+            .keys
+            .blind_index("identity-any", &format!("{channel}\0{id}"));
         format!("{}identany:{blind}", self.prefix)
     }
 
     fn identifier_key(&self, i: &Identifier) -> String {
-        format!("{}idx:{}", self.prefix, self.keys.blind_index(i.kind.as_str(), &i.value))
+        format!(
+            "{}idx:{}",
+            self.prefix,
+            self.keys.blind_index(i.kind.as_str(), &i.value)
+        )
     }
 
     fn customer_key(&self, id: &str) -> String {
@@ -285,18 +298,34 @@ impl Ctx<'_> {
     }
 
     fn token_key(&self, token: &str) -> String {
-        format!("{}token:{}", self.prefix, self.keys.blind_index("link-token", token))
+        format!(
+            "{}token:{}",
+            self.prefix,
+            self.keys.blind_index("link-token", token)
+        )
     }
 
     fn seal<T: Serialize>(&self, key: &str, value: &T) -> Vec<u8> {
         let json = serde_json::to_vec(value).expect("graph records serialize");
-        self.keys.seal(self.rng, &json, key.as_bytes()).expect("the system random number generator failed")
+        self.keys
+            .seal(self.rng, &json, key.as_bytes())
+            .expect("the system random number generator failed")
     }
 
-    fn open<T: serde::de::DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<T, GraphError> {
-        let plain = self.keys.open(bytes, key.as_bytes()).map_err(|e| GraphError::Seal(key.to_string(), e))?;
+    fn open<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<T, GraphError> {
+        let plain = self
+            .keys
+            .open(bytes, key.as_bytes())
+            .map_err(|e| GraphError::Seal(key.to_string(), e))?;
         serde_json::from_slice(&plain).map_err(|e| {
-            GraphError::Store(StoreError::Corrupt { key: key.to_string(), reason: e.to_string() })
+            GraphError::Store(StoreError::Corrupt {
+                key: key.to_string(),
+                reason: e.to_string(),
+            })
         })
     }
 
@@ -308,7 +337,9 @@ impl Ctx<'_> {
 
     async fn load_customer(&self, txn: &mut dyn Txn, id: &str) -> Result<Customer, GraphError> {
         let key = self.customer_key(id);
-        let bytes = get(txn, &key).await?.ok_or_else(|| GraphError::NotFound(format!("customer {id}")))?;
+        let bytes = get(txn, &key)
+            .await?
+            .ok_or_else(|| GraphError::NotFound(format!("customer {id}")))?;
         self.open(&key, &bytes)
     }
 
@@ -321,7 +352,9 @@ impl Ctx<'_> {
                 None => return Ok(c),
             }
         }
-        Err(GraphError::Invalid(format!("merge chain from {id} is too long")))
+        Err(GraphError::Invalid(format!(
+            "merge chain from {id} is too long"
+        )))
     }
 
     fn save_customer(&self, txn: &mut dyn Txn, c: &Customer) {
@@ -334,7 +367,10 @@ impl Ctx<'_> {
     }
 
     fn count(&self, c: &Customer, kind: IdentifierKind) -> usize {
-        c.identifiers.iter().filter(|i| i.identifier.kind == kind).count()
+        c.identifiers
+            .iter()
+            .filter(|i| i.identifier.kind == kind)
+            .count()
     }
 
     fn limit(&self, kind: IdentifierKind) -> usize {
@@ -401,7 +437,10 @@ macro_rules! unit {
     ($graph:expr, |$ctx:ident, $txn:ident| $body:expr) => {{
         let ctx_owned = $graph.ctx();
         let ctx_ref = &ctx_owned;
-        let work = move |mut boxed: Box<dyn Txn>| -> BoxFuture<'_, (Box<dyn Txn>, Result<Result<_, GraphError>, StoreError>)> {
+        let work = move |mut boxed: Box<dyn Txn>| -> BoxFuture<
+            '_,
+            (Box<dyn Txn>, Result<Result<_, GraphError>, StoreError>),
+        > {
             Box::pin(async move {
                 let result = {
                     let $ctx: &Ctx<'_> = ctx_ref;
@@ -421,8 +460,20 @@ macro_rules! unit {
 
 impl<B: Backend> Graph<B> {
     /// A graph over `backend`, with keys under `prefix`.
-    pub fn new(backend: B, keys: Arc<Keyring>, prefix: &str, rules: Rules, rng: Arc<dyn SecureRandom + Send + Sync>) -> Self {
-        Graph { backend, keys, prefix: prefix.to_string(), rules, rng }
+    pub fn new(
+        backend: B,
+        keys: Arc<Keyring>,
+        prefix: &str,
+        rules: Rules,
+        rng: Arc<dyn SecureRandom + Send + Sync>,
+    ) -> Self {
+        Graph {
+            backend,
+            keys,
+            prefix: prefix.to_string(),
+            rules,
+            rng,
+        }
     }
 
     /// The backend.
@@ -431,7 +482,12 @@ impl<B: Backend> Graph<B> {
     }
 
     fn ctx(&self) -> Ctx<'_> {
-        Ctx { keys: &self.keys, prefix: &self.prefix, rules: &self.rules, rng: &*self.rng }
+        Ctx {
+            keys: &self.keys,
+            prefix: &self.prefix,
+            rules: &self.rules,
+            rng: &*self.rng,
+        }
     }
 
     /// Resolves an inbound sender to one customer, atomically: known
@@ -444,11 +500,21 @@ impl<B: Backend> Graph<B> {
 
     /// Merges `merged` into `surviving` (admin or automatic), recording what
     /// moved. Fails with [`GraphError::Limit`] rather than break a limit.
-    pub async fn merge(&self, surviving: &str, merged: &str, how: How, at: u64) -> Result<MergeRecord, GraphError> {
+    pub async fn merge(
+        &self,
+        surviving: &str,
+        merged: &str,
+        how: How,
+        at: u64,
+    ) -> Result<MergeRecord, GraphError> {
         if surviving == merged {
-            return Err(GraphError::Invalid("a customer cannot be merged into itself".into()));
+            return Err(GraphError::Invalid(
+                "a customer cannot be merged into itself".into(),
+            ));
         }
-        unit!(self, |ctx, txn| merge_in(ctx, txn, surviving, merged, how, at))
+        unit!(self, |ctx, txn| merge_in(
+            ctx, txn, surviving, merged, how, at
+        ))
     }
 
     /// Reverses a merge exactly: both customers as they were, every moved
@@ -466,77 +532,135 @@ impl<B: Backend> Graph<B> {
     /// The customer an identifier belongs to.
     pub async fn find(&self, identifier: &Identifier) -> Result<Option<String>, GraphError> {
         unit!(self, |ctx, txn| async move {
-                let key = ctx.identifier_key(identifier);
-                match get(txn, &key).await? {
-                    Some(b) => Ok(Some(ctx.live_customer(txn, &ctx.open_id(&key, &b)?).await?.id)),
-                    None => Ok(None),
-                }
+            let key = ctx.identifier_key(identifier);
+            match get(txn, &key).await? {
+                Some(b) => Ok(Some(
+                    ctx.live_customer(txn, &ctx.open_id(&key, &b)?).await?.id,
+                )),
+                None => Ok(None),
+            }
         })
     }
 
     /// The customer a channel user id belongs to, in any scope.
-    pub async fn find_identity(&self, channel: &str, id: &str) -> Result<Option<String>, GraphError> {
+    pub async fn find_identity(
+        &self,
+        channel: &str,
+        id: &str,
+    ) -> Result<Option<String>, GraphError> {
         unit!(self, |ctx, txn| async move {
-                let key = ctx.identity_any_key(channel, id);
-                match get(txn, &key).await? {
-                    Some(b) => Ok(Some(ctx.live_customer(txn, &ctx.open_id(&key, &b)?).await?.id)),
-                    None => Ok(None),
-                }
+            let key = ctx.identity_any_key(channel, id);
+            match get(txn, &key).await? {
+                Some(b) => Ok(Some(
+                    ctx.live_customer(txn, &ctx.open_id(&key, &b)?).await?.id,
+                )),
+                None => Ok(None),
+            }
         })
     }
 
     /// Issues a one-time link token for `customer_id` on `channel`, valid
     /// for `ttl` seconds. Returns the token (URL-safe, 22 characters).
-    pub async fn create_link_token(&self, customer_id: &str, channel: &str, ttl: u64, at: u64) -> Result<String, GraphError> {
+    pub async fn create_link_token(
+        &self,
+        customer_id: &str,
+        channel: &str,
+        ttl: u64,
+        at: u64,
+    ) -> Result<String, GraphError> {
         let mut raw = [0u8; 16];
-        self.rng.fill(&mut raw).map_err(|_| GraphError::Invalid("no randomness".into()))?;
+        self.rng
+            .fill(&mut raw)
+            .map_err(|_| GraphError::Invalid("no randomness".into()))?;
         use base64::Engine as _;
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
         let token_ref = &token;
         unit!(self, |ctx, txn| async move {
-                let c = ctx.live_customer(txn, customer_id).await?;
-                let key = ctx.token_key(token_ref);
-                let record = LinkToken { customer_id: c.id, channel: channel.to_string(), expires_at: at + ttl };
-                txn.put(&key, ctx.seal(&key, &record));
-                Ok(())
+            let c = ctx.live_customer(txn, customer_id).await?;
+            let key = ctx.token_key(token_ref);
+            let record = LinkToken {
+                customer_id: c.id,
+                channel: channel.to_string(),
+                expires_at: at + ttl,
+            };
+            txn.put(&key, ctx.seal(&key, &record));
+            Ok(())
         })?;
         Ok(token)
+    }
+
+    /// Applies one CSV row ("these identifiers are one person"),
+    /// atomically. Re-applying a row changes nothing.
+    pub async fn import_row(&self, row: &ImportRow, at: u64) -> Result<ImportOutcome, GraphError> {
+        unit!(self, |ctx, txn| import_in(ctx, txn, row, at))
+    }
+
+    /// Sets attributes (most recent wins); `source` is `admin`, `csv` or a
+    /// channel.
+    pub async fn set_attributes(
+        &self,
+        id: &str,
+        attrs: &BTreeMap<String, String>,
+        source: &str,
+        at: u64,
+    ) -> Result<Customer, GraphError> {
+        unit!(self, |ctx, txn| async move {
+            let mut c = ctx.live_customer(txn, id).await?;
+            for (k, v) in attrs {
+                c.attributes.insert(
+                    k.clone(),
+                    Attribute {
+                        value: v.clone(),
+                        updated_at: at,
+                        source: source.to_string(),
+                    },
+                );
+            }
+            ctx.save_customer(txn, &c);
+            Ok(c)
+        })
     }
 
     /// The review queue, oldest first.
     pub async fn conflicts(&self) -> Result<Vec<Conflict>, GraphError> {
         unit!(self, |ctx, txn| async move {
-                let index_key = ctx.conflicts_index_key();
-                let ids: Vec<String> = match get(txn, &index_key).await? {
-                    Some(b) => ctx.open(&index_key, &b)?,
-                    None => return Ok(Vec::new()),
-                };
-                let keys: Vec<String> = ids.iter().map(|id| ctx.conflict_key(id)).collect();
-                let values = txn.get_many(&keys).await?;
-                let mut out = Vec::new();
-                for (k, v) in keys.iter().zip(values) {
-                    if let Some(v) = v {
-                        out.push(ctx.open::<Conflict>(k, &v)?);
-                    }
+            let index_key = ctx.conflicts_index_key();
+            let ids: Vec<String> = match get(txn, &index_key).await? {
+                Some(b) => ctx.open(&index_key, &b)?,
+                None => return Ok(Vec::new()),
+            };
+            let keys: Vec<String> = ids.iter().map(|id| ctx.conflict_key(id)).collect();
+            let values = txn.get_many(&keys).await?;
+            let mut out = Vec::new();
+            for (k, v) in keys.iter().zip(values) {
+                if let Some(v) = v {
+                    out.push(ctx.open::<Conflict>(k, &v)?);
                 }
-                Ok(out)
+            }
+            Ok(out)
         })
     }
 
     /// Marks a conflict resolved.
     pub async fn resolve_conflict(&self, id: &str, at: u64) -> Result<Conflict, GraphError> {
         unit!(self, |ctx, txn| async move {
-                let key = ctx.conflict_key(id);
-                let bytes = get(txn, &key).await?.ok_or_else(|| GraphError::NotFound(format!("conflict {id}")))?;
-                let mut c: Conflict = ctx.open(&key, &bytes)?;
-                c.resolved_at.get_or_insert(at);
-                txn.put(&key, ctx.seal(&key, &c));
-                Ok(c)
+            let key = ctx.conflict_key(id);
+            let bytes = get(txn, &key)
+                .await?
+                .ok_or_else(|| GraphError::NotFound(format!("conflict {id}")))?;
+            let mut c: Conflict = ctx.open(&key, &bytes)?;
+            c.resolved_at.get_or_insert(at);
+            txn.put(&key, ctx.seal(&key, &c));
+            Ok(c)
         })
     }
 }
 
-async fn resolve_in(ctx: &Ctx<'_>, txn: &mut dyn Txn, s: &Sender) -> Result<Resolution, GraphError> {
+async fn resolve_in(
+    ctx: &Ctx<'_>,
+    txn: &mut dyn Txn,
+    s: &Sender,
+) -> Result<Resolution, GraphError> {
     let verified = identifiers(&s.claims, true, ctx.rules.primary);
     let unverified = identifiers(&s.claims, false, ctx.rules.primary);
     let ident_key = ctx.identity_key(&s.identity);
@@ -546,6 +670,7 @@ async fn resolve_in(ctx: &Ctx<'_>, txn: &mut dyn Txn, s: &Sender) -> Result<Reso
     keys.extend(unverified.iter().map(|i| ctx.identifier_key(i)));
     let token_key = s.link_token.as_deref().map(|t| ctx.token_key(t));
     keys.extend(token_key.clone());
+    let any_key = ctx.identity_any_key(&s.identity.channel, &s.identity.id);
     let values = txn.get_many(&keys).await?;
     let mut owners: Vec<Option<String>> = Vec::with_capacity(values.len());
     for (k, v) in keys.iter().zip(&values) {
@@ -558,7 +683,13 @@ async fn resolve_in(ctx: &Ctx<'_>, txn: &mut dyn Txn, s: &Sender) -> Result<Reso
     let unverified_owners = &owners[1 + verified.len()..1 + verified.len() + unverified.len()];
     let token_value = token_key.as_ref().and(values.last().cloned().flatten());
 
-    let mut res = Resolution { customer_id: String::new(), created: false, linked: None, merges: vec![], conflicts: vec![] };
+    let mut res = Resolution {
+        customer_id: String::new(),
+        created: false,
+        linked: None,
+        merges: vec![],
+        conflicts: vec![],
+    };
     let mut customer: Customer;
     if let Some(known) = &owners[0] {
         customer = ctx.live_customer(txn, known).await?;
@@ -573,9 +704,18 @@ async fn resolve_in(ctx: &Ctx<'_>, txn: &mut dyn Txn, s: &Sender) -> Result<Reso
             // One-time: consumed whether or not it could be used.
             txn.delete(tk);
         }
+        // The same channel user seen in another scope, or linked by a CSV
+        // row before they ever wrote: channel user ids are global.
+        let pre_linked = match get(txn, &any_key).await? {
+            Some(b) => Some(ctx.open_id(&any_key, &b)?),
+            None => None,
+        };
         if let Some(id) = by_token {
             customer = ctx.live_customer(txn, &id).await?;
             res.linked = Some(How::LinkToken);
+        } else if let Some(id) = pre_linked {
+            customer = ctx.live_customer(txn, &id).await?;
+            res.linked = Some(How::Csv);
         } else if let Some(id) = verified
             .iter()
             .zip(verified_owners)
@@ -605,8 +745,7 @@ async fn resolve_in(ctx: &Ctx<'_>, txn: &mut dyn Txn, s: &Sender) -> Result<Reso
             how: res.linked.unwrap_or(How::Channel),
         });
         ctx.put_id(txn, &ident_key, &customer.id);
-        let any = ctx.identity_any_key(&s.identity.channel, &s.identity.id);
-        ctx.put_id(txn, &any, &customer.id);
+        ctx.put_id(txn, &any_key, &customer.id);
     }
 
     // Verified claims: link what is new, merge what belongs to another
@@ -614,7 +753,14 @@ async fn resolve_in(ctx: &Ctx<'_>, txn: &mut dyn Txn, s: &Sender) -> Result<Reso
     for (ident, owner) in verified.iter().zip(verified_owners) {
         if ctx.rules.blocked.contains(ident) {
             let id = ctx
-                .record_conflict(txn, "blocked", &customer.id, None, format!("a blocked {} value was not linked", ident.kind.as_str()), s.at)
+                .record_conflict(
+                    txn,
+                    "blocked",
+                    &customer.id,
+                    None,
+                    format!("a blocked {} value was not linked", ident.kind.as_str()),
+                    s.at,
+                )
                 .await?;
             res.conflicts.push(id);
             continue;
@@ -663,7 +809,11 @@ async fn resolve_in(ctx: &Ctx<'_>, txn: &mut dyn Txn, s: &Sender) -> Result<Reso
                     res.conflicts.push(id);
                     continue;
                 }
-                customer.identifiers.push(LinkedIdentifier { identifier: ident.clone(), linked_at: s.at, how: How::VerifiedClaim });
+                customer.identifiers.push(LinkedIdentifier {
+                    identifier: ident.clone(),
+                    linked_at: s.at,
+                    how: How::VerifiedClaim,
+                });
                 ctx.put_id(txn, &ctx.identifier_key(ident), &customer.id);
             }
         }
@@ -680,7 +830,10 @@ async fn resolve_in(ctx: &Ctx<'_>, txn: &mut dyn Txn, s: &Sender) -> Result<Reso
                         "suggestion",
                         &customer.id,
                         Some(&other),
-                        format!("an unverified {} matches another customer", ident.kind.as_str()),
+                        format!(
+                            "an unverified {} matches another customer",
+                            ident.kind.as_str()
+                        ),
                         s.at,
                     )
                     .await?;
@@ -696,16 +849,42 @@ async fn resolve_in(ctx: &Ctx<'_>, txn: &mut dyn Txn, s: &Sender) -> Result<Reso
             Some(a) if a.value == *name => {}
             Some(a) if a.updated_at > s.at => {}
             Some(a) => {
-                if a.source != source && s.at.saturating_sub(a.updated_at) < ctx.rules.conflict_window {
+                if a.source != source
+                    && s.at.saturating_sub(a.updated_at) < ctx.rules.conflict_window
+                {
                     let id = ctx
-                        .record_conflict(txn, "attribute", &customer.id, None, format!("name changed on {source} shortly after it was set on {}", a.source), s.at)
+                        .record_conflict(
+                            txn,
+                            "attribute",
+                            &customer.id,
+                            None,
+                            format!(
+                                "name changed on {source} shortly after it was set on {}",
+                                a.source
+                            ),
+                            s.at,
+                        )
                         .await?;
                     res.conflicts.push(id);
                 }
-                customer.attributes.insert("name".into(), Attribute { value: name.clone(), updated_at: s.at, source });
+                customer.attributes.insert(
+                    "name".into(),
+                    Attribute {
+                        value: name.clone(),
+                        updated_at: s.at,
+                        source,
+                    },
+                );
             }
             None => {
-                customer.attributes.insert("name".into(), Attribute { value: name.clone(), updated_at: s.at, source });
+                customer.attributes.insert(
+                    "name".into(),
+                    Attribute {
+                        value: name.clone(),
+                        updated_at: s.at,
+                        source,
+                    },
+                );
             }
         }
     }
@@ -714,19 +893,43 @@ async fn resolve_in(ctx: &Ctx<'_>, txn: &mut dyn Txn, s: &Sender) -> Result<Reso
     Ok(res)
 }
 
-async fn merge_in(ctx: &Ctx<'_>, txn: &mut dyn Txn, surviving: &str, merged: &str, how: How, at: u64) -> Result<MergeRecord, GraphError> {
+async fn merge_in(
+    ctx: &Ctx<'_>,
+    txn: &mut dyn Txn,
+    surviving: &str,
+    merged: &str,
+    how: How,
+    at: u64,
+) -> Result<MergeRecord, GraphError> {
     let s = ctx.live_customer(txn, surviving).await?;
     let m = ctx.live_customer(txn, merged).await?;
     if s.id == m.id {
-        return Err(GraphError::Invalid(format!("{merged} is already part of {}", s.id)));
+        return Err(GraphError::Invalid(format!(
+            "{merged} is already part of {}",
+            s.id
+        )));
     }
-    for kind in [IdentifierKind::Email, IdentifierKind::Phone, IdentifierKind::UserId] {
-        let mut values: Vec<&Identifier> = s.identifiers.iter().chain(&m.identifiers).map(|i| &i.identifier).filter(|i| i.kind == kind).collect();
+    for kind in [
+        IdentifierKind::Email,
+        IdentifierKind::Phone,
+        IdentifierKind::UserId,
+    ] {
+        let mut values: Vec<&Identifier> = s
+            .identifiers
+            .iter()
+            .chain(&m.identifiers)
+            .map(|i| &i.identifier)
+            .filter(|i| i.kind == kind)
+            .collect();
         values.sort();
         values.dedup();
         let limit = ctx.limit(kind);
         if values.len() > limit {
-            return Err(GraphError::Limit { kind: kind.as_str(), count: values.len(), limit });
+            return Err(GraphError::Limit {
+                kind: kind.as_str(),
+                count: values.len(),
+                limit,
+            });
         }
     }
     let record = MergeRecord {
@@ -743,7 +946,15 @@ async fn merge_in(ctx: &Ctx<'_>, txn: &mut dyn Txn, surviving: &str, merged: &st
     let mut s2 = s.clone();
     for i in &m.identities {
         s2.identities.push(i.clone());
-        ctx.put_id(txn, &ctx.identity_key(&ChannelIdentity { channel: i.channel.clone(), scope: i.scope.clone(), id: i.id.clone() }), &s2.id);
+        ctx.put_id(
+            txn,
+            &ctx.identity_key(&ChannelIdentity {
+                channel: i.channel.clone(),
+                scope: i.scope.clone(),
+                id: i.id.clone(),
+            }),
+            &s2.id,
+        );
         ctx.put_id(txn, &ctx.identity_any_key(&i.channel, &i.id), &s2.id);
     }
     for i in &m.identifiers {
@@ -770,12 +981,21 @@ async fn merge_in(ctx: &Ctx<'_>, txn: &mut dyn Txn, surviving: &str, merged: &st
     Ok(record)
 }
 
-async fn undo_in(ctx: &Ctx<'_>, txn: &mut dyn Txn, merge_id: &str, at: u64) -> Result<MergeRecord, GraphError> {
+async fn undo_in(
+    ctx: &Ctx<'_>,
+    txn: &mut dyn Txn,
+    merge_id: &str,
+    at: u64,
+) -> Result<MergeRecord, GraphError> {
     let key = ctx.merge_key(merge_id);
-    let bytes = get(txn, &key).await?.ok_or_else(|| GraphError::NotFound(format!("merge {merge_id}")))?;
+    let bytes = get(txn, &key)
+        .await?
+        .ok_or_else(|| GraphError::NotFound(format!("merge {merge_id}")))?;
     let mut record: MergeRecord = ctx.open(&key, &bytes)?;
     if record.undone_at.is_some() {
-        return Err(GraphError::Invalid(format!("merge {merge_id} was already undone")));
+        return Err(GraphError::Invalid(format!(
+            "merge {merge_id} was already undone"
+        )));
     }
     let current = ctx.load_customer(txn, &record.surviving).await?;
     if current.merged_into.is_some() {
@@ -792,11 +1012,18 @@ async fn undo_in(ctx: &Ctx<'_>, txn: &mut dyn Txn, merge_id: &str, at: u64) -> R
         .identifiers
         .iter()
         .map(|i| &i.identifier)
-        .filter(|i| !record.surviving_before.identifiers.iter().any(|x| &x.identifier == *i))
+        .filter(|i| {
+            !record
+                .surviving_before
+                .identifiers
+                .iter()
+                .any(|x| &x.identifier == *i)
+        })
         .collect();
     let mut s = current.clone();
     s.identities.retain(|i| !moved_identities.contains(i));
-    s.identifiers.retain(|i| !moved_identifiers.contains(&&i.identifier));
+    s.identifiers
+        .retain(|i| !moved_identifiers.contains(&&i.identifier));
     for (name, before) in &record.surviving_before.attributes {
         if let Some(now) = s.attributes.get(name) {
             if now.updated_at <= record.at && now != before {
@@ -804,10 +1031,20 @@ async fn undo_in(ctx: &Ctx<'_>, txn: &mut dyn Txn, merge_id: &str, at: u64) -> R
             }
         }
     }
-    s.attributes.retain(|name, a| record.surviving_before.attributes.contains_key(name) || a.updated_at > record.at);
+    s.attributes.retain(|name, a| {
+        record.surviving_before.attributes.contains_key(name) || a.updated_at > record.at
+    });
     let m = record.merged_before.clone();
     for i in &m.identities {
-        ctx.put_id(txn, &ctx.identity_key(&ChannelIdentity { channel: i.channel.clone(), scope: i.scope.clone(), id: i.id.clone() }), &m.id);
+        ctx.put_id(
+            txn,
+            &ctx.identity_key(&ChannelIdentity {
+                channel: i.channel.clone(),
+                scope: i.scope.clone(),
+                id: i.id.clone(),
+            }),
+            &m.id,
+        );
         ctx.put_id(txn, &ctx.identity_any_key(&i.channel, &i.id), &m.id);
     }
     for i in &m.identifiers {
@@ -822,4 +1059,149 @@ async fn undo_in(ctx: &Ctx<'_>, txn: &mut dyn Txn, merge_id: &str, at: u64) -> R
     record.undone_at = Some(at);
     txn.put(&key, ctx.seal(&key, &record));
     Ok(record)
+}
+
+/// One CSV row, normalized.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportRow {
+    /// Identifiers (email, phone, user id).
+    pub identifiers: Vec<Identifier>,
+    /// Channel user ids as `(channel, id)`, linked in any scope.
+    pub channel_ids: Vec<(String, String)>,
+    /// `customer_name` and `attr:*` columns.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// What one row did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ImportOutcome {
+    /// New links written (identifiers or channel ids).
+    pub linked: usize,
+    /// Customers merged because the row joined them.
+    pub merged: usize,
+    /// Conflicts recorded instead of a bad merge.
+    pub conflicts: usize,
+}
+
+async fn import_in(
+    ctx: &Ctx<'_>,
+    txn: &mut dyn Txn,
+    row: &ImportRow,
+    at: u64,
+) -> Result<ImportOutcome, GraphError> {
+    let mut out = ImportOutcome::default();
+    let idx_keys: Vec<String> = row
+        .identifiers
+        .iter()
+        .map(|i| ctx.identifier_key(i))
+        .collect();
+    let any_keys: Vec<String> = row
+        .channel_ids
+        .iter()
+        .map(|(c, i)| ctx.identity_any_key(c, i))
+        .collect();
+    let all: Vec<String> = idx_keys.iter().chain(&any_keys).cloned().collect();
+    let values = txn.get_many(&all).await?;
+    let mut owners: Vec<String> = Vec::new();
+    for (k, v) in all.iter().zip(&values) {
+        if let Some(b) = v {
+            let id = ctx.live_customer(txn, &ctx.open_id(k, b)?).await?.id;
+            if !owners.contains(&id) {
+                owners.push(id);
+            }
+        }
+    }
+    let mut customer = match owners.first() {
+        Some(id) => ctx.live_customer(txn, id).await?,
+        None => Customer {
+            id: ctx.random_id("c"),
+            created_at: at,
+            identities: vec![],
+            identifiers: vec![],
+            attributes: BTreeMap::new(),
+            merged_into: None,
+        },
+    };
+    for other in owners.iter().skip(1) {
+        ctx.save_customer(txn, &customer);
+        match merge_in(ctx, txn, &customer.id, other, How::Csv, at).await {
+            Ok(_) => {
+                out.merged += 1;
+                customer = ctx.load_customer(txn, &customer.id).await?;
+            }
+            Err(GraphError::Limit { kind, count, limit }) => {
+                ctx.record_conflict(txn, "limit", &customer.id, Some(other), format!("a CSV row joins two customers; merging would give {count} {kind} identifiers (limit {limit})"), at).await?;
+                out.conflicts += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for (ident, key) in row.identifiers.iter().zip(&idx_keys) {
+        if ctx.rules.blocked.contains(ident) {
+            continue;
+        }
+        if customer.identifiers.iter().any(|i| &i.identifier == ident) {
+            continue;
+        }
+        match get(txn, key).await? {
+            Some(_) => continue, // owned by a customer a refused merge kept apart
+            None if ctx.count(&customer, ident.kind) >= ctx.limit(ident.kind) => {
+                ctx.record_conflict(
+                    txn,
+                    "limit",
+                    &customer.id,
+                    None,
+                    format!(
+                        "a CSV {} was not linked: the customer has the maximum of {}",
+                        ident.kind.as_str(),
+                        ctx.limit(ident.kind)
+                    ),
+                    at,
+                )
+                .await?;
+                out.conflicts += 1;
+            }
+            None => {
+                customer.identifiers.push(LinkedIdentifier {
+                    identifier: ident.clone(),
+                    linked_at: at,
+                    how: How::Csv,
+                });
+                ctx.put_id(txn, key, &customer.id);
+                out.linked += 1;
+            }
+        }
+    }
+    for ((channel, id), key) in row.channel_ids.iter().zip(&any_keys) {
+        if get(txn, key).await?.is_none() {
+            ctx.put_id(txn, key, &customer.id);
+            customer.identities.push(LinkedIdentity {
+                channel: channel.clone(),
+                scope: "*".into(),
+                id: id.clone(),
+                verified: true,
+                linked_at: at,
+                how: How::Csv,
+            });
+            out.linked += 1;
+        }
+    }
+    let mut changed = out.linked > 0 || out.merged > 0 || owners.is_empty();
+    for (k, v) in &row.attributes {
+        if customer.attributes.get(k).map(|a| &a.value) != Some(v) {
+            customer.attributes.insert(
+                k.clone(),
+                Attribute {
+                    value: v.clone(),
+                    updated_at: at,
+                    source: "csv".into(),
+                },
+            );
+            changed = true;
+        }
+    }
+    if changed {
+        ctx.save_customer(txn, &customer);
+    }
+    Ok(out)
 }

@@ -90,7 +90,11 @@ fn normalize_email(raw: &str) -> Result<String, InvalidIdentifier> {
         }
         None => false,
     };
-    if valid { Ok(lower) } else { Err(InvalidIdentifier::Email(raw.to_string())) }
+    if valid {
+        Ok(lower)
+    } else {
+        Err(InvalidIdentifier::Email(raw.to_string()))
+    }
 }
 
 fn normalize_phone(raw: &str) -> Result<String, InvalidIdentifier> {
@@ -127,14 +131,20 @@ mod tests {
         // Brazil: São Paulo mobile numbers carry the ninth digit.
         assert_eq!(phone("+55 11 91234-5678").unwrap(), "+5511912345678");
         // Mexico: the legacy mobile `1` after +52 is dropped by the metadata.
-        assert_eq!(phone("+52 1 55 1234 5678").unwrap(), phone("+52 55 1234 5678").unwrap());
+        assert_eq!(
+            phone("+52 1 55 1234 5678").unwrap(),
+            phone("+52 55 1234 5678").unwrap()
+        );
     }
 
     #[test]
     fn phones_without_a_country_or_too_short_are_refused() {
         assert!(phone("6505551234").is_err());
         assert!(phone("+1 555").is_err());
-        assert_eq!(phone("banana").unwrap_err().to_string(), "`banana` is not a valid phone number in international form (+country code)");
+        assert_eq!(
+            phone("banana").unwrap_err().to_string(),
+            "`banana` is not a valid phone number in international form (+country code)"
+        );
     }
 
     #[test]

@@ -11,8 +11,13 @@ pub(super) fn healthz() -> Resp {
     text(200, "text/plain; charset=utf-8", "ok\n".into())
 }
 
-/// Ready when every configured channel has its plugin loaded.
-pub(super) fn readyz(app: &App) -> Result<Resp, ApiError> {
+/// Ready when the store answers and every configured channel has its
+/// plugin loaded.
+pub(super) async fn readyz(app: &App) -> Result<Resp, ApiError> {
+    use chatcrafter_core::store::Backend as _;
+    if let Err(e) = app.graph.backend().ping().await {
+        return Err(ApiError::fault(Fault::Store, "not_ready", e.to_string()));
+    }
     let missing: Vec<&String> = app
         .config
         .channels

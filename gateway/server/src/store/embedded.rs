@@ -49,14 +49,20 @@ struct EmbeddedTxn {
 }
 
 impl Txn for EmbeddedTxn {
-    fn get_many<'a>(&'a mut self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, StoreError>> {
+    fn get_many<'a>(
+        &'a mut self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, StoreError>> {
         let result = (|| {
             let table = self.tx.open_table(TABLE).map_err(err)?;
             keys.iter()
                 .map(|k| match self.writes.get(k) {
                     Some(Write::Put(v)) => Ok(Some(v.clone())),
                     Some(Write::Delete) => Ok(None),
-                    None => Ok(table.get(k.as_str()).map_err(err)?.map(|g| g.value().to_vec())),
+                    None => Ok(table
+                        .get(k.as_str())
+                        .map_err(err)?
+                        .map(|g| g.value().to_vec())),
                 })
                 .collect()
         })();
@@ -77,20 +83,31 @@ impl Txn for EmbeddedTxn {
 }
 
 impl Backend for Embedded {
-    fn transact<'a, T: Send + 'a>(&'a self, work: &'a Work<'a, T>) -> BoxFuture<'a, Result<T, StoreError>> {
+    fn transact<'a, T: Send + 'a>(
+        &'a self,
+        work: &'a Work<'a, T>,
+    ) -> BoxFuture<'a, Result<T, StoreError>> {
         Box::pin(std::future::ready((|| {
             let tx = self.db.begin_write().map_err(err)?;
-            let txn: Box<dyn Txn> = Box::new(EmbeddedTxn { tx, writes: BTreeMap::new() });
+            let txn: Box<dyn Txn> = Box::new(EmbeddedTxn {
+                tx,
+                writes: BTreeMap::new(),
+            });
             // Every read is synchronous, so the unit completes on its first
             // poll; anything else is a bug in the unit.
             let (txn, out) = {
                 let mut fut = work(txn);
                 match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
                     Poll::Ready(r) => r,
-                    Poll::Pending => return Err(err("a unit of work awaited something other than the store")),
+                    Poll::Pending => {
+                        return Err(err("a unit of work awaited something other than the store"));
+                    }
                 }
             };
-            let mut txn = txn.into_any().downcast::<EmbeddedTxn>().map_err(|_| err("foreign transaction"))?;
+            let mut txn = txn
+                .into_any()
+                .downcast::<EmbeddedTxn>()
+                .map_err(|_| err("foreign transaction"))?;
             let out = match out {
                 Ok(v) => v,
                 Err(e) => {
@@ -119,7 +136,9 @@ impl Backend for Embedded {
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(std::future::ready(self.db.begin_read().map(|_| ()).map_err(err)))
+        Box::pin(std::future::ready(
+            self.db.begin_read().map(|_| ()).map_err(err),
+        ))
     }
 
     fn dump(&self) -> BoxFuture<'_, Result<Vec<(String, Vec<u8>)>, StoreError>> {

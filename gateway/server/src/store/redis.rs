@@ -50,7 +50,9 @@ pub struct Redis {
 
 impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Redis").field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("Redis")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -66,8 +68,15 @@ impl Redis {
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(2);
-        let conn = client.get_connection_manager_with_config(config).await.map_err(err)?;
-        Ok(Redis { conn, prefix: prefix.to_string(), commit: redis::Script::new(COMMIT) })
+        let conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(err)?;
+        Ok(Redis {
+            conn,
+            prefix: prefix.to_string(),
+            commit: redis::Script::new(COMMIT),
+        })
     }
 }
 
@@ -78,7 +87,10 @@ struct RedisTxn {
 }
 
 impl Txn for RedisTxn {
-    fn get_many<'a>(&'a mut self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, StoreError>> {
+    fn get_many<'a>(
+        &'a mut self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, StoreError>> {
         Box::pin(async move {
             let missing: Vec<&String> = keys
                 .iter()
@@ -126,14 +138,23 @@ fn tagged(present: bool, value: &[u8]) -> Vec<u8> {
 }
 
 impl Backend for Redis {
-    fn transact<'a, T: Send + 'a>(&'a self, work: &'a Work<'a, T>) -> BoxFuture<'a, Result<T, StoreError>> {
+    fn transact<'a, T: Send + 'a>(
+        &'a self,
+        work: &'a Work<'a, T>,
+    ) -> BoxFuture<'a, Result<T, StoreError>> {
         Box::pin(async move {
             for attempt in 0..MAX_ATTEMPTS {
-                let txn: Box<dyn Txn> =
-                    Box::new(RedisTxn { conn: self.conn.clone(), reads: BTreeMap::new(), writes: BTreeMap::new() });
+                let txn: Box<dyn Txn> = Box::new(RedisTxn {
+                    conn: self.conn.clone(),
+                    reads: BTreeMap::new(),
+                    writes: BTreeMap::new(),
+                });
                 let (txn, out) = work(txn).await;
                 let out = out?;
-                let txn = txn.into_any().downcast::<RedisTxn>().map_err(|_| err("foreign transaction"))?;
+                let txn = txn
+                    .into_any()
+                    .downcast::<RedisTxn>()
+                    .map_err(|_| err("foreign transaction"))?;
                 if txn.writes.is_empty() {
                     return Ok(out);
                 }
@@ -160,7 +181,9 @@ impl Backend for Redis {
                 }
                 // Someone else wrote what we read: back off a little, with
                 // jitter from the attempt number, and start over.
-                let pause = Duration::from_micros(200 * u64::from(attempt + 1) + u64::from(attempt * 37 % 150));
+                let pause = Duration::from_micros(
+                    200 * u64::from(attempt + 1) + u64::from(attempt * 37 % 150),
+                );
                 tokio::time::sleep(pause).await;
             }
             Err(StoreError::Contention(MAX_ATTEMPTS))
@@ -170,7 +193,11 @@ impl Backend for Redis {
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            redis::cmd("PING").query_async::<String>(&mut conn).await.map(|_| ()).map_err(err)
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .map(|_| ())
+                .map_err(err)
         })
     }
 

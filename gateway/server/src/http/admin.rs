@@ -1,0 +1,397 @@
+//! The admin API (`/admin/v1/…`) and the business API's link tokens
+//! (`/v1/link-tokens`): bearer tokens from `[[admin.tokens]]`, compared by
+//! hash in constant time, roles checked per route.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chatcrafter_core::config::Role;
+use chatcrafter_core::identity::graph::{Customer, GraphError, How};
+use chatcrafter_core::identity::identifier::{Identifier, IdentifierKind};
+use chatcrafter_core::rfc3339;
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode, header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, Fault, Resp, body, ops};
+use crate::app::{AdminToken, App};
+
+/// How long a link token lives: 15 minutes, long enough to open a deep link
+/// on another device, short enough that a leaked one is soon useless.
+const LINK_TOKEN_TTL_SECONDS: u64 = 900;
+
+fn authenticate<'a>(app: &'a App, req: &Request<Incoming>) -> Result<&'a AdminToken, ApiError> {
+    let unauthorized = |msg: &str| {
+        let mut e = ApiError::caller(StatusCode::UNAUTHORIZED, "unauthorized", msg);
+        e.headers.push((header::WWW_AUTHENTICATE, "Bearer".into()));
+        e
+    };
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("an admin bearer token is required"))?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.trim().as_bytes());
+    // Check every token, so timing does not tell which one nearly matched.
+    let mut found = None;
+    for t in &app.admin_tokens {
+        if t.matches(digest.as_ref()) && found.is_none() {
+            found = Some(t);
+        }
+    }
+    found.ok_or_else(|| unauthorized("the bearer token is not valid"))
+}
+
+fn require(token: &AdminToken, allowed: &[Role]) -> Result<(), ApiError> {
+    if allowed.contains(&token.role) {
+        Ok(())
+    } else {
+        Err(ApiError::caller(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("role {:?} may not use this route", token.role).to_lowercase(),
+        ))
+    }
+}
+
+fn json_resp(status: u16, v: &Value) -> Resp {
+    ops::text(status, "application/json", v.to_string())
+}
+
+fn graph_error(e: GraphError) -> ApiError {
+    match e {
+        GraphError::NotFound(what) => ApiError::caller(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} does not exist"),
+        ),
+        GraphError::Limit { .. } => {
+            ApiError::caller(StatusCode::CONFLICT, "identity_limit", e.to_string())
+        }
+        GraphError::Invalid(msg) => {
+            ApiError::caller(StatusCode::CONFLICT, "invalid_operation", msg)
+        }
+        GraphError::Store(s) => ApiError::fault(Fault::Store, "store_unavailable", s.to_string()),
+        GraphError::Seal(..) => ApiError::fault(Fault::Gateway, "sealed_value", e.to_string()),
+    }
+}
+
+async fn json_body<T: serde::de::DeserializeOwned>(
+    app: &App,
+    req: &mut Request<Incoming>,
+) -> Result<T, ApiError> {
+    let s = &app.config.server;
+    let raw = body::read(
+        req,
+        s.max_body_bytes,
+        Duration::from_millis(s.body_timeout_ms),
+    )
+    .await?;
+    let de = &mut serde_json::Deserializer::from_slice(&raw);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::caller(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("{path}: {}", e.into_inner()),
+        )
+    })
+}
+
+/// The customer object of INTERFACE §3.6.
+pub(crate) fn customer_json(c: &Customer, primary: IdentifierKind) -> Value {
+    let attributes: BTreeMap<&str, &str> = c
+        .attributes
+        .iter()
+        .map(|(k, a)| (k.as_str(), a.value.as_str()))
+        .collect();
+    let identities: Vec<Value> = c
+        .identities
+        .iter()
+        .map(|i| {
+            json!({"channel": i.channel, "scope": i.scope, "id": i.id, "verified": i.verified,
+                   "linked_at": rfc3339(i.linked_at), "how": i.how})
+        })
+        .collect();
+    let identifiers: Vec<Value> = c
+        .identifiers
+        .iter()
+        .map(|i| json!({"kind": i.identifier.kind, "value": i.identifier.value, "linked_at": rfc3339(i.linked_at), "how": i.how}))
+        .collect();
+    let primary_identifier = c
+        .identifiers
+        .iter()
+        .find(|i| i.identifier.kind == primary)
+        .map(|i| json!({"kind": i.identifier.kind, "value": i.identifier.value}));
+    let mut v = json!({
+        "id": c.id,
+        "created_at": rfc3339(c.created_at),
+        "attributes": attributes,
+        "identities": identities,
+        "identifiers": identifiers,
+        "consent": {},
+        "primary_identifier": primary_identifier,
+    });
+    if let Some(m) = &c.merged_into {
+        v["merged_into"] = json!(m);
+    }
+    v
+}
+
+const CHANNELS: &[&str] = &["whatsapp", "telegram", "discord", "widget"];
+
+async fn lookup(app: &App, identifier: &str) -> Result<String, ApiError> {
+    let bad =
+        |msg: String| ApiError::caller(StatusCode::UNPROCESSABLE_ENTITY, "invalid_identifier", msg);
+    let (kind, value) = identifier.split_once(':').ok_or_else(|| {
+        bad(format!(
+            "`{identifier}` must be kind:value, e.g. phone:+15551234567"
+        ))
+    })?;
+    let found = match kind {
+        "email" | "phone" | "user_id" => {
+            let kind = IdentifierKind::parse(kind).expect("listed");
+            let ident = Identifier::new(kind, value).map_err(|e| bad(e.to_string()))?;
+            app.graph.find(&ident).await
+        }
+        c if CHANNELS.contains(&c) || app.config.channels.contains_key(c) => {
+            app.graph.find_identity(c, value).await
+        }
+        other => {
+            return Err(bad(format!(
+                "unknown identifier kind `{other}` (email, phone, whatsapp, telegram, discord, widget)"
+            )));
+        }
+    };
+    found.map_err(graph_error)?.ok_or_else(|| {
+        ApiError::caller(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no customer has {kind}:…"),
+        )
+    })
+}
+
+fn query(req: &Request<Incoming>, name: &str) -> Option<String> {
+    chatcrafter_core::verify::query_param(req.uri().query().unwrap_or(""), name)
+}
+
+fn primary(app: &App) -> IdentifierKind {
+    crate::app::rules(&app.config)
+        .map(|r| r.primary)
+        .unwrap_or(IdentifierKind::Email)
+}
+
+/// `/admin/v1/…`: returns the route template (for metrics) and the answer.
+pub(super) async fn route(
+    app: &App,
+    req: &mut Request<Incoming>,
+    rest: &[&str],
+) -> (&'static str, Result<Resp, ApiError>) {
+    let method = req.method().clone();
+    let now = app.clock.now_secs();
+    macro_rules! auth {
+        ($roles:expr) => {
+            match authenticate(app, req).and_then(|t| require(t, $roles)) {
+                Ok(()) => {}
+                Err(e) => return (ROUTE, Err(e)),
+            }
+        };
+    }
+    match (method, rest) {
+        (Method::GET, ["customers"]) => {
+            const ROUTE: &str = "/admin/v1/customers";
+            auth!(&[Role::Admin, Role::Agent]);
+            let Some(identifier) = query(req, "identifier") else {
+                return (
+                    ROUTE,
+                    Err(ApiError::caller(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_query",
+                        "?identifier=kind:value is required",
+                    )),
+                );
+            };
+            let result = async {
+                let id = lookup(app, &identifier).await?;
+                let c = app.graph.customer(&id).await.map_err(graph_error)?;
+                Ok(json_resp(200, &customer_json(&c, primary(app))))
+            }
+            .await;
+            (ROUTE, result)
+        }
+        (Method::POST, ["customers", "merge"]) => {
+            const ROUTE: &str = "/admin/v1/customers/merge";
+            auth!(&[Role::Admin]);
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct MergeBody {
+                surviving: String,
+                merged: String,
+            }
+            let result = async {
+                let b: MergeBody = json_body(app, req).await?;
+                let r = app
+                    .graph
+                    .merge(&b.surviving, &b.merged, How::AdminMerge, now)
+                    .await
+                    .map_err(graph_error)?;
+                Ok(json_resp(
+                    200,
+                    &json!({"merge_id": r.merge_id, "surviving": r.surviving, "merged": r.merged}),
+                ))
+            }
+            .await;
+            (ROUTE, result)
+        }
+        (Method::GET, ["customers", id]) => {
+            const ROUTE: &str = "/admin/v1/customers/{id}";
+            auth!(&[Role::Admin, Role::Agent]);
+            let result = app
+                .graph
+                .customer(id)
+                .await
+                .map_err(graph_error)
+                .map(|c| json_resp(200, &customer_json(&c, primary(app))));
+            (ROUTE, result)
+        }
+        (Method::PATCH, ["customers", id]) => {
+            const ROUTE: &str = "/admin/v1/customers/{id}";
+            auth!(&[Role::Admin, Role::Agent]);
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Patch {
+                attributes: BTreeMap<String, String>,
+            }
+            let id = id.to_string();
+            let result = async {
+                let p: Patch = json_body(app, req).await?;
+                let c = app
+                    .graph
+                    .set_attributes(&id, &p.attributes, "admin", now)
+                    .await
+                    .map_err(graph_error)?;
+                Ok(json_resp(200, &customer_json(&c, primary(app))))
+            }
+            .await;
+            (ROUTE, result)
+        }
+        (Method::POST, ["merges", id, "undo"]) => {
+            const ROUTE: &str = "/admin/v1/merges/{id}/undo";
+            auth!(&[Role::Admin]);
+            let result = app
+                .graph
+                .undo(id, now)
+                .await
+                .map_err(graph_error)
+                .map(|r| json_resp(200, &json!({"merge_id": r.merge_id, "surviving": r.surviving, "merged": r.merged, "undone_at": r.undone_at.map(rfc3339)})));
+            (ROUTE, result)
+        }
+        (Method::GET, ["conflicts"]) => {
+            const ROUTE: &str = "/admin/v1/conflicts";
+            auth!(&[Role::Admin]);
+            let result = app.graph.conflicts().await.map_err(graph_error).map(|list| {
+                let open: Vec<Value> = list
+                    .iter()
+                    .filter(|c| c.resolved_at.is_none())
+                    .map(|c| json!({"id": c.id, "at": rfc3339(c.at), "kind": c.kind, "customer_id": c.customer_id, "other_customer_id": c.other_customer_id, "detail": c.detail}))
+                    .collect();
+                json_resp(200, &json!({"conflicts": open}))
+            });
+            (ROUTE, result)
+        }
+        (Method::POST, ["conflicts", id, "resolve"]) => {
+            const ROUTE: &str = "/admin/v1/conflicts/{id}/resolve";
+            auth!(&[Role::Admin]);
+            let result = app
+                .graph
+                .resolve_conflict(id, now)
+                .await
+                .map_err(graph_error)
+                .map(|c| {
+                    json_resp(
+                        200,
+                        &json!({"id": c.id, "resolved_at": c.resolved_at.map(rfc3339)}),
+                    )
+                });
+            (ROUTE, result)
+        }
+        (Method::POST, ["import"]) => {
+            const ROUTE: &str = "/admin/v1/import";
+            auth!(&[Role::Admin]);
+            let s = &app.config.server;
+            let result = async {
+                let raw = body::read(
+                    req,
+                    s.max_import_bytes,
+                    Duration::from_millis(s.body_timeout_ms),
+                )
+                .await?;
+                let summary = crate::import::import(&app.graph, &raw, now, |_, _| {})
+                    .await
+                    .map_err(|e| match e {
+                        crate::import::ImportError::Csv(c) => ApiError::caller(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "invalid_csv",
+                            c.to_string(),
+                        ),
+                        crate::import::ImportError::Store { .. } => {
+                            ApiError::fault(Fault::Store, "store_unavailable", e.to_string())
+                        }
+                    })?;
+                Ok(json_resp(
+                    200,
+                    &serde_json::to_value(&summary).unwrap_or_default(),
+                ))
+            }
+            .await;
+            (ROUTE, result)
+        }
+        _ => ("(unknown)", Err(ApiError::not_found(req.uri().path()))),
+    }
+}
+
+/// `POST /v1/link-tokens`.
+pub(super) async fn link_token(app: &App, req: &mut Request<Incoming>) -> Result<Resp, ApiError> {
+    if req.method() != Method::POST {
+        return Err(ApiError::method_not_allowed(req.method(), "POST"));
+    }
+    require(authenticate(app, req)?, &[Role::Admin, Role::Agent])?;
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        customer_id: String,
+        channel: String,
+    }
+    let b: Body = json_body(app, req).await?;
+    let Some(channel) = app.config.channels.get(&b.channel) else {
+        return Err(ApiError::caller(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("channel: `{}` is not configured", b.channel),
+        ));
+    };
+    let now = app.clock.now_secs();
+    let token = app
+        .graph
+        .create_link_token(&b.customer_id, &b.channel, LINK_TOKEN_TTL_SECONDS, now)
+        .await
+        .map_err(graph_error)?;
+    let link = match b.channel.as_str() {
+        "telegram" => channel
+            .settings
+            .get("bot_username")
+            .map(|u| format!("https://t.me/{u}?start={token}")),
+        "whatsapp" => channel
+            .settings
+            .get("display_phone_number")
+            .map(|n| format!("https://wa.me/{}?text={token}", n.trim_start_matches('+'))),
+        _ => None,
+    };
+    Ok(json_resp(
+        201,
+        &json!({"token": token, "expires_at": rfc3339(now + LINK_TOKEN_TTL_SECONDS), "link": link}),
+    ))
+}

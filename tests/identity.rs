@@ -1,0 +1,571 @@
+//! Identity end to end: the real gateway, real plugins, real signed
+//! webhooks, its embedded store or its own Redis, and the admin API.
+
+#[path = "support.rs"]
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+const APP_SECRET: &str = "meta-app-secret-for-tests";
+const TG_SECRET: &str = "tg_secret-token_123";
+const WIDGET_SECRET: &str = "widget-secret-widget-secret-0123456789";
+const ADMIN: &str = "admin-token-for-tests";
+const AGENT: &str = "agent-token-for-tests";
+const ANALYST: &str = "analyst-token-for-tests";
+
+fn sha(t: &str) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, t.as_bytes()).as_ref())
+}
+
+fn config(store: &str) -> String {
+    format!(
+        r#"version = 1
+[server]
+listen = "127.0.0.1:0"
+[store]
+{store}
+[security]
+data_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
+index_key = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM="
+[identity.limits]
+email = 2
+phone = 3
+[widget]
+algorithms = ["HS256"]
+secret = "{WIDGET_SECRET}"
+[channels.whatsapp]
+plugin = "builtin:whatsapp"
+[channels.whatsapp.secrets]
+app_secret = "{APP_SECRET}"
+verify_token = "v"
+access_token = "a"
+[channels.whatsapp.settings]
+display_phone_number = "+15550783881"
+[channels.telegram]
+plugin = "builtin:telegram"
+[channels.telegram.secrets]
+secret_token = "{TG_SECRET}"
+bot_token = "7012345678:AAE"
+[channels.telegram.settings]
+bot_id = "7012345678"
+bot_username = "shop_bot"
+[[admin.tokens]]
+name = "ops"
+token_sha256 = "{}"
+role = "admin"
+[[admin.tokens]]
+name = "desk"
+token_sha256 = "{}"
+role = "agent"
+[[admin.tokens]]
+name = "bi"
+token_sha256 = "{}"
+role = "analyst"
+"#,
+        sha(ADMIN),
+        sha(AGENT),
+        sha(ANALYST)
+    )
+}
+
+fn widget_message(gw: &Gateway, sub: &str, email: &str, phone: &str, text: &str) -> Response {
+    let claims = serde_json::json!({"sub": sub, "exp": now() + 600, "email": email, "phone": phone, "name": "Sarah Kim"});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(WIDGET_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let body = serde_json::json!({"text": text}).to_string();
+    gw.post(
+        "/widget/v1/messages",
+        &[("authorization", &format!("Bearer {token}"))],
+        body.as_bytes(),
+    )
+}
+
+fn whatsapp_message(gw: &Gateway, wa_id: &str, wamid: &str, text: &str) -> Response {
+    let body = serde_json::json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
+        "messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":"106540352242922"},
+        "contacts":[{"profile":{"name":"Sarah"},"wa_id":wa_id}],
+        "messages":[{"from":wa_id,"id":wamid,"timestamp":now().to_string(),"type":"text","text":{"body":text}}]}}]}]})
+    .to_string();
+    let sig = format!(
+        "sha256={}",
+        hmac_hex(APP_SECRET.as_bytes(), body.as_bytes())
+    );
+    gw.post(
+        "/webhooks/whatsapp",
+        &[("x-hub-signature-256", &sig)],
+        body.as_bytes(),
+    )
+}
+
+fn telegram_message(gw: &Gateway, update_id: u64, user: u64, text: &str) -> Response {
+    let body = serde_json::json!({"update_id": update_id, "message": {"message_id": 1, "from": {"id": user, "is_bot": false, "first_name": "Sarah"},
+        "chat": {"id": user, "type": "private"}, "date": now(), "text": text}})
+    .to_string();
+    gw.post(
+        "/webhooks/telegram",
+        &[("x-telegram-bot-api-secret-token", TG_SECRET)],
+        body.as_bytes(),
+    )
+}
+
+fn admin(gw: &Gateway, token: &str, method: &str, path: &str, body: &[u8]) -> Response {
+    gw.request(
+        method,
+        path,
+        &[("authorization", &format!("Bearer {token}"))],
+        body,
+    )
+}
+
+#[test]
+fn widget_whatsapp_telegram_and_csv_make_one_customer_through_the_admin_api() {
+    let dir = scratch("identity-journey");
+    let gw = Gateway::start(&dir, &config("kind = \"embedded\"\npath = \"data\""));
+    assert_eq!(
+        widget_message(
+            &gw,
+            "user-42",
+            "sarah@example.com",
+            "+16505551234",
+            "Do you have the office chair in black?"
+        )
+        .status,
+        202
+    );
+    assert_eq!(
+        whatsapp_message(
+            &gw,
+            "16505551234",
+            "wamid.A1",
+            "Is the chair still in stock?"
+        )
+        .status,
+        200
+    );
+
+    let r = admin(
+        &gw,
+        ADMIN,
+        "GET",
+        "/admin/v1/customers?identifier=phone:%2B16505551234",
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let c = r.json();
+    let id = c["id"].as_str().unwrap().to_string();
+    let channels: Vec<&str> = c["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["channel"].as_str().unwrap())
+        .collect();
+    assert_eq!(channels, ["widget", "whatsapp"]);
+    assert_eq!(c["identities"][1]["how"], "verified_claim");
+    assert_eq!(c["primary_identifier"]["value"], "sarah@example.com");
+    assert!(
+        c["identities"][0]["linked_at"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    // Lookups by channel id in any scope.
+    assert_eq!(
+        admin(
+            &gw,
+            AGENT,
+            "GET",
+            "/admin/v1/customers?identifier=whatsapp:16505551234",
+            b""
+        )
+        .json()["id"],
+        id.as_str()
+    );
+    assert_eq!(
+        admin(
+            &gw,
+            AGENT,
+            "GET",
+            "/admin/v1/customers?identifier=widget:user-42",
+            b""
+        )
+        .json()["id"],
+        id.as_str()
+    );
+
+    // A link token sent through Telegram's /start links Telegram.
+    let r = admin(
+        &gw,
+        AGENT,
+        "POST",
+        "/v1/link-tokens",
+        serde_json::json!({"customer_id": id, "channel": "telegram"})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let token = r.json()["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        r.json()["link"],
+        format!("https://t.me/shop_bot?start={token}")
+    );
+    assert_eq!(
+        telegram_message(&gw, 1, 123456789, &format!("/start {token}")).status,
+        200
+    );
+    assert_eq!(
+        admin(
+            &gw,
+            ADMIN,
+            "GET",
+            "/admin/v1/customers?identifier=telegram:123456789",
+            b""
+        )
+        .json()["id"],
+        id.as_str()
+    );
+
+    // A CSV row links a Discord id; a bad row is reported by line.
+    let csv = "email,discord_user_id,customer_name,attr:tier\nsarah@example.com,80351110224678912,Sarah Kim,gold\nnot-an-email,1,Bob,\n";
+    let r = admin(&gw, ADMIN, "POST", "/admin/v1/import", csv.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"rows": 2, "linked": 1, "merged": 0, "conflicts": 0,
+        "rejected": [{"line": 3, "reason": "email: `not-an-email` is not an email address"}]})
+    );
+    // Re-importing the same file changes nothing.
+    let again = admin(&gw, ADMIN, "POST", "/admin/v1/import", csv.as_bytes()).json();
+    assert_eq!(again["linked"], 0);
+    let c = admin(&gw, ADMIN, "GET", &format!("/admin/v1/customers/{id}"), b"").json();
+    assert_eq!(c["attributes"]["tier"], "gold");
+    assert_eq!(
+        admin(
+            &gw,
+            ADMIN,
+            "GET",
+            "/admin/v1/customers?identifier=discord:80351110224678912",
+            b""
+        )
+        .json()["id"],
+        id.as_str()
+    );
+
+    // PATCH attributes.
+    let r = admin(
+        &gw,
+        AGENT,
+        "PATCH",
+        &format!("/admin/v1/customers/{id}"),
+        br#"{"attributes":{"city":"Berlin"}}"#,
+    );
+    assert_eq!(r.json()["attributes"]["city"], "Berlin");
+}
+
+#[test]
+fn admin_merge_undo_limits_and_roles() {
+    let dir = scratch("identity-admin");
+    let gw = Gateway::start(&dir, &config("kind = \"embedded\"\npath = \"data\""));
+    assert_eq!(
+        widget_message(&gw, "u-1", "a@example.com", "+16505550001", "hi").status,
+        202
+    );
+    assert_eq!(
+        widget_message(&gw, "u-2", "b@example.com", "+16505550002", "hi").status,
+        202
+    );
+    assert_eq!(
+        widget_message(&gw, "u-3", "c@example.com", "+16505550003", "hi").status,
+        202
+    );
+    let id = |e: &str| {
+        admin(
+            &gw,
+            ADMIN,
+            "GET",
+            &format!("/admin/v1/customers?identifier=email:{e}"),
+            b"",
+        )
+        .json()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (a, b, c) = (
+        id("a@example.com"),
+        id("b@example.com"),
+        id("c@example.com"),
+    );
+    let before = admin(&gw, ADMIN, "GET", &format!("/admin/v1/customers/{b}"), b"").json();
+
+    let merge = |s: &str, m: &str| {
+        admin(
+            &gw,
+            ADMIN,
+            "POST",
+            "/admin/v1/customers/merge",
+            serde_json::json!({"surviving": s, "merged": m})
+                .to_string()
+                .as_bytes(),
+        )
+    };
+    let r = merge(&a, &b);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let merge_id = r.json()["merge_id"].as_str().unwrap().to_string();
+    assert_eq!(id("b@example.com"), a);
+    // Email limit is 2: merging a third is refused with the reason.
+    let r = merge(&a, &c);
+    assert_eq!(r.status, 409);
+    assert_eq!(
+        r.json()["error"]["message"],
+        "merging would give the customer 3 email identifiers; the limit is 2"
+    );
+    // Undo.
+    let r = admin(
+        &gw,
+        ADMIN,
+        "POST",
+        &format!("/admin/v1/merges/{merge_id}/undo"),
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(id("b@example.com"), b);
+    assert_eq!(
+        admin(&gw, ADMIN, "GET", &format!("/admin/v1/customers/{b}"), b"").json(),
+        before
+    );
+
+    // Roles and errors.
+    assert_eq!(gw.get("/admin/v1/conflicts").status, 401);
+    assert_eq!(
+        admin(&gw, "wrong", "GET", "/admin/v1/conflicts", b"").status,
+        401
+    );
+    assert_eq!(
+        admin(&gw, AGENT, "POST", "/admin/v1/customers/merge", b"{}").status,
+        403
+    );
+    assert_eq!(
+        admin(
+            &gw,
+            ANALYST,
+            "GET",
+            &format!("/admin/v1/customers/{a}"),
+            b""
+        )
+        .status,
+        403
+    );
+    let r = admin(
+        &gw,
+        ADMIN,
+        "POST",
+        "/admin/v1/customers/merge",
+        br#"{"surviving":"x"}"#,
+    );
+    assert_eq!(r.status, 422);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `merged`"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        admin(&gw, ADMIN, "GET", "/admin/v1/customers/c_nope", b"").status,
+        404
+    );
+    assert_eq!(
+        admin(
+            &gw,
+            ADMIN,
+            "GET",
+            "/admin/v1/customers?identifier=phone:%2B16505559999",
+            b""
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        admin(
+            &gw,
+            ADMIN,
+            "GET",
+            "/admin/v1/customers?identifier=fax:123",
+            b""
+        )
+        .status,
+        422
+    );
+}
+
+#[test]
+fn the_cli_import_prints_progress_and_a_summary() {
+    let dir = scratch("identity-cli-import");
+    std::fs::write(
+        dir.join("gateway.toml"),
+        config("kind = \"embedded\"\npath = \"data\""),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("customers.csv"),
+        "email,phone_number\nann@example.com,+16505550101\nbad,\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["import", "customers.csv", "--config", "gateway.toml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout,
+        "customers.csv: 2 rows read, 2 linked, 0 merged, 0 conflicts, 1 rejected\n  line 3: email: `bad` is not an email address\n"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1/1 rows"));
+    // The imported customer is there when the gateway starts on the store.
+    let gw = Gateway::start(&dir, &config("kind = \"embedded\"\npath = \"data\""));
+    assert_eq!(
+        admin(
+            &gw,
+            ADMIN,
+            "GET",
+            "/admin/v1/customers?identifier=phone:%2B16505550101",
+            b""
+        )
+        .status,
+        200
+    );
+}
+
+struct RedisServer(Child);
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn redis_server(dir: &std::path::Path) -> (RedisServer, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed");
+    assert!(eventually(Duration::from_secs(5), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }));
+    (RedisServer(child), port)
+}
+
+#[test]
+fn two_gateways_on_one_redis_converge_on_one_customer() {
+    let dir = scratch("identity-two-nodes");
+    let (_redis, port) = redis_server(&dir);
+    let store = format!("kind = \"redis\"\nurl = \"redis://127.0.0.1:{port}/0\"");
+    let a_dir = dir.join("a");
+    let b_dir = dir.join("b");
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let a = Gateway::start(&a_dir, &config(&store));
+    let b = Gateway::start(&b_dir, &config(&store));
+    // One person, many identities, each carrying the same verified phone,
+    // sent at once to both gateways in an interleaved order.
+    let nodes = [a.addr, b.addr];
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            let addr = nodes[i % 2];
+            std::thread::spawn(move || {
+                let gw_like = |method: &str, path: &str, h: &[(&str, &str)], body: &[u8]| {
+                    request(addr, method, path, h, body)
+                };
+                let sub = format!("user-{i}");
+                let claims =
+                    serde_json::json!({"sub": sub, "exp": now() + 600, "phone": "+16505551234"});
+                let token = jsonwebtoken::encode(
+                    &jsonwebtoken::Header::default(),
+                    &claims,
+                    &jsonwebtoken::EncodingKey::from_secret(WIDGET_SECRET.as_bytes()),
+                )
+                .unwrap();
+                let r = gw_like(
+                    "POST",
+                    "/widget/v1/messages",
+                    &[("authorization", &format!("Bearer {token}"))],
+                    br#"{"text":"hello"}"#,
+                );
+                assert_eq!(r.status, 202, "{}", r.text());
+            })
+        })
+        .collect();
+    for (n, t) in threads.into_iter().enumerate() {
+        if n == 3 {
+            assert_eq!(
+                whatsapp_message(&a, "16505551234", "wamid.X", "hi").status,
+                200
+            );
+        }
+        t.join().unwrap();
+    }
+    let on_a = admin(
+        &a,
+        ADMIN,
+        "GET",
+        "/admin/v1/customers?identifier=phone:%2B16505551234",
+        b"",
+    )
+    .json();
+    let on_b = admin(
+        &b,
+        ADMIN,
+        "GET",
+        "/admin/v1/customers?identifier=phone:%2B16505551234",
+        b"",
+    )
+    .json();
+    assert_eq!(on_a, on_b, "both nodes see the same customer");
+    assert_eq!(
+        on_a["identities"].as_array().unwrap().len(),
+        17,
+        "no link lost"
+    );
+    for i in 0..16 {
+        let r = admin(
+            &b,
+            ADMIN,
+            "GET",
+            &format!("/admin/v1/customers?identifier=widget:user-{i}"),
+            b"",
+        );
+        assert_eq!(r.json()["id"], on_a["id"]);
+    }
+}
