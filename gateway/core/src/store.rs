@@ -45,6 +45,33 @@ pub trait Txn: Send + 'static {
         keys: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, StoreError>>;
 
+    /// Reads `keys`, and — if `keys[follow]` holds a value `v` — also the key
+    /// `prefix ‖ v ‖ suffix`, in one round trip where the backend can (a
+    /// lookup key and the record it points to). The followed read counts as
+    /// a read of this unit like any other.
+    fn get_many_following<'a>(
+        &'a mut self,
+        keys: &'a [String],
+        follow: usize,
+        prefix: &'a str,
+        suffix: &'a str,
+    ) -> BoxFuture<'a, Result<(Vec<Option<Vec<u8>>>, Option<Vec<u8>>), StoreError>> {
+        Box::pin(async move {
+            let values = self.get_many(keys).await?;
+            let target = match values.get(follow).cloned().flatten() {
+                Some(v) => {
+                    let key = format!("{prefix}{}{suffix}", String::from_utf8_lossy(&v));
+                    self.get_many(std::slice::from_ref(&key))
+                        .await?
+                        .pop()
+                        .flatten()
+                }
+                None => None,
+            };
+            Ok((values, target))
+        })
+    }
+
     /// Buffers a write.
     fn put(&mut self, key: &str, value: Vec<u8>);
 

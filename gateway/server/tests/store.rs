@@ -654,3 +654,55 @@ async fn concurrent_events_for_one_person_end_as_exactly_one_customer(kind: &str
         "every resolution answered the same customer"
     );
 }
+
+/// Calls per command, from `INFO commandstats` (commands a script runs
+/// count too).
+async fn command_calls(conn: &mut ::redis::aio::MultiplexedConnection) -> BTreeMap<String, u64> {
+    let info: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_resolves_a_known_identity_in_one_round_trip() {
+    let f = fixture("redis", "round-trips").await;
+    let url = f.url.clone().unwrap();
+    let g = graph(&f, rules());
+    g.resolve(&whatsapp_sarah(T0)).await.unwrap();
+    g.resolve(&whatsapp_sarah(T0)).await.unwrap(); // scripts now cached
+    let mut conn = ::redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let before = command_calls(&mut conn).await;
+    let r = g.resolve(&whatsapp_sarah(T0 + 1)).await.unwrap();
+    let after = command_calls(&mut conn).await;
+    assert!(!r.created);
+    let delta: BTreeMap<&str, u64> = after
+        .iter()
+        .filter_map(|(k, v)| {
+            let d = v - before.get(k).copied().unwrap_or(0);
+            (d > 0 && k != "info").then_some((k.as_str(), d))
+        })
+        .collect();
+    // One EVALSHA — the lookup and the profile it names, read inside one
+    // script — and nothing else: no commit, since nothing changed.
+    assert_eq!(
+        delta,
+        BTreeMap::from([("evalsha", 1), ("get", 1), ("mget", 1)])
+    );
+}

@@ -40,12 +40,23 @@ end
 return 1
 "#;
 
+/// `MGET KEYS`, and if `KEYS[ARGV[1]]` holds `v`, also `GET ARGV[2]‖v‖ARGV[3]`:
+/// a lookup and the record it names in one round trip.
+const FOLLOW: &str = r#"
+local vals = redis.call('MGET', unpack(KEYS))
+local v = vals[tonumber(ARGV[1])]
+local target = false
+if v then target = redis.call('GET', ARGV[2] .. v .. ARGV[3]) end
+return {vals, target}
+"#;
+
 /// A Redis store.
 #[derive(Clone)]
 pub struct Redis {
     conn: ConnectionManager,
     prefix: String,
     commit: redis::Script,
+    follow: redis::Script,
 }
 
 impl std::fmt::Debug for Redis {
@@ -76,12 +87,14 @@ impl Redis {
             conn,
             prefix: prefix.to_string(),
             commit: redis::Script::new(COMMIT),
+            follow: redis::Script::new(FOLLOW),
         })
     }
 }
 
 struct RedisTxn {
     conn: ConnectionManager,
+    follow: redis::Script,
     reads: BTreeMap<String, Option<Vec<u8>>>,
     writes: BTreeMap<String, Write>,
 }
@@ -117,6 +130,52 @@ impl Txn for RedisTxn {
         })
     }
 
+    fn get_many_following<'a>(
+        &'a mut self,
+        keys: &'a [String],
+        follow: usize,
+        prefix: &'a str,
+        suffix: &'a str,
+    ) -> BoxFuture<'a, Result<(Vec<Option<Vec<u8>>>, Option<Vec<u8>>), StoreError>> {
+        Box::pin(async move {
+            // Fresh units only: keys already read or written this unit must
+            // be answered from the unit's own view.
+            if keys.is_empty()
+                || keys
+                    .iter()
+                    .any(|k| self.reads.contains_key(k) || self.writes.contains_key(k))
+            {
+                let values = self.get_many(keys).await?;
+                let target = match values.get(follow).cloned().flatten() {
+                    Some(v) => {
+                        let key = format!("{prefix}{}{suffix}", String::from_utf8_lossy(&v));
+                        self.get_many(std::slice::from_ref(&key))
+                            .await?
+                            .pop()
+                            .flatten()
+                    }
+                    None => None,
+                };
+                return Ok((values, target));
+            }
+            let mut inv = self.follow.prepare_invoke();
+            for k in keys {
+                inv.key(k);
+            }
+            inv.arg(follow + 1).arg(prefix).arg(suffix);
+            let (values, target): (Vec<Option<Vec<u8>>>, Option<Vec<u8>>) =
+                inv.invoke_async(&mut self.conn).await.map_err(err)?;
+            for (k, v) in keys.iter().zip(&values) {
+                self.reads.insert(k.clone(), v.clone());
+            }
+            if let Some(id) = values.get(follow).cloned().flatten() {
+                let key = format!("{prefix}{}{suffix}", String::from_utf8_lossy(&id));
+                self.reads.insert(key, target.clone());
+            }
+            Ok((values, target))
+        })
+    }
+
     fn put(&mut self, key: &str, value: Vec<u8>) {
         self.writes.insert(key.to_string(), Write::Put(value));
     }
@@ -146,6 +205,7 @@ impl Backend for Redis {
             for attempt in 0..MAX_ATTEMPTS {
                 let txn: Box<dyn Txn> = Box::new(RedisTxn {
                     conn: self.conn.clone(),
+                    follow: self.follow.clone(),
                     reads: BTreeMap::new(),
                     writes: BTreeMap::new(),
                 });
