@@ -122,7 +122,7 @@ mod tests {
     #[test]
     fn phones_normalize_to_e164() {
         assert_eq!(phone("+1 (650) 555-1234").unwrap(), "+16505551234");
-        assert_eq!(phone("+44 7700 900123").unwrap(), "+447700900123");
+        assert_eq!(phone("+44 7911 123456").unwrap(), "+447911123456");
         assert_eq!(phone("+49 151 12345678").unwrap(), "+4915112345678");
     }
 
@@ -130,11 +130,10 @@ mod tests {
     fn country_rules_come_from_libphonenumber() {
         // Brazil: São Paulo mobile numbers carry the ninth digit.
         assert_eq!(phone("+55 11 91234-5678").unwrap(), "+5511912345678");
-        // Mexico: the legacy mobile `1` after +52 is dropped by the metadata.
-        assert_eq!(
-            phone("+52 1 55 1234 5678").unwrap(),
-            phone("+52 55 1234 5678").unwrap()
-        );
+        // Mexico: current metadata knows no mobile `1` after +52; the
+        // legacy form is refused rather than guessed at.
+        assert_eq!(phone("+52 55 1234 5678").unwrap(), "+525512345678");
+        assert!(phone("+52 1 55 1234 5678").is_err());
     }
 
     #[test]
