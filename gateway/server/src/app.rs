@@ -139,6 +139,8 @@ pub struct App {
     pub graph: Arc<IdentityGraph>,
     /// Admin API tokens.
     pub admin_tokens: Vec<AdminToken>,
+    /// Real-time change notifications.
+    pub notifier: Arc<crate::notify::Notifier>,
     /// Counters and histograms.
     pub metrics: Metrics,
     /// The clock.
@@ -294,8 +296,18 @@ impl App {
             rules(&config)?,
             Arc::new(ring::rand::SystemRandom::new()),
         ));
+        let notifier = Arc::new(match config.store.kind {
+            chatcrafter_core::config::StoreKind::Embedded => crate::notify::Notifier::local(),
+            chatcrafter_core::config::StoreKind::Redis => crate::notify::Notifier::redis(
+                config.store.url.as_deref().unwrap_or_default(),
+                &config.store.key_prefix,
+            )
+            .await
+            .context("store.url: subscribing to change notifications")?,
+        });
         let sink: Arc<dyn Sink> = Arc::new(crate::pipeline::StoreSink {
             graph: graph.clone(),
+            notifier: notifier.clone(),
         });
         let admin_tokens = config
             .admin
@@ -318,6 +330,7 @@ impl App {
             sink,
             graph,
             admin_tokens,
+            notifier,
             metrics: Metrics::default(),
             clock,
         })

@@ -13,6 +13,7 @@ pub mod dev;
 pub mod http;
 pub mod import;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod plugin;
 pub mod store;

@@ -65,6 +65,8 @@ impl Sink for LogSink {
 pub struct StoreSink {
     /// The identity graph.
     pub graph: std::sync::Arc<crate::app::IdentityGraph>,
+    /// Announces each customer's new messages.
+    pub notifier: std::sync::Arc<crate::notify::Notifier>,
 }
 
 impl Sink for StoreSink {
@@ -84,6 +86,17 @@ impl Sink for StoreSink {
                         .resolve(&sender)
                         .await
                         .map_err(|e| Unavailable(e.to_string()))?;
+                    let kind = if r.merges.is_empty() {
+                        crate::notify::ChangeKind::Message
+                    } else {
+                        crate::notify::ChangeKind::Merge
+                    };
+                    self.notifier
+                        .publish(crate::notify::Change {
+                            customer_id: r.customer_id.clone(),
+                            kind,
+                        })
+                        .await;
                     tracing::info!(
                         channel,
                         provider_message_id = %m.provider_message_id,

@@ -706,3 +706,37 @@ async fn redis_resolves_a_known_identity_in_one_round_trip() {
         BTreeMap::from([("evalsha", 1), ("get", 1), ("mget", 1)])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_reach_subscribers_on_every_node() {
+    use chatcrafter_gateway::notify::{Change, ChangeKind, Notifier};
+    let change = Change {
+        customer_id: "c_0123456789abcdef0123456789abcdef".into(),
+        kind: ChangeKind::Profile,
+    };
+    // Embedded: one node, an in-process broadcast.
+    let local = Notifier::local();
+    let mut rx = local.subscribe();
+    local.publish(change.clone()).await;
+    assert_eq!(rx.recv().await.unwrap(), change);
+    // Redis: a change published on node B reaches node A's subscribers.
+    let server = redis_server("pubsub");
+    let url = format!("redis://127.0.0.1:{}/0", server.port);
+    let a = Notifier::redis(&url, "cc:").await.unwrap();
+    let b = Notifier::redis(&url, "cc:").await.unwrap();
+    let mut on_a = a.subscribe();
+    let mut on_b = b.subscribe();
+    b.publish(change.clone()).await;
+    let got = tokio::time::timeout(Duration::from_secs(5), on_a.recv())
+        .await
+        .expect("delivered in time")
+        .unwrap();
+    assert_eq!(got, change);
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), on_b.recv())
+            .await
+            .unwrap()
+            .unwrap(),
+        change
+    );
+}

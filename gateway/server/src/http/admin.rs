@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, Fault, Resp, body, ops};
 use crate::app::{AdminToken, App};
+use crate::notify::{Change, ChangeKind};
 
 /// How long a link token lives: 15 minutes, long enough to open a deep link
 /// on another device, short enough that a leaked one is soon useless.
@@ -238,6 +239,14 @@ pub(super) async fn route(
                     .merge(&b.surviving, &b.merged, How::AdminMerge, now)
                     .await
                     .map_err(graph_error)?;
+                for id in [&r.surviving, &r.merged] {
+                    app.notifier
+                        .publish(Change {
+                            customer_id: id.clone(),
+                            kind: ChangeKind::Merge,
+                        })
+                        .await;
+                }
                 Ok(json_resp(
                     200,
                     &json!({"merge_id": r.merge_id, "surviving": r.surviving, "merged": r.merged}),
@@ -273,6 +282,12 @@ pub(super) async fn route(
                     .set_attributes(&id, &p.attributes, "admin", now)
                     .await
                     .map_err(graph_error)?;
+                app.notifier
+                    .publish(Change {
+                        customer_id: c.id.clone(),
+                        kind: ChangeKind::Profile,
+                    })
+                    .await;
                 Ok(json_resp(200, &customer_json(&c, primary(app))))
             }
             .await;
@@ -281,12 +296,17 @@ pub(super) async fn route(
         (Method::POST, ["merges", id, "undo"]) => {
             const ROUTE: &str = "/admin/v1/merges/{id}/undo";
             auth!(&[Role::Admin]);
-            let result = app
-                .graph
-                .undo(id, now)
-                .await
-                .map_err(graph_error)
-                .map(|r| json_resp(200, &json!({"merge_id": r.merge_id, "surviving": r.surviving, "merged": r.merged, "undone_at": r.undone_at.map(rfc3339)})));
+            let result = async {
+                let r = app.graph.undo(id, now).await.map_err(graph_error)?;
+                for id in [&r.surviving, &r.merged] {
+                    app.notifier.publish(Change { customer_id: id.clone(), kind: ChangeKind::Merge }).await;
+                }
+                Ok(json_resp(
+                    200,
+                    &json!({"merge_id": r.merge_id, "surviving": r.surviving, "merged": r.merged, "undone_at": r.undone_at.map(rfc3339)}),
+                ))
+            }
+            .await;
             (ROUTE, result)
         }
         (Method::GET, ["conflicts"]) => {
