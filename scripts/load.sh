@@ -27,6 +27,11 @@ cat > "$work/gateway.toml" <<TOML
 version = 1
 [server]
 listen = "127.0.0.1:18084"
+[store]
+path = "$work/data"
+[security]
+data_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
+index_key = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM="
 [channels.whatsapp]
 plugin = "builtin:whatsapp"
 [channels.whatsapp.secrets]

@@ -569,3 +569,54 @@ fn two_gateways_on_one_redis_converge_on_one_customer() {
         assert_eq!(r.json()["id"], on_a["id"]);
     }
 }
+
+#[test]
+fn redis_down_means_503_never_200_and_traffic_resumes_when_it_returns() {
+    let dir = scratch("identity-redis-down");
+    let (redis, port) = redis_server(&dir);
+    let store = format!("kind = \"redis\"\nurl = \"redis://127.0.0.1:{port}/0\"");
+    let gw = Gateway::start(&dir, &config(&store));
+    assert_eq!(
+        whatsapp_message(&gw, "16505551234", "wamid.U1", "first").status,
+        200
+    );
+    drop(redis);
+    let r = whatsapp_message(&gw, "16505551234", "wamid.U2", "while down");
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (503, "store_unavailable"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(gw.get("/readyz").status, 503);
+    // Redis comes back on the same port; the gateway reconnects by itself.
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _redis = RedisServer(child);
+    assert!(
+        eventually(Duration::from_secs(15), || whatsapp_message(
+            &gw,
+            "16505551234",
+            "wamid.U3",
+            "back"
+        )
+        .status
+            == 200),
+        "traffic resumed"
+    );
+    assert_eq!(gw.get("/readyz").status, 200);
+}

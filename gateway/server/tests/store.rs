@@ -241,7 +241,54 @@ conformance!(
     a_blocked_value_never_links,
     a_scan_of_the_store_finds_no_personal_data_in_plaintext,
     concurrent_events_for_one_person_end_as_exactly_one_customer,
+    a_csv_import_links_good_rows_reports_bad_ones_and_is_idempotent,
 );
+
+async fn a_csv_import_links_good_rows_reports_bad_ones_and_is_idempotent(kind: &str) {
+    let f = fixture(kind, "csv").await;
+    let g = graph(&f, rules());
+    let w = g.resolve(&widget_sarah(T0)).await.unwrap().customer_id;
+    let csv = "email,phone_number,telegram_user_id,discord_user_id,customer_name,attr:tier\n\
+               sarah@example.com,,123456789,80351110224678912,Sarah Kim,gold\n\
+               ann@example.com,+447911123456,,,Ann,\n\
+               broken,,,,,\n";
+    let (rows, rejected) = chatcrafter_core::identity::csv::parse(csv.as_bytes()).unwrap();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].line, 4);
+    let mut linked = 0;
+    for (_, row) in &rows {
+        linked += g.import_row(row, T0 + 5).await.unwrap().linked;
+    }
+    assert_eq!(
+        linked, 4,
+        "telegram + discord for Sarah; email + phone for Ann"
+    );
+    let c = g.customer(&w).await.unwrap();
+    assert_eq!(c.attributes["tier"].value, "gold");
+    assert_eq!(
+        g.find_identity("discord", "80351110224678912")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(w.as_str())
+    );
+    // A later Telegram message from that user lands on Sarah (any scope).
+    let r = g
+        .resolve(&sender(
+            id("telegram", "7012345678", "123456789"),
+            vec![],
+            T0 + 9,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.customer_id, w);
+    // Re-importing changes nothing.
+    let dump = f.backend.dump().await.unwrap();
+    for (_, row) in &rows {
+        assert_eq!(g.import_row(row, T0 + 10).await.unwrap().linked, 0);
+    }
+    assert_eq!(f.backend.dump().await.unwrap(), dump);
+}
 
 async fn a_new_sender_becomes_a_customer_and_a_replay_changes_nothing(kind: &str) {
     let f = fixture(kind, "replay").await;
