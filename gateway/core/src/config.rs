@@ -329,10 +329,10 @@ impl Config {
         if let Some(v) = var(&["security", "index_key"]) {
             self.security.index_key = Some(v);
         }
-        if let Some(w) = &mut self.widget {
-            if let Some(v) = var(&["widget", "secret"]) {
-                w.secret = Some(v);
-            }
+        if let Some(w) = &mut self.widget
+            && let Some(v) = var(&["widget", "secret"])
+        {
+            w.secret = Some(v);
         }
         if let Some(v) = var(&["agent", "secret"]) {
             self.agent.secret = Some(v);
@@ -371,13 +371,13 @@ impl Config {
         if self.store.kind == StoreKind::Redis && self.store.url.is_none() {
             return Err(ConfigError::at("store.url", "a redis store needs a url"));
         }
-        if let Some(url) = &self.store.url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(ConfigError::at(
-                    "store.url",
-                    format!("`{url}` must start with redis:// or rediss://"),
-                ));
-            }
+        if let Some(url) = &self.store.url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(ConfigError::at(
+                "store.url",
+                format!("`{url}` must start with redis:// or rediss://"),
+            ));
         }
         for (name, ch) in &self.channels {
             let ok = !name.is_empty()
@@ -390,13 +390,13 @@ impl Config {
                     "channel names are lower case a-z, 0-9 and `-` (they appear in /webhooks/{channel})",
                 ));
             }
-            if let Some(base) = &ch.api_base {
-                if !(base.starts_with("https://") || base.starts_with("http://")) {
-                    return Err(ConfigError::at(
-                        &format!("channels.{name}.api_base"),
-                        format!("`{base}` must be an http:// or https:// URL"),
-                    ));
-                }
+            if let Some(base) = &ch.api_base
+                && !(base.starts_with("https://") || base.starts_with("http://"))
+            {
+                return Err(ConfigError::at(
+                    &format!("channels.{name}.api_base"),
+                    format!("`{base}` must be an http:// or https:// URL"),
+                ));
             }
         }
         if let Some(w) = &self.widget {

@@ -17,6 +17,15 @@ use std::pin::Pin;
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Values read for a list of keys, in order (`None` = absent).
+pub type Values = Vec<Option<Vec<u8>>>;
+
+/// Values read, and the value of the key the followed one named.
+pub type Followed = (Values, Option<Vec<u8>>);
+
+/// Every key and value.
+pub type Dump = Vec<(String, Vec<u8>)>;
+
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -55,7 +64,7 @@ pub trait Txn: Send + 'static {
         follow: usize,
         prefix: &'a str,
         suffix: &'a str,
-    ) -> BoxFuture<'a, Result<(Vec<Option<Vec<u8>>>, Option<Vec<u8>>), StoreError>> {
+    ) -> BoxFuture<'a, Result<Followed, StoreError>> {
         Box::pin(async move {
             let values = self.get_many(keys).await?;
             let target = match values.get(follow).cloned().flatten() {
@@ -106,7 +115,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Every key and value (for the leak test and exports). Backends may
     /// stream; this one is for bounded test data.
-    fn dump(&self) -> BoxFuture<'_, Result<Vec<(String, Vec<u8>)>, StoreError>>;
+    fn dump(&self) -> BoxFuture<'_, Result<Dump, StoreError>>;
 }
 
 /// How many times a conflicted unit of work is retried.
@@ -133,7 +142,7 @@ impl<B: Backend> Backend for std::sync::Arc<B> {
         (**self).ping()
     }
 
-    fn dump(&self) -> BoxFuture<'_, Result<Vec<(String, Vec<u8>)>, StoreError>> {
+    fn dump(&self) -> BoxFuture<'_, Result<Dump, StoreError>> {
         (**self).dump()
     }
 }

@@ -38,7 +38,7 @@ impl Headers for Vec<crate::channel::Header> {
 /// Decodes hex (either case). `None` on odd length or a non-hex digit.
 pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     fn nibble(c: u8) -> Option<u8> {

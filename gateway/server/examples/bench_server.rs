@@ -30,6 +30,7 @@ struct Notification {
     entry: Vec<Entry>,
 }
 #[derive(Deserialize)]
+#[allow(dead_code, reason = "parsed, not read")]
 struct Entry {
     changes: Vec<Change>,
 }

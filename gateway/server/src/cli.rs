@@ -309,7 +309,7 @@ pub fn import(file: &Path, config_path: Option<&Path>) -> anyhow::Result<String>
         let mut err = std::io::stderr();
         let summary = crate::import::import(&graph, &bytes, SystemClock.now_secs(), |done, total| {
             let width = 30;
-            let filled = if total == 0 { width } else { done * width / total };
+            let filled = (done * width).checked_div(total).unwrap_or(width);
             let _ = write!(err, "\rimporting [{}{}] {done}/{total} rows", "#".repeat(filled), " ".repeat(width - filled));
             if done == total {
                 let _ = writeln!(err);

@@ -116,8 +116,11 @@ fn records(text: &str) -> Result<Vec<(usize, Vec<String>)>, CsvError> {
     Ok(out)
 }
 
+/// Rows to import, each with its line number, and rows refused.
+pub type Parsed = (Vec<(usize, ImportRow)>, Vec<Rejected>);
+
 /// Parses a whole file into rows to import and rows refused.
-pub fn parse(bytes: &[u8]) -> Result<(Vec<(usize, ImportRow)>, Vec<Rejected>), CsvError> {
+pub fn parse(bytes: &[u8]) -> Result<Parsed, CsvError> {
     let text = std::str::from_utf8(bytes).map_err(|e| CsvError::NotUtf8(e.valid_up_to()))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut recs = records(text)?.into_iter();

@@ -1041,10 +1041,11 @@ async fn undo_in(
     s.identifiers
         .retain(|i| !moved_identifiers.contains(&&i.identifier));
     for (name, before) in &record.surviving_before.attributes {
-        if let Some(now) = s.attributes.get(name) {
-            if now.updated_at <= record.at && now != before {
-                s.attributes.insert(name.clone(), before.clone());
-            }
+        if let Some(now) = s.attributes.get(name)
+            && now.updated_at <= record.at
+            && now != before
+        {
+            s.attributes.insert(name.clone(), before.clone());
         }
     }
     s.attributes.retain(|name, a| {

@@ -310,10 +310,10 @@ impl WidgetAuth {
         if now > exp.saturating_add(self.leeway) {
             return Err(TokenError::Expired);
         }
-        if let Some(nbf) = c.nbf {
-            if now.saturating_add(self.leeway) < nbf {
-                return Err(TokenError::NotYetValid);
-            }
+        if let Some(nbf) = c.nbf
+            && now.saturating_add(self.leeway) < nbf
+        {
+            return Err(TokenError::NotYetValid);
         }
         let subject = c
             .sub

@@ -29,10 +29,9 @@ pub(super) async fn read(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
+        && len > max
     {
-        if len > max {
-            return Err(too_large());
-        }
+        return Err(too_large());
     }
     let body = req.body_mut();
     let read = async {

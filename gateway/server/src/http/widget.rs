@@ -26,14 +26,14 @@ pub(super) async fn post_message(app: &App, req: &mut Request<Incoming>) -> Resu
         .get(header::ORIGIN)
         .and_then(|o| o.to_str().ok())
         .map(String::from);
-    if let Some(o) = &origin {
-        if !config.allowed_origins.iter().any(|a| a == o) {
-            return Err(ApiError::caller(
-                StatusCode::FORBIDDEN,
-                "origin_not_allowed",
-                format!("origin {o} is not in widget.allowed_origins"),
-            ));
-        }
+    if let Some(o) = &origin
+        && !config.allowed_origins.iter().any(|a| a == o)
+    {
+        return Err(ApiError::caller(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            format!("origin {o} is not in widget.allowed_origins"),
+        ));
     }
     let with_cors = |mut resp: Resp| {
         if let Some(o) = &origin {

@@ -117,6 +117,11 @@ impl Backend for Embedded {
             };
             let writes = std::mem::take(&mut txn.writes);
             let tx = txn.tx;
+            if writes.is_empty() {
+                // Nothing to make durable: skip the commit and its fsync.
+                tx.abort().map_err(err)?;
+                return Ok(out);
+            }
             {
                 let mut table = tx.open_table(TABLE).map_err(err)?;
                 for (k, w) in &writes {

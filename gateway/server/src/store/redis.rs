@@ -136,7 +136,7 @@ impl Txn for RedisTxn {
         follow: usize,
         prefix: &'a str,
         suffix: &'a str,
-    ) -> BoxFuture<'a, Result<(Vec<Option<Vec<u8>>>, Option<Vec<u8>>), StoreError>> {
+    ) -> BoxFuture<'a, Result<chatcrafter_core::store::Followed, StoreError>> {
         Box::pin(async move {
             // Fresh units only: keys already read or written this unit must
             // be answered from the unit's own view.
