@@ -616,6 +616,34 @@ fn random_bytes_never_trap_a_bundled_plugin() {
     }
 }
 
+#[test]
+fn json_nested_to_serde_json_limit_never_traps_a_bundled_plugin() {
+    // Deep nesting inside a field the plugins skip or keep as a JSON value:
+    // parsed or refused as malformed (serde_json's limit is 128 levels for
+    // values it builds), but never a trap of the 64 KiB guest stack.
+    for depth in [127, 200] {
+        let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let bodies = [
+            (
+                "whatsapp",
+                format!(r#"{{"object":"whatsapp_business_account","entry":[],"extra":{nested}}}"#),
+            ),
+            ("telegram", format!(r#"{{"update_id":1,"poll":{nested}}}"#)),
+            (
+                "discord",
+                format!(
+                    r#"{{"id":"1","application_id":"2","type":3,"token":"t","user":{{"id":"3","username":"u"}},"data":{{"custom_id":"x","components":[{nested}]}}}}"#
+                ),
+            ),
+        ];
+        for (channel, body) in bodies {
+            if let Err(e) = bundled_plugin(channel).parse_inbound(&post(body.into_bytes())) {
+                assert!(e.is_input_error(), "{channel} at depth {depth}: {e}");
+            }
+        }
+    }
+}
+
 // --- Hostile plugins ------------------------------------------------------
 
 fn load_program(path: &str) -> Result<Plugin, LoadError> {
