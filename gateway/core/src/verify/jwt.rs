@@ -120,10 +120,12 @@ fn family(alg: Algorithm) -> Family {
 /// The widget's verifier, built once from the configuration.
 pub struct WidgetAuth {
     allowed: Vec<Algorithm>,
+    /// One prepared `Validation` per allowed algorithm (built once: they
+    /// allocate).
+    validations: Vec<(Algorithm, Validation)>,
     keys: BTreeMap<Family, DecodingKey>,
     jwks: BTreeMap<String, (DecodingKey, Option<Algorithm>)>,
     issuer: Option<String>,
-    audience: Option<String>,
     leeway: u64,
 }
 
@@ -148,9 +150,11 @@ impl Ord for Family {
 }
 
 #[derive(Deserialize)]
-struct Header {
-    alg: String,
-    kid: Option<String>,
+struct Header<'a> {
+    #[serde(borrow)]
+    alg: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    kid: Option<std::borrow::Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -229,12 +233,33 @@ impl WidgetAuth {
                 return Err(JwtSetupError::NoKey(*alg, needs));
             }
         }
+        let validations = allowed
+            .iter()
+            .map(|alg| {
+                let mut v = Validation::new(*alg);
+                // Times are checked against the injected clock instead.
+                v.validate_exp = false;
+                v.validate_nbf = false;
+                v.required_spec_claims.clear();
+                v.validate_aud = audience.is_some();
+                if let Some(aud) = &audience {
+                    v.set_audience(&[aud]);
+                    v.required_spec_claims.insert("aud".into());
+                }
+                if let Some(iss) = &issuer {
+                    v.set_issuer(&[iss]);
+                    v.required_spec_claims.insert("iss".into());
+                }
+                (*alg, v)
+            })
+            .collect();
         Ok(WidgetAuth {
+            validations,
             allowed,
             keys: map,
             jwks,
             issuer,
-            audience,
+
             leeway: leeway_seconds,
         })
     }
@@ -252,22 +277,22 @@ impl WidgetAuth {
         let header: Header =
             serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
         if header.alg.eq_ignore_ascii_case("none") {
-            return Err(TokenError::Algorithm(header.alg));
+            return Err(TokenError::Algorithm(header.alg.to_string()));
         }
         let alg = Algorithm::from_str(&header.alg)
-            .map_err(|_| TokenError::Algorithm(header.alg.clone()))?;
+            .map_err(|_| TokenError::Algorithm(header.alg.to_string()))?;
         if !self.allowed.contains(&alg) {
-            return Err(TokenError::Algorithm(header.alg));
+            return Err(TokenError::Algorithm(header.alg.to_string()));
         }
         let key = match &header.kid {
             Some(kid) if !self.jwks.is_empty() => {
                 let (key, key_alg) = self
                     .jwks
-                    .get(kid)
-                    .ok_or_else(|| TokenError::UnknownKid(kid.clone()))?;
+                    .get(kid.as_ref())
+                    .ok_or_else(|| TokenError::UnknownKid(kid.to_string()))?;
                 // A key published for one algorithm verifies only that one.
                 if key_alg.is_some_and(|k| k != alg) {
-                    return Err(TokenError::Algorithm(header.alg));
+                    return Err(TokenError::Algorithm(header.alg.to_string()));
                 }
                 key
             }
@@ -275,31 +300,23 @@ impl WidgetAuth {
                 .keys
                 .get(&family(alg))
                 .ok_or_else(|| match &header.kid {
-                    Some(kid) => TokenError::UnknownKid(kid.clone()),
+                    Some(kid) => TokenError::UnknownKid(kid.to_string()),
                     None => TokenError::UnknownKid(String::new()),
                 })?,
         };
-        let mut v = Validation::new(alg);
-        // Times are checked below against the injected clock.
-        v.validate_exp = false;
-        v.validate_nbf = false;
-        v.required_spec_claims.clear();
-        v.validate_aud = self.audience.is_some();
-        if let Some(aud) = &self.audience {
-            v.set_audience(&[aud]);
-            v.required_spec_claims.insert("aud".into());
-        }
-        if let Some(iss) = &self.issuer {
-            v.set_issuer(&[iss]);
-            v.required_spec_claims.insert("iss".into());
-        }
-        let data = jsonwebtoken::decode::<Claims>(token, key, &v).map_err(|e| match e.kind() {
+        let v = &self
+            .validations
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .expect("a validation for every allowed algorithm")
+            .1;
+        let data = jsonwebtoken::decode::<Claims>(token, key, v).map_err(|e| match e.kind() {
             ErrorKind::InvalidSignature => TokenError::BadSignature,
             ErrorKind::InvalidIssuer => TokenError::Issuer,
             ErrorKind::InvalidAudience => TokenError::Audience,
             ErrorKind::MissingRequiredClaim(c) if c == "iss" => TokenError::Issuer,
             ErrorKind::MissingRequiredClaim(c) if c == "aud" => TokenError::Audience,
-            ErrorKind::InvalidAlgorithm => TokenError::Algorithm(header.alg.clone()),
+            ErrorKind::InvalidAlgorithm => TokenError::Algorithm(header.alg.to_string()),
             ErrorKind::InvalidKeyFormat
             | ErrorKind::InvalidEcdsaKey
             | ErrorKind::InvalidRsaKey(_) => TokenError::BadSignature,
