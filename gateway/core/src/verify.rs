@@ -23,8 +23,10 @@ pub trait Headers {
 
 impl Headers for [crate::channel::Header] {
     fn header(&self, name: &str) -> Option<&str> {
+        // Names arrive lower case from the HTTP layer; the exact comparison
+        // answers almost every lookup before the case-insensitive one.
         self.iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .find(|h| h.name == name || h.name.eq_ignore_ascii_case(name))
             .map(|h| h.value.as_str())
     }
 }

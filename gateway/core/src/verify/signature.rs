@@ -190,8 +190,9 @@ impl Verifier {
                     header: header.clone(),
                 };
                 let sig = value.strip_prefix(prefix.as_str()).ok_or_else(bad)?;
-                let sig = decode(sig, *encoding).ok_or_else(bad)?;
-                verify_tag(key, template, headers, body, &sig).map_err(|()| bad())
+                let mut buf = [0u8; SIGNATURE_MAX];
+                let sig = decode(sig, *encoding, &mut buf).ok_or_else(bad)?;
+                verify_tag(key, template, headers, body, sig).map_err(|()| bad())
             }
             Scheme::Shared { header, matcher } => {
                 let value = headers.header(header).ok_or_else(|| missing(header))?;
@@ -219,11 +220,12 @@ impl Verifier {
                 let bad = || VerifyError::BadSignature {
                     header: signature_header.clone(),
                 };
-                let sig = decode(sig, *encoding).ok_or_else(bad)?;
+                let mut buf = [0u8; SIGNATURE_MAX];
+                let sig = decode(sig, *encoding, &mut buf).ok_or_else(bad)?;
                 let mut msg = Vec::with_capacity(ts.len() + body.len());
                 msg.extend_from_slice(ts.as_bytes());
                 msg.extend_from_slice(body);
-                key.verify(&msg, &sig).map_err(|_| bad())?;
+                key.verify(&msg, sig).map_err(|_| bad())?;
                 fresh(ts, now, timestamp_header, *max_age_seconds)
             }
         }
@@ -274,14 +276,55 @@ fn fresh(ts: &str, now: u64, header: &str, max_age_seconds: u32) -> Result<(), V
     Ok(())
 }
 
-fn decode(s: &str, encoding: Encoding) -> Option<Vec<u8>> {
+/// The longest signature any scheme carries: 64 bytes (Ed25519; an
+/// HMAC-SHA256 tag is 32). Longer values cannot be valid.
+const SIGNATURE_MAX: usize = 64;
+
+/// Decodes a signature into `buf` without allocating: this runs on every
+/// inbound request.
+fn decode<'b>(s: &str, encoding: Encoding, buf: &'b mut [u8; SIGNATURE_MAX]) -> Option<&'b [u8]> {
+    let s = s.trim();
     match encoding {
-        Encoding::Hex => hex_decode(s.trim()),
-        Encoding::Base64 => base64::engine::general_purpose::STANDARD
-            .decode(s.trim())
-            .ok(),
+        Encoding::Hex => {
+            let b = s.as_bytes();
+            if !b.len().is_multiple_of(2) || b.len() / 2 > SIGNATURE_MAX {
+                return None;
+            }
+            for (out, pair) in buf.iter_mut().zip(b.chunks_exact(2)) {
+                let (hi, lo) = (HEX[pair[0] as usize], HEX[pair[1] as usize]);
+                if hi == 0xff || lo == 0xff {
+                    return None;
+                }
+                *out = hi << 4 | lo;
+            }
+            Some(&buf[..b.len() / 2])
+        }
+        Encoding::Base64 => {
+            let n = base64::engine::general_purpose::STANDARD
+                .decode_slice(s, &mut buf[..])
+                .ok()?;
+            Some(&buf[..n])
+        }
     }
 }
+
+/// Hex digit values; 0xff marks a non-digit. A table, not a match: a
+/// signature's 64 or 128 digits are decoded on every verified request.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
 /// `{body}` and `{header:NAME}` placeholders; everything else literal.
 fn parse_template(t: &str) -> Vec<Part> {
