@@ -123,6 +123,9 @@ pub struct WidgetAuth {
     /// One prepared `Validation` per allowed algorithm (built once: they
     /// allocate).
     validations: Vec<(Algorithm, Validation)>,
+    /// With exactly one key and no key set: that key and a validation that
+    /// allows every configured algorithm of its family.
+    single_key: Option<(DecodingKey, Validation)>,
     keys: BTreeMap<Family, DecodingKey>,
     jwks: BTreeMap<String, (DecodingKey, Option<Algorithm>)>,
     issuer: Option<String>,
@@ -233,7 +236,7 @@ impl WidgetAuth {
                 return Err(JwtSetupError::NoKey(*alg, needs));
             }
         }
-        let validations = allowed
+        let validations: Vec<(Algorithm, Validation)> = allowed
             .iter()
             .map(|alg| {
                 let mut v = Validation::new(*alg);
@@ -253,7 +256,22 @@ impl WidgetAuth {
                 (*alg, v)
             })
             .collect();
+        let single_key = match (map.len(), jwks.is_empty()) {
+            (1, true) => map.iter().next().and_then(|(fam, key)| {
+                let algs: Vec<Algorithm> = allowed
+                    .iter()
+                    .copied()
+                    .filter(|a| family(*a) == *fam)
+                    .collect();
+                let first = validations.iter().find(|(a, _)| algs.contains(a))?;
+                let mut v: Validation = first.1.clone();
+                v.algorithms = algs;
+                Some((key.clone(), v))
+            }),
+            _ => None,
+        };
         Ok(WidgetAuth {
+            single_key,
             validations,
             allowed,
             keys: map,
@@ -270,12 +288,22 @@ impl WidgetAuth {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(TokenError::Missing)?;
+        // The common deployment — one key, no key set — needs no look at the
+        // header first: jsonwebtoken checks the algorithm against the
+        // allow-list and the key's family itself. Only a failure takes the
+        // longer path below, which names the precise reason.
+        if let Some((key, v)) = &self.single_key
+            && let Ok(data) = jsonwebtoken::decode::<Claims>(token, key, v)
+        {
+            return self.finish(data.claims, now);
+        }
         let header_b64 = token.split('.').next().ok_or(TokenError::Malformed)?;
-        let header_json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(header_b64.trim_end_matches('='))
+        let mut header_buf = [0u8; 512];
+        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode_slice(header_b64.trim_end_matches('='), &mut header_buf)
             .map_err(|_| TokenError::Malformed)?;
-        let header: Header =
-            serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
+        let header: Header<'_> =
+            serde_json::from_slice(&header_buf[..n]).map_err(|_| TokenError::Malformed)?;
         if header.alg.eq_ignore_ascii_case("none") {
             return Err(TokenError::Algorithm(header.alg.to_string()));
         }
@@ -322,7 +350,12 @@ impl WidgetAuth {
             | ErrorKind::InvalidRsaKey(_) => TokenError::BadSignature,
             _ => TokenError::Malformed,
         })?;
-        let c = data.claims;
+        self.finish(data.claims, now)
+    }
+
+    /// The checks after the signature: times against the injected clock,
+    /// required claims, and the user the token names.
+    fn finish(&self, c: Claims, now: u64) -> Result<AuthenticatedUser, TokenError> {
         let exp = c.exp.ok_or(TokenError::MissingClaim("exp"))?;
         if now > exp.saturating_add(self.leeway) {
             return Err(TokenError::Expired);
