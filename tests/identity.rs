@@ -620,3 +620,134 @@ fn redis_down_means_503_never_200_and_traffic_resumes_when_it_returns() {
     );
     assert_eq!(gw.get("/readyz").status, 200);
 }
+
+#[test]
+fn a_gateway_on_redis_over_tls_trusts_the_configured_ca() {
+    let dir = scratch("identity-rediss");
+    // A private CA and a server certificate it signed.
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "1",
+                "-subj",
+                "/CN=test-ca",
+                "-keyout",
+                "ca-key.pem",
+                "-out",
+                "redis-ca.pem",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "redis-key.pem",
+                "-out",
+                "req.pem",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "req.pem",
+        "-CA",
+        "redis-ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "redis-cert.pem",
+    ]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--tls-auth-clients",
+            "no",
+        ])
+        .arg("--tls-cert-file")
+        .arg(dir.join("redis-cert.pem"))
+        .arg("--tls-key-file")
+        .arg(dir.join("redis-key.pem"))
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _redis = RedisServer(child);
+    assert!(eventually(Duration::from_secs(5), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }));
+    let store = format!(
+        "kind = \"redis\"\nurl = \"rediss://127.0.0.1:{port}/0\"\ntls_ca_file = \"redis-ca.pem\""
+    );
+    let gw = Gateway::start(&dir, &config(&store));
+    assert_eq!(
+        whatsapp_message(&gw, "16505551234", "wamid.T1", "over TLS").status,
+        200
+    );
+    assert_eq!(
+        admin(
+            &gw,
+            ADMIN,
+            "GET",
+            "/admin/v1/customers?identifier=whatsapp:16505551234",
+            b""
+        )
+        .status,
+        200
+    );
+}

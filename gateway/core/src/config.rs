@@ -101,6 +101,9 @@ pub struct Store {
     pub url: Option<String>,
     /// Prefix of every Redis key.
     pub key_prefix: String,
+    /// PEM file of the CA that signed the Redis server's certificate
+    /// (`rediss://`); without it, the system's trust store.
+    pub tls_ca_file: Option<String>,
 }
 
 impl Default for Store {
@@ -110,6 +113,7 @@ impl Default for Store {
             path: "./data".into(),
             url: None,
             key_prefix: "cc:".into(),
+            tls_ca_file: None,
         }
     }
 }
@@ -122,6 +126,10 @@ pub struct Security {
     pub data_key: Option<String>,
     /// 32-byte base64 key of the blind index (HMAC-SHA256).
     pub index_key: Option<String>,
+    /// The id (1–255) new envelopes are sealed under with `data_key`.
+    pub data_key_id: Option<u8>,
+    /// Earlier data keys by id, still able to open what they sealed.
+    pub retired_data_keys: BTreeMap<String, String>,
 }
 
 /// The identifier that links customers first.

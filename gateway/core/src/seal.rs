@@ -39,6 +39,9 @@ pub enum SealError {
     /// The random number generator failed.
     #[error("no randomness for a nonce")]
     Random,
+    /// A key id that is not 1–255, or a retired id equal to the current one.
+    #[error("security: key id `{0}` must be 1 to 255 and differ from data_key_id")]
+    BadKeyId(String),
 }
 
 /// The data keys (current and retired) and the index key.
@@ -84,6 +87,32 @@ impl Keyring {
             keys: vec![(1, aead_key(&data))],
             index: hmac::Key::new(hmac::HMAC_SHA256, &index),
         })
+    }
+
+    /// The keyring `[security]` describes: `data_key` under `data_key_id`
+    /// (default 1) for new envelopes, and every `retired_data_keys` entry for
+    /// opening old ones.
+    pub fn from_config(c: &crate::config::Security) -> Result<Self, SealError> {
+        let index = c.index_key.as_deref();
+        let current = c.data_key_id.unwrap_or(1);
+        if current == 0 {
+            return Err(SealError::BadKeyId("0".into()));
+        }
+        let mut ring = Keyring::new(c.data_key.as_deref(), index)?;
+        let mut retired: Vec<(u8, &String)> = Vec::new();
+        for (id, key) in &c.retired_data_keys {
+            let n: u8 = id
+                .parse()
+                .ok()
+                .filter(|n| *n != 0 && *n != current)
+                .ok_or_else(|| SealError::BadKeyId(id.clone()))?;
+            retired.push((n, key));
+        }
+        let data_key = c.data_key.as_deref().unwrap_or_default();
+        for (n, key) in retired {
+            ring = ring.rotate(n, key)?;
+        }
+        ring.rotate(current, data_key)
     }
 
     /// Rotates: `data_key` becomes the current key under `id`; earlier keys
@@ -219,6 +248,28 @@ mod tests {
         let other = Keyring::new(Some(K1), Some(K2)).unwrap();
         assert_ne!(a, other.blind_index("email", "sarah@example.com"));
         assert_eq!(a.len(), 64);
+    }
+
+    #[test]
+    fn the_configured_keyring_seals_with_the_current_id_and_opens_retired_ones() {
+        let rng = SystemRandom::new();
+        let old = Keyring::new(Some(K1), Some(IX)).unwrap();
+        let env = old.seal(&rng, b"v1", b"a").unwrap();
+        let mut c = crate::config::Security {
+            data_key: Some(K2.into()),
+            index_key: Some(IX.into()),
+            data_key_id: Some(2),
+            ..Default::default()
+        };
+        c.retired_data_keys.insert("1".into(), K1.into());
+        let k = Keyring::from_config(&c).unwrap();
+        assert_eq!(k.open(&env, b"a").unwrap(), b"v1");
+        assert_eq!(k.seal(&rng, b"v2", b"a").unwrap()[1], 2);
+        c.retired_data_keys.insert("2".into(), K1.into());
+        assert_eq!(
+            Keyring::from_config(&c).unwrap_err(),
+            SealError::BadKeyId("2".into())
+        );
     }
 
     #[test]

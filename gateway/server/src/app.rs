@@ -77,13 +77,36 @@ pub async fn open_backend(config: &Config, base_dir: &Path) -> anyhow::Result<An
         StoreKind::Embedded => AnyBackend::Embedded(crate::store::embedded::Embedded::open(
             &base_dir.join(&config.store.path),
         )?),
-        StoreKind::Redis => {
-            let url = config.store.url.as_deref().unwrap_or_default();
-            AnyBackend::Redis(
-                crate::store::redis::Redis::connect(url, &config.store.key_prefix).await?,
+        StoreKind::Redis => AnyBackend::Redis(
+            crate::store::redis::Redis::connect_with(
+                redis_client(config, base_dir)?,
+                &config.store.key_prefix,
+            )
+            .await?,
+        ),
+    })
+}
+
+/// A Redis client for `store.url`, trusting `store.tls_ca_file` for
+/// `rediss://` when it is set (the system's trust store otherwise).
+pub fn redis_client(config: &Config, base_dir: &Path) -> anyhow::Result<redis::Client> {
+    let url = config.store.url.as_deref().unwrap_or_default();
+    let client = match &config.store.tls_ca_file {
+        Some(ca) if url.starts_with("rediss://") => {
+            let path = base_dir.join(ca);
+            let pem = std::fs::read(&path)
+                .with_context(|| format!("store.tls_ca_file: {}", path.display()))?;
+            redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
             )
         }
-    })
+        _ => redis::Client::open(url),
+    };
+    client.with_context(|| "store.url: not a usable Redis URL".to_string())
 }
 
 /// The identity rules from `[identity]`.
@@ -284,10 +307,7 @@ impl App {
             Some(w) => Some(widget_auth(w, base_dir)?),
             None => None,
         };
-        let keys = Keyring::new(
-            config.security.data_key.as_deref(),
-            config.security.index_key.as_deref(),
-        )?;
+        let keys = Keyring::from_config(&config.security)?;
         let backend = open_backend(&config, base_dir).await?;
         let graph = Arc::new(Graph::new(
             Arc::new(backend),
@@ -298,8 +318,8 @@ impl App {
         ));
         let notifier = Arc::new(match config.store.kind {
             chatcrafter_core::config::StoreKind::Embedded => crate::notify::Notifier::local(),
-            chatcrafter_core::config::StoreKind::Redis => crate::notify::Notifier::redis(
-                config.store.url.as_deref().unwrap_or_default(),
+            chatcrafter_core::config::StoreKind::Redis => crate::notify::Notifier::redis_with(
+                redis_client(&config, base_dir)?,
                 &config.store.key_prefix,
             )
             .await

@@ -295,7 +295,7 @@ pub fn import(file: &Path, config_path: Option<&Path>) -> anyhow::Result<String>
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let keys = chatcrafter_core::seal::Keyring::new(config.security.data_key.as_deref(), config.security.index_key.as_deref())?;
+        let keys = chatcrafter_core::seal::Keyring::from_config(&config.security)?;
         let backend = open_backend(&config, &base_dir).await.context(
             "opening the store (an embedded store is locked while `gateway serve` runs; use POST /admin/v1/import then)",
         )?;

@@ -54,7 +54,11 @@ impl Notifier {
     /// keeps a subscription open, reconnecting with backoff, and hands every
     /// notification to this node's subscribers.
     pub async fn redis(url: &str, prefix: &str) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(url)?;
+        Self::redis_with(redis::Client::open(url)?, prefix).await
+    }
+
+    /// The same, with a prepared client (e.g. one trusting a private CA).
+    pub async fn redis_with(client: redis::Client, prefix: &str) -> redis::RedisResult<Self> {
         let conn = client.get_connection_manager().await?;
         let channel = format!("{prefix}changes");
         let (local, _) = broadcast::channel(BACKLOG);

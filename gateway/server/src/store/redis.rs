@@ -72,9 +72,14 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl Redis {
-    /// Connects to `url` (`redis://`); keys start with `prefix`.
+    /// Connects to `url` (`redis://` or `rediss://`, trusting the system's
+    /// certificate store); keys start with `prefix`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(err)?;
+        Self::connect_with(redis::Client::open(url).map_err(err)?, prefix).await
+    }
+
+    /// Connects with a prepared client (e.g. one trusting a private CA).
+    pub async fn connect_with(client: redis::Client, prefix: &str) -> Result<Self, StoreError> {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
