@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Loopback load comparison, in one run (docs/benchmarks.md):
 #   bare hyper 200 | verified WhatsApp webhook parsed natively | parsed by the
-#   plugin (no pipeline) | the real gateway's /webhooks/whatsapp.
+#   plugin on fresh instances (no pipeline) | the same with reused instances
+#   (trusted plugins, one sender) | the real gateway's /webhooks/whatsapp.
 # Needs wrk (apt-get install wrk). Bounded: DURATION seconds per target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,5 +50,6 @@ run() {
 start "$BIN/examples/bench_server" bare 18081 "$SECRET"; run bare http://127.0.0.1:18081/; stop
 start "$BIN/examples/bench_server" native 18082 "$SECRET"; run native_parse http://127.0.0.1:18082/; stop
 start "$BIN/examples/bench_server" plugin 18083 "$SECRET"; run plugin_parse http://127.0.0.1:18083/; stop
+start "$BIN/examples/bench_server" plugin-reuse 18085 "$SECRET"; run plugin_parse_reused_instances http://127.0.0.1:18085/; stop
 GATEWAY_LOG=warn start "$BIN/gateway" serve --config "$work/gateway.toml"; run gateway_webhook http://127.0.0.1:18084/webhooks/whatsapp
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"

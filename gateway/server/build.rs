@@ -24,8 +24,10 @@ fn main() {
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap());
     let target_dir = out_dir.join("plugins-target");
 
-    println!("cargo:rerun-if-changed={}", plugins.display());
-    println!("cargo:rerun-if-changed={}", root.join("wit").display());
+    // Relative to this package, so that another checkout sharing the target
+    // directory is never mistaken for this one.
+    println!("cargo:rerun-if-changed=../../plugins");
+    println!("cargo:rerun-if-changed=../../wit");
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);

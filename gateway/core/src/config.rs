@@ -215,6 +215,10 @@ pub struct Channel {
     /// Serve a plugin whose manifest declares no verification.
     #[serde(default)]
     pub allow_unverified: bool,
+    /// Trust the plugin enough to reuse warm instances for one sender's
+    /// messages (never across senders); off: a fresh instance per call.
+    #[serde(default)]
+    pub reuse_instances: bool,
 }
 
 /// Which agent answers.

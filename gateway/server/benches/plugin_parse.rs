@@ -111,6 +111,11 @@ fn plugin_parse(c: &mut Criterion) {
     g.bench_function("wasm_instantiate_and_parse_inbound", |b| {
         b.iter(|| black_box(plugin.parse_inbound(black_box(&request)).unwrap()))
     });
+    let mut reusing = host.load("builtin:whatsapp", wasm).unwrap();
+    reusing.set_instance_reuse(true);
+    g.bench_function("wasm_reused_instance_parse_inbound_one_sender", |b| {
+        b.iter(|| black_box(reusing.parse_inbound(black_box(&request)).unwrap()))
+    });
     g.bench_function("wasm_instantiate_and_describe", |b| {
         b.iter(|| black_box(plugin.describe_fresh().unwrap()))
     });

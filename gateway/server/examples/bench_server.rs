@@ -7,6 +7,10 @@
 //!   gateway's verifier, parse it with `serde_json` into typed structs.
 //! - `plugin`: the same, but parse with the bundled WhatsApp plugin on a
 //!   fresh instance (the gateway's path, without the pipeline).
+//! - `plugin-reuse`: the same with `reuse_instances` (trusted plugins): warm
+//!   instances serve one sender's messages. The load is one sender
+//!   repeated, the case reuse is for; mixed senders fall back to fresh
+//!   instances.
 //!
 //! `cargo run --release --example bench_server -- MODE PORT APP_SECRET`
 
@@ -86,6 +90,7 @@ enum Mode {
     Bare,
     Native,
     Plugin,
+    PluginReuse,
 }
 
 struct State {
@@ -147,7 +152,8 @@ fn main() -> anyhow::Result<()> {
         Some("bare") => Mode::Bare,
         Some("native") => Mode::Native,
         Some("plugin") => Mode::Plugin,
-        _ => anyhow::bail!("usage: bench_server bare|native|plugin PORT APP_SECRET"),
+        Some("plugin-reuse") => Mode::PluginReuse,
+        _ => anyhow::bail!("usage: bench_server bare|native|plugin|plugin-reuse PORT APP_SECRET"),
     };
     let port: u16 = args.get(2).map(|p| p.parse()).transpose()?.unwrap_or(0);
     let secret = args.get(3).cloned().unwrap_or_default();
@@ -157,7 +163,8 @@ fn main() -> anyhow::Result<()> {
         .find(|(n, _)| *n == "whatsapp")
         .unwrap()
         .1;
-    let plugin = host.load("builtin:whatsapp", wasm)?;
+    let mut plugin = host.load("builtin:whatsapp", wasm)?;
+    plugin.set_instance_reuse(mode == Mode::PluginReuse);
     let verification = Verification::HmacSha256 {
         header: "x-hub-signature-256".into(),
         prefix: "sha256=".into(),

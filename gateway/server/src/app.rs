@@ -259,8 +259,9 @@ impl App {
         let host = PluginHost::new()?;
         let plugins = Registry::new();
         for (name, ch) in &config.channels {
-            let plugin = load_plugin(&host, &ch.plugin, base_dir)
+            let mut plugin = load_plugin(&host, &ch.plugin, base_dir)
                 .with_context(|| format!("channels.{name}.plugin"))?;
+            plugin.set_instance_reuse(ch.reuse_instances);
             plugins.swap(name, plugin);
         }
         if config.widget.is_some() && plugins.get("widget").is_none() {

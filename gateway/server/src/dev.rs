@@ -106,6 +106,7 @@ impl DevSecrets {
                 .collect(),
             settings: BTreeMap::new(),
             allow_unverified: false,
+            reuse_instances: false,
         };
         config.channels.insert(
             "whatsapp".into(),

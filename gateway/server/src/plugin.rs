@@ -377,6 +377,9 @@ impl PluginHost {
             imports,
             pre,
             host: self.clone(),
+            reuse: false,
+            warm: std::sync::Mutex::new(Vec::new()),
+            reused_calls: std::sync::atomic::AtomicU64::new(0),
         };
         let manifest = plugin
             .call("describe", |p, store| {
@@ -419,6 +422,37 @@ pub struct Plugin {
     imports: Vec<String>,
     pre: ChannelPluginPre<CallState>,
     host: PluginHost,
+    /// Whether warm instances may serve more than one call (see
+    /// [`Plugin::set_instance_reuse`]).
+    reuse: bool,
+    warm: std::sync::Mutex<Vec<Warm>>,
+    reused_calls: std::sync::atomic::AtomicU64,
+}
+
+/// An instance kept warm for reuse, and the one channel identity whose data
+/// it has seen.
+struct Warm {
+    store: Store<CallState>,
+    instance: bindings::ChannelPlugin,
+    owner: Option<chatcrafter_core::channel::ChannelIdentity>,
+    calls: u32,
+}
+
+/// The channel identities an inbound result speaks about.
+fn senders(inbound: &Inbound) -> Vec<&chatcrafter_core::channel::ChannelIdentity> {
+    use chatcrafter_core::channel::InboundEvent;
+    let mut out: Vec<&chatcrafter_core::channel::ChannelIdentity> = Vec::new();
+    for e in &inbound.events {
+        let who = match e {
+            InboundEvent::Message(m) => Some(&m.sender),
+            InboundEvent::Status(s) => s.recipient.as_ref(),
+            InboundEvent::Ignored { .. } => None,
+        };
+        if let Some(w) = who.filter(|w| !out.contains(w)) {
+            out.push(w);
+        }
+    }
+    out
 }
 
 impl fmt::Debug for Plugin {
@@ -459,13 +493,92 @@ impl Plugin {
     /// Runs `parse-inbound` on a verified request.
     pub fn parse_inbound(&self, request: &InboundRequest) -> Result<Inbound, PluginError> {
         let wit_request = convert::inbound_request(request);
-        let result = self.call("parse-inbound", |p, store| {
-            p.chatcrafter_channel_plugin()
-                .call_parse_inbound(store, &wit_request)
-        })?;
-        result
+        if self.reuse
+            && let Some(out) = self.parse_on_warm(&wit_request)
+        {
+            return Ok(out);
+        }
+        let (mut store, instance) = self.instantiate("parse-inbound")?;
+        let result = instance
+            .chatcrafter_channel_plugin()
+            .call_parse_inbound(&mut store, &wit_request)
+            .map_err(|e| self.classify("parse-inbound", &store, &e))?;
+        let out = result
             .map(convert::inbound)
-            .map_err(|e| self.channel_error("parse-inbound", e))
+            .map_err(|e| self.channel_error("parse-inbound", e))?;
+        if self.reuse {
+            let seen = senders(&out);
+            if seen.len() <= 1 {
+                let owner = seen.first().map(|w| (*w).clone());
+                self.keep_warm(Warm {
+                    store,
+                    instance,
+                    owner,
+                    calls: 1,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lets warm instances serve up to [`limits::MAX_CALLS_PER_INSTANCE`]
+    /// `parse-inbound` calls, for plugins the operator trusts. Never across
+    /// customers: an instance is tied to the one channel identity whose data
+    /// it has seen; a result that speaks about anyone else is thrown away
+    /// with its instance and the call is made again on a fresh one, so no
+    /// output ever comes from an instance that saw another person's data.
+    /// The trade-off: a plugin's own state (a bug, or a deliberate cache)
+    /// persists between one person's messages.
+    pub fn set_instance_reuse(&mut self, on: bool) {
+        self.reuse = on;
+    }
+
+    /// How many calls warm instances have served (for metrics and tests).
+    pub fn reused_calls(&self) -> u64 {
+        self.reused_calls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// One call on a warm instance, if there is one and its result is
+    /// acceptable under the isolation rule; `None` means: do it fresh.
+    fn parse_on_warm(&self, wit_request: &bindings::wit::InboundRequest) -> Option<Inbound> {
+        let mut w = self.warm.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+        w.store.set_epoch_deadline(limits::CALL_DEADLINE_TICKS);
+        // Any failure on a reused instance is retried on a fresh one, which
+        // reports it on its own terms.
+        let out = w
+            .instance
+            .chatcrafter_channel_plugin()
+            .call_parse_inbound(&mut w.store, wit_request)
+            .ok()?
+            .ok()
+            .map(convert::inbound)?;
+        let seen = senders(&out);
+        let fits = match (&w.owner, seen.as_slice()) {
+            (_, []) => true,
+            (None, [_]) => true,
+            (Some(owner), [one]) => owner == *one,
+            _ => false,
+        };
+        if !fits {
+            return None;
+        }
+        if w.owner.is_none() {
+            w.owner = seen.first().map(|x| (*x).clone());
+        }
+        w.calls += 1;
+        self.reused_calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if w.calls < limits::MAX_CALLS_PER_INSTANCE {
+            self.keep_warm(w);
+        }
+        Some(out)
+    }
+
+    fn keep_warm(&self, w: Warm) {
+        let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+        if warm.len() < limits::MAX_WARM_INSTANCES {
+            warm.push(w);
+        }
     }
 
     /// Runs `render-outbound`, and checks that any secret the result refers
@@ -531,29 +644,35 @@ impl Plugin {
         export: &'static str,
         f: impl FnOnce(&bindings::ChannelPlugin, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
+        let (mut store, instance) = self.instantiate(export)?;
+        f(&instance, &mut store).map_err(|e| self.classify(export, &store, &e))
+    }
+
+    /// A fresh store and instance, under the call limits.
+    fn instantiate(
+        &self,
+        export: &'static str,
+    ) -> Result<(Store<CallState>, bindings::ChannelPlugin), PluginError> {
         let mut store = Store::new(&self.host.inner.engine, CallState::new());
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(limits::CALL_DEADLINE_TICKS);
-        let instance = match self.pre.instantiate(&mut store) {
-            Ok(i) => i,
-            Err(e) => {
-                return Err(match self.classify(export, &store, &e) {
-                    PluginError::Trap {
-                        id,
-                        version,
-                        export,
-                        reason,
-                    } => PluginError::Instantiate {
-                        id,
-                        version,
-                        export,
-                        reason,
-                    },
-                    other => other,
-                });
-            }
-        };
-        f(&instance, &mut store).map_err(|e| self.classify(export, &store, &e))
+        match self.pre.instantiate(&mut store) {
+            Ok(i) => Ok((store, i)),
+            Err(e) => Err(match self.classify(export, &store, &e) {
+                PluginError::Trap {
+                    id,
+                    version,
+                    export,
+                    reason,
+                } => PluginError::Instantiate {
+                    id,
+                    version,
+                    export,
+                    reason,
+                },
+                other => other,
+            }),
+        }
     }
 
     fn classify(

@@ -804,3 +804,56 @@ fn a_plugin_swapped_while_calls_are_in_flight_loses_no_call() {
             .is_ok()
     );
 }
+
+// --- Instance reuse (trusted plugins) -------------------------------------
+
+fn leaky_request(id: &str, user: &str) -> InboundRequest {
+    post(format!(r#"{{"id":"{id}","user":"{user}"}}"#).into_bytes())
+}
+
+fn display_name(out: &chatcrafter_core::channel::Inbound) -> Option<String> {
+    messages(&out.events)[0].display_name.clone()
+}
+
+#[test]
+fn fresh_instances_remember_nothing() {
+    let p = load_program(bundled::test_programs::LEAKY).unwrap();
+    for (i, user) in ["ann", "bob", "ann"].into_iter().enumerate() {
+        let out = p
+            .parse_inbound(&leaky_request(&i.to_string(), user))
+            .unwrap();
+        assert_eq!(display_name(&out), None);
+    }
+    assert_eq!(p.reused_calls(), 0);
+}
+
+#[test]
+fn a_reused_instance_never_carries_one_senders_data_into_anothers_result() {
+    let mut p = load_program(bundled::test_programs::LEAKY).unwrap();
+    p.set_instance_reuse(true);
+    // Ann, then Ann again: the warm instance is reused (it saw only Ann).
+    assert_eq!(
+        display_name(&p.parse_inbound(&leaky_request("1", "ann")).unwrap()),
+        None
+    );
+    let again = p.parse_inbound(&leaky_request("2", "ann")).unwrap();
+    assert_eq!(p.reused_calls(), 1);
+    assert_eq!(
+        display_name(&again).as_deref(),
+        Some("ann"),
+        "state persists for one sender: the stated trade-off"
+    );
+    // Bob: the warm instance's result would carry Ann; it is thrown away and
+    // Bob is parsed on a fresh instance.
+    let bob = p.parse_inbound(&leaky_request("3", "bob")).unwrap();
+    assert_eq!(
+        display_name(&bob),
+        None,
+        "Ann's id must never reach Bob's message"
+    );
+    assert_eq!(p.reused_calls(), 1);
+    // Bob's fresh instance is now warm for Bob.
+    let bob2 = p.parse_inbound(&leaky_request("4", "bob")).unwrap();
+    assert_eq!(display_name(&bob2).as_deref(), Some("bob"));
+    assert_eq!(p.reused_calls(), 2);
+}

@@ -44,3 +44,11 @@ pub const KEEP_RESIDENT_BYTES: usize = 1 << 20;
 /// The largest plugin file the registry will load: 16 MiB. The bundled
 /// plugins are about 250 KiB; a component this large is a mistake.
 pub const MAX_PLUGIN_FILE_BYTES: u64 = 16 << 20;
+
+/// A reused instance (trusted plugins only) serves at most 1000 calls, so a
+/// slow leak in a plugin's heap cannot grow without bound, then is dropped.
+pub const MAX_CALLS_PER_INSTANCE: u32 = 1000;
+
+/// At most 8 warm instances per plugin: one per server worker thread is
+/// enough, and each holds a pool slot.
+pub const MAX_WARM_INSTANCES: usize = 8;
