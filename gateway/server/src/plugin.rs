@@ -492,6 +492,12 @@ impl Plugin {
 
     /// Runs `parse-inbound` on a verified request.
     pub fn parse_inbound(&self, request: &InboundRequest) -> Result<Inbound, PluginError> {
+        self.parse_inbound_owned(request.clone())
+    }
+
+    /// [`Plugin::parse_inbound`] taking the request by value, which spares
+    /// a copy of its body and headers (the server's path).
+    pub fn parse_inbound_owned(&self, request: InboundRequest) -> Result<Inbound, PluginError> {
         let wit_request = convert::inbound_request(request);
         if self.reuse
             && let Some(out) = self.parse_on_warm(&wit_request)

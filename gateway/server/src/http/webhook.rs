@@ -88,7 +88,7 @@ pub(super) async fn handle(
             settings: rt.settings.clone(),
         },
     };
-    let inbound = parse(app, channel, &plugin, &request)?;
+    let inbound = parse(app, channel, &plugin, request)?;
     accept(app, channel, &inbound).await?;
     Ok(plugin_response(&inbound))
 }
@@ -98,10 +98,11 @@ pub(super) fn parse(
     app: &App,
     channel: &str,
     plugin: &Plugin,
-    request: &InboundRequest,
+    request: InboundRequest,
 ) -> Result<Inbound, ApiError> {
+    let request_id = request.context.request_id.clone();
     let start = Instant::now();
-    let result = plugin.parse_inbound(request);
+    let result = plugin.parse_inbound_owned(request);
     app.metrics.observe(
         "gateway_plugin_call_seconds",
         &[
@@ -112,7 +113,7 @@ pub(super) fn parse(
     );
     result.map_err(|e| {
         if e.is_input_error() {
-            tracing::info!(channel, request_id = %request.context.request_id, "malformed payload: {e}");
+            tracing::info!(channel, %request_id, "malformed payload: {e}");
             return ApiError::caller(StatusCode::BAD_REQUEST, "malformed_payload", e.to_string());
         }
         let kind = match &e {
@@ -121,7 +122,10 @@ pub(super) fn parse(
             PluginError::Trap { .. } | PluginError::Instantiate { .. } => "trap",
             PluginError::Channel { .. } | PluginError::InvalidResult { .. } => "error",
         };
-        app.metrics.inc("gateway_plugin_failures_total", &[("plugin", &plugin.manifest().id), ("kind", kind)]);
+        app.metrics.inc(
+            "gateway_plugin_failures_total",
+            &[("plugin", &plugin.manifest().id), ("kind", kind)],
+        );
         ApiError::fault(Fault::Plugin, "plugin_failed", e.to_string())
     })
 }

@@ -108,7 +108,7 @@ pub(super) async fn post_message(app: &App, req: &mut Request<Incoming>) -> Resu
             settings: vec![],
         },
     };
-    let inbound = parse(app, "widget", &plugin, &request)?;
+    let inbound = parse(app, "widget", &plugin, request)?;
     accept(app, "widget", &inbound).await?;
     Ok(with_cors(plugin_response(&inbound)))
 }

@@ -136,13 +136,6 @@ fn claim(c: wit::Claim) -> core::Claim {
     }
 }
 
-fn header_to_wit(h: &core::Header) -> wit::Header {
-    wit::Header {
-        name: h.name.clone(),
-        value: h.value.clone(),
-    }
-}
-
 fn header(h: wit::Header) -> core::Header {
     core::Header {
         name: h.name,
@@ -166,39 +159,45 @@ fn identity(i: wit::ChannelIdentity) -> core::ChannelIdentity {
     }
 }
 
-pub(super) fn inbound_request(r: &core::InboundRequest) -> wit::InboundRequest {
-    let ctx = &r.context;
+/// Moves a request into its WIT form: the body and headers are not copied
+/// again on the way into the guest.
+pub(super) fn inbound_request(r: core::InboundRequest) -> wit::InboundRequest {
+    let ctx = r.context;
     wit::InboundRequest {
         request: wit::HttpRequest {
             method: method_to_wit(&r.method),
-            path: r.path.clone(),
-            query: r.query.clone(),
-            headers: r.headers.iter().map(header_to_wit).collect(),
-            body: r.body.clone(),
+            path: r.path,
+            query: r.query,
+            headers: r
+                .headers
+                .into_iter()
+                .map(|h| wit::Header {
+                    name: h.name,
+                    value: h.value,
+                })
+                .collect(),
+            body: r.body,
         },
         context: wit::RequestContext {
             received_at_ms: ctx.received_at_ms,
-            request_id: ctx.request_id.clone(),
-            user: ctx.user.as_ref().map(|u| wit::AuthenticatedUser {
-                issuer: u.issuer.clone(),
-                subject: u.subject.clone(),
+            request_id: ctx.request_id,
+            user: ctx.user.map(|u| wit::AuthenticatedUser {
+                issuer: u.issuer,
+                subject: u.subject,
                 claims: u
                     .claims
-                    .iter()
+                    .into_iter()
                     .map(|c| wit::Claim {
                         kind: claim_kind_to_wit(&c.kind),
-                        value: c.value.clone(),
+                        value: c.value,
                         verified: c.verified,
                     })
                     .collect(),
             }),
             settings: ctx
                 .settings
-                .iter()
-                .map(|(name, value)| wit::Setting {
-                    name: name.clone(),
-                    value: value.clone(),
-                })
+                .into_iter()
+                .map(|(name, value)| wit::Setting { name, value })
                 .collect(),
         },
     }
