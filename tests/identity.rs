@@ -4,7 +4,7 @@
 #[path = "support.rs"]
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use support::*;
@@ -450,41 +450,10 @@ fn the_cli_import_prints_progress_and_a_summary() {
     );
 }
 
-struct RedisServer(Child);
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn redis_server(dir: &std::path::Path) -> (RedisServer, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed");
-    assert!(eventually(Duration::from_secs(5), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    }));
-    (RedisServer(child), port)
+    let server = RedisServer::start(dir, 0, None);
+    let port = server.port;
+    (server, port)
 }
 
 #[test]
@@ -590,23 +559,7 @@ fn redis_down_means_503_never_200_and_traffic_resumes_when_it_returns() {
     );
     assert_eq!(gw.get("/readyz").status, 503);
     // Redis comes back on the same port; the gateway reconnects by itself.
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _redis = RedisServer(child);
+    let _redis = RedisServer::start(&dir, port, None);
     assert!(
         eventually(Duration::from_secs(15), || whatsapp_message(
             &gw,
@@ -698,39 +651,12 @@ fn a_gateway_on_redis_over_tls_trusts_the_configured_ca() {
         "-out",
         "redis-cert.pem",
     ]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--tls-auth-clients",
-            "no",
-        ])
-        .arg("--tls-cert-file")
-        .arg(dir.join("redis-cert.pem"))
-        .arg("--tls-key-file")
-        .arg(dir.join("redis-key.pem"))
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _redis = RedisServer(child);
-    assert!(eventually(Duration::from_secs(5), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    }));
+    let redis = RedisServer::start(
+        &dir,
+        0,
+        Some((&dir.join("redis-cert.pem"), &dir.join("redis-key.pem"))),
+    );
+    let port = redis.port;
     let store = format!(
         "kind = \"redis\"\nurl = \"rediss://127.0.0.1:{port}/0\"\ntls_ca_file = \"redis-ca.pem\""
     );

@@ -250,3 +250,76 @@ pub fn now() -> u64 {
 pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(repo_path("tests/fixtures").join(name)).unwrap()
 }
+
+/// A private `redis-server` on loopback (never the shared one on 6379),
+/// with its data in a scratch directory, stopped on drop.
+pub struct RedisServer {
+    child: Child,
+    /// The port it listens on (the TLS port when started with TLS).
+    pub port: u16,
+    /// Its working directory (where `SAVE` writes `dump.rdb`).
+    pub dir: PathBuf,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RedisServer {
+    /// Starts one on `port` (0: a free port), or with TLS only when `tls`
+    /// names a certificate and key, and waits until it accepts connections.
+    pub fn start(dir: &Path, port: u16, tls: Option<(&Path, &Path)>) -> RedisServer {
+        for _ in 0..5 {
+            let port = if port == 0 {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            } else {
+                port
+            };
+            let mut cmd = Command::new("redis-server");
+            cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir);
+            match tls {
+                None => cmd.args(["--port", &port.to_string()]),
+                Some((cert, key)) => cmd
+                    .args([
+                        "--port",
+                        "0",
+                        "--tls-port",
+                        &port.to_string(),
+                        "--tls-auth-clients",
+                        "no",
+                    ])
+                    .arg("--tls-cert-file")
+                    .arg(cert)
+                    .arg("--tls-key-file")
+                    .arg(key),
+            };
+            let child = cmd
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (apt-get install redis-server)");
+            let mut server = RedisServer {
+                child,
+                port,
+                dir: dir.to_path_buf(),
+            };
+            let up = eventually(Duration::from_secs(5), || {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+                    || matches!(server.child.try_wait(), Ok(Some(_)))
+            });
+            if up && matches!(server.child.try_wait(), Ok(None)) {
+                return server;
+            }
+        }
+        panic!("could not start redis-server");
+    }
+}

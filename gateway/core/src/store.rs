@@ -65,20 +65,7 @@ pub trait Txn: Send + 'static {
         prefix: &'a str,
         suffix: &'a str,
     ) -> BoxFuture<'a, Result<Followed, StoreError>> {
-        Box::pin(async move {
-            let values = self.get_many(keys).await?;
-            let target = match values.get(follow).cloned().flatten() {
-                Some(v) => {
-                    let key = format!("{prefix}{}{suffix}", String::from_utf8_lossy(&v));
-                    self.get_many(std::slice::from_ref(&key))
-                        .await?
-                        .pop()
-                        .flatten()
-                }
-                None => None,
-            };
-            Ok((values, target))
-        })
+        Box::pin(follow_in_two_reads(self, keys, follow, prefix, suffix))
     }
 
     /// Buffers a write.
@@ -89,6 +76,26 @@ pub trait Txn: Send + 'static {
 
     /// For the backend that made it: back to its concrete type at commit.
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
+}
+
+/// [`Txn::get_many_following`] as two reads: for backends (and cases) that
+/// cannot do it in one.
+pub async fn follow_in_two_reads<T: Txn + ?Sized>(
+    txn: &mut T,
+    keys: &[String],
+    follow: usize,
+    prefix: &str,
+    suffix: &str,
+) -> Result<Followed, StoreError> {
+    let values = txn.get_many(keys).await?;
+    let target = match values.get(follow).cloned().flatten() {
+        Some(v) => {
+            let key = [format!("{prefix}{}{suffix}", String::from_utf8_lossy(&v))];
+            txn.get_many(&key).await?.pop().flatten()
+        }
+        None => None,
+    };
+    Ok((values, target))
 }
 
 /// Reads one key.

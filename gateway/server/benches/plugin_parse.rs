@@ -13,70 +13,12 @@ use std::hint::black_box;
 use chatcrafter_core::channel::{InboundRequest, RequestContext};
 use chatcrafter_gateway::plugin::{PluginHost, bundled};
 use criterion::{Criterion, criterion_group, criterion_main};
-use serde::Deserialize;
 
 const BODY: &[u8] = include_bytes!("../../../tests/fixtures/whatsapp_text.json");
 
-#[derive(Deserialize)]
-#[allow(
-    dead_code,
-    reason = "fields are parsed to cost what the plugin's parse costs"
-)]
-struct Notification {
-    object: String,
-    entry: Vec<Entry>,
-}
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed, not read")]
-struct Entry {
-    changes: Vec<Change>,
-}
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed, not read")]
-struct Change {
-    field: String,
-    value: Value,
-}
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed, not read")]
-struct Value {
-    metadata: Metadata,
-    #[serde(default)]
-    contacts: Vec<Contact>,
-    #[serde(default)]
-    messages: Vec<Message>,
-}
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed, not read")]
-struct Metadata {
-    phone_number_id: String,
-}
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed, not read")]
-struct Contact {
-    wa_id: Option<String>,
-    profile: Option<Profile>,
-}
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed, not read")]
-struct Profile {
-    name: Option<String>,
-}
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed, not read")]
-struct Message {
-    id: String,
-    from: Option<String>,
-    timestamp: Option<String>,
-    #[serde(rename = "type")]
-    kind: String,
-    text: Option<Text>,
-}
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed, not read")]
-struct Text {
-    body: String,
-}
+#[path = "common/native_whatsapp.rs"]
+mod native_whatsapp;
+use native_whatsapp::Notification;
 
 fn plugin_parse(c: &mut Criterion) {
     let host = PluginHost::new().unwrap();

@@ -20,6 +20,9 @@ use chatcrafter_gateway::store::embedded::Embedded;
 use chatcrafter_gateway::store::redis::Redis;
 use criterion::{Criterion, criterion_group, criterion_main};
 
+#[path = "../../../tests/support.rs"]
+mod support;
+
 fn sender(id: &str, phone: &str) -> Sender {
     Sender {
         identity: ChannelIdentity {
@@ -62,30 +65,8 @@ fn store(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("chatcrafter-bench-store-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut redis = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server");
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let redis = support::RedisServer::start(&dir, 0, None);
+    let port = redis.port;
     let backends = vec![
         (
             "embedded",
@@ -134,8 +115,7 @@ fn store(c: &mut Criterion) {
         });
         group.finish();
     }
-    let _ = redis.kill();
-    let _ = redis.wait();
+    drop(redis);
 }
 
 criterion_group! {

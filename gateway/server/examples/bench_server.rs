@@ -25,65 +25,10 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use serde::Deserialize;
 
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed to cost what the plugin's parse costs")]
-struct Notification {
-    object: String,
-    entry: Vec<Entry>,
-}
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed, not read")]
-struct Entry {
-    changes: Vec<Change>,
-}
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed, not read")]
-struct Change {
-    field: String,
-    value: Value,
-}
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed, not read")]
-struct Value {
-    metadata: Metadata,
-    #[serde(default)]
-    contacts: Vec<Contact>,
-    #[serde(default)]
-    messages: Vec<Message>,
-}
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed, not read")]
-struct Metadata {
-    phone_number_id: String,
-}
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed, not read")]
-struct Contact {
-    wa_id: Option<String>,
-    profile: Option<Profile>,
-}
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed, not read")]
-struct Profile {
-    name: Option<String>,
-}
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed, not read")]
-struct Message {
-    id: String,
-    from: Option<String>,
-    timestamp: Option<String>,
-    #[serde(rename = "type")]
-    kind: String,
-    text: Option<Text>,
-}
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed, not read")]
-struct Text {
-    body: String,
-}
+#[path = "../benches/common/native_whatsapp.rs"]
+mod native_whatsapp;
+use native_whatsapp::Notification;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {

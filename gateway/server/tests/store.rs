@@ -4,9 +4,7 @@
 //! directory, never the shared one on 6379.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,31 +21,12 @@ const DATA_KEY: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
 const INDEX_KEY: &str = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=";
 const T0: u64 = 1_795_580_000;
 
-/// A private redis-server, stopped on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
+#[path = "../../../tests/support.rs"]
+mod support;
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::RedisServer;
 
 fn scratch(name: &str) -> PathBuf {
-    let n = std::sync::atomic::AtomicU64::new(0);
-    let _ = n;
     let dir = std::env::temp_dir().join(format!(
         "chatcrafter-store-{}-{name}-{}",
         std::process::id(),
@@ -61,43 +40,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn redis_server(name: &str) -> RedisServer {
-    let dir = scratch(name);
-    for _ in 0..5 {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server)");
-        let mut server = RedisServer {
-            child,
-            port,
-            dir: dir.clone(),
-        };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            if let Ok(Some(_)) = server.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = server.child.kill();
-    }
-    panic!("could not start redis-server");
+    RedisServer::start(&scratch(name), 0, None)
 }
 
 fn keys() -> Arc<Keyring> {

@@ -366,6 +366,16 @@ impl Ctx<'_> {
         )))
     }
 
+    /// The customer (as it stands now) a lookup key points to.
+    async fn owner_of(&self, txn: &mut dyn Txn, key: &str) -> Result<Option<String>, GraphError> {
+        match get(txn, key).await? {
+            Some(b) => Ok(Some(
+                self.live_customer(txn, &self.open_id(key, &b)?).await?.id,
+            )),
+            None => Ok(None),
+        }
+    }
+
     fn save_customer(&self, txn: &mut dyn Txn, c: &Customer) {
         let key = self.customer_key(&c.id);
         txn.put(&key, self.seal(&key, c));
@@ -540,15 +550,8 @@ impl<B: Backend> Graph<B> {
 
     /// The customer an identifier belongs to.
     pub async fn find(&self, identifier: &Identifier) -> Result<Option<String>, GraphError> {
-        unit!(self, |ctx, txn| async move {
-            let key = ctx.identifier_key(identifier);
-            match get(txn, &key).await? {
-                Some(b) => Ok(Some(
-                    ctx.live_customer(txn, &ctx.open_id(&key, &b)?).await?.id,
-                )),
-                None => Ok(None),
-            }
-        })
+        unit!(self, |ctx, txn| ctx
+            .owner_of(txn, &ctx.identifier_key(identifier)))
     }
 
     /// The customer a channel user id belongs to, in any scope.
@@ -557,15 +560,8 @@ impl<B: Backend> Graph<B> {
         channel: &str,
         id: &str,
     ) -> Result<Option<String>, GraphError> {
-        unit!(self, |ctx, txn| async move {
-            let key = ctx.identity_any_key(channel, id);
-            match get(txn, &key).await? {
-                Some(b) => Ok(Some(
-                    ctx.live_customer(txn, &ctx.open_id(&key, &b)?).await?.id,
-                )),
-                None => Ok(None),
-            }
-        })
+        unit!(self, |ctx, txn| ctx
+            .owner_of(txn, &ctx.identity_any_key(channel, id)))
     }
 
     /// Issues a one-time link token for `customer_id` on `channel`, valid

@@ -150,18 +150,10 @@ impl Txn for RedisTxn {
                     .iter()
                     .any(|k| self.reads.contains_key(k) || self.writes.contains_key(k))
             {
-                let values = self.get_many(keys).await?;
-                let target = match values.get(follow).cloned().flatten() {
-                    Some(v) => {
-                        let key = format!("{prefix}{}{suffix}", String::from_utf8_lossy(&v));
-                        self.get_many(std::slice::from_ref(&key))
-                            .await?
-                            .pop()
-                            .flatten()
-                    }
-                    None => None,
-                };
-                return Ok((values, target));
+                return chatcrafter_core::store::follow_in_two_reads(
+                    self, keys, follow, prefix, suffix,
+                )
+                .await;
             }
             let mut inv = self.follow.prepare_invoke();
             for k in keys {
