@@ -677,3 +677,31 @@ fn a_gateway_on_redis_over_tls_trusts_the_configured_ca() {
         200
     );
 }
+
+#[test]
+fn a_malformed_payload_is_refused_with_400_and_kept_for_inspection() {
+    let dir = scratch("identity-malformed");
+    let gw = Gateway::start(&dir, &config("kind = \"embedded\"\npath = \"data\""));
+    let body = br#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{}}]}]}"#;
+    let sig = format!("sha256={}", hmac_hex(APP_SECRET.as_bytes(), body));
+    let r = gw.post("/webhooks/whatsapp", &[("x-hub-signature-256", &sig)], body);
+    assert_eq!((r.status, r.code().as_str()), (400, "malformed_payload"));
+    let kept = admin(&gw, ADMIN, "GET", "/admin/v1/malformed", b"").json();
+    let item = &kept["malformed"][0];
+    assert_eq!(item["channel"], "whatsapp");
+    assert_eq!(item["body"], String::from_utf8_lossy(body).as_ref());
+    assert!(
+        item["error"]
+            .as_str()
+            .unwrap()
+            .contains("a change has no `metadata`"),
+        "{item}"
+    );
+    assert_eq!(
+        admin(&gw, AGENT, "GET", "/admin/v1/malformed", b"").status,
+        403
+    );
+    // Sealed at rest like everything else.
+    let raw = std::fs::read(dir.join("data/gateway.redb")).unwrap();
+    assert!(!raw.windows(25).any(|w| w == b"whatsapp_business_account"));
+}

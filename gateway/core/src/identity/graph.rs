@@ -143,6 +143,24 @@ struct LinkToken {
     expires_at: u64,
 }
 
+/// How many malformed requests are kept for inspection: the newest 100.
+pub const MALFORMED_KEPT: usize = 100;
+
+/// A verified request its plugin refused as malformed, kept for inspection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Malformed {
+    /// The host's request id.
+    pub request_id: String,
+    /// The channel.
+    pub channel: String,
+    /// Unix seconds.
+    pub at: u64,
+    /// The plugin's error.
+    pub error: String,
+    /// The raw body, as received.
+    pub body: Vec<u8>,
+}
+
 /// Limits and blocks from `[identity]`.
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -295,6 +313,10 @@ impl Ctx<'_> {
 
     fn conflicts_index_key(&self) -> String {
         format!("{}conflicts", self.prefix)
+    }
+
+    fn malformed_key(&self) -> String {
+        format!("{}malformed", self.prefix)
     }
 
     fn token_key(&self, token: &str) -> String {
@@ -623,6 +645,35 @@ impl<B: Backend> Graph<B> {
             }
             ctx.save_customer(txn, &c);
             Ok(c)
+        })
+    }
+
+    /// Keeps a verified request its plugin could not parse, for an operator
+    /// to inspect (sealed like everything else); the newest
+    /// [`MALFORMED_KEPT`] are kept.
+    pub async fn keep_malformed(&self, item: &Malformed) -> Result<(), GraphError> {
+        unit!(self, |ctx, txn| async move {
+            let key = ctx.malformed_key();
+            let mut list: Vec<Malformed> = match get(txn, &key).await? {
+                Some(b) => ctx.open(&key, &b)?,
+                None => Vec::new(),
+            };
+            list.push(item.clone());
+            let excess = list.len().saturating_sub(MALFORMED_KEPT);
+            list.drain(..excess);
+            txn.put(&key, ctx.seal(&key, &list));
+            Ok(())
+        })
+    }
+
+    /// The kept malformed requests, oldest first.
+    pub async fn malformed(&self) -> Result<Vec<Malformed>, GraphError> {
+        unit!(self, |ctx, txn| async move {
+            let key = ctx.malformed_key();
+            match get(txn, &key).await? {
+                Some(b) => ctx.open(&key, &b),
+                None => Ok(Vec::new()),
+            }
         })
     }
 

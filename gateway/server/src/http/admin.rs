@@ -338,6 +338,21 @@ pub(super) async fn route(
                 });
             (ROUTE, result)
         }
+        (Method::GET, ["malformed"]) => {
+            const ROUTE: &str = "/admin/v1/malformed";
+            auth!(&[Role::Admin]);
+            let result = app.graph.malformed().await.map_err(graph_error).map(|list| {
+                let items: Vec<Value> = list
+                    .iter()
+                    .map(|m| {
+                        json!({"request_id": m.request_id, "channel": m.channel, "at": rfc3339(m.at),
+                               "error": m.error, "body": String::from_utf8_lossy(&m.body)})
+                    })
+                    .collect();
+                json_resp(200, &json!({"malformed": items}))
+            });
+            (ROUTE, result)
+        }
         (Method::POST, ["import"]) => {
             const ROUTE: &str = "/admin/v1/import";
             auth!(&[Role::Admin]);

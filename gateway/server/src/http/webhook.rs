@@ -88,9 +88,49 @@ pub(super) async fn handle(
             settings: rt.settings.clone(),
         },
     };
-    let inbound = parse(app, channel, &plugin, request)?;
+    let kept_body = raw.clone();
+    let request_id = request.context.request_id.clone();
+    let inbound = match parse(app, channel, &plugin, request) {
+        Ok(i) => i,
+        Err(e) => {
+            if e.code == "malformed_payload" {
+                keep_malformed(
+                    app,
+                    channel,
+                    request_id,
+                    &e.message,
+                    &kept_body,
+                    now_ms / 1000,
+                )
+                .await;
+            }
+            return Err(e);
+        }
+    };
     accept(app, channel, &inbound).await?;
     Ok(plugin_response(&inbound))
+}
+
+/// Keeps a malformed payload, sealed, for `GET /admin/v1/malformed`. Best
+/// effort: the channel is answered 400 either way.
+async fn keep_malformed(
+    app: &App,
+    channel: &str,
+    request_id: String,
+    error: &str,
+    body: &[u8],
+    at: u64,
+) {
+    let item = chatcrafter_core::identity::graph::Malformed {
+        request_id,
+        channel: channel.to_string(),
+        at,
+        error: error.to_string(),
+        body: body.to_vec(),
+    };
+    if let Err(e) = app.graph.keep_malformed(&item).await {
+        tracing::warn!(channel, "malformed payload not kept: {e}");
+    }
 }
 
 /// Runs `parse-inbound`, timing it and classifying failures.
