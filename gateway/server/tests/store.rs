@@ -377,6 +377,15 @@ async fn merge_then_undo_restores_the_exact_prior_state(kind: &str) {
         (record.surviving.as_str(), record.merged.as_str()),
         (a.as_str(), b.as_str())
     );
+    // Telegram's newer name won; Sarah's older one is on the record.
+    assert_eq!(
+        record.dropped,
+        vec![chatcrafter_core::identity::graph::DroppedValue {
+            customer_id: a.clone(),
+            attribute: "name".into(),
+            value: "Sarah Kim".into()
+        }]
+    );
     let merged = g.customer(&a).await.unwrap();
     assert_eq!(merged.identities.len(), 2);
     assert_eq!(merged.identifiers.len(), 3);

@@ -109,11 +109,22 @@ pub struct MergeRecord {
     pub surviving_before: Customer,
     /// The merged customer exactly as it was before.
     pub merged_before: Customer,
-    /// Identifier values dropped because the survivor already had others
-    /// (kept for the record; undo restores them with the merged customer).
-    pub dropped: Vec<Identifier>,
+    /// Attribute values the merge dropped (the older of two differing
+    /// values); undo brings them back with both customers.
+    pub dropped: Vec<DroppedValue>,
     /// Set once undone.
     pub undone_at: Option<u64>,
+}
+
+/// A value a merge dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedValue {
+    /// The customer that held it.
+    pub customer_id: String,
+    /// The attribute.
+    pub attribute: String,
+    /// The value that lost to a more recent one.
+    pub value: String,
 }
 
 /// An item in the review queue.
@@ -995,7 +1006,7 @@ async fn merge_in(
             });
         }
     }
-    let record = MergeRecord {
+    let mut record = MergeRecord {
         merge_id: ctx.random_id("m"),
         surviving: s.id.clone(),
         merged: m.id.clone(),
@@ -1026,13 +1037,27 @@ async fn merge_in(
         }
         ctx.put_id(txn, &ctx.identifier_key(&i.identifier), &s2.id);
     }
-    // Attributes: the most recent value wins.
+    // Attributes: the most recent value wins; the other is recorded.
     for (name, a) in &m.attributes {
-        match s2.attributes.get(name) {
-            Some(cur) if cur.updated_at >= a.updated_at => {}
-            _ => {
+        let dropped = match s2.attributes.get(name) {
+            Some(cur) if cur.value == a.value => None,
+            Some(cur) if cur.updated_at >= a.updated_at => Some((m.id.clone(), a.value.clone())),
+            Some(cur) => {
+                let lost = (s2.id.clone(), cur.value.clone());
                 s2.attributes.insert(name.clone(), a.clone());
+                Some(lost)
             }
+            None => {
+                s2.attributes.insert(name.clone(), a.clone());
+                None
+            }
+        };
+        if let Some((customer_id, value)) = dropped {
+            record.dropped.push(DroppedValue {
+                customer_id,
+                attribute: name.clone(),
+                value,
+            });
         }
     }
     let mut m2 = m.clone();

@@ -247,9 +247,14 @@ pub(super) async fn route(
                         })
                         .await;
                 }
+                let dropped: Vec<Value> = r
+                    .dropped
+                    .iter()
+                    .map(|d| json!({"customer_id": d.customer_id, "attribute": d.attribute}))
+                    .collect();
                 Ok(json_resp(
                     200,
-                    &json!({"merge_id": r.merge_id, "surviving": r.surviving, "merged": r.merged}),
+                    &json!({"merge_id": r.merge_id, "surviving": r.surviving, "merged": r.merged, "dropped": dropped}),
                 ))
             }
             .await;
