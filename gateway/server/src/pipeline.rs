@@ -22,42 +22,6 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
     fn accept<'a>(&'a self, channel: &'a str, inbound: &'a Inbound) -> SinkFuture<'a>;
 }
 
-/// Logs each event's channel, kind and provider id — never names, phone
-/// numbers or text — and takes nothing further. It stands in front of the
-/// store until the conversations pipeline replaces it.
-#[derive(Debug, Default)]
-pub struct LogSink;
-
-impl Sink for LogSink {
-    fn accept<'a>(&'a self, channel: &'a str, inbound: &'a Inbound) -> SinkFuture<'a> {
-        Box::pin(async move {
-            for event in &inbound.events {
-                match event {
-                    InboundEvent::Message(m) => tracing::info!(
-                        channel,
-                        provider_message_id = %m.provider_message_id,
-                        scope = %m.sender.scope,
-                        claims = m.claims.len(),
-                        link_token = m.link_token.is_some(),
-                        "inbound message"
-                    ),
-                    InboundEvent::Status(s) => tracing::info!(
-                        channel,
-                        provider_message_id = %s.provider_message_id,
-                        state = ?s.state,
-                        "delivery status"
-                    ),
-                    InboundEvent::Ignored { reason } => tracing::debug!(channel, reason, "ignored"),
-                }
-            }
-            for d in &inbound.diagnostics {
-                tracing::warn!(channel, level = %d.level, "plugin diagnostic: {}", d.message);
-            }
-            Ok(())
-        })
-    }
-}
-
 /// Resolves every message's sender to a customer in the store (dedup, the
 /// timeline and the agent come with the conversations pipeline). The
 /// channel hears 2xx only once the resolution is stored.
@@ -106,21 +70,25 @@ impl Sink for StoreSink {
                     );
                 }
             }
-            LogSink
-                .accept(
-                    channel,
-                    &Inbound {
-                        events: inbound
-                            .events
-                            .iter()
-                            .filter(|e| !matches!(e, InboundEvent::Message(_)))
-                            .cloned()
-                            .collect(),
-                        response: inbound.response.clone(),
-                        diagnostics: inbound.diagnostics.clone(),
-                    },
-                )
-                .await
+            // Statuses update outbound messages once the conversations
+            // pipeline stores them; until then they are logged (ids and
+            // states only, never personal data).
+            for event in &inbound.events {
+                match event {
+                    InboundEvent::Status(s) => tracing::info!(
+                        channel,
+                        provider_message_id = %s.provider_message_id,
+                        state = ?s.state,
+                        "delivery status"
+                    ),
+                    InboundEvent::Ignored { reason } => tracing::debug!(channel, reason, "ignored"),
+                    InboundEvent::Message(_) => {}
+                }
+            }
+            for d in &inbound.diagnostics {
+                tracing::warn!(channel, level = %d.level, "plugin diagnostic: {}", d.message);
+            }
+            Ok(())
         })
     }
 }
