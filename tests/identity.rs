@@ -705,3 +705,110 @@ fn a_malformed_payload_is_refused_with_400_and_kept_for_inspection() {
     let raw = std::fs::read(dir.join("data/gateway.redb")).unwrap();
     assert!(!raw.windows(25).any(|w| w == b"whatsapp_business_account"));
 }
+
+#[test]
+fn the_timeline_is_one_conversation_across_channels_and_a_retry_is_recorded_once() {
+    let dir = scratch("identity-timeline");
+    let gw = Gateway::start(&dir, &config("kind = \"embedded\"\npath = \"data\""));
+    assert_eq!(
+        widget_message(
+            &gw,
+            "user-42",
+            "sarah@example.com",
+            "+16505551234",
+            "Do you have the office chair in black?"
+        )
+        .status,
+        202
+    );
+    // The same WhatsApp delivery twice (a provider retry): 200 both times,
+    // one timeline entry.
+    assert_eq!(
+        whatsapp_message(&gw, "16505551234", "wamid.R1", "Is it still in stock?").status,
+        200
+    );
+    assert_eq!(
+        whatsapp_message(&gw, "16505551234", "wamid.R1", "Is it still in stock?").status,
+        200
+    );
+    let id = admin(
+        &gw,
+        ADMIN,
+        "GET",
+        "/admin/v1/customers?identifier=email:sarah@example.com",
+        b"",
+    )
+    .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token = admin(
+        &gw,
+        ADMIN,
+        "POST",
+        "/v1/link-tokens",
+        serde_json::json!({"customer_id": id, "channel": "telegram"})
+            .to_string()
+            .as_bytes(),
+    )
+    .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        telegram_message(&gw, 7, 123456789, &format!("/start {token}")).status,
+        200
+    );
+    let t = admin(
+        &gw,
+        AGENT,
+        "GET",
+        &format!("/admin/v1/customers/{id}/timeline"),
+        b"",
+    )
+    .json();
+    assert_eq!(t["customer_id"], id.as_str());
+    let entries = t["entries"].as_array().unwrap();
+    let summary: Vec<(&str, &str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["channel"].as_str().unwrap(),
+                e["direction"].as_str().unwrap(),
+                e["kind"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("widget", "inbound", "text"),
+            ("whatsapp", "inbound", "text"),
+            ("telegram", "inbound", "link")
+        ]
+    );
+    assert_eq!(entries[1]["text"], "Is it still in stock?");
+    assert!(entries[0]["at"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        gw.get("/metrics")
+            .text()
+            .contains("gateway_dedup_hits_total{channel=\"whatsapp\"} 1")
+    );
+    // The widget user reads the same history.
+    let claims = serde_json::json!({"sub": "user-42", "exp": now() + 600});
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(WIDGET_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let h = gw.request(
+        "GET",
+        "/widget/v1/history",
+        &[("authorization", &format!("Bearer {jwt}"))],
+        b"",
+    );
+    assert_eq!(h.status, 200, "{}", h.text());
+    assert_eq!(h.json()["entries"].as_array().unwrap().len(), 3);
+    assert_eq!(gw.get("/widget/v1/history").status, 401);
+}

@@ -13,6 +13,7 @@
 
 pub mod channel;
 pub mod config;
+pub mod conversation;
 pub mod identity;
 pub mod seal;
 pub mod store;

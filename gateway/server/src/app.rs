@@ -165,7 +165,7 @@ pub struct App {
     /// Real-time change notifications.
     pub notifier: Arc<crate::notify::Notifier>,
     /// Counters and histograms.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
 }
@@ -326,9 +326,11 @@ impl App {
             .await
             .context("store.url: subscribing to change notifications")?,
         });
+        let metrics = Arc::new(Metrics::default());
         let sink: Arc<dyn Sink> = Arc::new(crate::pipeline::StoreSink {
             graph: graph.clone(),
             notifier: notifier.clone(),
+            metrics: metrics.clone(),
         });
         let admin_tokens = config
             .admin
@@ -352,7 +354,7 @@ impl App {
             graph,
             admin_tokens,
             notifier,
-            metrics: Metrics::default(),
+            metrics,
             clock,
         })
     }

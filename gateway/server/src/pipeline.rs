@@ -7,6 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use chatcrafter_core::channel::{Inbound, InboundEvent};
+use chatcrafter_core::identity::graph::Recorded;
 
 /// Why events could not be taken: the channel is answered 503 and retries.
 #[derive(Debug, thiserror::Error)]
@@ -22,15 +23,19 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
     fn accept<'a>(&'a self, channel: &'a str, inbound: &'a Inbound) -> SinkFuture<'a>;
 }
 
-/// Resolves every message's sender to a customer in the store (dedup, the
-/// timeline and the agent come with the conversations pipeline). The
-/// channel hears 2xx only once the resolution is stored.
+/// Records every message in the store in one atomic unit: drops a
+/// redelivery by its provider id, resolves the sender to a customer and
+/// appends the message to the customer's timeline (the agent and delivery
+/// come with the rest of the conversations pipeline). The channel hears 2xx
+/// only once that is stored.
 #[derive(Debug)]
 pub struct StoreSink {
     /// The identity graph.
     pub graph: std::sync::Arc<crate::app::IdentityGraph>,
     /// Announces each customer's new messages.
     pub notifier: std::sync::Arc<crate::notify::Notifier>,
+    /// Counts redeliveries dropped.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Sink for StoreSink {
@@ -38,18 +43,21 @@ impl Sink for StoreSink {
         Box::pin(async move {
             for event in &inbound.events {
                 if let InboundEvent::Message(m) = event {
-                    let sender = chatcrafter_core::identity::graph::Sender {
-                        identity: m.sender.clone(),
-                        display_name: m.display_name.clone(),
-                        claims: m.claims.clone(),
-                        link_token: m.link_token.clone(),
-                        at: m.timestamp,
-                    };
-                    let r = self
+                    let recorded = self
                         .graph
-                        .resolve(&sender)
+                        .record_inbound(m, m.display_name.clone())
                         .await
                         .map_err(|e| Unavailable(e.to_string()))?;
+                    let Recorded::Stored {
+                        resolution: r,
+                        entry_id,
+                    } = recorded
+                    else {
+                        self.metrics
+                            .inc("gateway_dedup_hits_total", &[("channel", channel)]);
+                        tracing::info!(channel, provider_message_id = %m.provider_message_id, "redelivery dropped");
+                        continue;
+                    };
                     let kind = if r.merges.is_empty() {
                         crate::notify::ChangeKind::Message
                     } else {
@@ -65,6 +73,7 @@ impl Sink for StoreSink {
                         channel,
                         provider_message_id = %m.provider_message_id,
                         customer_id = %r.customer_id,
+                        entry_id = %entry_id,
                         created = r.created,
                         "inbound message"
                     );

@@ -185,7 +185,105 @@ conformance!(
     a_scan_of_the_store_finds_no_personal_data_in_plaintext,
     concurrent_events_for_one_person_end_as_exactly_one_customer,
     a_csv_import_links_good_rows_reports_bad_ones_and_is_idempotent,
+    a_redelivered_message_is_recorded_once_and_the_timeline_follows_merges,
 );
+
+fn message(
+    sender: &Sender,
+    provider_id: &str,
+    text: &str,
+) -> chatcrafter_core::channel::InboundMessage {
+    chatcrafter_core::channel::InboundMessage {
+        provider_message_id: provider_id.into(),
+        sender: sender.identity.clone(),
+        display_name: sender.display_name.clone(),
+        claims: sender.claims.clone(),
+        content: chatcrafter_core::channel::Content::Text { text: text.into() },
+        link_token: sender.link_token.clone(),
+        timestamp: sender.at,
+        edited: false,
+        reply_handle: None,
+    }
+}
+
+async fn a_redelivered_message_is_recorded_once_and_the_timeline_follows_merges(kind: &str) {
+    use chatcrafter_core::identity::graph::Recorded;
+    let f = fixture(kind, "timeline").await;
+    let g = graph(&f, rules());
+    let w = widget_sarah(T0);
+    let first = g
+        .record_inbound(
+            &message(&w, "c-1", "Do you have the office chair in black?"),
+            None,
+        )
+        .await
+        .unwrap();
+    let Recorded::Stored { resolution, .. } = first else {
+        panic!("stored")
+    };
+    let sarah = resolution.customer_id;
+    // The channel retries the same delivery: nothing changes.
+    let dump = f.backend.dump().await.unwrap();
+    assert_eq!(
+        g.record_inbound(
+            &message(&w, "c-1", "Do you have the office chair in black?"),
+            None
+        )
+        .await
+        .unwrap(),
+        Recorded::Duplicate
+    );
+    assert_eq!(f.backend.dump().await.unwrap(), dump);
+    // Another person on Telegram, merged into Sarah later: their timelines join.
+    let tg = sender(id("telegram", "7012345678", "123456789"), vec![], T0 + 20);
+    let Recorded::Stored { resolution: r2, .. } = g
+        .record_inbound(&message(&tg, "7012345678:1", "hello from telegram"), None)
+        .await
+        .unwrap()
+    else {
+        panic!("stored")
+    };
+    let wa = whatsapp_sarah(T0 + 40);
+    g.record_inbound(&message(&wa, "wamid.1", "still in stock?"), None)
+        .await
+        .unwrap();
+    let texts = |t: &[chatcrafter_core::conversation::Entry]| {
+        t.iter()
+            .map(|e| (e.channel.clone(), e.text.clone().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        texts(&g.timeline(&sarah).await.unwrap()),
+        vec![
+            (
+                "widget".to_string(),
+                "Do you have the office chair in black?".to_string()
+            ),
+            ("whatsapp".to_string(), "still in stock?".to_string()),
+        ]
+    );
+    let record = g
+        .merge(&sarah, &r2.customer_id, How::AdminMerge, T0 + 50)
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&g.timeline(&sarah).await.unwrap()),
+        vec![
+            (
+                "widget".to_string(),
+                "Do you have the office chair in black?".to_string()
+            ),
+            ("telegram".to_string(), "hello from telegram".to_string()),
+            ("whatsapp".to_string(), "still in stock?".to_string()),
+        ]
+    );
+    g.undo(&record.merge_id, T0 + 60).await.unwrap();
+    assert_eq!(g.timeline(&sarah).await.unwrap().len(), 2);
+    assert_eq!(
+        texts(&g.timeline(&r2.customer_id).await.unwrap()),
+        vec![("telegram".to_string(), "hello from telegram".to_string())]
+    );
+}
 
 async fn a_csv_import_links_good_rows_reports_bad_ones_and_is_idempotent(kind: &str) {
     let f = fixture(kind, "csv").await;

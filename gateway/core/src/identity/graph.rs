@@ -13,7 +13,8 @@ use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
 
 use super::identifier::{Identifier, IdentifierKind};
-use crate::channel::{ChannelIdentity, Claim, ClaimKind};
+use crate::channel::{ChannelIdentity, Claim, ClaimKind, InboundMessage};
+use crate::conversation::Entry;
 use crate::seal::{Keyring, SealError};
 use crate::store::{Backend, BoxFuture, StoreError, Txn, get};
 
@@ -90,6 +91,9 @@ pub struct Customer {
     pub attributes: BTreeMap<String, Attribute>,
     /// Set when this customer was merged into another.
     pub merged_into: Option<String>,
+    /// Customers merged into this one (their timelines are part of its).
+    #[serde(default)]
+    pub absorbed: Vec<String>,
 }
 
 /// What a merge moved, so that undo is exact.
@@ -152,6 +156,20 @@ struct LinkToken {
     customer_id: String,
     channel: String,
     expires_at: u64,
+}
+
+/// What recording an inbound message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// The provider id was recorded before: nothing changed.
+    Duplicate,
+    /// Resolved and appended.
+    Stored {
+        /// The resolution.
+        resolution: Resolution,
+        /// The new timeline entry's id.
+        entry_id: String,
+    },
 }
 
 /// How many malformed requests are kept for inspection: the newest 100.
@@ -324,6 +342,43 @@ impl Ctx<'_> {
 
     fn conflicts_index_key(&self) -> String {
         format!("{}conflicts", self.prefix)
+    }
+
+    fn dedup_key(&self, channel: &str, provider_id: &str) -> String {
+        let blind = self
+            .keys
+            .blind_index("dedup", &format!("{channel}\0{provider_id}"));
+        format!("{}seen:{blind}", self.prefix)
+    }
+
+    fn timeline_seq_key(&self, customer: &str) -> String {
+        format!("{}tlseq:{{c:{customer}}}", self.prefix)
+    }
+
+    fn timeline_entry_key(&self, customer: &str, n: u64) -> String {
+        format!("{}tl:{{c:{customer}}}:{n}", self.prefix)
+    }
+
+    /// Appends an entry to a customer's own timeline.
+    async fn append(
+        &self,
+        txn: &mut dyn Txn,
+        customer: &str,
+        mut entry: Entry,
+    ) -> Result<Entry, GraphError> {
+        entry.id = self.random_id("e");
+        let seq_key = self.timeline_seq_key(customer);
+        let n: u64 = match get(txn, &seq_key).await? {
+            Some(b) => std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            None => 0,
+        };
+        let key = self.timeline_entry_key(customer, n);
+        txn.put(&key, self.seal(&key, &entry));
+        txn.put(&seq_key, (n + 1).to_string().into_bytes());
+        Ok(entry)
     }
 
     fn malformed_key(&self) -> String {
@@ -659,6 +714,76 @@ impl<B: Backend> Graph<B> {
         })
     }
 
+    /// Records one inbound message atomically: drops it if its provider id
+    /// was already recorded (a channel's retry), else resolves the sender
+    /// and appends it to the customer's timeline — all or nothing.
+    pub async fn record_inbound(
+        &self,
+        message: &InboundMessage,
+        display_name: Option<String>,
+    ) -> Result<Recorded, GraphError> {
+        let sender = Sender {
+            identity: message.sender.clone(),
+            display_name,
+            claims: message.claims.clone(),
+            link_token: message.link_token.clone(),
+            at: message.timestamp,
+        };
+        let sender = &sender;
+        unit!(self, |ctx, txn| async move {
+            let dk = ctx.dedup_key(&message.sender.channel, &message.provider_message_id);
+            if get(txn, &dk).await?.is_some() {
+                return Ok(Recorded::Duplicate);
+            }
+            let resolution = resolve_in(ctx, txn, sender).await?;
+            let entry = Entry::inbound(message, resolution.linked == Some(How::LinkToken));
+            let entry = ctx.append(txn, &resolution.customer_id, entry).await?;
+            txn.put(&dk, message.timestamp.to_string().into_bytes());
+            Ok(Recorded::Stored {
+                resolution,
+                entry_id: entry.id,
+            })
+        })
+    }
+
+    /// A customer's unified timeline — its own entries and those of every
+    /// customer merged into it — oldest first.
+    pub async fn timeline(&self, customer_id: &str) -> Result<Vec<Entry>, GraphError> {
+        unit!(self, |ctx, txn| async move {
+            let c = ctx.live_customer(txn, customer_id).await?;
+            let mut owners = vec![c.id.clone()];
+            let mut i = 0;
+            while i < owners.len() {
+                if i > 0 {
+                    let absorbed = ctx.load_customer(txn, &owners[i]).await?.absorbed;
+                    owners.extend(absorbed);
+                } else {
+                    owners.extend(c.absorbed.iter().cloned());
+                }
+                i += 1;
+            }
+            let seq_keys: Vec<String> = owners.iter().map(|o| ctx.timeline_seq_key(o)).collect();
+            let counts = txn.get_many(&seq_keys).await?;
+            let mut keys = Vec::new();
+            for (owner, count) in owners.iter().zip(counts) {
+                let n: u64 = count
+                    .and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok())
+                    .unwrap_or(0);
+                keys.extend((0..n).map(|k| ctx.timeline_entry_key(owner, k)));
+            }
+            let values = txn.get_many(&keys).await?;
+            let mut entries = Vec::new();
+            for (k, v) in keys.iter().zip(values) {
+                if let Some(v) = v {
+                    entries.push(ctx.open::<Entry>(k, &v)?);
+                }
+            }
+            // Stable: entries at the same second keep their stored order.
+            entries.sort_by_key(|e| e.at);
+            Ok(entries)
+        })
+    }
+
     /// Keeps a verified request its plugin could not parse, for an operator
     /// to inspect (sealed like everything else); the newest
     /// [`MALFORMED_KEPT`] are kept.
@@ -804,6 +929,7 @@ async fn resolve_in(
                 identifiers: vec![],
                 attributes: BTreeMap::new(),
                 merged_into: None,
+                absorbed: Vec::new(),
             };
             res.created = true;
             res.linked = Some(How::Channel);
@@ -1062,6 +1188,7 @@ async fn merge_in(
     }
     let mut m2 = m.clone();
     m2.merged_into = Some(s2.id.clone());
+    s2.absorbed.push(m2.id.clone());
     ctx.save_customer(txn, &s2);
     ctx.save_customer(txn, &m2);
     let key = ctx.merge_key(&record.merge_id);
@@ -1109,6 +1236,7 @@ async fn undo_in(
         })
         .collect();
     let mut s = current.clone();
+    s.absorbed.retain(|id| *id != record.merged);
     s.identities.retain(|i| !moved_identities.contains(i));
     s.identifiers
         .retain(|i| !moved_identifiers.contains(&&i.identifier));
@@ -1209,6 +1337,7 @@ async fn import_in(
             identifiers: vec![],
             attributes: BTreeMap::new(),
             merged_into: None,
+            absorbed: Vec::new(),
         },
     };
     for other in owners.iter().skip(1) {

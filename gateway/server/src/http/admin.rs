@@ -141,6 +141,24 @@ pub(crate) fn customer_json(c: &Customer, primary: IdentifierKind) -> Value {
     v
 }
 
+/// The timeline object of INTERFACE §3.6, oldest first.
+pub(crate) fn timeline_json(
+    customer_id: &str,
+    entries: &[chatcrafter_core::conversation::Entry],
+) -> Value {
+    let entries: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            let mut v = json!({"id": e.id, "at": rfc3339(e.at), "channel": e.channel, "direction": e.direction, "kind": e.kind});
+            if let Some(t) = &e.text {
+                v["text"] = json!(t);
+            }
+            v
+        })
+        .collect();
+    json!({"customer_id": customer_id, "entries": entries})
+}
+
 const CHANNELS: &[&str] = &["whatsapp", "telegram", "discord", "widget"];
 
 async fn lookup(app: &App, identifier: &str) -> Result<String, ApiError> {
@@ -258,6 +276,17 @@ pub(super) async fn route(
                 ))
             }
             .await;
+            (ROUTE, result)
+        }
+        (Method::GET, ["customers", id, "timeline"]) => {
+            const ROUTE: &str = "/admin/v1/customers/{id}/timeline";
+            auth!(&[Role::Admin, Role::Agent]);
+            let result = app
+                .graph
+                .timeline(id)
+                .await
+                .map_err(graph_error)
+                .map(|entries| json_resp(200, &timeline_json(id, &entries)));
             (ROUTE, result)
         }
         (Method::GET, ["customers", id]) => {

@@ -112,3 +112,43 @@ pub(super) async fn post_message(app: &App, req: &mut Request<Incoming>) -> Resu
     accept(app, "widget", &inbound).await?;
     Ok(with_cors(plugin_response(&inbound)))
 }
+
+/// `GET /widget/v1/history`: the caller's unified cross-channel timeline,
+/// newest last.
+pub(super) async fn history(app: &App, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+    let Some(auth) = &app.widget else {
+        return Err(ApiError::caller(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the widget is not configured ([widget])",
+        ));
+    };
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    let user = auth.verify(token, app.clock.now_secs()).map_err(|e| {
+        let mut err = ApiError::caller(StatusCode::UNAUTHORIZED, "invalid_token", e.to_string());
+        err.extra = Some(("reason", e.reason().to_string()));
+        err
+    })?;
+    let graph_err = |e: chatcrafter_core::identity::graph::GraphError| {
+        ApiError::fault(super::Fault::Store, "store_unavailable", e.to_string())
+    };
+    let customer = app
+        .graph
+        .find_identity("widget", &user.subject)
+        .await
+        .map_err(graph_err)?;
+    let body = match customer {
+        Some(id) => {
+            super::admin::timeline_json(&id, &app.graph.timeline(&id).await.map_err(graph_err)?)
+        }
+        None => serde_json::json!({"customer_id": null, "entries": []}),
+    };
+    Ok(ops::text(200, "application/json", body.to_string()))
+}

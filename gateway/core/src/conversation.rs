@@ -1,0 +1,63 @@
+//! The unified timeline: every message and event of a customer, across
+//! channels, in time order, each with its channel. Entries are stored
+//! sealed, one key each, by the identity graph's store (see
+//! [`crate::identity::graph::Graph::record_inbound`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::channel::{Content, InboundMessage};
+
+/// Which way an entry went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// From the customer.
+    Inbound,
+    /// To the customer.
+    Outbound,
+    /// A business event (purchase, …) or a link.
+    Event,
+}
+
+/// One timeline entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Random id, `e_` + 32 hex digits.
+    pub id: String,
+    /// Unix seconds.
+    pub at: u64,
+    /// The channel it came or went on.
+    pub channel: String,
+    /// Which way.
+    pub direction: Direction,
+    /// `text`, `media`, `location`, `postback`, `reaction`, `unsupported`,
+    /// `link`, or a business event type.
+    pub kind: String,
+    /// What a person would read, when there is something to read.
+    pub text: Option<String>,
+}
+
+impl Entry {
+    /// The entry an inbound message makes (its id is set when stored).
+    pub fn inbound(m: &InboundMessage, linked_by_token: bool) -> Entry {
+        let (kind, text) = match &m.content {
+            _ if linked_by_token => ("link", None),
+            Content::Text { text } => ("text", Some(text.clone())),
+            Content::Media { caption, .. } => ("media", caption.clone()),
+            Content::Location { name, address, .. } => {
+                ("location", name.clone().or_else(|| address.clone()))
+            }
+            Content::Postback { title, .. } => ("postback", Some(title.clone())),
+            Content::Reaction { emoji, .. } => ("reaction", Some(emoji.clone())),
+            Content::Unsupported { .. } => ("unsupported", None),
+        };
+        Entry {
+            id: String::new(),
+            at: m.timestamp,
+            channel: m.sender.channel.clone(),
+            direction: Direction::Inbound,
+            kind: kind.to_string(),
+            text,
+        }
+    }
+}
