@@ -794,6 +794,50 @@ fn the_timeline_is_one_conversation_across_channels_and_a_retry_is_recorded_once
             .text()
             .contains("gateway_dedup_hits_total{channel=\"whatsapp\"} 1")
     );
+    // A business event lands on the same timeline.
+    let ev = serde_json::json!({"identifier": {"kind": "phone", "value": "+1 650 555 1234"}, "type": "purchase", "properties": {"sku": "chair-black", "amount": 249}});
+    let r = admin(&gw, AGENT, "POST", "/v1/events", ev.to_string().as_bytes());
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json()["customer_id"], id.as_str());
+    let last = admin(
+        &gw,
+        AGENT,
+        "GET",
+        &format!("/admin/v1/customers/{id}/timeline"),
+        b"",
+    )
+    .json()["entries"][3]
+        .clone();
+    assert_eq!(
+        (
+            last["direction"].as_str(),
+            last["kind"].as_str(),
+            last["channel"].as_str()
+        ),
+        (Some("event"), Some("purchase"), Some("api"))
+    );
+    assert_eq!(last["properties"]["sku"], "chair-black");
+    let bad = serde_json::json!({"identifier": {"kind": "email", "value": "nobody@example.com"}, "type": "purchase"});
+    assert_eq!(
+        admin(&gw, AGENT, "POST", "/v1/events", bad.to_string().as_bytes()).status,
+        404
+    );
+    let bad = serde_json::json!({"identifier": {"kind": "email", "value": "sarah@example.com"}, "type": "Purchase!"});
+    assert_eq!(
+        admin(&gw, AGENT, "POST", "/v1/events", bad.to_string().as_bytes()).status,
+        422
+    );
+    assert_eq!(
+        admin(
+            &gw,
+            ANALYST,
+            "POST",
+            "/v1/events",
+            ev.to_string().as_bytes()
+        )
+        .status,
+        403
+    );
     // The widget user reads the same history.
     let claims = serde_json::json!({"sub": "user-42", "exp": now() + 600});
     let jwt = jsonwebtoken::encode(
@@ -809,6 +853,6 @@ fn the_timeline_is_one_conversation_across_channels_and_a_retry_is_recorded_once
         b"",
     );
     assert_eq!(h.status, 200, "{}", h.text());
-    assert_eq!(h.json()["entries"].as_array().unwrap().len(), 3);
+    assert_eq!(h.json()["entries"].as_array().unwrap().len(), 4);
     assert_eq!(gw.get("/widget/v1/history").status, 401);
 }

@@ -35,6 +35,9 @@ pub struct Entry {
     pub kind: String,
     /// What a person would read, when there is something to read.
     pub text: Option<String>,
+    /// A business event's properties.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<serde_json::Value>,
 }
 
 impl Entry {
@@ -58,6 +61,20 @@ impl Entry {
             direction: Direction::Inbound,
             kind: kind.to_string(),
             text,
+            properties: None,
+        }
+    }
+
+    /// A business event (`POST /v1/events`): `purchase`, `cart_abandoned`, …
+    pub fn event(kind: &str, properties: serde_json::Value, at: u64) -> Entry {
+        Entry {
+            id: String::new(),
+            at,
+            channel: "api".into(),
+            direction: Direction::Event,
+            kind: kind.to_string(),
+            text: None,
+            properties: Some(properties),
         }
     }
 }

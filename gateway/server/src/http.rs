@@ -83,6 +83,7 @@ pub async fn handle(app: Arc<App>, mut req: Request<Incoming>) -> Resp {
             let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
             admin::route(&app, &mut req, &rest).await
         }
+        (_, ["v1", "events"]) => ("/v1/events", admin::event(&app, &mut req).await),
         (_, ["v1", "link-tokens"]) => ("/v1/link-tokens", admin::link_token(&app, &mut req).await),
         _ => ("(unknown)", Err(ApiError::not_found(&path))),
     };

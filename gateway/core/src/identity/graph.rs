@@ -746,6 +746,18 @@ impl<B: Backend> Graph<B> {
         })
     }
 
+    /// Appends a business event to a customer's timeline.
+    pub async fn record_event(
+        &self,
+        customer_id: &str,
+        entry: &Entry,
+    ) -> Result<Entry, GraphError> {
+        unit!(self, |ctx, txn| async move {
+            let c = ctx.live_customer(txn, customer_id).await?;
+            ctx.append(txn, &c.id, entry.clone()).await
+        })
+    }
+
     /// A customer's unified timeline — its own entries and those of every
     /// customer merged into it — oldest first.
     pub async fn timeline(&self, customer_id: &str) -> Result<Vec<Entry>, GraphError> {

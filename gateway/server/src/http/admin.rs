@@ -153,6 +153,9 @@ pub(crate) fn timeline_json(
             if let Some(t) = &e.text {
                 v["text"] = json!(t);
             }
+            if let Some(p) = &e.properties {
+                v["properties"] = p.clone();
+            }
             v
         })
         .collect();
@@ -420,6 +423,65 @@ pub(super) async fn route(
         }
         _ => ("(unknown)", Err(ApiError::not_found(req.uri().path()))),
     }
+}
+
+/// `POST /v1/events`: a business event for a customer found by identifier,
+/// recorded on the timeline.
+pub(super) async fn event(app: &App, req: &mut Request<Incoming>) -> Result<Resp, ApiError> {
+    if req.method() != Method::POST {
+        return Err(ApiError::method_not_allowed(req.method(), "POST"));
+    }
+    require(authenticate(app, req)?, &[Role::Admin, Role::Agent])?;
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Ident {
+        kind: String,
+        value: String,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        identifier: Ident,
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(default)]
+        properties: Value,
+    }
+    let b: Body = json_body(app, req).await?;
+    let valid_type = !b.kind.is_empty()
+        && b.kind.len() <= 64
+        && b.kind
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
+    if !valid_type {
+        return Err(ApiError::caller(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("type: `{}` must be 1 to 64 of a-z, 0-9 and `_`", b.kind),
+        ));
+    }
+    let customer = lookup(
+        app,
+        &format!("{}:{}", b.identifier.kind, b.identifier.value),
+    )
+    .await?;
+    let entry =
+        chatcrafter_core::conversation::Entry::event(&b.kind, b.properties, app.clock.now_secs());
+    let stored = app
+        .graph
+        .record_event(&customer, &entry)
+        .await
+        .map_err(graph_error)?;
+    app.notifier
+        .publish(Change {
+            customer_id: customer.clone(),
+            kind: ChangeKind::Message,
+        })
+        .await;
+    Ok(json_resp(
+        202,
+        &json!({"id": stored.id, "customer_id": customer}),
+    ))
 }
 
 /// `POST /v1/link-tokens`.
