@@ -464,6 +464,23 @@ impl Ctx<'_> {
         }
     }
 
+    /// Points every lookup key of `c`'s identities and identifiers at
+    /// customer `owner`.
+    fn point_links_at(&self, txn: &mut dyn Txn, c: &Customer, owner: &str) {
+        for i in &c.identities {
+            let identity = ChannelIdentity {
+                channel: i.channel.clone(),
+                scope: i.scope.clone(),
+                id: i.id.clone(),
+            };
+            self.put_id(txn, &self.identity_key(&identity), owner);
+            self.put_id(txn, &self.identity_any_key(&i.channel, &i.id), owner);
+        }
+        for i in &c.identifiers {
+            self.put_id(txn, &self.identifier_key(&i.identifier), owner);
+        }
+    }
+
     fn save_customer(&self, txn: &mut dyn Txn, c: &Customer) {
         let key = self.customer_key(&c.id);
         txn.put(&key, self.seal(&key, c));
@@ -1156,24 +1173,12 @@ async fn merge_in(
         undone_at: None,
     };
     let mut s2 = s.clone();
-    for i in &m.identities {
-        s2.identities.push(i.clone());
-        ctx.put_id(
-            txn,
-            &ctx.identity_key(&ChannelIdentity {
-                channel: i.channel.clone(),
-                scope: i.scope.clone(),
-                id: i.id.clone(),
-            }),
-            &s2.id,
-        );
-        ctx.put_id(txn, &ctx.identity_any_key(&i.channel, &i.id), &s2.id);
-    }
+    ctx.point_links_at(txn, &m, &s2.id);
+    s2.identities.extend(m.identities.iter().cloned());
     for i in &m.identifiers {
         if !s2.identifiers.iter().any(|x| x.identifier == i.identifier) {
             s2.identifiers.push(i.clone());
         }
-        ctx.put_id(txn, &ctx.identifier_key(&i.identifier), &s2.id);
     }
     // Attributes: the most recent value wins; the other is recorded.
     for (name, a) in &m.attributes {
@@ -1264,21 +1269,7 @@ async fn undo_in(
         record.surviving_before.attributes.contains_key(name) || a.updated_at > record.at
     });
     let m = record.merged_before.clone();
-    for i in &m.identities {
-        ctx.put_id(
-            txn,
-            &ctx.identity_key(&ChannelIdentity {
-                channel: i.channel.clone(),
-                scope: i.scope.clone(),
-                id: i.id.clone(),
-            }),
-            &m.id,
-        );
-        ctx.put_id(txn, &ctx.identity_any_key(&i.channel, &i.id), &m.id);
-    }
-    for i in &m.identifiers {
-        ctx.put_id(txn, &ctx.identifier_key(&i.identifier), &m.id);
-    }
+    ctx.point_links_at(txn, &m, &m.id);
     // Identifiers both had before the merge stay with the survivor.
     for i in &record.surviving_before.identifiers {
         ctx.put_id(txn, &ctx.identifier_key(&i.identifier), &s.id);

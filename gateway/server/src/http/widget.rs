@@ -62,29 +62,8 @@ pub(super) async fn post_message(app: &App, req: &mut Request<Incoming>) -> Resu
         );
         return Ok(with_cors(resp));
     }
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(String::from);
     let now_ms = app.clock.now_ms();
-    let user = auth.verify(token.as_deref(), now_ms / 1000).map_err(|e| {
-        app.metrics.inc(
-            "gateway_verification_failures_total",
-            &[("channel", "widget"), ("reason", e.reason())],
-        );
-        let mut err = ApiError::caller(StatusCode::UNAUTHORIZED, "invalid_token", e.to_string());
-        err.extra = Some(("reason", e.reason().to_string()));
-        err.headers.push((
-            header::WWW_AUTHENTICATE,
-            "Bearer error=\"invalid_token\"".into(),
-        ));
-        err
-    })?;
+    let user = authenticate(app, auth, req, now_ms / 1000)?;
     let server = &app.config.server;
     let raw = body::read(
         req,
@@ -123,19 +102,7 @@ pub(super) async fn history(app: &App, req: &Request<Incoming>) -> Result<Resp, 
             "the widget is not configured ([widget])",
         ));
     };
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
-    let user = auth.verify(token, app.clock.now_secs()).map_err(|e| {
-        let mut err = ApiError::caller(StatusCode::UNAUTHORIZED, "invalid_token", e.to_string());
-        err.extra = Some(("reason", e.reason().to_string()));
-        err
-    })?;
+    let user = authenticate(app, auth, req, app.clock.now_secs())?;
     let graph_err = |e: chatcrafter_core::identity::graph::GraphError| {
         ApiError::fault(super::Fault::Store, "store_unavailable", e.to_string())
     };
@@ -151,4 +118,35 @@ pub(super) async fn history(app: &App, req: &Request<Incoming>) -> Result<Resp, 
         None => serde_json::json!({"customer_id": null, "entries": []}),
     };
     Ok(ops::text(200, "application/json", body.to_string()))
+}
+
+/// The widget user a request's Bearer JWT names, or 401 `invalid_token`
+/// with the reason (counted per reason in the verification metric).
+fn authenticate(
+    app: &App,
+    auth: &chatcrafter_core::verify::jwt::WidgetAuth,
+    req: &Request<Incoming>,
+    now: u64,
+) -> Result<chatcrafter_core::channel::AuthenticatedUser, ApiError> {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    auth.verify(token, now).map_err(|e| {
+        app.metrics.inc(
+            "gateway_verification_failures_total",
+            &[("channel", "widget"), ("reason", e.reason())],
+        );
+        let mut err = ApiError::caller(StatusCode::UNAUTHORIZED, "invalid_token", e.to_string());
+        err.extra = Some(("reason", e.reason().to_string()));
+        err.headers.push((
+            header::WWW_AUTHENTICATE,
+            "Bearer error=\"invalid_token\"".into(),
+        ));
+        err
+    })
 }
