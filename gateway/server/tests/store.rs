@@ -283,6 +283,14 @@ async fn a_redelivered_message_is_recorded_once_and_the_timeline_follows_merges(
         texts(&g.timeline(&r2.customer_id).await.unwrap()),
         vec![("telegram".to_string(), "hello from telegram".to_string())]
     );
+    // Past the retention window the same provider id counts as new.
+    let mut late = message(&w, "c-1", "Do you have the office chair in black?");
+    late.timestamp = T0 + chatcrafter_core::identity::graph::DEDUP_RETENTION_SECONDS + 1;
+    assert!(matches!(
+        g.record_inbound(&late, None).await.unwrap(),
+        Recorded::Stored { .. }
+    ));
+    assert_eq!(g.timeline(&sarah).await.unwrap().len(), 3);
 }
 
 async fn a_csv_import_links_good_rows_reports_bad_ones_and_is_idempotent(kind: &str) {

@@ -172,6 +172,11 @@ pub enum Recorded {
     },
 }
 
+/// How long a provider message id is remembered to drop redeliveries: 7
+/// days, the longest retry window the channels document (WhatsApp retries
+/// for up to 7 days). An id seen longer ago counts as new.
+pub const DEDUP_RETENTION_SECONDS: u64 = 7 * 86_400;
+
 /// How many malformed requests are kept for inspection: the newest 100.
 pub const MALFORMED_KEPT: usize = 100;
 
@@ -749,7 +754,12 @@ impl<B: Backend> Graph<B> {
         let sender = &sender;
         unit!(self, |ctx, txn| async move {
             let dk = ctx.dedup_key(&message.sender.channel, &message.provider_message_id);
-            if get(txn, &dk).await?.is_some() {
+            let seen_at = get(txn, &dk)
+                .await?
+                .and_then(|b| std::str::from_utf8(&b).ok()?.parse::<u64>().ok());
+            if seen_at
+                .is_some_and(|t| message.timestamp.saturating_sub(t) < DEDUP_RETENTION_SECONDS)
+            {
                 return Ok(Recorded::Duplicate);
             }
             let resolution = resolve_in(ctx, txn, sender).await?;
