@@ -531,6 +531,35 @@ fn widget_cors_allows_only_configured_origins() {
         b"",
     );
     assert_eq!((r.status, r.code().as_str()), (403, "origin_not_allowed"));
+    // History answers its preflight too, and its answer carries the origin.
+    let r = s.gw.request(
+        "OPTIONS",
+        "/widget/v1/history",
+        &[("origin", "https://shop.example")],
+        b"",
+    );
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-methods"),
+        Some("GET, OPTIONS")
+    );
+    let hs = jsonwebtoken::EncodingKey::from_secret(WIDGET_SECRET.as_bytes());
+    let token = jwt(jsonwebtoken::Algorithm::HS256, &hs, claims(600));
+    let r = s.gw.request(
+        "GET",
+        "/widget/v1/history",
+        &[
+            ("origin", "https://shop.example"),
+            ("authorization", &format!("Bearer {token}")),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://shop.example")
+    );
+    assert_eq!(r.json()["entries"], serde_json::json!([]));
 }
 
 // --- Limits, routing, shutdown -------------------------------------------

@@ -67,12 +67,12 @@ pub async fn handle(app: Arc<App>, mut req: Request<Incoming>) -> Resp {
             "/widget/v1/messages",
             widget::post_message(&app, &mut req).await,
         ),
-        (Method::GET, ["widget", "v1", "history"]) => {
+        (Method::GET | Method::OPTIONS, ["widget", "v1", "history"]) => {
             ("/widget/v1/history", widget::history(&app, &req).await)
         }
         (_, ["widget", "v1", "history"]) => (
             "/widget/v1/history",
-            Err(ApiError::method_not_allowed(req.method(), "GET")),
+            Err(ApiError::method_not_allowed(req.method(), "GET, OPTIONS")),
         ),
         (_, ["widget", "v1", "messages"]) => (
             "/widget/v1/messages",

@@ -21,46 +21,10 @@ pub(super) async fn post_message(app: &App, req: &mut Request<Incoming>) -> Resu
             "the widget is not configured ([widget])",
         ));
     };
-    let origin = req
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        .map(String::from);
-    if let Some(o) = &origin
-        && !config.allowed_origins.iter().any(|a| a == o)
-    {
-        return Err(ApiError::caller(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
-            format!("origin {o} is not in widget.allowed_origins"),
-        ));
-    }
-    let with_cors = |mut resp: Resp| {
-        if let Some(o) = &origin {
-            let h = resp.headers_mut();
-            if let Ok(v) = header::HeaderValue::from_str(o) {
-                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-            }
-            h.insert(header::VARY, header::HeaderValue::from_static("origin"));
-        }
-        resp
-    };
+    let origin = allowed_origin(config, req)?;
+    let with_cors = |resp: Resp| with_cors(resp, origin.as_deref());
     if req.method() == Method::OPTIONS {
-        let mut resp = ops::text(204, "text/plain", String::new());
-        let h = resp.headers_mut();
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            header::HeaderValue::from_static("POST, OPTIONS"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            header::HeaderValue::from_static("authorization, content-type"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            header::HeaderValue::from_static("600"),
-        );
-        return Ok(with_cors(resp));
+        return Ok(with_cors(preflight("POST, OPTIONS")));
     }
     let now_ms = app.clock.now_ms();
     let user = authenticate(app, auth, req, now_ms / 1000)?;
@@ -95,13 +59,17 @@ pub(super) async fn post_message(app: &App, req: &mut Request<Incoming>) -> Resu
 /// `GET /widget/v1/history`: the caller's unified cross-channel timeline,
 /// newest last.
 pub(super) async fn history(app: &App, req: &Request<Incoming>) -> Result<Resp, ApiError> {
-    let Some(auth) = &app.widget else {
+    let (Some(config), Some(auth)) = (&app.config.widget, &app.widget) else {
         return Err(ApiError::caller(
             StatusCode::NOT_FOUND,
             "not_found",
             "the widget is not configured ([widget])",
         ));
     };
+    let origin = allowed_origin(config, req)?;
+    if req.method() == Method::OPTIONS {
+        return Ok(with_cors(preflight("GET, OPTIONS"), origin.as_deref()));
+    }
     let user = authenticate(app, auth, req, app.clock.now_secs())?;
     let graph_err = |e: chatcrafter_core::identity::graph::GraphError| {
         ApiError::fault(super::Fault::Store, "store_unavailable", e.to_string())
@@ -117,7 +85,64 @@ pub(super) async fn history(app: &App, req: &Request<Incoming>) -> Result<Resp, 
         }
         None => serde_json::json!({"customer_id": null, "entries": []}),
     };
-    Ok(ops::text(200, "application/json", body.to_string()))
+    Ok(with_cors(
+        ops::text(200, "application/json", body.to_string()),
+        origin.as_deref(),
+    ))
+}
+
+/// The request's `Origin`, if it sent one and `widget.allowed_origins` lists
+/// it; 403 `origin_not_allowed` for any other origin.
+fn allowed_origin(
+    config: &chatcrafter_core::config::Widget,
+    req: &Request<Incoming>,
+) -> Result<Option<String>, ApiError> {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(String::from);
+    if let Some(o) = &origin
+        && !config.allowed_origins.iter().any(|a| a == o)
+    {
+        return Err(ApiError::caller(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            format!("origin {o} is not in widget.allowed_origins"),
+        ));
+    }
+    Ok(origin)
+}
+
+/// Adds the CORS answer for an allowed origin.
+fn with_cors(mut resp: Resp, origin: Option<&str>) -> Resp {
+    if let Some(o) = origin {
+        let h = resp.headers_mut();
+        if let Ok(v) = header::HeaderValue::from_str(o) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        }
+        h.insert(header::VARY, header::HeaderValue::from_static("origin"));
+    }
+    resp
+}
+
+/// The answer to a CORS preflight.
+fn preflight(methods: &'static str) -> Resp {
+    let mut resp = ops::text(204, "text/plain", String::new());
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        header::HeaderValue::from_static(methods),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        header::HeaderValue::from_static("authorization, content-type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        header::HeaderValue::from_static("600"),
+    );
+    resp
 }
 
 /// The widget user a request's Bearer JWT names, or 401 `invalid_token`
