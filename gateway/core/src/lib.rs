@@ -6,11 +6,13 @@
 //! natively and inside a `wasm32-wasip2` component at the edge, and what lets
 //! its tests run without sleeping or networking.
 //!
+//! - [`agent`]: the built-in agent and the webhook agent's signed envelope.
 //! - [`config`]: the one `gateway.toml` struct.
 //! - [`verify`]: signatures, handshakes and widget JWTs on raw bytes.
 //! - [`channel`]: what a channel plugin declares (its manifest) and the
 //!   normalized events it produces, independent of any WIT version.
 
+pub mod agent;
 pub mod channel;
 pub mod config;
 pub mod conversation;

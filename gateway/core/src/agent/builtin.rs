@@ -1,0 +1,200 @@
+//! The built-in agent: deterministic and aware of the whole cross-channel
+//! conversation. It greets a returning customer by name, recalls on a new
+//! channel what they last asked on another one, and hands off to a person
+//! when asked.
+
+use crate::conversation::{Direction, Entry};
+
+/// What the agent decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The message to send back on the channel the customer wrote on.
+    pub text: String,
+    /// Whether the conversation goes to the hand-off inbox.
+    pub handoff: bool,
+}
+
+/// Longest quote of an earlier question, in characters.
+const QUOTE_MAX: usize = 80;
+
+/// Words that mean "let me talk to a person".
+const HUMAN_WORDS: &[&str] = &[
+    "human",
+    "agent",
+    "person",
+    "representative",
+    "someone real",
+    "real person",
+    "operator",
+];
+
+/// How a channel is named to a customer.
+pub fn channel_name(channel: &str) -> &str {
+    match channel {
+        "widget" => "the web chat",
+        "whatsapp" => "WhatsApp",
+        "telegram" => "Telegram",
+        "discord" => "Discord",
+        other => other,
+    }
+}
+
+fn quote(text: &str) -> String {
+    let t = text.trim();
+    if t.chars().count() <= QUOTE_MAX {
+        return t.to_string();
+    }
+    let cut: String = t.chars().take(QUOTE_MAX - 1).collect();
+    format!("{}…", cut.trim_end())
+}
+
+fn first_name(name: Option<&str>) -> Option<&str> {
+    name.and_then(|n| n.split_whitespace().next())
+        .filter(|n| !n.is_empty())
+}
+
+/// Answers `incoming`, given the customer's name and their unified
+/// `history` (oldest first; it may or may not contain `incoming` itself).
+pub fn respond(name: Option<&str>, history: &[Entry], incoming: &Entry) -> Reply {
+    let first = first_name(name);
+    let text = incoming.text.as_deref().unwrap_or("").to_lowercase();
+    if HUMAN_WORDS.iter().any(|w| text.contains(w)) {
+        return Reply {
+            text: match first {
+                Some(n) => format!(
+                    "Of course, {n} — I'm bringing in someone from our team. They'll reply right here."
+                ),
+                None => {
+                    "Of course — I'm bringing in someone from our team. They'll reply right here."
+                        .into()
+                }
+            },
+            handoff: true,
+        };
+    }
+    let earlier: Vec<&Entry> = history
+        .iter()
+        .filter(|e| e.id != incoming.id && e.direction == Direction::Inbound && e.kind != "link")
+        .collect();
+    let used_here = earlier.iter().any(|e| e.channel == incoming.channel);
+    let elsewhere = earlier.iter().rev().find(|e| {
+        e.channel != incoming.channel
+            && e.kind == "text"
+            && e.text.as_deref().is_some_and(|t| !t.trim().is_empty())
+    });
+    let text = match (elsewhere, used_here, first) {
+        (Some(e), false, name) => {
+            let greeting = name
+                .map(|n| format!("Welcome back, {n}!"))
+                .unwrap_or_else(|| "Welcome back!".into());
+            format!(
+                "{greeting} Earlier on {} you asked about “{}”. How can I help with that?",
+                channel_name(&e.channel),
+                quote(e.text.as_deref().unwrap_or_default())
+            )
+        }
+        _ if !earlier.is_empty() => match first {
+            Some(n) => format!("Thanks, {n}! Got it — we'll follow up right here."),
+            None => "Thanks! Got it — we'll follow up right here.".into(),
+        },
+        _ => match first {
+            Some(n) => format!("Hi {n}! Thanks for reaching out — how can we help?"),
+            None => "Hi! Thanks for reaching out — how can we help?".into(),
+        },
+    };
+    Reply {
+        text,
+        handoff: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, at: u64, channel: &str, kind: &str, text: &str) -> Entry {
+        Entry {
+            id: id.into(),
+            at,
+            channel: channel.into(),
+            direction: Direction::Inbound,
+            kind: kind.into(),
+            text: Some(text.into()),
+            properties: None,
+        }
+    }
+
+    #[test]
+    fn a_new_customer_is_greeted() {
+        let e = entry("e1", 1, "widget", "text", "hello");
+        assert_eq!(
+            respond(None, &[e.clone()], &e).text,
+            "Hi! Thanks for reaching out — how can we help?"
+        );
+        assert_eq!(
+            respond(Some("Sarah Kim"), &[], &e).text,
+            "Hi Sarah! Thanks for reaching out — how can we help?"
+        );
+    }
+
+    #[test]
+    fn on_a_new_channel_the_last_question_elsewhere_is_recalled() {
+        let history = vec![
+            entry(
+                "e1",
+                1,
+                "widget",
+                "text",
+                "Do you have the ergonomic office chair in black?",
+            ),
+            entry("e2", 2, "telegram", "link", ""),
+        ];
+        let now = entry("e3", 3, "whatsapp", "text", "hi");
+        let r = respond(Some("Sarah Kim"), &history, &now);
+        assert_eq!(
+            r.text,
+            "Welcome back, Sarah! Earlier on the web chat you asked about “Do you have the ergonomic office chair in black?”. How can I help with that?"
+        );
+        assert!(!r.handoff);
+    }
+
+    #[test]
+    fn on_a_channel_already_used_it_just_acknowledges() {
+        let history = vec![
+            entry("e1", 1, "widget", "text", "chair?"),
+            entry("e2", 2, "whatsapp", "text", "hi"),
+        ];
+        let now = entry("e3", 3, "whatsapp", "text", "and the desk?");
+        assert_eq!(
+            respond(Some("Sarah"), &history, &now).text,
+            "Thanks, Sarah! Got it — we'll follow up right here."
+        );
+    }
+
+    #[test]
+    fn asking_for_a_human_starts_a_hand_off() {
+        let now = entry(
+            "e1",
+            1,
+            "discord",
+            "text",
+            "Can I talk to a real PERSON please",
+        );
+        let r = respond(Some("Ada"), &[], &now);
+        assert!(r.handoff);
+        assert!(r.text.starts_with("Of course, Ada"), "{}", r.text);
+    }
+
+    #[test]
+    fn long_questions_are_quoted_short() {
+        let long = "a".repeat(200);
+        let history = vec![entry("e1", 1, "telegram", "text", &long)];
+        let r = respond(None, &history, &entry("e2", 2, "widget", "text", "hi"));
+        assert!(
+            r.text
+                .contains(&format!("“{}…”", "a".repeat(QUOTE_MAX - 1))),
+            "{}",
+            r.text
+        );
+    }
+}
