@@ -128,7 +128,7 @@ mod tests {
     fn a_new_customer_is_greeted() {
         let e = entry("e1", 1, "widget", "text", "hello");
         assert_eq!(
-            respond(None, &[e.clone()], &e).text,
+            respond(None, std::slice::from_ref(&e), &e).text,
             "Hi! Thanks for reaching out — how can we help?"
         );
         assert_eq!(
