@@ -87,6 +87,60 @@ pub async fn open_backend(config: &Config, base_dir: &Path) -> anyhow::Result<An
     })
 }
 
+/// The identity graph over the configured store, sealed with the
+/// configured keys (the server and `gateway import` open it the same way).
+pub async fn open_graph(config: &Config, base_dir: &Path) -> anyhow::Result<IdentityGraph> {
+    let keys = Keyring::from_config(&config.security)?;
+    let backend = open_backend(config, base_dir).await?;
+    Ok(Graph::new(
+        Arc::new(backend),
+        Arc::new(keys),
+        &config.store.key_prefix,
+        rules(config)?,
+        Arc::new(ring::rand::SystemRandom::new()),
+    ))
+}
+
+/// Reads `--config FILE` (relative paths resolve against its folder), or,
+/// without one, dev mode's configuration and whether its secrets were just
+/// created.
+pub fn load_config(config_path: Option<&Path>) -> anyhow::Result<Loaded> {
+    match config_path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("{}: cannot read", path.display()))?;
+            let config = Config::parse(&text)
+                .with_context(|| format!("{}: invalid configuration", path.display()))?;
+            let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            Ok(Loaded {
+                config,
+                base_dir,
+                dev: None,
+            })
+        }
+        None => {
+            let dir = Path::new("./data");
+            let (secrets, created) = crate::dev::DevSecrets::load_or_create(dir)?;
+            Ok(Loaded {
+                config: secrets.config(dir),
+                base_dir: PathBuf::from("."),
+                dev: Some((secrets, created)),
+            })
+        }
+    }
+}
+
+/// A configuration as [`load_config`] found it.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// What relative paths in it are relative to.
+    pub base_dir: PathBuf,
+    /// In dev mode: the generated secrets, and whether they were just created.
+    pub dev: Option<(crate::dev::DevSecrets, bool)>,
+}
+
 /// A Redis client for `store.url`, trusting `store.tls_ca_file` for
 /// `rediss://` when it is set (the system's trust store otherwise).
 pub fn redis_client(config: &Config, base_dir: &Path) -> anyhow::Result<redis::Client> {
@@ -162,6 +216,8 @@ pub struct App {
     pub graph: Arc<IdentityGraph>,
     /// Admin API tokens.
     pub admin_tokens: Vec<AdminToken>,
+    /// `[identity] primary_identifier`, as the customer object reports it.
+    pub primary_identifier: IdentifierKind,
     /// Real-time change notifications.
     pub notifier: Arc<crate::notify::Notifier>,
     /// Counters and histograms.
@@ -308,15 +364,8 @@ impl App {
             Some(w) => Some(widget_auth(w, base_dir)?),
             None => None,
         };
-        let keys = Keyring::from_config(&config.security)?;
-        let backend = open_backend(&config, base_dir).await?;
-        let graph = Arc::new(Graph::new(
-            Arc::new(backend),
-            Arc::new(keys),
-            &config.store.key_prefix,
-            rules(&config)?,
-            Arc::new(ring::rand::SystemRandom::new()),
-        ));
+        let graph = Arc::new(open_graph(&config, base_dir).await?);
+        let primary_identifier = rules(&config)?.primary;
         let notifier = Arc::new(match config.store.kind {
             chatcrafter_core::config::StoreKind::Embedded => crate::notify::Notifier::local(),
             chatcrafter_core::config::StoreKind::Redis => crate::notify::Notifier::redis_with(
@@ -353,6 +402,7 @@ impl App {
             sink,
             graph,
             admin_tokens,
+            primary_identifier,
             notifier,
             metrics,
             clock,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use chatcrafter_core::channel::{
-    Handshake, InboundRequest, Manifest, OutboundMessage, Verification,
+    Encoding, Handshake, InboundRequest, Manifest, OutboundMessage, Verification,
 };
 
 use crate::plugin::{Plugin, PluginHost};
@@ -103,13 +103,17 @@ fn verification(v: &Verification) -> String {
             max_age_seconds,
             secret,
         } => {
+            let encoding = match encoding {
+                Encoding::Hex => "hex",
+                Encoding::Base64 => "base64",
+            };
             let mut s = format!(
-                "hmac-sha256 in `{header}` as `{prefix}<{encoding:?}>` over `{signed_template}`, keyed by secret `{secret}`"
+                "hmac-sha256 in `{header}` as `{prefix}<{encoding}>` over `{signed_template}`, keyed by secret `{secret}`"
             );
             if let (Some(t), Some(age)) = (timestamp_header, max_age_seconds) {
                 s.push_str(&format!(", timestamp `{t}` within {age} s"));
             }
-            s.to_lowercase_encoding()
+            s
         }
         Verification::SharedSecret { header, secret } => {
             format!("shared secret in `{header}` equal to secret `{secret}`")
@@ -124,17 +128,6 @@ fn verification(v: &Verification) -> String {
             "ed25519 in `{signature_header}` over `{timestamp_header}` ‖ body, \
              key from secret `{public_key}`, timestamp within {max_age_seconds} s"
         ),
-    }
-}
-
-trait LowerEncoding {
-    fn to_lowercase_encoding(self) -> String;
-}
-
-impl LowerEncoding for String {
-    fn to_lowercase_encoding(self) -> String {
-        self.replace("<Hex>", "<hex>")
-            .replace("<Base64>", "<base64>")
     }
 }
 
@@ -197,25 +190,19 @@ pub fn plugin_run(path: &Path, request: &PathBuf, export: Export) -> anyhow::Res
 pub fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     use std::sync::Arc;
 
-    use crate::app::{App, SystemClock};
-    use crate::dev::DevSecrets;
+    use crate::app::{App, SystemClock, load_config};
 
-    let (config, base_dir) = match config_path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("{}: cannot read", path.display()))?;
-            let config = chatcrafter_core::config::Config::parse(&text)
-                .with_context(|| format!("{}: invalid configuration", path.display()))?;
-            let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-            (config, base)
-        }
-        None => {
-            let dir = Path::new("./data");
-            let (secrets, created) = DevSecrets::load_or_create(dir)?;
-            eprint!("{}", secrets.banner(&dir.join("dev-secrets.toml"), created));
-            (secrets.config(dir), PathBuf::from("."))
-        }
-    };
+    let crate::app::Loaded {
+        config,
+        base_dir,
+        dev,
+    } = load_config(config_path)?;
+    if let Some((secrets, created)) = dev {
+        eprint!(
+            "{}",
+            secrets.banner(Path::new("./data/dev-secrets.toml"), created)
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -266,46 +253,24 @@ async fn shutdown_signal() {
 /// summary on stdout.
 pub fn import(file: &Path, config_path: Option<&Path>) -> anyhow::Result<String> {
     use std::io::Write as _;
-    use std::sync::Arc;
 
-    use crate::app::{SystemClock, open_backend, rules};
-    use crate::dev::DevSecrets;
+    use crate::app::{SystemClock, load_config, open_graph};
     use chatcrafter_core::Clock as _;
 
     let bytes = std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
-    let (config, base_dir) = match config_path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("{}: cannot read", path.display()))?;
-            let config = chatcrafter_core::config::Config::parse(&text)
-                .with_context(|| format!("{}: invalid configuration", path.display()))?;
-            (
-                config,
-                path.parent().map(Path::to_path_buf).unwrap_or_default(),
-            )
-        }
-        None => {
-            let (secrets, _) = DevSecrets::load_or_create(Path::new("./data"))?;
-            (secrets.config(Path::new("./data")), PathBuf::from("."))
-        }
-    };
-    let mut config = config;
+    let crate::app::Loaded {
+        mut config,
+        base_dir,
+        ..
+    } = load_config(config_path)?;
     config.apply_env(|k| std::env::var(k).ok(), |_| Vec::new());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let keys = chatcrafter_core::seal::Keyring::from_config(&config.security)?;
-        let backend = open_backend(&config, &base_dir).await.context(
+        let graph = open_graph(&config, &base_dir).await.context(
             "opening the store (an embedded store is locked while `gateway serve` runs; use POST /admin/v1/import then)",
         )?;
-        let graph = chatcrafter_core::identity::graph::Graph::new(
-            Arc::new(backend),
-            Arc::new(keys),
-            &config.store.key_prefix,
-            rules(&config)?,
-            Arc::new(ring::rand::SystemRandom::new()),
-        );
         let mut err = std::io::stderr();
         let summary = crate::import::import(&graph, &bytes, SystemClock.now_secs(), |done, total| {
             let width = 30;

@@ -18,7 +18,7 @@ mod widget;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -228,8 +228,4 @@ pub async fn bind(listen: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
         .with_context(|| format!("server.listen: cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     Ok((listener, addr))
-}
-
-pub(crate) fn elapsed(start: Instant) -> Duration {
-    start.elapsed()
 }

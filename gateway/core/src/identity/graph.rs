@@ -311,26 +311,30 @@ impl Ctx<'_> {
         format!("{tag}_{}", crate::verify::hex_encode(&b))
     }
 
+    /// `{prefix}{name}:{HMAC(index_key, kind ‖ value)}`: a lookup key that
+    /// reveals nothing of the value.
+    fn blind_key(&self, name: &str, kind: &str, value: &str) -> String {
+        format!(
+            "{}{name}:{}",
+            self.prefix,
+            self.keys.blind_index(kind, value)
+        )
+    }
+
     fn identity_key(&self, i: &ChannelIdentity) -> String {
-        let blind = self
-            .keys
-            .blind_index("identity", &format!("{}\0{}\0{}", i.channel, i.scope, i.id));
-        format!("{}ident:{blind}", self.prefix)
+        self.blind_key(
+            "ident",
+            "identity",
+            &format!("{}\0{}\0{}", i.channel, i.scope, i.id),
+        )
     }
 
     fn identity_any_key(&self, channel: &str, id: &str) -> String {
-        let blind = self
-            .keys
-            .blind_index("identity-any", &format!("{channel}\0{id}"));
-        format!("{}identany:{blind}", self.prefix)
+        self.blind_key("identany", "identity-any", &format!("{channel}\0{id}"))
     }
 
     fn identifier_key(&self, i: &Identifier) -> String {
-        format!(
-            "{}idx:{}",
-            self.prefix,
-            self.keys.blind_index(i.kind.as_str(), &i.value)
-        )
+        self.blind_key("idx", i.kind.as_str(), &i.value)
     }
 
     fn customer_key(&self, id: &str) -> String {
@@ -350,10 +354,7 @@ impl Ctx<'_> {
     }
 
     fn dedup_key(&self, channel: &str, provider_id: &str) -> String {
-        let blind = self
-            .keys
-            .blind_index("dedup", &format!("{channel}\0{provider_id}"));
-        format!("{}seen:{blind}", self.prefix)
+        self.blind_key("seen", "dedup", &format!("{channel}\0{provider_id}"))
     }
 
     fn timeline_seq_key(&self, customer: &str) -> String {
@@ -391,11 +392,7 @@ impl Ctx<'_> {
     }
 
     fn token_key(&self, token: &str) -> String {
-        format!(
-            "{}token:{}",
-            self.prefix,
-            self.keys.blind_index("link-token", token)
-        )
+        self.blind_key("token", "link-token", token)
     }
 
     fn seal<T: Serialize>(&self, key: &str, value: &T) -> Vec<u8> {

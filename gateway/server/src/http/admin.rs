@@ -200,12 +200,6 @@ fn query(req: &Request<Incoming>, name: &str) -> Option<String> {
     chatcrafter_core::verify::query_param(req.uri().query().unwrap_or(""), name)
 }
 
-fn primary(app: &App) -> IdentifierKind {
-    crate::app::rules(&app.config)
-        .map(|r| r.primary)
-        .unwrap_or(IdentifierKind::Email)
-}
-
 /// `/admin/v1/…`: returns the route template (for metrics) and the answer.
 pub(super) async fn route(
     app: &App,
@@ -239,7 +233,7 @@ pub(super) async fn route(
             let result = async {
                 let id = lookup(app, &identifier).await?;
                 let c = app.graph.customer(&id).await.map_err(graph_error)?;
-                Ok(json_resp(200, &customer_json(&c, primary(app))))
+                Ok(json_resp(200, &customer_json(&c, app.primary_identifier)))
             }
             .await;
             (ROUTE, result)
@@ -300,7 +294,7 @@ pub(super) async fn route(
                 .customer(id)
                 .await
                 .map_err(graph_error)
-                .map(|c| json_resp(200, &customer_json(&c, primary(app))));
+                .map(|c| json_resp(200, &customer_json(&c, app.primary_identifier)));
             (ROUTE, result)
         }
         (Method::PATCH, ["customers", id]) => {
@@ -325,7 +319,7 @@ pub(super) async fn route(
                         kind: ChangeKind::Profile,
                     })
                     .await;
-                Ok(json_resp(200, &customer_json(&c, primary(app))))
+                Ok(json_resp(200, &customer_json(&c, app.primary_identifier)))
             }
             .await;
             (ROUTE, result)

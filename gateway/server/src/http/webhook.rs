@@ -10,7 +10,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 
-use super::{ApiError, Fault, Resp, body, elapsed, ops};
+use super::{ApiError, Fault, Resp, body, ops};
 use crate::app::{App, request_id};
 use crate::plugin::{Plugin, PluginError};
 
@@ -149,7 +149,7 @@ pub(super) fn parse(
             ("plugin", &plugin.manifest().id),
             ("export", "parse-inbound"),
         ],
-        elapsed(start),
+        start.elapsed(),
     );
     result.map_err(|e| {
         if e.is_input_error() {
