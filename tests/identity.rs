@@ -15,6 +15,8 @@ const WIDGET_SECRET: &str = "widget-secret-widget-secret-0123456789";
 const ADMIN: &str = "admin-token-for-tests";
 const AGENT: &str = "agent-token-for-tests";
 const ANALYST: &str = "analyst-token-for-tests";
+/// The `[store]` of a gateway on its own embedded store.
+const EMBEDDED: &str = "kind = \"embedded\"\npath = \"data\"";
 
 fn sha(t: &str) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, t.as_bytes()).as_ref())
@@ -127,7 +129,7 @@ fn admin(gw: &Gateway, token: &str, method: &str, path: &str, body: &[u8]) -> Re
 #[test]
 fn widget_whatsapp_telegram_and_csv_make_one_customer_through_the_admin_api() {
     let dir = scratch("identity-journey");
-    let gw = Gateway::start(&dir, &config("kind = \"embedded\"\npath = \"data\""));
+    let gw = Gateway::start(&dir, &config(EMBEDDED));
     assert_eq!(
         widget_message(
             &gw,
@@ -271,7 +273,7 @@ fn widget_whatsapp_telegram_and_csv_make_one_customer_through_the_admin_api() {
 #[test]
 fn admin_merge_undo_limits_and_roles() {
     let dir = scratch("identity-admin");
-    let gw = Gateway::start(&dir, &config("kind = \"embedded\"\npath = \"data\""));
+    let gw = Gateway::start(&dir, &config(EMBEDDED));
     assert_eq!(
         widget_message(&gw, "u-1", "a@example.com", "+16505550001", "hi").status,
         202
@@ -409,11 +411,7 @@ fn admin_merge_undo_limits_and_roles() {
 #[test]
 fn the_cli_import_prints_progress_and_a_summary() {
     let dir = scratch("identity-cli-import");
-    std::fs::write(
-        dir.join("gateway.toml"),
-        config("kind = \"embedded\"\npath = \"data\""),
-    )
-    .unwrap();
+    std::fs::write(dir.join("gateway.toml"), config(EMBEDDED)).unwrap();
     std::fs::write(
         dir.join("customers.csv"),
         "email,phone_number\nann@example.com,+16505550101\nbad,\n",
@@ -436,7 +434,7 @@ fn the_cli_import_prints_progress_and_a_summary() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("1/1 rows"));
     // The imported customer is there when the gateway starts on the store.
-    let gw = Gateway::start(&dir, &config("kind = \"embedded\"\npath = \"data\""));
+    let gw = Gateway::start(&dir, &config(EMBEDDED));
     assert_eq!(
         admin(
             &gw,
@@ -681,7 +679,7 @@ fn a_gateway_on_redis_over_tls_trusts_the_configured_ca() {
 #[test]
 fn a_malformed_payload_is_refused_with_400_and_kept_for_inspection() {
     let dir = scratch("identity-malformed");
-    let gw = Gateway::start(&dir, &config("kind = \"embedded\"\npath = \"data\""));
+    let gw = Gateway::start(&dir, &config(EMBEDDED));
     let body = br#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{}}]}]}"#;
     let sig = format!("sha256={}", hmac_hex(APP_SECRET.as_bytes(), body));
     let r = gw.post("/webhooks/whatsapp", &[("x-hub-signature-256", &sig)], body);
@@ -709,7 +707,7 @@ fn a_malformed_payload_is_refused_with_400_and_kept_for_inspection() {
 #[test]
 fn the_timeline_is_one_conversation_across_channels_and_a_retry_is_recorded_once() {
     let dir = scratch("identity-timeline");
-    let gw = Gateway::start(&dir, &config("kind = \"embedded\"\npath = \"data\""));
+    let gw = Gateway::start(&dir, &config(EMBEDDED));
     assert_eq!(
         widget_message(
             &gw,

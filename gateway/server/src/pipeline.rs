@@ -45,7 +45,7 @@ impl Sink for StoreSink {
                 if let InboundEvent::Message(m) = event {
                     let recorded = self
                         .graph
-                        .record_inbound(m, m.display_name.clone())
+                        .record_inbound(m)
                         .await
                         .map_err(|e| Unavailable(e.to_string()))?;
                     let Recorded::Stored {

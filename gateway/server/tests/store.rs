@@ -212,10 +212,11 @@ async fn a_redelivered_message_is_recorded_once_and_the_timeline_follows_merges(
     let g = graph(&f, rules());
     let w = widget_sarah(T0);
     let first = g
-        .record_inbound(
-            &message(&w, "c-1", "Do you have the office chair in black?"),
-            None,
-        )
+        .record_inbound(&message(
+            &w,
+            "c-1",
+            "Do you have the office chair in black?",
+        ))
         .await
         .unwrap();
     let Recorded::Stored { resolution, .. } = first else {
@@ -225,10 +226,11 @@ async fn a_redelivered_message_is_recorded_once_and_the_timeline_follows_merges(
     // The channel retries the same delivery: nothing changes.
     let dump = f.backend.dump().await.unwrap();
     assert_eq!(
-        g.record_inbound(
-            &message(&w, "c-1", "Do you have the office chair in black?"),
-            None
-        )
+        g.record_inbound(&message(
+            &w,
+            "c-1",
+            "Do you have the office chair in black?"
+        ))
         .await
         .unwrap(),
         Recorded::Duplicate
@@ -237,14 +239,14 @@ async fn a_redelivered_message_is_recorded_once_and_the_timeline_follows_merges(
     // Another person on Telegram, merged into Sarah later: their timelines join.
     let tg = sender(id("telegram", "7012345678", "123456789"), vec![], T0 + 20);
     let Recorded::Stored { resolution: r2, .. } = g
-        .record_inbound(&message(&tg, "7012345678:1", "hello from telegram"), None)
+        .record_inbound(&message(&tg, "7012345678:1", "hello from telegram"))
         .await
         .unwrap()
     else {
         panic!("stored")
     };
     let wa = whatsapp_sarah(T0 + 40);
-    g.record_inbound(&message(&wa, "wamid.1", "still in stock?"), None)
+    g.record_inbound(&message(&wa, "wamid.1", "still in stock?"))
         .await
         .unwrap();
     let texts = |t: &[chatcrafter_core::conversation::Entry]| {
@@ -287,7 +289,7 @@ async fn a_redelivered_message_is_recorded_once_and_the_timeline_follows_merges(
     let mut late = message(&w, "c-1", "Do you have the office chair in black?");
     late.timestamp = T0 + chatcrafter_core::identity::graph::DEDUP_RETENTION_SECONDS + 1;
     assert!(matches!(
-        g.record_inbound(&late, None).await.unwrap(),
+        g.record_inbound(&late).await.unwrap(),
         Recorded::Stored { .. }
     ));
     assert_eq!(g.timeline(&sarah).await.unwrap().len(), 3);

@@ -736,14 +736,10 @@ impl<B: Backend> Graph<B> {
     /// Records one inbound message atomically: drops it if its provider id
     /// was already recorded (a channel's retry), else resolves the sender
     /// and appends it to the customer's timeline — all or nothing.
-    pub async fn record_inbound(
-        &self,
-        message: &InboundMessage,
-        display_name: Option<String>,
-    ) -> Result<Recorded, GraphError> {
+    pub async fn record_inbound(&self, message: &InboundMessage) -> Result<Recorded, GraphError> {
         let sender = Sender {
             identity: message.sender.clone(),
-            display_name,
+            display_name: message.display_name.clone(),
             claims: message.claims.clone(),
             link_token: message.link_token.clone(),
             at: message.timestamp,
