@@ -783,16 +783,12 @@ impl<B: Backend> Graph<B> {
     pub async fn timeline(&self, customer_id: &str) -> Result<Vec<Entry>, GraphError> {
         unit!(self, |ctx, txn| async move {
             let c = ctx.live_customer(txn, customer_id).await?;
+            // The customer and, transitively, everyone merged into it.
             let mut owners = vec![c.id.clone()];
-            let mut i = 0;
-            while i < owners.len() {
-                if i > 0 {
-                    let absorbed = ctx.load_customer(txn, &owners[i]).await?.absorbed;
-                    owners.extend(absorbed);
-                } else {
-                    owners.extend(c.absorbed.iter().cloned());
-                }
-                i += 1;
+            let mut pending = c.absorbed.clone();
+            while let Some(id) = pending.pop() {
+                pending.extend(ctx.load_customer(txn, &id).await?.absorbed);
+                owners.push(id);
             }
             let seq_keys: Vec<String> = owners.iter().map(|o| ctx.timeline_seq_key(o)).collect();
             let counts = txn.get_many(&seq_keys).await?;
