@@ -29,6 +29,7 @@ fn main() {
     println!("cargo:rerun-if-changed=../../plugins");
     println!("cargo:rerun-if-changed=../../wit");
 
+    ensure_wasm_target();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&plugins)
@@ -107,4 +108,25 @@ fn wasm(dir: &Path, krate: &str) -> PathBuf {
     let path = dir.join(format!("{krate}.wasm"));
     assert!(path.exists(), "{} was not built", path.display());
     path
+}
+
+/// rust-toolchain.toml names the wasm32-wasip2 target, but rustup adds a
+/// toolchain file's targets only when it installs the toolchain itself; on
+/// a machine that already had stable, ask rustup for the target once.
+fn ensure_wasm_target() {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let Some(sysroot) = sysroot else { return };
+    if sysroot.join("lib/rustlib/wasm32-wasip2").is_dir() {
+        return;
+    }
+    println!("cargo:warning=installing the wasm32-wasip2 target with rustup (named in rust-toolchain.toml)");
+    let _ = Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .status();
 }

@@ -36,6 +36,9 @@ pub struct Config {
     /// Who answers customers.
     #[serde(default)]
     pub agent: Agent,
+    /// Outbound delivery, reminders and frequency caps.
+    #[serde(default)]
+    pub delivery: Delivery,
     /// Admin API access.
     #[serde(default)]
     pub admin: Admin,
@@ -233,7 +236,7 @@ pub enum AgentKind {
 }
 
 /// `[agent]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Agent {
     /// Builtin or webhook.
@@ -242,6 +245,70 @@ pub struct Agent {
     pub url: Option<String>,
     /// Secret signing calls to the webhook.
     pub secret: Option<String>,
+    /// How long one webhook call may take, ms.
+    pub timeout_ms: u64,
+    /// Calls before a message is handed to a person instead.
+    pub max_attempts: u32,
+    /// Timeline entries sent with each call (the most recent).
+    pub history: usize,
+}
+
+impl Default for Agent {
+    fn default() -> Self {
+        Agent {
+            kind: AgentKind::Builtin,
+            url: None,
+            secret: None,
+            timeout_ms: 10_000,
+            max_attempts: 5,
+            history: 20,
+        }
+    }
+}
+
+/// `[delivery]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    /// Attempts per outbound message before it fails onto the hand-off
+    /// inbox.
+    pub max_attempts: u32,
+    /// First retry delay, doubled per attempt, ms.
+    pub backoff_base_ms: u64,
+    /// Longest retry delay, ms.
+    pub backoff_max_ms: u64,
+    /// How long one channel API call may take, ms.
+    pub timeout_ms: u64,
+    /// How long a claimed job is left to its worker before another (or
+    /// this one, restarted) takes it again, ms.
+    pub lease_ms: u64,
+    /// How often the queue is checked for due jobs, ms (new jobs on this
+    /// node start at once).
+    pub poll_ms: u64,
+    /// Delay from a `cart_abandoned` event to its reminder, seconds.
+    pub reminder_delay_seconds: u64,
+    /// Proactive messages (reminders) per customer per rolling day, across
+    /// every channel.
+    pub proactive_per_day: u32,
+    /// Channels to try for proactive messages, best first, after the
+    /// customer's `preferred_channel` attribute.
+    pub channel_priority: Vec<String>,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            max_attempts: 8,
+            backoff_base_ms: 1_000,
+            backoff_max_ms: 300_000,
+            timeout_ms: 10_000,
+            lease_ms: 30_000,
+            poll_ms: 250,
+            reminder_delay_seconds: 86_400,
+            proactive_per_day: 1,
+            channel_priority: vec!["whatsapp".into(), "telegram".into(), "widget".into()],
+        }
+    }
 }
 
 /// `[admin]`
@@ -427,6 +494,44 @@ impl Config {
         }
         if self.agent.kind == AgentKind::Webhook && self.agent.url.is_none() {
             return Err(ConfigError::at("agent.url", "a webhook agent needs a url"));
+        }
+        if let Some(url) = &self.agent.url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(ConfigError::at(
+                "agent.url",
+                format!("`{url}` must be an http:// or https:// URL"),
+            ));
+        }
+        if self.agent.kind == AgentKind::Webhook && self.agent.secret.is_none() {
+            return Err(ConfigError::at(
+                "agent.secret",
+                "a webhook agent needs a secret to sign its calls with",
+            ));
+        }
+        for (key, value) in [
+            ("agent.max_attempts", self.agent.max_attempts),
+            ("delivery.max_attempts", self.delivery.max_attempts),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::at(key, "must be at least 1"));
+            }
+        }
+        for (key, value) in [
+            ("agent.timeout_ms", self.agent.timeout_ms),
+            ("delivery.timeout_ms", self.delivery.timeout_ms),
+            ("delivery.lease_ms", self.delivery.lease_ms),
+            ("delivery.poll_ms", self.delivery.poll_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::at(key, "must be more than 0"));
+            }
+        }
+        if self.delivery.lease_ms <= self.delivery.timeout_ms.max(self.agent.timeout_ms) {
+            return Err(ConfigError::at(
+                "delivery.lease_ms",
+                "must be longer than delivery.timeout_ms and agent.timeout_ms, or a slow call's job would be taken over while it runs",
+            ));
         }
         for (i, t) in self.admin.tokens.iter().enumerate() {
             let ok =

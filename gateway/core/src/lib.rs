@@ -11,12 +11,19 @@
 //! - [`verify`]: signatures, handshakes and widget JWTs on raw bytes.
 //! - [`channel`]: what a channel plugin declares (its manifest) and the
 //!   normalized events it produces, independent of any WIT version.
+//! - [`identity`]: the identity graph over the [`store`], sealed with [`seal`].
+//! - [`conversation`]: the unified timeline and per-customer conversation state.
+//! - [`pipeline`]: after a message is stored — the durable job queue, agent
+//!   answers, deliveries, statuses, hand-offs, reminders.
+//! - [`delivery`]: retry policy and the requests the host sends.
 
 pub mod agent;
 pub mod channel;
 pub mod config;
 pub mod conversation;
+pub mod delivery;
 pub mod identity;
+pub mod pipeline;
 pub mod seal;
 pub mod store;
 pub mod verify;

@@ -224,6 +224,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Wakes the queue worker when this node queues a job.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// 32 bytes from the operating system's CSPRNG.
@@ -376,10 +378,12 @@ impl App {
             .context("store.url: subscribing to change notifications")?,
         });
         let metrics = Arc::new(Metrics::default());
+        let wake = Arc::new(tokio::sync::Notify::new());
         let sink: Arc<dyn Sink> = Arc::new(crate::pipeline::StoreSink {
             graph: graph.clone(),
             notifier: notifier.clone(),
             metrics: metrics.clone(),
+            wake: wake.clone(),
         });
         let admin_tokens = config
             .admin
@@ -406,6 +410,7 @@ impl App {
             notifier,
             metrics,
             clock,
+            wake,
         })
     }
 }

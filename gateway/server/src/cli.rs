@@ -224,6 +224,9 @@ pub fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
             _ => None,
         };
         let (listener, addr) = crate::http::bind(&server.listen).await?;
+        // Answers and deliveries run from the stored queue, beside the
+        // listener; jobs left by an earlier run start at once.
+        tokio::spawn(crate::worker::Worker::new(app.clone(), app.wake.clone()).run());
         let scheme = if tls.is_some() { "https" } else { "http" };
         {
             use std::io::Write as _;

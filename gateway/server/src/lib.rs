@@ -4,6 +4,8 @@
 //! - [`app`]: the running gateway's state, built from the configuration.
 //! - [`http`]: the hyper server and its routes.
 //! - [`pipeline`]: where verified events go.
+//! - [`worker`]: the job queue's worker — agent answers, deliveries,
+//!   reminders — and [`outbound`], its HTTP client.
 //! - [`dev`]: dev mode's generated secrets and configuration.
 //! - [`cli`]: the command-line commands.
 
@@ -14,6 +16,8 @@ pub mod http;
 pub mod import;
 pub mod metrics;
 pub mod notify;
+pub mod outbound;
 pub mod pipeline;
 pub mod plugin;
 pub mod store;
+pub mod worker;

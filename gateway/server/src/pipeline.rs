@@ -1,7 +1,7 @@
-//! Where verified, parsed events go. The conversations issue puts the real
-//! pipeline (dedup → identity → timeline → agent) behind this trait; the
-//! gateway answers the channel only after `accept` returns `Ok`, so nothing
-//! is acknowledged that was not taken.
+//! Where verified, parsed events go: dedup → identity → timeline, with the
+//! agent's job queued in the same unit (see [`crate::worker`] for the rest).
+//! The gateway answers the channel only after `accept` returns `Ok`, so
+//! nothing is acknowledged that was not stored.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,10 +24,10 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
 }
 
 /// Records every message in the store in one atomic unit: drops a
-/// redelivery by its provider id, resolves the sender to a customer and
-/// appends the message to the customer's timeline (the agent and delivery
-/// come with the rest of the conversations pipeline). The channel hears 2xx
-/// only once that is stored.
+/// redelivery by its provider id, resolves the sender to a customer,
+/// appends the message to the customer's timeline and queues the agent's
+/// turn. Delivery statuses update the outbound messages they are about.
+/// The channel hears 2xx only once all of that is stored.
 #[derive(Debug)]
 pub struct StoreSink {
     /// The identity graph.
@@ -36,6 +36,8 @@ pub struct StoreSink {
     pub notifier: std::sync::Arc<crate::notify::Notifier>,
     /// Counts redeliveries dropped.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Wakes the queue worker: a stored message has an agent job.
+    pub wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Sink for StoreSink {
@@ -79,17 +81,23 @@ impl Sink for StoreSink {
                     );
                 }
             }
-            // Statuses update outbound messages once the conversations
-            // pipeline stores them; until then they are logged (ids and
-            // states only, never personal data).
+            self.wake.notify_one();
             for event in &inbound.events {
                 match event {
-                    InboundEvent::Status(s) => tracing::info!(
-                        channel,
-                        provider_message_id = %s.provider_message_id,
-                        state = ?s.state,
-                        "delivery status"
-                    ),
+                    InboundEvent::Status(s) => {
+                        let known = self
+                            .graph
+                            .record_status(channel, s)
+                            .await
+                            .map_err(|e| Unavailable(e.to_string()))?;
+                        tracing::info!(
+                            channel,
+                            provider_message_id = %s.provider_message_id,
+                            state = ?s.state,
+                            known,
+                            "delivery status"
+                        );
+                    }
                     InboundEvent::Ignored { reason } => tracing::debug!(channel, reason, "ignored"),
                     InboundEvent::Message(_) => {}
                 }

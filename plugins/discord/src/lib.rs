@@ -219,6 +219,7 @@ impl Guest for Discord {
             format!("/webhooks/{}/{token}", msg.recipient.scope),
             &json!({"content": text, "allowed_mentions": {"parse": []}}),
             None,
+            Some("/id"),
         ))
     }
 }

@@ -158,12 +158,14 @@ pub fn json_response(status: u16, body: &serde_json::Value) -> HttpResponse {
     }
 }
 
-/// A JSON API call to `path` (relative to the channel's `api_base`).
+/// A JSON API call to `path` (relative to the channel's `api_base`);
+/// `sent_id` is the JSON pointer to the sent message's id in the answer.
 pub fn json_call(
     method: Method,
     path: String,
     body: &serde_json::Value,
     credential: Option<CredentialHeader>,
+    sent_id: Option<&str>,
 ) -> OutboundRequest {
     OutboundRequest::Http(HttpCall {
         method,
@@ -174,6 +176,7 @@ pub fn json_call(
         }],
         body: serde_json::to_vec(body).unwrap_or_default(),
         credential,
+        sent_id: sent_id.map(String::from),
     })
 }
 

@@ -210,6 +210,7 @@ impl Guest for Telegram {
             "/bot{secret:bot_token}/sendMessage".into(),
             &json!({"chat_id": chat_id, "text": text}),
             None,
+            Some("/result/message_id"),
         ))
     }
 }

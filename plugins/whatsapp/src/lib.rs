@@ -265,6 +265,7 @@ impl Guest for WhatsApp {
                 prefix: "Bearer ".into(),
                 secret: "access_token".into(),
             }),
+            Some("/messages/0/id"),
         ))
     }
 }

@@ -108,6 +108,16 @@ pub fn respond(name: Option<&str>, history: &[Entry], incoming: &Entry) -> Reply
     }
 }
 
+/// The abandoned-cart reminder, by first name when known.
+pub fn reminder(name: Option<&str>) -> String {
+    match first_name(name) {
+        Some(n) => format!(
+            "Hi {n}, you left something in your cart. It's saved for you — reply here if you have any questions."
+        ),
+        None => "Hi, you left something in your cart. It's saved for you — reply here if you have any questions.".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +131,8 @@ mod tests {
             kind: kind.into(),
             text: Some(text.into()),
             properties: None,
+            status: None,
+            author: None,
         }
     }
 

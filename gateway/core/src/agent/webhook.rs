@@ -5,6 +5,8 @@
 
 use ring::hmac;
 
+use crate::pipeline::{AgentInput, Answer};
+
 use crate::verify::{hex_decode, hex_encode};
 
 /// The header carrying the signature: `t=<unix seconds>,v1=<hex>`.
@@ -39,6 +41,92 @@ pub fn verify(secret: &[u8], header: &str, body: &[u8], now: u64, max_age: u64) 
     hmac::verify(&key, &signed(t, body), &sig).is_ok()
 }
 
+/// The body of a call: the message, the customer's profile and linked
+/// channels, and the last `history` entries of the unified timeline
+/// (oldest first, the message included).
+pub fn request_body(input: &AgentInput, history: usize) -> Vec<u8> {
+    let c = &input.customer;
+    let attributes: serde_json::Map<String, serde_json::Value> = c
+        .attributes
+        .iter()
+        .map(|(k, a)| (k.clone(), serde_json::Value::String(a.value.clone())))
+        .collect();
+    let identities: Vec<serde_json::Value> = c
+        .identities
+        .iter()
+        .map(|i| serde_json::json!({"channel": i.channel, "scope": i.scope, "id": i.id, "verified": i.verified}))
+        .collect();
+    let skip = input.history.len().saturating_sub(history);
+    let body = serde_json::json!({
+        "message": input.incoming,
+        "customer": {
+            "id": c.id,
+            "attributes": attributes,
+            "identities": identities,
+        },
+        "history": &input.history[skip..],
+    });
+    serde_json::to_vec(&body).expect("agent request serializes")
+}
+
+/// The most replies one answer may carry.
+pub const MAX_REPLIES: usize = 10;
+
+/// Parses an agent's answer: `{"replies":[{"text":"…"}|"…"], "handoff":
+/// true|{"reason":"…"}, "attributes":{"name":"value"}}`, every key
+/// optional. An answer that does not parse is an error (retried, then
+/// handed to a person), never silently nothing.
+pub fn parse_answer(body: &[u8]) -> Result<Answer, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum ReplyIn {
+        Text(String),
+        Object { text: String },
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum HandoffIn {
+        Flag(bool),
+        Reason { reason: String },
+    }
+    #[derive(serde::Deserialize)]
+    struct AnswerIn {
+        #[serde(default)]
+        replies: Vec<ReplyIn>,
+        #[serde(default)]
+        handoff: Option<HandoffIn>,
+        #[serde(default)]
+        attributes: std::collections::BTreeMap<String, String>,
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Answer::default());
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let a: AnswerIn = serde_path_to_error::deserialize(de)
+        .map_err(|e| format!("the agent's answer does not parse at `{}`: {}", e.path(), e.inner()))?;
+    if a.replies.len() > MAX_REPLIES {
+        return Err(format!(
+            "the agent's answer has {} replies; at most {MAX_REPLIES} are sent",
+            a.replies.len()
+        ));
+    }
+    Ok(Answer {
+        replies: a
+            .replies
+            .into_iter()
+            .map(|r| match r {
+                ReplyIn::Text(t) | ReplyIn::Object { text: t } => t,
+            })
+            .collect(),
+        handoff: match a.handoff {
+            None | Some(HandoffIn::Flag(false)) => None,
+            Some(HandoffIn::Flag(true)) => Some("agent".into()),
+            Some(HandoffIn::Reason { reason }) => Some(reason),
+        },
+        attributes: a.attributes,
+    })
+}
+
 fn signed(timestamp: u64, body: &[u8]) -> Vec<u8> {
     let mut msg = timestamp.to_string().into_bytes();
     msg.push(b'.');
@@ -49,6 +137,28 @@ fn signed(timestamp: u64, body: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_parse_in_their_short_and_long_forms_and_bad_ones_say_where() {
+        let a = parse_answer(
+            br#"{"replies":["hi",{"text":"there"}],"handoff":{"reason":"vip"},"attributes":{"tier":"gold"}}"#,
+        )
+        .unwrap();
+        assert_eq!(a.replies, ["hi", "there"]);
+        assert_eq!(a.handoff.as_deref(), Some("vip"));
+        assert_eq!(a.attributes["tier"], "gold");
+        assert_eq!(
+            parse_answer(br#"{"handoff":true}"#).unwrap().handoff.as_deref(),
+            Some("agent")
+        );
+        assert_eq!(parse_answer(b"").unwrap(), Answer::default());
+        let e = parse_answer(br#"{"replies":[{"txt":"x"}]}"#).unwrap_err();
+        assert!(e.contains("replies"), "{e}");
+        let e = parse_answer(br#"{"attributes":{"tier":3}}"#).unwrap_err();
+        assert!(e.contains("attributes.tier"), "{e}");
+        let many = format!(r#"{{"replies":[{}]}}"#, vec!["\"x\""; 11].join(","));
+        assert!(parse_answer(many.as_bytes()).unwrap_err().contains("11 replies"));
+    }
 
     #[test]
     fn a_signed_call_verifies_and_its_bad_twins_do_not() {

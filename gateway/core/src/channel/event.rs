@@ -246,6 +246,9 @@ pub struct HttpCall {
     pub body: Vec<u8>,
     /// Credential the host adds.
     pub credential: Option<CredentialHeader>,
+    /// JSON pointer to the sent message's id in a successful answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_id: Option<String>,
 }
 
 /// How an outbound message is delivered.
@@ -439,6 +442,7 @@ mod tests {
             headers: vec![],
             body: vec![0xff, 0x00],
             credential: None,
+            sent_id: None,
         };
         let json = serde_json::to_string(&call).unwrap();
         assert!(json.contains("[255,0]"), "{json}");

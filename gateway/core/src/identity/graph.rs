@@ -278,7 +278,7 @@ pub enum GraphError {
 
 /// The identity graph over a backend.
 pub struct Graph<B> {
-    backend: B,
+    pub(crate) backend: B,
     keys: Arc<Keyring>,
     prefix: String,
     rules: Rules,
@@ -295,15 +295,15 @@ impl<B: std::fmt::Debug> std::fmt::Debug for Graph<B> {
 }
 
 /// Everything a unit of work needs besides the transaction.
-struct Ctx<'a> {
-    keys: &'a Keyring,
-    prefix: &'a str,
-    rules: &'a Rules,
-    rng: &'a (dyn SecureRandom + Send + Sync),
+pub(crate) struct Ctx<'a> {
+    pub(crate) keys: &'a Keyring,
+    pub(crate) prefix: &'a str,
+    pub(crate) rules: &'a Rules,
+    pub(crate) rng: &'a (dyn SecureRandom + Send + Sync),
 }
 
 impl Ctx<'_> {
-    fn random_id(&self, tag: &str) -> String {
+    pub(crate) fn random_id(&self, tag: &str) -> String {
         let mut b = [0u8; 16];
         self.rng
             .fill(&mut b)
@@ -313,7 +313,7 @@ impl Ctx<'_> {
 
     /// `{prefix}{name}:{HMAC(index_key, kind ‖ value)}`: a lookup key that
     /// reveals nothing of the value.
-    fn blind_key(&self, name: &str, kind: &str, value: &str) -> String {
+    pub(crate) fn blind_key(&self, name: &str, kind: &str, value: &str) -> String {
         format!(
             "{}{name}:{}",
             self.prefix,
@@ -321,7 +321,7 @@ impl Ctx<'_> {
         )
     }
 
-    fn identity_key(&self, i: &ChannelIdentity) -> String {
+    pub(crate) fn identity_key(&self, i: &ChannelIdentity) -> String {
         self.blind_key(
             "ident",
             "identity",
@@ -329,49 +329,49 @@ impl Ctx<'_> {
         )
     }
 
-    fn identity_any_key(&self, channel: &str, id: &str) -> String {
+    pub(crate) fn identity_any_key(&self, channel: &str, id: &str) -> String {
         self.blind_key("identany", "identity-any", &format!("{channel}\0{id}"))
     }
 
-    fn identifier_key(&self, i: &Identifier) -> String {
+    pub(crate) fn identifier_key(&self, i: &Identifier) -> String {
         self.blind_key("idx", i.kind.as_str(), &i.value)
     }
 
-    fn customer_key(&self, id: &str) -> String {
+    pub(crate) fn customer_key(&self, id: &str) -> String {
         format!("{}cust:{{c:{id}}}", self.prefix)
     }
 
-    fn merge_key(&self, id: &str) -> String {
+    pub(crate) fn merge_key(&self, id: &str) -> String {
         format!("{}merge:{id}", self.prefix)
     }
 
-    fn conflict_key(&self, id: &str) -> String {
+    pub(crate) fn conflict_key(&self, id: &str) -> String {
         format!("{}conflict:{id}", self.prefix)
     }
 
-    fn conflicts_index_key(&self) -> String {
+    pub(crate) fn conflicts_index_key(&self) -> String {
         format!("{}conflicts", self.prefix)
     }
 
-    fn dedup_key(&self, channel: &str, provider_id: &str) -> String {
+    pub(crate) fn dedup_key(&self, channel: &str, provider_id: &str) -> String {
         self.blind_key("seen", "dedup", &format!("{channel}\0{provider_id}"))
     }
 
-    fn timeline_seq_key(&self, customer: &str) -> String {
+    pub(crate) fn timeline_seq_key(&self, customer: &str) -> String {
         format!("{}tlseq:{{c:{customer}}}", self.prefix)
     }
 
-    fn timeline_entry_key(&self, customer: &str, n: u64) -> String {
+    pub(crate) fn timeline_entry_key(&self, customer: &str, n: u64) -> String {
         format!("{}tl:{{c:{customer}}}:{n}", self.prefix)
     }
 
     /// Appends an entry to a customer's own timeline.
-    async fn append(
+    pub(crate) async fn append(
         &self,
         txn: &mut dyn Txn,
         customer: &str,
         mut entry: Entry,
-    ) -> Result<Entry, GraphError> {
+    ) -> Result<(Entry, String), GraphError> {
         entry.id = self.random_id("e");
         let seq_key = self.timeline_seq_key(customer);
         let n: u64 = match get(txn, &seq_key).await? {
@@ -384,25 +384,25 @@ impl Ctx<'_> {
         let key = self.timeline_entry_key(customer, n);
         txn.put(&key, self.seal(&key, &entry));
         txn.put(&seq_key, (n + 1).to_string().into_bytes());
-        Ok(entry)
+        Ok((entry, key))
     }
 
-    fn malformed_key(&self) -> String {
+    pub(crate) fn malformed_key(&self) -> String {
         format!("{}malformed", self.prefix)
     }
 
-    fn token_key(&self, token: &str) -> String {
+    pub(crate) fn token_key(&self, token: &str) -> String {
         self.blind_key("token", "link-token", token)
     }
 
-    fn seal<T: Serialize>(&self, key: &str, value: &T) -> Vec<u8> {
+    pub(crate) fn seal<T: Serialize>(&self, key: &str, value: &T) -> Vec<u8> {
         let json = serde_json::to_vec(value).expect("graph records serialize");
         self.keys
             .seal(self.rng, &json, key.as_bytes())
             .expect("the system random number generator failed")
     }
 
-    fn open<T: serde::de::DeserializeOwned>(
+    pub(crate) fn open<T: serde::de::DeserializeOwned>(
         &self,
         key: &str,
         bytes: &[u8],
@@ -422,7 +422,7 @@ impl Ctx<'_> {
     /// A customer id stored under a lookup key. Ids are random, not
     /// personal data, so they are stored as they are: that lets a known
     /// identity and its profile be read in one round trip.
-    fn open_id(&self, key: &str, bytes: &[u8]) -> Result<String, GraphError> {
+    pub(crate) fn open_id(&self, key: &str, bytes: &[u8]) -> Result<String, GraphError> {
         let id = std::str::from_utf8(bytes)
             .ok()
             .filter(|id| id.starts_with("c_") && id.len() == 34);
@@ -434,7 +434,7 @@ impl Ctx<'_> {
         })
     }
 
-    async fn load_customer(&self, txn: &mut dyn Txn, id: &str) -> Result<Customer, GraphError> {
+    pub(crate) async fn load_customer(&self, txn: &mut dyn Txn, id: &str) -> Result<Customer, GraphError> {
         let key = self.customer_key(id);
         let bytes = get(txn, &key)
             .await?
@@ -443,7 +443,7 @@ impl Ctx<'_> {
     }
 
     /// Follows `merged_into` to the customer that stands for `id` now.
-    async fn live_customer(&self, txn: &mut dyn Txn, id: &str) -> Result<Customer, GraphError> {
+    pub(crate) async fn live_customer(&self, txn: &mut dyn Txn, id: &str) -> Result<Customer, GraphError> {
         let mut c = self.load_customer(txn, id).await?;
         for _ in 0..16 {
             match c.merged_into.clone() {
@@ -457,7 +457,7 @@ impl Ctx<'_> {
     }
 
     /// The customer (as it stands now) a lookup key points to.
-    async fn owner_of(&self, txn: &mut dyn Txn, key: &str) -> Result<Option<String>, GraphError> {
+    pub(crate) async fn owner_of(&self, txn: &mut dyn Txn, key: &str) -> Result<Option<String>, GraphError> {
         match get(txn, key).await? {
             Some(b) => Ok(Some(
                 self.live_customer(txn, &self.open_id(key, &b)?).await?.id,
@@ -468,7 +468,7 @@ impl Ctx<'_> {
 
     /// Points every lookup key of `c`'s identities and identifiers at
     /// customer `owner`.
-    fn point_links_at(&self, txn: &mut dyn Txn, c: &Customer, owner: &str) {
+    pub(crate) fn point_links_at(&self, txn: &mut dyn Txn, c: &Customer, owner: &str) {
         for i in &c.identities {
             let identity = ChannelIdentity {
                 channel: i.channel.clone(),
@@ -483,27 +483,61 @@ impl Ctx<'_> {
         }
     }
 
-    fn save_customer(&self, txn: &mut dyn Txn, c: &Customer) {
+    pub(crate) fn save_customer(&self, txn: &mut dyn Txn, c: &Customer) {
         let key = self.customer_key(&c.id);
         txn.put(&key, self.seal(&key, c));
     }
 
-    fn put_id(&self, txn: &mut dyn Txn, key: &str, id: &str) {
+    pub(crate) fn put_id(&self, txn: &mut dyn Txn, key: &str, id: &str) {
         txn.put(key, id.as_bytes().to_vec());
     }
 
-    fn count(&self, c: &Customer, kind: IdentifierKind) -> usize {
+    pub(crate) fn count(&self, c: &Customer, kind: IdentifierKind) -> usize {
         c.identifiers
             .iter()
             .filter(|i| i.identifier.kind == kind)
             .count()
     }
 
-    fn limit(&self, kind: IdentifierKind) -> usize {
+    pub(crate) fn limit(&self, kind: IdentifierKind) -> usize {
         self.rules.limits.get(&kind).copied().unwrap_or(usize::MAX)
     }
 
-    async fn record_conflict(
+    /// `c`'s unified timeline (its entries and, transitively, those of
+    /// every customer merged into it), oldest first.
+    pub(crate) async fn timeline_of(
+        &self,
+        txn: &mut dyn Txn,
+        c: &Customer,
+    ) -> Result<Vec<Entry>, GraphError> {
+        let mut owners = vec![c.id.clone()];
+        let mut pending = c.absorbed.clone();
+        while let Some(id) = pending.pop() {
+            pending.extend(self.load_customer(txn, &id).await?.absorbed);
+            owners.push(id);
+        }
+        let seq_keys: Vec<String> = owners.iter().map(|o| self.timeline_seq_key(o)).collect();
+        let counts = txn.get_many(&seq_keys).await?;
+        let mut keys = Vec::new();
+        for (owner, count) in owners.iter().zip(counts) {
+            let n: u64 = count
+                .and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok())
+                .unwrap_or(0);
+            keys.extend((0..n).map(|k| self.timeline_entry_key(owner, k)));
+        }
+        let values = txn.get_many(&keys).await?;
+        let mut entries = Vec::new();
+        for (k, v) in keys.iter().zip(values) {
+            if let Some(v) = v {
+                entries.push(self.open::<Entry>(k, &v)?);
+            }
+        }
+        // Stable: entries at the same second keep their stored order.
+        entries.sort_by_key(|e| e.at);
+        Ok(entries)
+    }
+
+    pub(crate) async fn record_conflict(
         &self,
         txn: &mut dyn Txn,
         kind: &str,
@@ -584,6 +618,8 @@ macro_rules! unit {
     }};
 }
 
+pub(crate) use unit;
+
 impl<B: Backend> Graph<B> {
     /// A graph over `backend`, with keys under `prefix`.
     pub fn new(
@@ -607,7 +643,7 @@ impl<B: Backend> Graph<B> {
         &self.backend
     }
 
-    fn ctx(&self) -> Ctx<'_> {
+    pub(crate) fn ctx(&self) -> Ctx<'_> {
         Ctx {
             keys: &self.keys,
             prefix: &self.prefix,
@@ -757,7 +793,9 @@ impl<B: Backend> Graph<B> {
             }
             let resolution = resolve_in(ctx, txn, sender).await?;
             let entry = Entry::inbound(message, resolution.linked == Some(How::LinkToken));
-            let entry = ctx.append(txn, &resolution.customer_id, entry).await?;
+            let (entry, _) = ctx.append(txn, &resolution.customer_id, entry).await?;
+            ctx.after_inbound(txn, &resolution.customer_id, &entry, message)
+                .await?;
             txn.put(&dk, message.timestamp.to_string().into_bytes());
             Ok(Recorded::Stored {
                 resolution,
@@ -766,49 +804,12 @@ impl<B: Backend> Graph<B> {
         })
     }
 
-    /// Appends a business event to a customer's timeline.
-    pub async fn record_event(
-        &self,
-        customer_id: &str,
-        entry: &Entry,
-    ) -> Result<Entry, GraphError> {
-        unit!(self, |ctx, txn| async move {
-            let c = ctx.live_customer(txn, customer_id).await?;
-            ctx.append(txn, &c.id, entry.clone()).await
-        })
-    }
-
     /// A customer's unified timeline — its own entries and those of every
     /// customer merged into it — oldest first.
     pub async fn timeline(&self, customer_id: &str) -> Result<Vec<Entry>, GraphError> {
         unit!(self, |ctx, txn| async move {
             let c = ctx.live_customer(txn, customer_id).await?;
-            // The customer and, transitively, everyone merged into it.
-            let mut owners = vec![c.id.clone()];
-            let mut pending = c.absorbed.clone();
-            while let Some(id) = pending.pop() {
-                pending.extend(ctx.load_customer(txn, &id).await?.absorbed);
-                owners.push(id);
-            }
-            let seq_keys: Vec<String> = owners.iter().map(|o| ctx.timeline_seq_key(o)).collect();
-            let counts = txn.get_many(&seq_keys).await?;
-            let mut keys = Vec::new();
-            for (owner, count) in owners.iter().zip(counts) {
-                let n: u64 = count
-                    .and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok())
-                    .unwrap_or(0);
-                keys.extend((0..n).map(|k| ctx.timeline_entry_key(owner, k)));
-            }
-            let values = txn.get_many(&keys).await?;
-            let mut entries = Vec::new();
-            for (k, v) in keys.iter().zip(values) {
-                if let Some(v) = v {
-                    entries.push(ctx.open::<Entry>(k, &v)?);
-                }
-            }
-            // Stable: entries at the same second keep their stored order.
-            entries.sort_by_key(|e| e.at);
-            Ok(entries)
+            ctx.timeline_of(txn, &c).await
         })
     }
 

@@ -126,13 +126,23 @@ pub(crate) fn customer_json(c: &Customer, primary: IdentifierKind) -> Value {
         .iter()
         .find(|i| i.identifier.kind == primary)
         .map(|i| json!({"kind": i.identifier.kind, "value": i.identifier.value}));
+    // Consent is kept as `consent.<purpose>` attributes (`granted` or
+    // `denied`), so it syncs and merges like any attribute.
+    let consent: BTreeMap<&str, Value> = c
+        .attributes
+        .iter()
+        .filter_map(|(k, a)| {
+            let purpose = k.strip_prefix("consent.")?;
+            Some((purpose, json!({"granted": a.value == "granted", "updated_at": rfc3339(a.updated_at), "source": a.source})))
+        })
+        .collect();
     let mut v = json!({
         "id": c.id,
         "created_at": rfc3339(c.created_at),
         "attributes": attributes,
         "identities": identities,
         "identifiers": identifiers,
-        "consent": {},
+        "consent": consent,
         "primary_identifier": primary_identifier,
     });
     if let Some(m) = &c.merged_into {
@@ -156,6 +166,12 @@ pub(crate) fn timeline_json(
             if let Some(p) = &e.properties {
                 v["properties"] = p.clone();
             }
+            if let Some(s) = &e.status {
+                v["status"] = json!(s);
+            }
+            if let Some(a) = &e.author {
+                v["author"] = json!(a);
+            }
             v
         })
         .collect();
@@ -163,6 +179,28 @@ pub(crate) fn timeline_json(
 }
 
 const CHANNELS: &[&str] = &["whatsapp", "telegram", "discord", "widget"];
+
+/// Attributes with a meaning to the gateway must hold a value it
+/// understands: `consent.<purpose>` is `granted` or `denied`;
+/// `preferred_channel` names a configured channel.
+fn check_attributes(app: &App, attrs: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    let bad = |msg: String| ApiError::caller(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", msg);
+    for (k, v) in attrs {
+        if k.starts_with("consent.") && v != "granted" && v != "denied" {
+            return Err(bad(format!(
+                "attributes.{k}: `{v}` must be `granted` or `denied`"
+            )));
+        }
+        if k == chatcrafter_core::pipeline::PREFERRED_CHANNEL
+            && !(app.config.channels.contains_key(v) || (v == "widget" && app.widget.is_some()))
+        {
+            return Err(bad(format!(
+                "attributes.{k}: `{v}` is not a configured channel"
+            )));
+        }
+    }
+    Ok(())
+}
 
 async fn lookup(app: &App, identifier: &str) -> Result<String, ApiError> {
     let bad =
@@ -308,6 +346,7 @@ pub(super) async fn route(
             let id = id.to_string();
             let result = async {
                 let p: Patch = json_body(app, req).await?;
+                check_attributes(app, &p.attributes)?;
                 let c = app
                     .graph
                     .set_attributes(&id, &p.attributes, "admin", now)
@@ -415,6 +454,68 @@ pub(super) async fn route(
             .await;
             (ROUTE, result)
         }
+        (Method::GET, ["handoffs"]) => {
+            const ROUTE: &str = "/admin/v1/handoffs";
+            auth!(&[Role::Admin, Role::Agent]);
+            let result = app.graph.handoffs().await.map_err(graph_error).map(|list| {
+                let items: Vec<Value> = list
+                    .iter()
+                    .map(|o| {
+                        let h = &o.handoff;
+                        json!({"conversation_id": o.customer_id, "customer_id": o.customer_id,
+                               "opened_at": rfc3339(h.opened_at), "reason": h.reason, "detail": h.detail,
+                               "channel": h.channel, "last_message_at": rfc3339(h.last_message_at),
+                               "waiting": h.waiting})
+                    })
+                    .collect();
+                json_resp(200, &json!({"handoffs": items}))
+            });
+            (ROUTE, result)
+        }
+        (Method::POST, ["conversations", id, "reply"]) => {
+            const ROUTE: &str = "/admin/v1/conversations/{id}/reply";
+            auth!(&[Role::Admin, Role::Agent]);
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct ReplyBody {
+                text: String,
+            }
+            let id = id.to_string();
+            let result = async {
+                let b: ReplyBody = json_body(app, req).await?;
+                if b.text.trim().is_empty() {
+                    return Err(ApiError::caller(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_body",
+                        "text: must not be empty",
+                    ));
+                }
+                let o = app
+                    .graph
+                    .reply_as_human(&id, &b.text, app.clock.now_ms())
+                    .await
+                    .map_err(graph_error)?;
+                app.wake.notify_one();
+                let channel = o.routes.first().map(|r| r.identity.channel.as_str());
+                Ok(json_resp(
+                    202,
+                    &json!({"id": o.id, "customer_id": o.customer_id, "channel": channel, "status": o.state.as_str()}),
+                ))
+            }
+            .await;
+            (ROUTE, result)
+        }
+        (Method::POST, ["conversations", id, "close"]) => {
+            const ROUTE: &str = "/admin/v1/conversations/{id}/close";
+            auth!(&[Role::Admin, Role::Agent]);
+            let result = app
+                .graph
+                .close_handoff(id)
+                .await
+                .map_err(graph_error)
+                .map(|was_open| json_resp(200, &json!({"conversation_id": id, "closed": was_open})));
+            (ROUTE, result)
+        }
         _ => ("(unknown)", Err(ApiError::not_found(req.uri().path()))),
     }
 }
@@ -463,9 +564,16 @@ pub(super) async fn event(app: &App, req: &mut Request<Incoming>) -> Result<Resp
         chatcrafter_core::conversation::Entry::event(&b.kind, b.properties, app.clock.now_secs());
     let stored = app
         .graph
-        .record_event(&customer, &entry)
+        .record_event(
+            &customer,
+            &entry,
+            app.config.delivery.reminder_delay_seconds * 1000,
+            app.clock.now_ms(),
+        )
         .await
         .map_err(graph_error)?;
+    // A reminder may be due at once (a zero delay).
+    app.wake.notify_one();
     app.notifier
         .publish(Change {
             customer_id: customer.clone(),

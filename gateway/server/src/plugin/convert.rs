@@ -318,6 +318,7 @@ pub(super) fn outbound_request(r: wit::OutboundRequest) -> core::OutboundRequest
                 prefix: c.prefix,
                 secret: c.secret,
             }),
+            sent_id: c.sent_id,
         }),
         wit::OutboundRequest::Push(frame) => core::OutboundRequest::Push { frame },
     }

@@ -1,7 +1,11 @@
 //! The unified timeline: every message and event of a customer, across
 //! channels, in time order, each with its channel. Entries are stored
 //! sealed, one key each, by the identity graph's store (see
-//! [`crate::identity::graph::Graph::record_inbound`]).
+//! [`crate::identity::graph::Graph::record_inbound`]). [`state`] holds what
+//! the conversation needs besides its entries: where the customer can be
+//! reached, an open hand-off, the proactive messages sent.
+
+pub mod state;
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +42,13 @@ pub struct Entry {
     /// A business event's properties.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub properties: Option<serde_json::Value>,
+    /// An outbound message's delivery state: `queued`, `sent`,
+    /// `delivered`, `read` or `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Who wrote an outbound message: `agent`, `human` or `reminder`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
 }
 
 impl Entry {
@@ -62,6 +73,8 @@ impl Entry {
             kind: kind.to_string(),
             text,
             properties: None,
+            status: None,
+            author: None,
         }
     }
 
@@ -75,6 +88,23 @@ impl Entry {
             kind: kind.to_string(),
             text: None,
             properties: Some(properties),
+            status: None,
+            author: None,
+        }
+    }
+
+    /// An outbound message, queued for delivery on `channel`.
+    pub fn outbound(channel: &str, text: &str, author: &str, at: u64) -> Entry {
+        Entry {
+            id: String::new(),
+            at,
+            channel: channel.to_string(),
+            direction: Direction::Outbound,
+            kind: "text".into(),
+            text: Some(text.to_string()),
+            properties: None,
+            status: Some("queued".into()),
+            author: Some(author.to_string()),
         }
     }
 }

@@ -1,0 +1,924 @@
+//! What happens after an inbound message is stored, as decisions over the
+//! store: the durable job queue, the agent's answer turned into outbound
+//! messages, deliveries and their statuses, hand-offs, and abandoned-cart
+//! reminders under consent and a frequency cap.
+//!
+//! Everything here is a unit of work on the same store as the identity
+//! graph, so each step is atomic with what it decides: an inbound message
+//! and the job to answer it are written together; an agent's replies, their
+//! timeline entries and their delivery jobs are written together with the
+//! agent job's removal. A crash between steps leaves a job in the queue, and
+//! a job claimed by a worker that died comes back when its lease runs out —
+//! so nothing accepted is lost. The host drives it: it owns the clock (every
+//! time is a parameter), the agent's HTTP call, the plugin and the channel
+//! API.
+//!
+//! Queue layout: a job's sealed record under `job:<id>`, and its id and due
+//! time in one of [`SHARDS`] small index keys `jobs:<n>` (plain JSON: ids and
+//! times only). A claim moves the due time to the end of a lease.
+
+use std::collections::BTreeMap;
+
+use crate::channel::{DeliveryState, DeliveryStatus, InboundMessage};
+use crate::conversation::state::{ConversationState, Route};
+use crate::conversation::{Direction, Entry};
+use crate::delivery::{Job, JobKind, JobRef, Outbound, OutboundState, SHARDS, shard_of};
+use crate::identity::graph::{Ctx, Customer, Graph, GraphError, unit};
+use crate::store::{Backend, BoxFuture, StoreError, Txn, get};
+
+/// The agent's answer to one message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// Replies, sent in order on the channel the message came from.
+    pub replies: Vec<String>,
+    /// Hand the conversation to a person, with this reason.
+    pub handoff: Option<String>,
+    /// Attributes to set on the customer (source `agent`).
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// What an agent gets to answer one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentInput {
+    /// The customer as they stand now.
+    pub customer: Customer,
+    /// The message to answer.
+    pub incoming: Entry,
+    /// The unified timeline, oldest first (the message included).
+    pub history: Vec<Entry>,
+    /// Whether a person has the conversation: the agent stays silent.
+    pub handed_off: bool,
+}
+
+/// Why a reminder was not sent (recorded on the timeline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// A purchase came after the abandoned cart.
+    Purchased,
+    /// The customer has not granted marketing consent.
+    NoConsent,
+    /// A proactive message already went out within the day.
+    FrequencyCap,
+    /// No channel the customer can be reached on.
+    NoChannel,
+}
+
+impl Skip {
+    /// Its name on the timeline.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::Purchased => "purchased",
+            Skip::NoConsent => "no_consent",
+            Skip::FrequencyCap => "frequency_cap",
+            Skip::NoChannel => "no_channel",
+        }
+    }
+}
+
+/// Settings for reminders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReminderRules {
+    /// Proactive messages per customer per rolling day, all channels.
+    pub per_day: u32,
+    /// Channels to try, best first, after the customer's preferred one.
+    pub channel_priority: Vec<String>,
+}
+
+/// An open hand-off, for the inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenHandoff {
+    /// The customer (their one conversation across channels).
+    pub customer_id: String,
+    /// The hand-off.
+    pub handoff: crate::conversation::state::Handoff,
+}
+
+/// The attribute naming a customer's preferred channel.
+pub const PREFERRED_CHANNEL: &str = "preferred_channel";
+/// The attribute holding marketing consent: `granted` or `denied`.
+pub const MARKETING_CONSENT: &str = "consent.marketing";
+
+/// Outcome of a step that holds a claimed job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Done; the job is gone.
+    Done,
+    /// Retried later (due at this Unix millisecond).
+    Retry(u64),
+    /// Given up; what was given up on is on the hand-off inbox.
+    GaveUp,
+    /// The job was no longer ours (another worker took it over after our
+    /// lease ran out, or it was cancelled): nothing written.
+    Lost,
+}
+
+impl Ctx<'_> {
+    fn jobs_key(&self, shard: u32) -> String {
+        format!("{}jobs:{shard}", self.prefix)
+    }
+
+    fn job_key(&self, id: &str) -> String {
+        format!("{}job:{id}", self.prefix)
+    }
+
+    fn outbound_key(&self, id: &str) -> String {
+        format!("{}out:{id}", self.prefix)
+    }
+
+    fn provider_key(&self, channel: &str, provider_id: &str) -> String {
+        self.blind_key("sent", "provider-id", &format!("{channel}\0{provider_id}"))
+    }
+
+    fn conv_key(&self, customer: &str) -> String {
+        format!("{}conv:{{c:{customer}}}", self.prefix)
+    }
+
+    fn handoffs_key(&self) -> String {
+        format!("{}handoffs", self.prefix)
+    }
+
+    async fn job_refs(&self, txn: &mut dyn Txn, shard: u32) -> Result<Vec<JobRef>, GraphError> {
+        let key = self.jobs_key(shard);
+        decode_refs(&key, get(txn, &key).await?)
+    }
+
+    fn save_refs(&self, txn: &mut dyn Txn, shard: u32, refs: &[JobRef]) {
+        let key = self.jobs_key(shard);
+        if refs.is_empty() {
+            txn.delete(&key);
+        } else {
+            txn.put(&key, serde_json::to_vec(refs).expect("job refs serialize"));
+        }
+    }
+
+    /// Adds a job to `shard`, due at `due_ms`.
+    async fn enqueue(
+        &self,
+        txn: &mut dyn Txn,
+        shard: u32,
+        kind: JobKind,
+        due_ms: u64,
+        now_ms: u64,
+    ) -> Result<String, GraphError> {
+        let id = self.random_id("j");
+        let job = Job {
+            id: id.clone(),
+            kind,
+            attempts: 0,
+            created_ms: now_ms,
+            last_error: None,
+        };
+        let key = self.job_key(&id);
+        txn.put(&key, self.seal(&key, &job));
+        let mut refs = self.job_refs(txn, shard).await?;
+        refs.push(JobRef {
+            id: id.clone(),
+            due_ms,
+        });
+        self.save_refs(txn, shard, &refs);
+        Ok(id)
+    }
+
+    /// The job as stored, if it is still the one `job` was claimed as
+    /// (same attempt): a worker whose lease ran out must not act on it.
+    async fn still_ours(&self, txn: &mut dyn Txn, job: &Job) -> Result<bool, GraphError> {
+        let key = self.job_key(&job.id);
+        Ok(match get(txn, &key).await? {
+            Some(b) => self.open::<Job>(&key, &b)?.attempts == job.attempts,
+            None => false,
+        })
+    }
+
+    /// Removes a job from its shard.
+    async fn remove_job(&self, txn: &mut dyn Txn, shard: u32, id: &str) -> Result<(), GraphError> {
+        let mut refs = self.job_refs(txn, shard).await?;
+        refs.retain(|r| r.id != id);
+        self.save_refs(txn, shard, &refs);
+        txn.delete(&self.job_key(id));
+        Ok(())
+    }
+
+    async fn load_state(
+        &self,
+        txn: &mut dyn Txn,
+        customer: &str,
+    ) -> Result<ConversationState, GraphError> {
+        let key = self.conv_key(customer);
+        match get(txn, &key).await? {
+            Some(b) => self.open(&key, &b),
+            None => Ok(ConversationState::default()),
+        }
+    }
+
+    fn save_state(&self, txn: &mut dyn Txn, customer: &str, state: &ConversationState) {
+        let key = self.conv_key(customer);
+        txn.put(&key, self.seal(&key, state));
+    }
+
+    /// Adds or removes `customer` in the inbox index.
+    async fn index_handoff(
+        &self,
+        txn: &mut dyn Txn,
+        customer: &str,
+        open: bool,
+    ) -> Result<(), GraphError> {
+        let key = self.handoffs_key();
+        let mut ids: Vec<String> = match get(txn, &key).await? {
+            Some(b) => self.open(&key, &b)?,
+            None => Vec::new(),
+        };
+        let present = ids.iter().any(|i| i == customer);
+        if open == present {
+            return Ok(());
+        }
+        if open {
+            ids.push(customer.to_string());
+        } else {
+            ids.retain(|i| i != customer);
+        }
+        txn.put(&key, self.seal(&key, &ids));
+        Ok(())
+    }
+
+    /// Opens (or adds to) a hand-off and lists it in the inbox.
+    #[allow(clippy::too_many_arguments, reason = "the hand-off's fields")]
+    async fn open_handoff(
+        &self,
+        txn: &mut dyn Txn,
+        customer: &str,
+        state: &mut ConversationState,
+        reason: &str,
+        detail: Option<String>,
+        channel: &str,
+        at: u64,
+    ) -> Result<(), GraphError> {
+        state.hand_off(reason, detail, channel, at);
+        self.index_handoff(txn, customer, true).await
+    }
+
+    /// Stores an outbound message, its timeline entry and the job that
+    /// delivers it.
+    async fn queue_outbound(
+        &self,
+        txn: &mut dyn Txn,
+        customer: &str,
+        text: &str,
+        author: &str,
+        routes: Vec<Route>,
+        now_ms: u64,
+    ) -> Result<Outbound, GraphError> {
+        let at = now_ms / 1000;
+        let channel = routes
+            .first()
+            .map(|r| r.identity.channel.clone())
+            .unwrap_or_default();
+        let (_, entry_key) = self
+            .append(txn, customer, Entry::outbound(&channel, text, author, at))
+            .await?;
+        let outbound = Outbound {
+            id: self.random_id("o"),
+            customer_id: customer.to_string(),
+            text: text.to_string(),
+            author: author.to_string(),
+            routes,
+            route: 0,
+            entry_key,
+            state: OutboundState::Queued,
+            provider_message_id: None,
+            error: None,
+            created_at: at,
+            updated_at: at,
+        };
+        let key = self.outbound_key(&outbound.id);
+        txn.put(&key, self.seal(&key, &outbound));
+        self.enqueue(
+            txn,
+            shard_of(customer),
+            JobKind::Deliver {
+                outbound_id: outbound.id.clone(),
+            },
+            now_ms,
+            now_ms,
+        )
+        .await?;
+        Ok(outbound)
+    }
+
+    async fn load_outbound(&self, txn: &mut dyn Txn, id: &str) -> Result<Outbound, GraphError> {
+        let key = self.outbound_key(id);
+        let bytes = get(txn, &key)
+            .await?
+            .ok_or_else(|| GraphError::NotFound(format!("outbound message {id}")))?;
+        self.open(&key, &bytes)
+    }
+
+    /// Saves an outbound message and mirrors its state (and channel) on
+    /// its timeline entry.
+    async fn save_outbound(&self, txn: &mut dyn Txn, o: &Outbound) -> Result<(), GraphError> {
+        let key = self.outbound_key(&o.id);
+        txn.put(&key, self.seal(&key, o));
+        if let Some(bytes) = get(txn, &o.entry_key).await? {
+            let mut entry: Entry = self.open(&o.entry_key, &bytes)?;
+            entry.status = Some(o.state.as_str().to_string());
+            if let Some(r) = o.routes.get(o.route) {
+                entry.channel = r.identity.channel.clone();
+            }
+            txn.put(&o.entry_key, self.seal(&o.entry_key, &entry));
+        }
+        Ok(())
+    }
+
+    /// Called by `record_inbound` in the same unit: remembers the route and
+    /// queues the agent's turn (reactions get no answer).
+    pub(crate) async fn after_inbound(
+        &self,
+        txn: &mut dyn Txn,
+        customer: &str,
+        entry: &Entry,
+        m: &InboundMessage,
+    ) -> Result<(), GraphError> {
+        let mut state = self.load_state(txn, customer).await?;
+        state.saw(&m.sender, m.reply_handle.as_deref(), m.timestamp);
+        self.save_state(txn, customer, &state);
+        if entry.kind != "reaction" && !m.edited {
+            let route = state.routes[&m.sender.channel].clone();
+            let route = Route {
+                reply_handle: m.reply_handle.clone(),
+                ..route
+            };
+            self.enqueue(
+                txn,
+                shard_of(customer),
+                JobKind::Agent {
+                    customer_id: customer.to_string(),
+                    entry_id: entry.id.clone(),
+                    route,
+                },
+                0,
+                m.timestamp * 1000,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+fn decode_refs(key: &str, bytes: Option<Vec<u8>>) -> Result<Vec<JobRef>, GraphError> {
+    match bytes {
+        Some(b) => serde_json::from_slice(&b).map_err(|e| {
+            GraphError::Store(StoreError::Corrupt {
+                key: key.to_string(),
+                reason: e.to_string(),
+            })
+        }),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn consent_granted(c: &Customer) -> bool {
+    c.attributes
+        .get(MARKETING_CONSENT)
+        .is_some_and(|a| a.value == "granted")
+}
+
+impl<B: Backend> Graph<B> {
+    /// Every job due at `now_ms`, across all shards, oldest due first (one
+    /// read).
+    pub async fn due_jobs(&self, now_ms: u64) -> Result<Vec<(u32, JobRef)>, GraphError> {
+        unit!(self, |ctx, txn| async move {
+            let keys: Vec<String> = (0..SHARDS).map(|s| ctx.jobs_key(s)).collect();
+            let values = txn.get_many(&keys).await?;
+            let mut due = Vec::new();
+            for ((shard, key), v) in (0..SHARDS).zip(&keys).zip(values) {
+                for r in decode_refs(key, v)? {
+                    if r.due_ms <= now_ms {
+                        due.push((shard, r));
+                    }
+                }
+            }
+            due.sort_by_key(|(_, r)| r.due_ms);
+            Ok(due)
+        })
+    }
+
+    /// Every queued job (due or not), for operators and tests.
+    pub async fn queued_jobs(&self) -> Result<Vec<Job>, GraphError> {
+        unit!(self, |ctx, txn| async move {
+            let mut jobs = Vec::new();
+            for shard in 0..SHARDS {
+                for r in ctx.job_refs(txn, shard).await? {
+                    let key = ctx.job_key(&r.id);
+                    if let Some(b) = get(txn, &key).await? {
+                        jobs.push(ctx.open::<Job>(&key, &b)?);
+                    }
+                }
+            }
+            Ok(jobs)
+        })
+    }
+
+    /// Claims a due job for `lease_ms`: counts the attempt and moves its due
+    /// time to the end of the lease, so that it comes back if the claimer
+    /// dies. `None` if it is gone or not due (another worker has it).
+    pub async fn claim(
+        &self,
+        shard: u32,
+        job_id: &str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Option<Job>, GraphError> {
+        unit!(self, |ctx, txn| async move {
+            let mut refs = ctx.job_refs(txn, shard).await?;
+            let Some(r) = refs
+                .iter_mut()
+                .find(|r| r.id == job_id && r.due_ms <= now_ms)
+            else {
+                return Ok(None);
+            };
+            let key = ctx.job_key(job_id);
+            let Some(bytes) = get(txn, &key).await? else {
+                // An index entry without its record (never written that
+                // way; repaired rather than retried forever).
+                refs.retain(|r| r.id != job_id);
+                ctx.save_refs(txn, shard, &refs);
+                return Ok(None);
+            };
+            let mut job: Job = ctx.open(&key, &bytes)?;
+            job.attempts += 1;
+            r.due_ms = now_ms + lease_ms;
+            ctx.save_refs(txn, shard, &refs);
+            txn.put(&key, ctx.seal(&key, &job));
+            Ok(Some(job))
+        })
+    }
+
+    /// What the agent needs to answer an agent job: the customer now, the
+    /// message, the unified timeline.
+    pub async fn agent_input(&self, job: &Job) -> Result<AgentInput, GraphError> {
+        let JobKind::Agent {
+            customer_id,
+            entry_id,
+            ..
+        } = &job.kind
+        else {
+            return Err(GraphError::Invalid(format!("{} is not an agent job", job.id)));
+        };
+        unit!(self, |ctx, txn| async move {
+            let customer = ctx.live_customer(txn, customer_id).await?;
+            let history = ctx.timeline_of(txn, &customer).await?;
+            let incoming = history
+                .iter()
+                .find(|e| e.id == *entry_id)
+                .cloned()
+                .ok_or_else(|| GraphError::NotFound(format!("timeline entry {entry_id}")))?;
+            let handed_off = ctx.load_state(txn, &customer.id).await?.handoff.is_some();
+            Ok(AgentInput {
+                customer,
+                incoming,
+                history,
+                handed_off,
+            })
+        })
+    }
+
+    /// Acts on the agent's answer to a claimed agent job, atomically:
+    /// attributes, replies (timeline entries and delivery jobs) or a
+    /// hand-off, and the job's removal. While a hand-off is open the
+    /// message only counts as waiting on it.
+    pub async fn finish_agent(
+        &self,
+        shard: u32,
+        job: &Job,
+        answer: &Answer,
+        now_ms: u64,
+    ) -> Result<Step, GraphError> {
+        let JobKind::Agent {
+            customer_id, route, ..
+        } = &job.kind
+        else {
+            return Err(GraphError::Invalid(format!("{} is not an agent job", job.id)));
+        };
+        unit!(self, |ctx, txn| async move {
+            if !ctx.still_ours(txn, job).await? {
+                return Ok(Step::Lost);
+            }
+            let at = now_ms / 1000;
+            let mut customer = ctx.live_customer(txn, customer_id).await?;
+            let mut state = ctx.load_state(txn, &customer.id).await?;
+            let channel = route.identity.channel.as_str();
+            if state.handoff.is_some() {
+                ctx.open_handoff(txn, &customer.id, &mut state, "requested", None, channel, at)
+                    .await?;
+            } else {
+                if !answer.attributes.is_empty() {
+                    for (k, v) in &answer.attributes {
+                        customer.attributes.insert(
+                            k.clone(),
+                            crate::identity::graph::Attribute {
+                                value: v.clone(),
+                                updated_at: at,
+                                source: "agent".into(),
+                            },
+                        );
+                    }
+                    ctx.save_customer(txn, &customer);
+                }
+                for text in answer.replies.iter().filter(|t| !t.trim().is_empty()) {
+                    ctx.queue_outbound(txn, &customer.id, text, "agent", vec![route.clone()], now_ms)
+                        .await?;
+                }
+                if let Some(reason) = &answer.handoff {
+                    ctx.open_handoff(txn, &customer.id, &mut state, reason, None, channel, at)
+                        .await?;
+                }
+            }
+            ctx.save_state(txn, &customer.id, &state);
+            ctx.remove_job(txn, shard, &job.id).await?;
+            Ok(Step::Done)
+        })
+    }
+
+    /// A claimed job's attempt failed with `error`: retried after
+    /// `delay_ms` if `Some`, else given up — an agent job becomes a
+    /// hand-off (`agent_unavailable`), a delivery fails and becomes one
+    /// (`delivery_failed`), a reminder is dropped (recorded on the
+    /// timeline). Never silently.
+    pub async fn fail(
+        &self,
+        shard: u32,
+        job: &Job,
+        error: &str,
+        delay_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<Step, GraphError> {
+        unit!(self, |ctx, txn| async move {
+            if !ctx.still_ours(txn, job).await? {
+                return Ok(Step::Lost);
+            }
+            if let Some(delay) = delay_ms {
+                let mut refs = ctx.job_refs(txn, shard).await?;
+                let due = now_ms + delay;
+                for r in refs.iter_mut().filter(|r| r.id == job.id) {
+                    r.due_ms = due;
+                }
+                ctx.save_refs(txn, shard, &refs);
+                let mut stored = job.clone();
+                stored.last_error = Some(error.to_string());
+                let key = ctx.job_key(&job.id);
+                txn.put(&key, ctx.seal(&key, &stored));
+                return Ok(Step::Retry(due));
+            }
+            let at = now_ms / 1000;
+            match &job.kind {
+                JobKind::Agent {
+                    customer_id, route, ..
+                } => {
+                    let c = ctx.live_customer(txn, customer_id).await?;
+                    let mut state = ctx.load_state(txn, &c.id).await?;
+                    ctx.open_handoff(
+                        txn,
+                        &c.id,
+                        &mut state,
+                        "agent_unavailable",
+                        Some(error.to_string()),
+                        &route.identity.channel,
+                        at,
+                    )
+                    .await?;
+                    ctx.save_state(txn, &c.id, &state);
+                }
+                JobKind::Deliver { outbound_id } => {
+                    let mut o = ctx.load_outbound(txn, outbound_id).await?;
+                    o.state = OutboundState::Failed;
+                    o.error = Some(error.to_string());
+                    o.updated_at = at;
+                    ctx.save_outbound(txn, &o).await?;
+                    let c = ctx.live_customer(txn, &o.customer_id).await?;
+                    let mut state = ctx.load_state(txn, &c.id).await?;
+                    let channel = o
+                        .routes
+                        .get(o.route)
+                        .map(|r| r.identity.channel.clone())
+                        .unwrap_or_default();
+                    ctx.open_handoff(
+                        txn,
+                        &c.id,
+                        &mut state,
+                        "delivery_failed",
+                        Some(error.to_string()),
+                        &channel,
+                        at,
+                    )
+                    .await?;
+                    ctx.save_state(txn, &c.id, &state);
+                }
+                JobKind::Reminder { customer_id, .. } => {
+                    let c = ctx.live_customer(txn, customer_id).await?;
+                    let mut entry =
+                        Entry::event("reminder_failed", serde_json::json!({"error": error}), at);
+                    entry.channel = "gateway".into();
+                    ctx.append(txn, &c.id, entry).await?;
+                }
+            }
+            ctx.remove_job(txn, shard, &job.id).await?;
+            Ok(Step::GaveUp)
+        })
+    }
+
+    /// The outbound message a delivery job delivers.
+    pub async fn outbound(&self, id: &str) -> Result<Outbound, GraphError> {
+        unit!(self, |ctx, txn| ctx.load_outbound(txn, id))
+    }
+
+    /// A claimed delivery was accepted by the channel: the message is
+    /// `sent` (a status already reported stays), its provider id is
+    /// indexed for status reports, and the job is gone.
+    pub async fn delivered(
+        &self,
+        shard: u32,
+        job: &Job,
+        provider_message_id: Option<&str>,
+        now_ms: u64,
+    ) -> Result<Step, GraphError> {
+        let JobKind::Deliver { outbound_id } = &job.kind else {
+            return Err(GraphError::Invalid(format!("{} is not a delivery", job.id)));
+        };
+        unit!(self, |ctx, txn| async move {
+            if !ctx.still_ours(txn, job).await? {
+                return Ok(Step::Lost);
+            }
+            let mut o = ctx.load_outbound(txn, outbound_id).await?;
+            o.state = o.state.max(OutboundState::Sent);
+            o.updated_at = now_ms / 1000;
+            o.provider_message_id = provider_message_id.map(String::from);
+            if let (Some(pid), Some(route)) = (provider_message_id, o.routes.get(o.route)) {
+                let key = ctx.provider_key(&route.identity.channel, pid);
+                txn.put(&key, o.id.as_bytes().to_vec());
+            }
+            ctx.save_outbound(txn, &o).await?;
+            ctx.remove_job(txn, shard, &job.id).await?;
+            Ok(Step::Done)
+        })
+    }
+
+    /// The plugin cannot render the message for its current route (a
+    /// Discord user with no open interaction, …): the next route is tried
+    /// at once; with none left the delivery fails onto the inbox.
+    pub async fn reroute(
+        &self,
+        shard: u32,
+        job: &Job,
+        error: &str,
+        now_ms: u64,
+    ) -> Result<Step, GraphError> {
+        let JobKind::Deliver { outbound_id } = &job.kind else {
+            return Err(GraphError::Invalid(format!("{} is not a delivery", job.id)));
+        };
+        let moved: bool = unit!(self, |ctx, txn| async move {
+            if !ctx.still_ours(txn, job).await? {
+                return Ok(false);
+            }
+            let mut o = ctx.load_outbound(txn, outbound_id).await?;
+            if o.route + 1 >= o.routes.len() {
+                return Ok(false);
+            }
+            o.route += 1;
+            o.error = Some(error.to_string());
+            ctx.save_outbound(txn, &o).await?;
+            let mut refs = ctx.job_refs(txn, shard).await?;
+            for r in refs.iter_mut().filter(|r| r.id == job.id) {
+                r.due_ms = now_ms;
+            }
+            ctx.save_refs(txn, shard, &refs);
+            Ok(true)
+        })?;
+        if moved {
+            Ok(Step::Retry(now_ms))
+        } else {
+            self.fail(shard, job, error, None, now_ms).await
+        }
+    }
+
+    /// Applies a channel's status report to the outbound message it is
+    /// about. `false` if the gateway did not send that message.
+    pub async fn record_status(
+        &self,
+        channel: &str,
+        status: &DeliveryStatus,
+    ) -> Result<bool, GraphError> {
+        let reported = match status.state {
+            DeliveryState::Sent => OutboundState::Sent,
+            DeliveryState::Delivered => OutboundState::Delivered,
+            DeliveryState::Read => OutboundState::Read,
+            DeliveryState::Failed => OutboundState::Failed,
+        };
+        unit!(self, |ctx, txn| async move {
+            let key = ctx.provider_key(channel, &status.provider_message_id);
+            let Some(id) = get(txn, &key).await? else {
+                return Ok(false);
+            };
+            let id = String::from_utf8_lossy(&id).into_owned();
+            let mut o = ctx.load_outbound(txn, &id).await?;
+            let next = o.state.advance(reported);
+            if next != o.state {
+                o.state = next;
+                o.updated_at = o.updated_at.max(status.timestamp);
+                if next == OutboundState::Failed {
+                    o.error = status.error.clone().or(Some("reported failed".into()));
+                }
+                ctx.save_outbound(txn, &o).await?;
+            }
+            Ok(true)
+        })
+    }
+
+    /// Records a business event on the customer's timeline. A
+    /// `cart_abandoned` schedules a reminder `reminder_after_ms` later; a
+    /// `purchase` cancels the reminders pending.
+    pub async fn record_event(
+        &self,
+        customer_id: &str,
+        entry: &Entry,
+        reminder_after_ms: u64,
+        now_ms: u64,
+    ) -> Result<Entry, GraphError> {
+        unit!(self, |ctx, txn| async move {
+            let c = ctx.live_customer(txn, customer_id).await?;
+            let (stored, _) = ctx.append(txn, &c.id, entry.clone()).await?;
+            match entry.kind.as_str() {
+                "cart_abandoned" => {
+                    let mut state = ctx.load_state(txn, &c.id).await?;
+                    let job = ctx
+                        .enqueue(
+                            txn,
+                            shard_of(&c.id),
+                            JobKind::Reminder {
+                                customer_id: c.id.clone(),
+                                abandoned_at: entry.at,
+                            },
+                            now_ms + reminder_after_ms,
+                            now_ms,
+                        )
+                        .await?;
+                    state.reminders.push(job);
+                    ctx.save_state(txn, &c.id, &state);
+                }
+                "purchase" => {
+                    let mut state = ctx.load_state(txn, &c.id).await?;
+                    for job in std::mem::take(&mut state.reminders) {
+                        ctx.remove_job(txn, shard_of(&c.id), &job).await?;
+                    }
+                    ctx.save_state(txn, &c.id, &state);
+                }
+                _ => {}
+            }
+            Ok(stored)
+        })
+    }
+
+    /// Runs a claimed reminder job: sends the reminder `text(name)` on the
+    /// customer's preferred channel (else by `rules.channel_priority`)
+    /// unless a purchase came since, consent is missing, or the frequency
+    /// cap is reached — each recorded on the timeline as
+    /// `reminder_skipped` with its reason. `None` if the job was no longer
+    /// this claimer's.
+    pub async fn run_reminder(
+        &self,
+        shard: u32,
+        job: &Job,
+        rules: &ReminderRules,
+        text: &(dyn Fn(Option<&str>) -> String + Send + Sync),
+        now_ms: u64,
+    ) -> Result<Option<Result<Outbound, Skip>>, GraphError> {
+        let JobKind::Reminder {
+            customer_id,
+            abandoned_at,
+        } = &job.kind
+        else {
+            return Err(GraphError::Invalid(format!("{} is not a reminder", job.id)));
+        };
+        unit!(self, |ctx, txn| async move {
+            if !ctx.still_ours(txn, job).await? {
+                return Ok(None);
+            }
+            let at = now_ms / 1000;
+            let c = ctx.live_customer(txn, customer_id).await?;
+            let mut state = ctx.load_state(txn, &c.id).await?;
+            state.reminders.retain(|j| *j != job.id);
+            ctx.remove_job(txn, shard, &job.id).await?;
+            let history = ctx.timeline_of(txn, &c).await?;
+            let purchased = history.iter().any(|e| {
+                e.direction == Direction::Event && e.kind == "purchase" && e.at >= *abandoned_at
+            });
+            let preferred = c.attributes.get(PREFERRED_CHANNEL).map(|a| a.value.as_str());
+            let mut routes: Vec<Route> = state.routes.values().cloned().collect();
+            let rank = |ch: &str| {
+                if Some(ch) == preferred {
+                    0
+                } else {
+                    1 + rules
+                        .channel_priority
+                        .iter()
+                        .position(|p| p == ch)
+                        .unwrap_or(rules.channel_priority.len())
+                }
+            };
+            routes.sort_by_key(|r| (rank(&r.identity.channel), std::cmp::Reverse(r.at)));
+            let skip = if purchased {
+                Some(Skip::Purchased)
+            } else if !consent_granted(&c) {
+                Some(Skip::NoConsent)
+            } else if !state.may_send_proactive(rules.per_day, at) {
+                Some(Skip::FrequencyCap)
+            } else if routes.is_empty() {
+                Some(Skip::NoChannel)
+            } else {
+                None
+            };
+            if let Some(skip) = skip {
+                let mut entry = Entry::event(
+                    "reminder_skipped",
+                    serde_json::json!({"reason": skip.as_str()}),
+                    at,
+                );
+                entry.channel = "gateway".into();
+                ctx.append(txn, &c.id, entry).await?;
+                ctx.save_state(txn, &c.id, &state);
+                return Ok(Some(Err(skip)));
+            }
+            // A reminder answers no message: reply handles do not apply.
+            for r in &mut routes {
+                r.reply_handle = None;
+            }
+            let name = c.attributes.get("name").map(|a| a.value.as_str());
+            let o = ctx
+                .queue_outbound(txn, &c.id, &text(name), "reminder", routes, now_ms)
+                .await?;
+            state.sent_proactive(at);
+            ctx.save_state(txn, &c.id, &state);
+            Ok(Some(Ok(o)))
+        })
+    }
+
+    /// Open hand-offs, oldest first.
+    pub async fn handoffs(&self) -> Result<Vec<OpenHandoff>, GraphError> {
+        unit!(self, |ctx, txn| async move {
+            let key = ctx.handoffs_key();
+            let ids: Vec<String> = match get(txn, &key).await? {
+                Some(b) => ctx.open(&key, &b)?,
+                None => return Ok(Vec::new()),
+            };
+            let mut out = Vec::new();
+            for id in ids {
+                if let Some(h) = ctx.load_state(txn, &id).await?.handoff {
+                    out.push(OpenHandoff {
+                        customer_id: id,
+                        handoff: h,
+                    });
+                }
+            }
+            out.sort_by_key(|h| h.handoff.opened_at);
+            Ok(out)
+        })
+    }
+
+    /// A person's reply to a customer: queued on the customer's preferred
+    /// channel, else the one they used most recently (falling through to
+    /// the next if the plugin cannot deliver there).
+    pub async fn reply_as_human(
+        &self,
+        customer_id: &str,
+        text: &str,
+        now_ms: u64,
+    ) -> Result<Outbound, GraphError> {
+        unit!(self, |ctx, txn| async move {
+            let c = ctx.live_customer(txn, customer_id).await?;
+            let state = ctx.load_state(txn, &c.id).await?;
+            let preferred = c.attributes.get(PREFERRED_CHANNEL).map(|a| a.value.as_str());
+            let routes = state.reply_routes(preferred);
+            if routes.is_empty() {
+                return Err(GraphError::Invalid(format!(
+                    "{} has not written on any channel yet: there is nowhere to reply",
+                    c.id
+                )));
+            }
+            ctx.queue_outbound(txn, &c.id, text, "human", routes, now_ms)
+                .await
+        })
+    }
+
+    /// Closes the customer's hand-off: the agent answers again. `false` if
+    /// none was open.
+    pub async fn close_handoff(&self, customer_id: &str) -> Result<bool, GraphError> {
+        unit!(self, |ctx, txn| async move {
+            let c = ctx.live_customer(txn, customer_id).await?;
+            let mut state = ctx.load_state(txn, &c.id).await?;
+            let was_open = state.handoff.take().is_some();
+            if was_open {
+                ctx.save_state(txn, &c.id, &state);
+            }
+            ctx.index_handoff(txn, &c.id, false).await?;
+            Ok(was_open)
+        })
+    }
+}

@@ -1,0 +1,443 @@
+//! Drives the durable job queue ([`chatcrafter_core::pipeline`]): asks the
+//! agent to answer stored messages, delivers outbound messages through the
+//! channel's plugin and API, and runs due reminders. Every step is claimed
+//! with a lease and ends in one atomic unit, so a crash at any point is
+//! resumed (by this node restarted, or another) once the lease runs out.
+//!
+//! Jobs of one customer share a queue shard and run in order; shards run
+//! concurrently. New jobs on this node start at once (the inbound pipeline
+//! wakes the worker); others are found by polling every `poll_ms`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatcrafter_core::agent;
+use chatcrafter_core::channel::{ChannelError, OutboundMessage, OutboundRequest};
+use chatcrafter_core::config::AgentKind;
+use chatcrafter_core::delivery::{self, Job, JobKind, JobRef, Policy, Verdict};
+use chatcrafter_core::identity::graph::GraphError;
+use chatcrafter_core::pipeline::{Answer, ReminderRules, Step};
+use tokio::sync::Notify;
+
+use crate::app::App;
+use crate::outbound::HttpClient;
+use crate::plugin::PluginError;
+
+/// The queue worker.
+#[derive(Debug)]
+pub struct Worker {
+    app: Arc<App>,
+    client: HttpClient,
+    wake: Arc<Notify>,
+}
+
+/// Why one step failed: retried (with backoff) or given up at once.
+#[derive(Debug)]
+enum Failure {
+    /// Worth another attempt.
+    Transient(String),
+    /// Another attempt would change nothing.
+    Permanent(String),
+}
+
+impl Worker {
+    /// A worker for `app`, woken by `wake` when this node queues a job.
+    pub fn new(app: Arc<App>, wake: Arc<Notify>) -> Self {
+        Worker {
+            app,
+            client: HttpClient::new(),
+            wake,
+        }
+    }
+
+    fn policy(&self) -> Policy {
+        let d = &self.app.config.delivery;
+        Policy {
+            max_attempts: d.max_attempts,
+            base_delay_ms: d.backoff_base_ms,
+            max_delay_ms: d.backoff_max_ms,
+            lease_ms: d.lease_ms,
+        }
+    }
+
+    fn agent_policy(&self) -> Policy {
+        Policy {
+            max_attempts: self.app.config.agent.max_attempts,
+            ..self.policy()
+        }
+    }
+
+    /// Runs until the task is dropped.
+    pub async fn run(self) {
+        let poll = Duration::from_millis(self.app.config.delivery.poll_ms);
+        loop {
+            // Register for a wake-up before looking, so that a job queued
+            // while this round runs is not slept through.
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let busy = match self.round().await {
+                Ok(n) => n > 0,
+                Err(e) => {
+                    tracing::warn!("job queue unavailable: {e}");
+                    false
+                }
+            };
+            if !busy {
+                tokio::select! {
+                    () = &mut woken => {}
+                    () = tokio::time::sleep(poll) => {}
+                }
+            }
+        }
+    }
+
+    /// Runs every job due now; returns how many were started.
+    pub async fn round(&self) -> Result<usize, GraphError> {
+        let due = self.app.graph.due_jobs(self.app.clock.now_ms()).await?;
+        let mut by_shard: std::collections::BTreeMap<u32, Vec<JobRef>> = Default::default();
+        for (shard, r) in due {
+            by_shard.entry(shard).or_default().push(r);
+        }
+        let started = std::sync::atomic::AtomicUsize::new(0);
+        let shards = by_shard.into_iter().map(|(shard, refs)| {
+            let started = &started;
+            async move {
+                for r in refs {
+                    if self.run_job(shard, &r.id).await {
+                        started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        futures_util::future::join_all(shards).await;
+        Ok(started.into_inner())
+    }
+
+    /// Claims and runs one job; `false` if it was not ours to run.
+    async fn run_job(&self, shard: u32, id: &str) -> bool {
+        let graph = &self.app.graph;
+        let now = self.app.clock.now_ms();
+        let job = match graph.claim(shard, id, now, self.policy().lease_ms).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(job = id, "claiming a job failed: {e}");
+                return false;
+            }
+        };
+        let result = match &job.kind {
+            JobKind::Agent { .. } => self.answer(shard, &job).await,
+            JobKind::Deliver { .. } => self.deliver(shard, &job).await,
+            JobKind::Reminder { .. } => self.remind(shard, &job).await,
+        };
+        match result {
+            Ok(step) => {
+                tracing::debug!(job = id, ?step, "job step");
+            }
+            Err(e) => {
+                // The store failed mid-step: the lease brings the job back.
+                tracing::warn!(job = id, "job step failed, retried after its lease: {e}");
+            }
+        }
+        true
+    }
+
+    /// Ends a failed attempt: retried with backoff while attempts remain,
+    /// else given up onto the hand-off inbox.
+    async fn failed(
+        &self,
+        shard: u32,
+        job: &Job,
+        failure: Failure,
+        policy: Policy,
+    ) -> Result<Step, GraphError> {
+        let (error, delay) = match failure {
+            Failure::Transient(e) => {
+                let delay = policy.retry_delay(job.attempts);
+                (e, delay)
+            }
+            Failure::Permanent(e) => (e, None),
+        };
+        let step = self
+            .app
+            .graph
+            .fail(shard, job, &error, delay, self.app.clock.now_ms())
+            .await?;
+        match step {
+            Step::GaveUp => tracing::warn!(job = %job.id, attempts = job.attempts, "gave up: {error}"),
+            _ => tracing::info!(job = %job.id, attempts = job.attempts, ?step, "attempt failed: {error}"),
+        }
+        Ok(step)
+    }
+
+    async fn answer(&self, shard: u32, job: &Job) -> Result<Step, GraphError> {
+        let graph = &self.app.graph;
+        let input = match graph.agent_input(job).await {
+            Ok(input) => input,
+            Err(GraphError::Store(e)) => return Err(GraphError::Store(e)),
+            Err(e) => {
+                return self
+                    .failed(shard, job, Failure::Permanent(e.to_string()), self.agent_policy())
+                    .await;
+            }
+        };
+        let answer = if input.handed_off {
+            Answer::default()
+        } else {
+            match self.app.config.agent.kind {
+                AgentKind::Builtin => {
+                    let name = input.customer.attributes.get("name").map(|a| a.value.as_str());
+                    let reply = agent::builtin::respond(name, &input.history, &input.incoming);
+                    Answer {
+                        replies: vec![reply.text],
+                        handoff: reply.handoff.then(|| "requested".to_string()),
+                        attributes: Default::default(),
+                    }
+                }
+                AgentKind::Webhook => match self.call_agent(&input).await {
+                    Ok(a) => a,
+                    Err(f) => {
+                        self.app
+                            .metrics
+                            .inc("gateway_agent_calls_total", &[("outcome", "failed")]);
+                        return self.failed(shard, job, f, self.agent_policy()).await;
+                    }
+                },
+            }
+        };
+        let step = graph
+            .finish_agent(shard, job, &answer, self.app.clock.now_ms())
+            .await?;
+        if step == Step::Done {
+            self.app.notifier
+                .publish(crate::notify::Change {
+                    customer_id: input.customer.id.clone(),
+                    kind: crate::notify::ChangeKind::Message,
+                })
+                .await;
+            // Its replies' deliveries are queued: run them now.
+            self.wake.notify_one();
+        }
+        Ok(step)
+    }
+
+    async fn call_agent(&self, input: &chatcrafter_core::pipeline::AgentInput) -> Result<Answer, Failure> {
+        let cfg = &self.app.config.agent;
+        let url = cfg.url.as_deref().unwrap_or_default();
+        let body = agent::webhook::request_body(input, cfg.history);
+        let signature = agent::webhook::sign(
+            cfg.secret.as_deref().unwrap_or_default().as_bytes(),
+            self.app.clock.now_secs(),
+            &body,
+        );
+        let headers = [
+            ("content-type".to_string(), "application/json".to_string()),
+            (agent::webhook::SIGNATURE_HEADER.to_string(), signature),
+        ];
+        let started = std::time::Instant::now();
+        let answer = self
+            .client
+            .call("POST", url, &headers, body, Duration::from_millis(cfg.timeout_ms))
+            .await;
+        self.app.metrics.observe(
+            "gateway_agent_call_seconds",
+            &[],
+            started.elapsed(),
+        );
+        let answer = answer.map_err(|e| Failure::Transient(format!("agent call: {e}")))?;
+        if !(200..300).contains(&answer.status) {
+            return Err(Failure::Transient(format!(
+                "the agent answered {}",
+                answer.status
+            )));
+        }
+        self.app
+            .metrics
+            .inc("gateway_agent_calls_total", &[("outcome", "ok")]);
+        // A malformed answer may be a deploy in progress: retried too.
+        agent::webhook::parse_answer(&answer.body).map_err(Failure::Transient)
+    }
+
+    async fn deliver(&self, shard: u32, job: &Job) -> Result<Step, GraphError> {
+        let JobKind::Deliver { outbound_id } = &job.kind else {
+            unreachable!("dispatched on kind")
+        };
+        let graph = &self.app.graph;
+        let o = match graph.outbound(outbound_id).await {
+            Ok(o) => o,
+            Err(GraphError::Store(e)) => return Err(GraphError::Store(e)),
+            Err(e) => {
+                return self
+                    .failed(shard, job, Failure::Permanent(e.to_string()), self.policy())
+                    .await;
+            }
+        };
+        let Some(route) = o.routes.get(o.route) else {
+            return self
+                .failed(shard, job, Failure::Permanent("no route to the customer".into()), self.policy())
+                .await;
+        };
+        let channel = route.identity.channel.as_str();
+        let Some(plugin) = self.app.plugins.get(channel) else {
+            let why = format!("channel `{channel}` is not configured");
+            return graph.reroute(shard, job, &why, self.app.clock.now_ms()).await;
+        };
+        let message = OutboundMessage {
+            message_id: o.id.clone(),
+            recipient: route.identity.clone(),
+            text: o.text.clone(),
+            reply_handle: route.reply_handle.clone(),
+        };
+        let request = match plugin.render_outbound(&message) {
+            Ok(r) => r,
+            Err(PluginError::Channel {
+                error: ChannelError::InvalidOutbound(why),
+                ..
+            }) => {
+                // Not deliverable there (e.g. Discord without an open
+                // interaction): the next route, if any.
+                let why = format!("{channel}: {why}");
+                return graph.reroute(shard, job, &why, self.app.clock.now_ms()).await;
+            }
+            Err(e) => {
+                return self
+                    .failed(shard, job, Failure::Transient(e.to_string()), self.policy())
+                    .await;
+            }
+        };
+        let outcome = match request {
+            OutboundRequest::Push { .. } => {
+                // Push frames reach the customer's open widget sessions
+                // through the change notification; the message is on their
+                // history either way.
+                Ok(None)
+            }
+            OutboundRequest::Http(call) => self.send(channel, &o.id, &call).await,
+        };
+        let label = match &outcome {
+            Ok(_) => "sent",
+            Err(Failure::Transient(_)) => "retry",
+            Err(Failure::Permanent(_)) => "refused",
+        };
+        self.app
+            .metrics
+            .inc("gateway_outbound_total", &[("channel", channel), ("outcome", label)]);
+        match outcome {
+            Ok(provider_id) => {
+                let step = graph
+                    .delivered(shard, job, provider_id.as_deref(), self.app.clock.now_ms())
+                    .await?;
+                self.app.notifier
+                    .publish(crate::notify::Change {
+                        customer_id: o.customer_id.clone(),
+                        kind: crate::notify::ChangeKind::Message,
+                    })
+                    .await;
+                Ok(step)
+            }
+            Err(f) => self.failed(shard, job, f, self.policy()).await,
+        }
+    }
+
+    /// Sends a rendered call: credentials from the channel's secrets, the
+    /// destination checked against its `api_base`, the outbound id as the
+    /// idempotency key. Returns the channel's id for the sent message.
+    async fn send(
+        &self,
+        channel: &str,
+        outbound_id: &str,
+        call: &chatcrafter_core::channel::HttpCall,
+    ) -> Result<Option<String>, Failure> {
+        let cfg = self
+            .app
+            .config
+            .channels
+            .get(channel)
+            .ok_or_else(|| Failure::Permanent(format!("channel `{channel}` is not configured")))?;
+        let prepared = delivery::prepare(channel, call, cfg.api_base.as_deref(), &cfg.secrets)
+            .map_err(|e| Failure::Permanent(format!("{channel}: {e}")))?;
+        let mut headers = prepared.headers.clone();
+        headers.push(("idempotency-key".into(), outbound_id.to_string()));
+        let where_to = prepared.redacted_url(&cfg.secrets);
+        let answer = self
+            .client
+            .call(
+                &prepared.method,
+                &prepared.url,
+                &headers,
+                prepared.body.clone(),
+                Duration::from_millis(self.app.config.delivery.timeout_ms),
+            )
+            .await
+            .map_err(|e| Failure::Transient(format!("{} {where_to}: {e}", prepared.method)))?;
+        let excerpt = || {
+            let text = String::from_utf8_lossy(&answer.body);
+            let cut: String = text.chars().take(200).collect();
+            format!("{} {where_to} answered {}: {cut}", prepared.method, answer.status)
+        };
+        match delivery::verdict(answer.status) {
+            Verdict::Sent => Ok(call.sent_id.as_deref().and_then(|p| sent_id(&answer.body, p))),
+            Verdict::Retry => Err(Failure::Transient(excerpt())),
+            Verdict::Refused => Err(Failure::Permanent(excerpt())),
+        }
+    }
+
+    async fn remind(&self, shard: u32, job: &Job) -> Result<Step, GraphError> {
+        let d = &self.app.config.delivery;
+        let rules = ReminderRules {
+            per_day: d.proactive_per_day,
+            channel_priority: d.channel_priority.clone(),
+        };
+        let outcome = self
+            .app
+            .graph
+            .run_reminder(
+                shard,
+                job,
+                &rules,
+                &agent::builtin::reminder,
+                self.app.clock.now_ms(),
+            )
+            .await?;
+        match outcome {
+            None => Ok(Step::Lost),
+            Some(Ok(o)) => {
+                tracing::info!(outbound = %o.id, "reminder queued");
+                self.wake.notify_one();
+                Ok(Step::Done)
+            }
+            Some(Err(skip)) => {
+                tracing::info!(job = %job.id, reason = skip.as_str(), "reminder skipped");
+                self.app
+                    .metrics
+                    .inc("gateway_reminders_skipped_total", &[("reason", skip.as_str())]);
+                Ok(Step::Done)
+            }
+        }
+    }
+}
+
+/// The sent message's id at JSON pointer `pointer` in a channel's answer
+/// (numbers as their decimal text).
+fn sent_id(body: &[u8], pointer: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    match v.pointer(pointer)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sent_ids_are_read_at_their_pointer() {
+        let wa = br#"{"messaging_product":"whatsapp","messages":[{"id":"wamid.X"}]}"#;
+        assert_eq!(super::sent_id(wa, "/messages/0/id").as_deref(), Some("wamid.X"));
+        let tg = br#"{"ok":true,"result":{"message_id":42}}"#;
+        assert_eq!(super::sent_id(tg, "/result/message_id").as_deref(), Some("42"));
+        assert_eq!(super::sent_id(b"not json", "/id"), None);
+        assert_eq!(super::sent_id(br#"{"id":null}"#, "/id"), None);
+    }
+}
