@@ -323,3 +323,132 @@ impl RedisServer {
         panic!("could not start redis-server");
     }
 }
+
+/// One request a [`MockApi`] received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// What a mock answers: status and JSON body, given the request and how
+/// many requests came before it.
+pub type Responder = dyn Fn(&Received, usize) -> (u16, String) + Send + Sync;
+
+/// A local stand-in for a channel's API (or a business's agent): HTTP/1.1
+/// with keep-alive on loopback, recording every request.
+pub struct MockApi {
+    pub addr: SocketAddr,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl MockApi {
+    pub fn start(
+        respond: impl Fn(&Received, usize) -> (u16, String) + Send + Sync + 'static,
+    ) -> MockApi {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received: std::sync::Arc<std::sync::Mutex<Vec<Received>>> = Default::default();
+        let respond: std::sync::Arc<Responder> = std::sync::Arc::new(respond);
+        let log = received.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let (log, respond) = (log.clone(), respond.clone());
+                std::thread::spawn(move || serve_mock(conn, &log, &*respond));
+            }
+        });
+        MockApi { addr, received }
+    }
+
+    /// `http://127.0.0.1:PORT` ‖ `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Every request so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// The requests whose path starts with `prefix`.
+    pub fn to(&self, prefix: &str) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .collect()
+    }
+}
+
+fn serve_mock(conn: TcpStream, log: &std::sync::Mutex<Vec<Received>>, respond: &Responder) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut conn = conn;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or_default().to_string();
+        let path = parts.next().unwrap_or_default().to_string();
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((n, v)) = h.split_once(':') {
+                headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let req = Received {
+            method,
+            path,
+            headers,
+            body,
+        };
+        let (status, answer) = {
+            let mut log = log.lock().unwrap();
+            let n = log.len();
+            log.push(req.clone());
+            respond(&req, n)
+        };
+        let head = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            answer.len()
+        );
+        if conn.write_all(head.as_bytes()).is_err() || conn.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}

@@ -354,7 +354,13 @@ mod tests {
     #[test]
     fn secrets_fill_the_path_and_the_credential_header() {
         let mut c = call("/bot{secret:bot_token}/sendMessage");
-        let p = prepare("telegram", &c, Some("https://api.telegram.org/"), &secrets()).unwrap();
+        let p = prepare(
+            "telegram",
+            &c,
+            Some("https://api.telegram.org/"),
+            &secrets(),
+        )
+        .unwrap();
         assert_eq!(p.url, "https://api.telegram.org/bot123:ABC-def/sendMessage");
         assert_eq!(
             p.redacted_url(&secrets()),

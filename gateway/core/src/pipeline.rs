@@ -461,7 +461,10 @@ impl<B: Backend> Graph<B> {
             ..
         } = &job.kind
         else {
-            return Err(GraphError::Invalid(format!("{} is not an agent job", job.id)));
+            return Err(GraphError::Invalid(format!(
+                "{} is not an agent job",
+                job.id
+            )));
         };
         unit!(self, |ctx, txn| async move {
             let customer = ctx.live_customer(txn, customer_id).await?;
@@ -496,7 +499,10 @@ impl<B: Backend> Graph<B> {
             customer_id, route, ..
         } = &job.kind
         else {
-            return Err(GraphError::Invalid(format!("{} is not an agent job", job.id)));
+            return Err(GraphError::Invalid(format!(
+                "{} is not an agent job",
+                job.id
+            )));
         };
         unit!(self, |ctx, txn| async move {
             if !ctx.still_ours(txn, job).await? {
@@ -507,8 +513,16 @@ impl<B: Backend> Graph<B> {
             let mut state = ctx.load_state(txn, &customer.id).await?;
             let channel = route.identity.channel.as_str();
             if state.handoff.is_some() {
-                ctx.open_handoff(txn, &customer.id, &mut state, "requested", None, channel, at)
-                    .await?;
+                ctx.open_handoff(
+                    txn,
+                    &customer.id,
+                    &mut state,
+                    "requested",
+                    None,
+                    channel,
+                    at,
+                )
+                .await?;
             } else {
                 if !answer.attributes.is_empty() {
                     for (k, v) in &answer.attributes {
@@ -524,8 +538,15 @@ impl<B: Backend> Graph<B> {
                     ctx.save_customer(txn, &customer);
                 }
                 for text in answer.replies.iter().filter(|t| !t.trim().is_empty()) {
-                    ctx.queue_outbound(txn, &customer.id, text, "agent", vec![route.clone()], now_ms)
-                        .await?;
+                    ctx.queue_outbound(
+                        txn,
+                        &customer.id,
+                        text,
+                        "agent",
+                        vec![route.clone()],
+                        now_ms,
+                    )
+                    .await?;
                 }
                 if let Some(reason) = &answer.handoff {
                     ctx.open_handoff(txn, &customer.id, &mut state, reason, None, channel, at)
@@ -810,7 +831,10 @@ impl<B: Backend> Graph<B> {
             let purchased = history.iter().any(|e| {
                 e.direction == Direction::Event && e.kind == "purchase" && e.at >= *abandoned_at
             });
-            let preferred = c.attributes.get(PREFERRED_CHANNEL).map(|a| a.value.as_str());
+            let preferred = c
+                .attributes
+                .get(PREFERRED_CHANNEL)
+                .map(|a| a.value.as_str());
             let mut routes: Vec<Route> = state.routes.values().cloned().collect();
             let rank = |ch: &str| {
                 if Some(ch) == preferred {
@@ -894,7 +918,10 @@ impl<B: Backend> Graph<B> {
         unit!(self, |ctx, txn| async move {
             let c = ctx.live_customer(txn, customer_id).await?;
             let state = ctx.load_state(txn, &c.id).await?;
-            let preferred = c.attributes.get(PREFERRED_CHANNEL).map(|a| a.value.as_str());
+            let preferred = c
+                .attributes
+                .get(PREFERRED_CHANNEL)
+                .map(|a| a.value.as_str());
             let routes = state.reply_routes(preferred);
             if routes.is_empty() {
                 return Err(GraphError::Invalid(format!(

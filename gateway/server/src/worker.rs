@@ -165,8 +165,12 @@ impl Worker {
             .fail(shard, job, &error, delay, self.app.clock.now_ms())
             .await?;
         match step {
-            Step::GaveUp => tracing::warn!(job = %job.id, attempts = job.attempts, "gave up: {error}"),
-            _ => tracing::info!(job = %job.id, attempts = job.attempts, ?step, "attempt failed: {error}"),
+            Step::GaveUp => {
+                tracing::warn!(job = %job.id, attempts = job.attempts, "gave up: {error}")
+            }
+            _ => {
+                tracing::info!(job = %job.id, attempts = job.attempts, ?step, "attempt failed: {error}")
+            }
         }
         Ok(step)
     }
@@ -178,7 +182,12 @@ impl Worker {
             Err(GraphError::Store(e)) => return Err(GraphError::Store(e)),
             Err(e) => {
                 return self
-                    .failed(shard, job, Failure::Permanent(e.to_string()), self.agent_policy())
+                    .failed(
+                        shard,
+                        job,
+                        Failure::Permanent(e.to_string()),
+                        self.agent_policy(),
+                    )
                     .await;
             }
         };
@@ -187,7 +196,11 @@ impl Worker {
         } else {
             match self.app.config.agent.kind {
                 AgentKind::Builtin => {
-                    let name = input.customer.attributes.get("name").map(|a| a.value.as_str());
+                    let name = input
+                        .customer
+                        .attributes
+                        .get("name")
+                        .map(|a| a.value.as_str());
                     let reply = agent::builtin::respond(name, &input.history, &input.incoming);
                     Answer {
                         replies: vec![reply.text],
@@ -210,7 +223,8 @@ impl Worker {
             .finish_agent(shard, job, &answer, self.app.clock.now_ms())
             .await?;
         if step == Step::Done {
-            self.app.notifier
+            self.app
+                .notifier
                 .publish(crate::notify::Change {
                     customer_id: input.customer.id.clone(),
                     kind: crate::notify::ChangeKind::Message,
@@ -222,7 +236,10 @@ impl Worker {
         Ok(step)
     }
 
-    async fn call_agent(&self, input: &chatcrafter_core::pipeline::AgentInput) -> Result<Answer, Failure> {
+    async fn call_agent(
+        &self,
+        input: &chatcrafter_core::pipeline::AgentInput,
+    ) -> Result<Answer, Failure> {
         let cfg = &self.app.config.agent;
         let url = cfg.url.as_deref().unwrap_or_default();
         let body = agent::webhook::request_body(input, cfg.history);
@@ -238,13 +255,17 @@ impl Worker {
         let started = std::time::Instant::now();
         let answer = self
             .client
-            .call("POST", url, &headers, body, Duration::from_millis(cfg.timeout_ms))
+            .call(
+                "POST",
+                url,
+                &headers,
+                body,
+                Duration::from_millis(cfg.timeout_ms),
+            )
             .await;
-        self.app.metrics.observe(
-            "gateway_agent_call_seconds",
-            &[],
-            started.elapsed(),
-        );
+        self.app
+            .metrics
+            .observe("gateway_agent_call_seconds", &[], started.elapsed());
         let answer = answer.map_err(|e| Failure::Transient(format!("agent call: {e}")))?;
         if !(200..300).contains(&answer.status) {
             return Err(Failure::Transient(format!(
@@ -275,13 +296,20 @@ impl Worker {
         };
         let Some(route) = o.routes.get(o.route) else {
             return self
-                .failed(shard, job, Failure::Permanent("no route to the customer".into()), self.policy())
+                .failed(
+                    shard,
+                    job,
+                    Failure::Permanent("no route to the customer".into()),
+                    self.policy(),
+                )
                 .await;
         };
         let channel = route.identity.channel.as_str();
         let Some(plugin) = self.app.plugins.get(channel) else {
             let why = format!("channel `{channel}` is not configured");
-            return graph.reroute(shard, job, &why, self.app.clock.now_ms()).await;
+            return graph
+                .reroute(shard, job, &why, self.app.clock.now_ms())
+                .await;
         };
         let message = OutboundMessage {
             message_id: o.id.clone(),
@@ -298,7 +326,9 @@ impl Worker {
                 // Not deliverable there (e.g. Discord without an open
                 // interaction): the next route, if any.
                 let why = format!("{channel}: {why}");
-                return graph.reroute(shard, job, &why, self.app.clock.now_ms()).await;
+                return graph
+                    .reroute(shard, job, &why, self.app.clock.now_ms())
+                    .await;
             }
             Err(e) => {
                 return self
@@ -320,15 +350,17 @@ impl Worker {
             Err(Failure::Transient(_)) => "retry",
             Err(Failure::Permanent(_)) => "refused",
         };
-        self.app
-            .metrics
-            .inc("gateway_outbound_total", &[("channel", channel), ("outcome", label)]);
+        self.app.metrics.inc(
+            "gateway_outbound_total",
+            &[("channel", channel), ("outcome", label)],
+        );
         match outcome {
             Ok(provider_id) => {
                 let step = graph
                     .delivered(shard, job, provider_id.as_deref(), self.app.clock.now_ms())
                     .await?;
-                self.app.notifier
+                self.app
+                    .notifier
                     .publish(crate::notify::Change {
                         customer_id: o.customer_id.clone(),
                         kind: crate::notify::ChangeKind::Message,
@@ -349,12 +381,10 @@ impl Worker {
         outbound_id: &str,
         call: &chatcrafter_core::channel::HttpCall,
     ) -> Result<Option<String>, Failure> {
-        let cfg = self
-            .app
-            .config
-            .channels
-            .get(channel)
-            .ok_or_else(|| Failure::Permanent(format!("channel `{channel}` is not configured")))?;
+        let cfg =
+            self.app.config.channels.get(channel).ok_or_else(|| {
+                Failure::Permanent(format!("channel `{channel}` is not configured"))
+            })?;
         let prepared = delivery::prepare(channel, call, cfg.api_base.as_deref(), &cfg.secrets)
             .map_err(|e| Failure::Permanent(format!("{channel}: {e}")))?;
         let mut headers = prepared.headers.clone();
@@ -374,10 +404,16 @@ impl Worker {
         let excerpt = || {
             let text = String::from_utf8_lossy(&answer.body);
             let cut: String = text.chars().take(200).collect();
-            format!("{} {where_to} answered {}: {cut}", prepared.method, answer.status)
+            format!(
+                "{} {where_to} answered {}: {cut}",
+                prepared.method, answer.status
+            )
         };
         match delivery::verdict(answer.status) {
-            Verdict::Sent => Ok(call.sent_id.as_deref().and_then(|p| sent_id(&answer.body, p))),
+            Verdict::Sent => Ok(call
+                .sent_id
+                .as_deref()
+                .and_then(|p| sent_id(&answer.body, p))),
             Verdict::Retry => Err(Failure::Transient(excerpt())),
             Verdict::Refused => Err(Failure::Permanent(excerpt())),
         }
@@ -409,9 +445,10 @@ impl Worker {
             }
             Some(Err(skip)) => {
                 tracing::info!(job = %job.id, reason = skip.as_str(), "reminder skipped");
-                self.app
-                    .metrics
-                    .inc("gateway_reminders_skipped_total", &[("reason", skip.as_str())]);
+                self.app.metrics.inc(
+                    "gateway_reminders_skipped_total",
+                    &[("reason", skip.as_str())],
+                );
                 Ok(Step::Done)
             }
         }
@@ -434,9 +471,15 @@ mod tests {
     #[test]
     fn sent_ids_are_read_at_their_pointer() {
         let wa = br#"{"messaging_product":"whatsapp","messages":[{"id":"wamid.X"}]}"#;
-        assert_eq!(super::sent_id(wa, "/messages/0/id").as_deref(), Some("wamid.X"));
+        assert_eq!(
+            super::sent_id(wa, "/messages/0/id").as_deref(),
+            Some("wamid.X")
+        );
         let tg = br#"{"ok":true,"result":{"message_id":42}}"#;
-        assert_eq!(super::sent_id(tg, "/result/message_id").as_deref(), Some("42"));
+        assert_eq!(
+            super::sent_id(tg, "/result/message_id").as_deref(),
+            Some("42")
+        );
         assert_eq!(super::sent_id(b"not json", "/id"), None);
         assert_eq!(super::sent_id(br#"{"id":null}"#, "/id"), None);
     }

@@ -102,8 +102,13 @@ pub fn parse_answer(body: &[u8]) -> Result<Answer, String> {
         return Ok(Answer::default());
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
-    let a: AnswerIn = serde_path_to_error::deserialize(de)
-        .map_err(|e| format!("the agent's answer does not parse at `{}`: {}", e.path(), e.inner()))?;
+    let a: AnswerIn = serde_path_to_error::deserialize(de).map_err(|e| {
+        format!(
+            "the agent's answer does not parse at `{}`: {}",
+            e.path(),
+            e.inner()
+        )
+    })?;
     if a.replies.len() > MAX_REPLIES {
         return Err(format!(
             "the agent's answer has {} replies; at most {MAX_REPLIES} are sent",
@@ -148,7 +153,10 @@ mod tests {
         assert_eq!(a.handoff.as_deref(), Some("vip"));
         assert_eq!(a.attributes["tier"], "gold");
         assert_eq!(
-            parse_answer(br#"{"handoff":true}"#).unwrap().handoff.as_deref(),
+            parse_answer(br#"{"handoff":true}"#)
+                .unwrap()
+                .handoff
+                .as_deref(),
             Some("agent")
         );
         assert_eq!(parse_answer(b"").unwrap(), Answer::default());
@@ -157,7 +165,11 @@ mod tests {
         let e = parse_answer(br#"{"attributes":{"tier":3}}"#).unwrap_err();
         assert!(e.contains("attributes.tier"), "{e}");
         let many = format!(r#"{{"replies":[{}]}}"#, vec!["\"x\""; 11].join(","));
-        assert!(parse_answer(many.as_bytes()).unwrap_err().contains("11 replies"));
+        assert!(
+            parse_answer(many.as_bytes())
+                .unwrap_err()
+                .contains("11 replies")
+        );
     }
 
     #[test]

@@ -183,7 +183,12 @@ mod tests {
         s.hand_off("agent", None, "whatsapp", 9);
         let h = s.handoff.unwrap();
         assert_eq!(
-            (h.reason.as_str(), h.channel.as_str(), h.opened_at, h.waiting),
+            (
+                h.reason.as_str(),
+                h.channel.as_str(),
+                h.opened_at,
+                h.waiting
+            ),
             ("requested", "whatsapp", 5, 2)
         );
     }

@@ -434,7 +434,11 @@ impl Ctx<'_> {
         })
     }
 
-    pub(crate) async fn load_customer(&self, txn: &mut dyn Txn, id: &str) -> Result<Customer, GraphError> {
+    pub(crate) async fn load_customer(
+        &self,
+        txn: &mut dyn Txn,
+        id: &str,
+    ) -> Result<Customer, GraphError> {
         let key = self.customer_key(id);
         let bytes = get(txn, &key)
             .await?
@@ -443,7 +447,11 @@ impl Ctx<'_> {
     }
 
     /// Follows `merged_into` to the customer that stands for `id` now.
-    pub(crate) async fn live_customer(&self, txn: &mut dyn Txn, id: &str) -> Result<Customer, GraphError> {
+    pub(crate) async fn live_customer(
+        &self,
+        txn: &mut dyn Txn,
+        id: &str,
+    ) -> Result<Customer, GraphError> {
         let mut c = self.load_customer(txn, id).await?;
         for _ in 0..16 {
             match c.merged_into.clone() {
@@ -457,7 +465,11 @@ impl Ctx<'_> {
     }
 
     /// The customer (as it stands now) a lookup key points to.
-    pub(crate) async fn owner_of(&self, txn: &mut dyn Txn, key: &str) -> Result<Option<String>, GraphError> {
+    pub(crate) async fn owner_of(
+        &self,
+        txn: &mut dyn Txn,
+        key: &str,
+    ) -> Result<Option<String>, GraphError> {
         match get(txn, key).await? {
             Some(b) => Ok(Some(
                 self.live_customer(txn, &self.open_id(key, &b)?).await?.id,

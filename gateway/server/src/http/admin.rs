@@ -513,7 +513,9 @@ pub(super) async fn route(
                 .close_handoff(id)
                 .await
                 .map_err(graph_error)
-                .map(|was_open| json_resp(200, &json!({"conversation_id": id, "closed": was_open})));
+                .map(|was_open| {
+                    json_resp(200, &json!({"conversation_id": id, "closed": was_open}))
+                });
             (ROUTE, result)
         }
         _ => ("(unknown)", Err(ApiError::not_found(req.uri().path()))),

@@ -1,0 +1,858 @@
+//! Conversations end to end: the real gateway with its real plugins, on its
+//! embedded store and on its own Redis, answering through local mock
+//! WhatsApp, Telegram and Discord APIs (and a mock business agent).
+
+#[path = "support.rs"]
+mod support;
+
+use std::time::Duration;
+
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+use serde_json::{Value, json};
+use support::*;
+
+const APP_SECRET: &str = "meta-app-secret-for-tests";
+const WA_TOKEN: &str = "EAAG-wa-access-token";
+const TG_SECRET: &str = "tg_secret-token_123";
+const TG_BOT: &str = "7012345678:AAE-bot-token";
+const WIDGET_SECRET: &str = "widget-secret-widget-secret-0123456789";
+const ADMIN: &str = "admin-token-for-tests";
+const AGENT_SECRET: &str = "agent-signing-secret";
+const EMBEDDED: &str = "kind = \"embedded\"\npath = \"data\"";
+const PHONE_NUMBER_ID: &str = "106540352242922";
+/// The Discord user and interaction of tests/fixtures/discord_guild_command.json.
+const DISCORD_USER: &str = "80351110224678912";
+const DISCORD_APP: &str = "1289391923891234567";
+const DISCORD_TOKEN: &str = "aW50ZXJhY3Rpb246MTMwMDAwMDAwMDAwMDAwMDAwMjp0b2tlbg";
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Mock channel APIs under one server: WhatsApp under `/wa`, Telegram under
+/// `/tg`, Discord under `/discord`, each answering as the real one does on
+/// success. WhatsApp's message id is derived from the idempotency key, so a
+/// test can name it.
+fn channel_apis() -> MockApi {
+    MockApi::start(|r, n| {
+        let key = r.header("idempotency-key").unwrap_or("none");
+        if r.path.starts_with("/wa/") {
+            (200, json!({"messaging_product": "whatsapp", "messages": [{"id": format!("wamid.{key}")}]}).to_string())
+        } else if r.path.starts_with("/tg/") {
+            (
+                200,
+                json!({"ok": true, "result": {"message_id": n}}).to_string(),
+            )
+        } else if r.path.starts_with("/discord/") {
+            (200, json!({"id": format!("{}", 1_000 + n)}).to_string())
+        } else {
+            (404, "{}".into())
+        }
+    })
+}
+
+struct Setup {
+    gw: Gateway,
+    discord: Ed25519KeyPair,
+}
+
+fn config(store: &str, apis: &MockApi, discord_public: &str, extra: &str) -> String {
+    format!(
+        r#"version = 1
+[server]
+listen = "127.0.0.1:0"
+[store]
+{store}
+[security]
+data_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
+index_key = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM="
+[widget]
+algorithms = ["HS256"]
+secret = "{WIDGET_SECRET}"
+[channels.whatsapp]
+plugin = "builtin:whatsapp"
+api_base = "{wa}"
+[channels.whatsapp.secrets]
+app_secret = "{APP_SECRET}"
+verify_token = "v"
+access_token = "{WA_TOKEN}"
+[channels.telegram]
+plugin = "builtin:telegram"
+api_base = "{tg}"
+[channels.telegram.secrets]
+secret_token = "{TG_SECRET}"
+bot_token = "{TG_BOT}"
+[channels.telegram.settings]
+bot_id = "7012345678"
+bot_username = "shop_bot"
+[channels.discord]
+plugin = "builtin:discord"
+api_base = "{dc}"
+[channels.discord.secrets]
+public_key = "{discord_public}"
+[[admin.tokens]]
+name = "ops"
+token_sha256 = "{admin}"
+role = "admin"
+{extra}
+"#,
+        wa = apis.url("/wa/v21.0"),
+        tg = apis.url("/tg"),
+        dc = apis.url("/discord/api/v10"),
+        admin = hex(ring::digest::digest(&ring::digest::SHA256, ADMIN.as_bytes()).as_ref()),
+    )
+}
+
+/// Quick retries and a short lease, so that failure paths finish in a test.
+const FAST: &str = r#"[delivery]
+backoff_base_ms = 50
+backoff_max_ms = 200
+lease_ms = 1500
+timeout_ms = 1000
+poll_ms = 50
+[agent]
+timeout_ms = 1000
+"#;
+
+fn setup(name: &str, store: &str, apis: &MockApi, extra: &str) -> Setup {
+    let dir = scratch(name);
+    let discord = discord_key();
+    let config = config(store, apis, &hex(discord.public_key().as_ref()), extra);
+    Setup {
+        gw: Gateway::start(&dir, &config),
+        discord,
+    }
+}
+
+fn discord_key() -> Ed25519KeyPair {
+    // A fixed key, so that a restarted gateway verifies the same way.
+    Ed25519KeyPair::from_seed_unchecked(&[7; 32]).unwrap()
+}
+
+fn widget_message(gw: &Gateway, text: &str) -> Response {
+    let claims = json!({"sub": "user-42", "exp": now() + 600, "email": "sarah@example.com",
+                        "phone": "+16505551234", "name": "Sarah Kim"});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(WIDGET_SECRET.as_bytes()),
+    )
+    .unwrap();
+    gw.post(
+        "/widget/v1/messages",
+        &[("authorization", &format!("Bearer {token}"))],
+        json!({"text": text}).to_string().as_bytes(),
+    )
+}
+
+fn whatsapp_signed(gw: &Gateway, value: Value) -> Response {
+    let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}]})
+        .to_string();
+    let sig = format!(
+        "sha256={}",
+        hmac_hex(APP_SECRET.as_bytes(), body.as_bytes())
+    );
+    gw.post(
+        "/webhooks/whatsapp",
+        &[("x-hub-signature-256", &sig)],
+        body.as_bytes(),
+    )
+}
+
+fn whatsapp_message(gw: &Gateway, wamid: &str, text: &str) -> Response {
+    whatsapp_signed(
+        gw,
+        json!({"messaging_product": "whatsapp",
+               "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID},
+               "contacts": [{"profile": {"name": "Sarah"}, "wa_id": "16505551234"}],
+               "messages": [{"from": "16505551234", "id": wamid, "timestamp": now().to_string(),
+                             "type": "text", "text": {"body": text}}]}),
+    )
+}
+
+fn whatsapp_status(gw: &Gateway, wamid: &str, status: &str) -> Response {
+    whatsapp_signed(
+        gw,
+        json!({"messaging_product": "whatsapp",
+               "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID},
+               "statuses": [{"id": wamid, "status": status, "timestamp": now().to_string(),
+                             "recipient_id": "16505551234"}]}),
+    )
+}
+
+fn telegram_message(gw: &Gateway, update_id: u64, text: &str) -> Response {
+    let body = json!({"update_id": update_id, "message": {"message_id": update_id, "from": {"id": 123456789, "is_bot": false, "first_name": "Sarah"},
+        "chat": {"id": 123456789, "type": "private"}, "date": now(), "text": text}})
+    .to_string();
+    gw.post(
+        "/webhooks/telegram",
+        &[("x-telegram-bot-api-secret-token", TG_SECRET)],
+        body.as_bytes(),
+    )
+}
+
+fn discord_command(s: &Setup) -> Response {
+    let body = fixture("discord_guild_command.json");
+    let ts = now().to_string();
+    let msg: Vec<u8> = ts.as_bytes().iter().chain(&body).copied().collect();
+    let sig = hex(s.discord.sign(&msg).as_ref());
+    s.gw.post(
+        "/webhooks/discord",
+        &[
+            ("x-signature-ed25519", &sig),
+            ("x-signature-timestamp", &ts),
+        ],
+        &body,
+    )
+}
+
+fn admin(gw: &Gateway, method: &str, path: &str, body: &[u8]) -> Response {
+    gw.request(
+        method,
+        path,
+        &[("authorization", &format!("Bearer {ADMIN}"))],
+        body,
+    )
+}
+
+fn customer_id(gw: &Gateway, identifier: &str) -> String {
+    let r = admin(
+        gw,
+        "GET",
+        &format!("/admin/v1/customers?identifier={identifier}"),
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["id"].as_str().unwrap().to_string()
+}
+
+fn timeline(gw: &Gateway, id: &str) -> Vec<Value> {
+    let r = admin(
+        gw,
+        "GET",
+        &format!("/admin/v1/customers/{id}/timeline"),
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["entries"].as_array().unwrap().clone()
+}
+
+fn outbound(entries: &[Value]) -> Vec<&Value> {
+    entries
+        .iter()
+        .filter(|e| e["direction"] == "outbound")
+        .collect()
+}
+
+/// Waits until `apis` has received `n` requests under `prefix`, then
+/// returns them.
+fn wait_for(apis: &MockApi, prefix: &str, n: usize, gw: &Gateway) -> Vec<Received> {
+    let ok = eventually(WAIT, || apis.to(prefix).len() >= n);
+    assert!(
+        ok,
+        "expected {n} requests under {prefix}, got {:?}\n--- gateway stderr ---\n{}",
+        apis.to(prefix),
+        gw.stderr()
+    );
+    apis.to(prefix)
+}
+
+fn the_journey(store: &str, name: &str) {
+    let apis = channel_apis();
+    let s = setup(name, store, &apis, FAST);
+    let gw = &s.gw;
+
+    // 1. A logged-in widget user asks about an office chair.
+    let r = widget_message(gw, "Do you have the office chair in black?");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = customer_id(gw, "email:sarah@example.com");
+    assert!(eventually(WAIT, || outbound(&timeline(gw, &id)).len() == 1));
+
+    // 2. The same person on WhatsApp, from the phone in their token: one
+    // customer, and the reply recalls the widget question. The provider
+    // delivers it twice: one entry, one reply.
+    assert_eq!(
+        whatsapp_message(gw, "wamid.IN1", "Is it still in stock?").status,
+        200
+    );
+    assert_eq!(
+        whatsapp_message(gw, "wamid.IN1", "Is it still in stock?").status,
+        200
+    );
+    assert_eq!(customer_id(gw, "whatsapp:16505551234"), id);
+    let wa = wait_for(&apis, "/wa/", 1, gw);
+    let sent = &wa[0];
+    assert_eq!(sent.method, "POST");
+    assert_eq!(sent.path, format!("/wa/v21.0/{PHONE_NUMBER_ID}/messages"));
+    assert_eq!(
+        sent.header("authorization"),
+        Some(format!("Bearer {WA_TOKEN}").as_str())
+    );
+    assert_eq!(sent.header("content-type"), Some("application/json"));
+    let key = sent.header("idempotency-key").unwrap().to_string();
+    assert!(key.starts_with("o_"), "{key}");
+    let body = sent.json();
+    assert_eq!(body["messaging_product"], "whatsapp");
+    assert_eq!(body["to"], "16505551234");
+    assert_eq!(body["type"], "text");
+    assert_eq!(
+        body["text"]["body"],
+        "Welcome back, Sarah! Earlier on the web chat you asked about “Do you have the office chair in black?”. How can I help with that?"
+    );
+
+    // WhatsApp reports the reply delivered, then read (once the gateway
+    // has recorded the send).
+    assert!(eventually(WAIT, || outbound(&timeline(gw, &id))
+        .iter()
+        .any(|e| e["channel"] == "whatsapp" && e["status"] == "sent")));
+    assert_eq!(
+        whatsapp_status(gw, &format!("wamid.{key}"), "delivered").status,
+        200
+    );
+    assert_eq!(
+        whatsapp_status(gw, &format!("wamid.{key}"), "read").status,
+        200
+    );
+
+    // 3. A link token sent through Telegram's /start links Telegram.
+    let r = admin(
+        gw,
+        "POST",
+        "/v1/link-tokens",
+        json!({"customer_id": id, "channel": "telegram"})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let token = r.json()["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        telegram_message(gw, 501, &format!("/start {token}")).status,
+        200
+    );
+    let tg = wait_for(&apis, "/tg/", 1, gw);
+    assert_eq!(tg[0].path, format!("/tg/bot{TG_BOT}/sendMessage"));
+    assert_eq!(tg[0].header("authorization"), None);
+    assert_eq!(tg[0].json()["chat_id"], 123456789);
+    assert_eq!(
+        tg[0].json()["text"],
+        "Welcome back, Sarah! Earlier on WhatsApp you asked about “Is it still in stock?”. How can I help with that?"
+    );
+    assert_eq!(customer_id(gw, "telegram:123456789"), id);
+
+    // 4. A CSV row links their Discord id; a slash command there is
+    // deferred at once and answered through the follow-up webhook with
+    // their history in mind.
+    let csv = format!("email,discord_user_id\nsarah@example.com,{DISCORD_USER}\n");
+    let r = admin(gw, "POST", "/admin/v1/import", csv.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = discord_command(&s);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["type"], 5);
+    let dc = wait_for(&apis, "/discord/", 1, gw);
+    assert_eq!(
+        dc[0].path,
+        format!("/discord/api/v10/webhooks/{DISCORD_APP}/{DISCORD_TOKEN}")
+    );
+    assert_eq!(dc[0].header("authorization"), None);
+    assert_eq!(
+        dc[0].json()["content"],
+        "Welcome back, Sarah! Earlier on WhatsApp you asked about “Is it still in stock?”. How can I help with that?"
+    );
+    assert_eq!(dc[0].json()["allowed_mentions"], json!({"parse": []}));
+
+    // 5. The admin timeline: all of it, in order, each with its channel.
+    let ok = eventually(WAIT, || {
+        outbound(&timeline(gw, &id))
+            .iter()
+            .all(|e| e["status"] != "queued")
+    });
+    assert!(ok, "{:?}", timeline(gw, &id));
+    let entries = timeline(gw, &id);
+    let summary: Vec<(&str, &str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["channel"].as_str().unwrap(),
+                e["direction"].as_str().unwrap(),
+                e["kind"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("widget", "inbound", "text"),
+            ("widget", "outbound", "text"),
+            ("whatsapp", "inbound", "text"),
+            ("whatsapp", "outbound", "text"),
+            ("telegram", "inbound", "link"),
+            ("telegram", "outbound", "text"),
+            ("discord", "inbound", "text"),
+            ("discord", "outbound", "text"),
+        ],
+        "{entries:#?}"
+    );
+    let statuses: Vec<&str> = outbound(&entries)
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["sent", "read", "sent", "sent"]);
+    assert_eq!(
+        entries[1]["text"],
+        "Hi Sarah! Thanks for reaching out — how can we help?"
+    );
+    assert_eq!(
+        entries[6]["text"],
+        "/ask question:Is my office chair shipped? urgent:true"
+    );
+    // The widget reply is on the widget's own history too.
+    let claims = json!({"sub": "user-42", "exp": now() + 600});
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(WIDGET_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let h = gw.request(
+        "GET",
+        "/widget/v1/history",
+        &[("authorization", &format!("Bearer {jwt}"))],
+        b"",
+    );
+    assert_eq!(h.status, 200, "{}", h.text());
+    assert!(h.text().contains("Thanks for reaching out"), "{}", h.text());
+
+    // The retried WhatsApp delivery never produced a second reply.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(apis.to("/wa/").len(), 1);
+    assert_eq!(apis.received().len(), 3, "{:?}", apis.received());
+}
+
+#[test]
+fn the_journey_on_the_embedded_store() {
+    the_journey(EMBEDDED, "journey-embedded");
+}
+
+#[test]
+fn the_journey_on_redis() {
+    let dir = scratch("journey-redis-server");
+    let redis = RedisServer::start(&dir, 0, None);
+    let store = format!(
+        "kind = \"redis\"\nurl = \"redis://127.0.0.1:{}\"\nkey_prefix = \"cc:\"",
+        redis.port
+    );
+    the_journey(&store, "journey-redis");
+}
+
+#[test]
+fn a_gateway_killed_right_after_its_200_still_replies_once_after_a_restart() {
+    let apis = channel_apis();
+    let dir = scratch("sigkill");
+    let config = config(
+        EMBEDDED,
+        &apis,
+        &hex(discord_key().public_key().as_ref()),
+        FAST,
+    );
+    let mut gw = Gateway::start(&dir, &config);
+    let r = whatsapp_message(&gw, "wamid.KILL1", "Where is my order?");
+    assert_eq!(r.status, 200);
+    // SIGKILL, no chance to finish anything after the answer.
+    gw.child.kill().unwrap();
+    gw.child.wait().unwrap();
+    let before = apis.to("/wa/").len();
+    let gw = Gateway::start(&dir, &config);
+    let sent = wait_for(&apis, "/wa/", 1, &gw);
+    assert_eq!(
+        sent[0].json()["text"]["body"],
+        "Hi Sarah! Thanks for reaching out — how can we help?"
+    );
+    // Past another lease: still exactly one.
+    std::thread::sleep(Duration::from_millis(2_000));
+    assert_eq!(
+        apis.to("/wa/").len(),
+        1,
+        "sent before the kill: {before}; {:?}",
+        apis.received()
+    );
+    let id = customer_id(&gw, "whatsapp:16505551234");
+    let entries = timeline(&gw, &id);
+    assert_eq!(entries.len(), 2, "{entries:#?}");
+    assert_eq!(entries[1]["status"], "sent");
+}
+
+#[test]
+fn failed_deliveries_are_retried_with_the_same_idempotency_key_then_handed_off() {
+    // WhatsApp answers 503 twice, then accepts; Telegram refuses with 400.
+    let apis = MockApi::start(|r, _| {
+        if r.path.starts_with("/wa/") {
+            let key = r.header("idempotency-key").unwrap_or("none").to_string();
+            (
+                200,
+                json!({"messages": [{"id": format!("wamid.{key}")}]}).to_string(),
+            )
+        } else {
+            (
+                400,
+                json!({"ok": false, "description": "Bad Request: chat not found"}).to_string(),
+            )
+        }
+    });
+    let flaky = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let flaky_apis = {
+        let flaky = flaky.clone();
+        MockApi::start(move |r, _| {
+            if flaky.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+                (503, "{\"error\":\"try later\"}".into())
+            } else {
+                let key = r.header("idempotency-key").unwrap_or("none").to_string();
+                (
+                    200,
+                    json!({"messages": [{"id": format!("wamid.{key}")}]}).to_string(),
+                )
+            }
+        })
+    };
+    let dir = scratch("retries");
+    let mut config = config(
+        EMBEDDED,
+        &apis,
+        &hex(discord_key().public_key().as_ref()),
+        FAST,
+    );
+    config = config.replace(&apis.url("/wa/v21.0"), &flaky_apis.url("/wa/v21.0"));
+    let gw = Gateway::start(&dir, &config);
+
+    assert_eq!(whatsapp_message(&gw, "wamid.R1", "hello").status, 200);
+    let attempts = wait_for(&flaky_apis, "/wa/", 3, &gw);
+    let keys: Vec<&str> = attempts
+        .iter()
+        .map(|a| a.header("idempotency-key").unwrap())
+        .collect();
+    assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+    let id = customer_id(&gw, "whatsapp:16505551234");
+    assert!(eventually(
+        WAIT,
+        || outbound(&timeline(&gw, &id))[0]["status"] == "sent"
+    ));
+
+    // Telegram refuses for good: no retry, the message fails onto the inbox.
+    assert_eq!(telegram_message(&gw, 9, "hi there").status, 200);
+    let tid = customer_id(&gw, "telegram:123456789");
+    assert!(eventually(WAIT, || {
+        admin(&gw, "GET", "/admin/v1/handoffs", b"").json()["handoffs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["customer_id"] == tid.as_str())
+    }));
+    let inbox = admin(&gw, "GET", "/admin/v1/handoffs", b"").json();
+    let h = &inbox["handoffs"][0];
+    assert_eq!(h["reason"], "delivery_failed");
+    assert_eq!(h["channel"], "telegram");
+    let detail = h["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("answered 400") && detail.contains("chat not found"),
+        "{detail}"
+    );
+    assert!(
+        !detail.contains(TG_BOT),
+        "the bot token must not leak: {detail}"
+    );
+    assert_eq!(apis.to("/tg/").len(), 1);
+    assert_eq!(outbound(&timeline(&gw, &tid))[0]["status"], "failed");
+    assert!(
+        gw.get("/metrics")
+            .text()
+            .contains("gateway_outbound_total{channel=\"telegram\",outcome=\"refused\"} 1")
+    );
+}
+
+#[test]
+fn a_customer_asking_for_a_person_reaches_the_inbox_and_a_reply_goes_out_on_their_preferred_channel()
+ {
+    let apis = channel_apis();
+    let s = setup("handoff", EMBEDDED, &apis, FAST);
+    let gw = &s.gw;
+    assert_eq!(telegram_message(gw, 1, "hello").status, 200);
+    let id = customer_id(gw, "telegram:123456789");
+    wait_for(&apis, "/tg/", 1, gw);
+    assert_eq!(whatsapp_message(gw, "wamid.H0", "hi").status, 200);
+    // WhatsApp's phone is a new customer here; link them by merging.
+    let wid = customer_id(gw, "whatsapp:16505551234");
+    let r = admin(
+        gw,
+        "POST",
+        "/admin/v1/customers/merge",
+        json!({"surviving": id, "merged": wid})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_for(&apis, "/wa/", 1, gw);
+
+    assert_eq!(
+        whatsapp_message(gw, "wamid.H1", "Can I talk to a real person please?").status,
+        200
+    );
+    let wa = wait_for(&apis, "/wa/", 2, gw);
+    assert_eq!(
+        wa[1].json()["text"]["body"],
+        "Of course, Sarah — I'm bringing in someone from our team. They'll reply right here."
+    );
+    let inbox = admin(gw, "GET", "/admin/v1/handoffs", b"").json();
+    assert_eq!(inbox["handoffs"].as_array().unwrap().len(), 1, "{inbox}");
+    assert_eq!(inbox["handoffs"][0]["conversation_id"], id.as_str());
+    assert_eq!(inbox["handoffs"][0]["reason"], "requested");
+    assert_eq!(inbox["handoffs"][0]["channel"], "whatsapp");
+
+    // While a person has it, the agent stays silent.
+    assert_eq!(whatsapp_message(gw, "wamid.H2", "hello?").status, 200);
+    assert!(eventually(WAIT, || {
+        admin(gw, "GET", "/admin/v1/handoffs", b"").json()["handoffs"][0]["waiting"] == 2
+    }));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(apis.to("/wa/").len(), 2);
+
+    // The person replies: on the preferred channel when there is one.
+    let r = admin(
+        gw,
+        "PATCH",
+        &format!("/admin/v1/customers/{id}"),
+        json!({"attributes": {"preferred_channel": "telegram"}})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = admin(
+        gw,
+        "PATCH",
+        &format!("/admin/v1/customers/{id}"),
+        json!({"attributes": {"preferred_channel": "fax"}})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 422);
+    assert!(r.text().contains("preferred_channel"), "{}", r.text());
+    let r = admin(
+        gw,
+        "POST",
+        &format!("/admin/v1/conversations/{id}/reply"),
+        json!({"text": "Hi Sarah, Tom here. Your chair ships tomorrow."})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json()["channel"], "telegram");
+    let tg = wait_for(&apis, "/tg/", 2, gw);
+    assert_eq!(
+        tg[1].json()["text"],
+        "Hi Sarah, Tom here. Your chair ships tomorrow."
+    );
+    let r = admin(
+        gw,
+        "POST",
+        &format!("/admin/v1/conversations/{id}/reply"),
+        br#"{"text":"  "}"#,
+    );
+    assert_eq!(r.status, 422);
+    let r = admin(
+        gw,
+        "POST",
+        "/admin/v1/conversations/c_00000000000000000000000000000000/reply",
+        br#"{"text":"hi"}"#,
+    );
+    assert_eq!(r.status, 404);
+
+    // Closed: back to the agent.
+    let r = admin(
+        gw,
+        "POST",
+        &format!("/admin/v1/conversations/{id}/close"),
+        b"",
+    );
+    assert_eq!((r.status, r.json()["closed"].clone()), (200, json!(true)));
+    assert_eq!(
+        admin(gw, "GET", "/admin/v1/handoffs", b"").json()["handoffs"],
+        json!([])
+    );
+    assert_eq!(whatsapp_message(gw, "wamid.H3", "thanks!").status, 200);
+    let wa = wait_for(&apis, "/wa/", 3, gw);
+    assert_eq!(
+        wa[2].json()["text"]["body"],
+        "Thanks, Sarah! Got it — we'll follow up right here."
+    );
+    let human: Vec<Value> = outbound(&timeline(gw, &id))
+        .into_iter()
+        .filter(|e| e["author"] == "human")
+        .cloned()
+        .collect();
+    assert_eq!(human.len(), 1);
+    assert_eq!(human[0]["channel"], "telegram");
+}
+
+#[test]
+fn the_webhook_agent_gets_signed_context_and_its_failures_reach_the_inbox() {
+    let apis = channel_apis();
+    // The business's agent: answers with a reply and an attribute, unless
+    // the message says "crash".
+    let agent = MockApi::start(|r, _| {
+        let body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        if body["message"]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("crash")
+        {
+            (500, "{}".into())
+        } else {
+            (200, json!({"replies": [{"text": format!("You said: {}", body["message"]["text"].as_str().unwrap_or(""))}],
+                         "attributes": {"tier": "gold"}}).to_string())
+        }
+    });
+    let extra = format!(
+        "[delivery]\nbackoff_base_ms = 50\nbackoff_max_ms = 100\nlease_ms = 1500\ntimeout_ms = 1000\npoll_ms = 50\n[agent]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{AGENT_SECRET}\"\ntimeout_ms = 1000\nmax_attempts = 3\n",
+        agent.url("/agent")
+    );
+    let s = setup("webhook-agent", EMBEDDED, &apis, &extra);
+    let gw = &s.gw;
+    assert_eq!(widget_message(gw, "Do you ship to Canada?").status, 202);
+    assert_eq!(
+        whatsapp_message(gw, "wamid.A1", "And to Mexico?").status,
+        200
+    );
+    let wa = wait_for(&apis, "/wa/", 1, gw);
+    assert_eq!(wa[0].json()["text"]["body"], "You said: And to Mexico?");
+    let calls = agent.received();
+    let call = calls
+        .iter()
+        .find(|c| c.json()["message"]["channel"] == "whatsapp")
+        .unwrap();
+    // Signed over timestamp ‖ "." ‖ body.
+    let sig = call.header("x-chatcrafter-signature").unwrap();
+    let (t, v1) = sig.split_once(",v1=").unwrap();
+    let t = t.strip_prefix("t=").unwrap();
+    let signed: Vec<u8> = [t.as_bytes(), b".", &call.body].concat();
+    assert_eq!(v1, hmac_hex(AGENT_SECRET.as_bytes(), &signed));
+    assert!(now().abs_diff(t.parse().unwrap()) < 60);
+    // With the profile, linked channels and cross-channel history.
+    let body = call.json();
+    let channels: Vec<&str> = body["customer"]["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["channel"].as_str().unwrap())
+        .collect();
+    assert_eq!(channels, ["widget", "whatsapp"]);
+    let history: Vec<&str> = body["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    assert!(history.contains(&"Do you ship to Canada?"), "{history:?}");
+    let id = customer_id(gw, "whatsapp:16505551234");
+    let c = admin(gw, "GET", &format!("/admin/v1/customers/{id}"), b"").json();
+    assert_eq!(c["attributes"]["tier"], "gold");
+
+    // The agent fails: retried, then handed to a person — never dropped.
+    assert_eq!(whatsapp_message(gw, "wamid.A2", "crash please").status, 200);
+    assert!(eventually(WAIT, || {
+        admin(gw, "GET", "/admin/v1/handoffs", b"").json()["handoffs"]
+            .as_array()
+            .is_some_and(|h| !h.is_empty())
+    }));
+    let inbox = admin(gw, "GET", "/admin/v1/handoffs", b"").json();
+    assert_eq!(inbox["handoffs"][0]["reason"], "agent_unavailable");
+    assert!(
+        inbox["handoffs"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("answered 500"),
+        "{inbox}"
+    );
+    let crash_calls = agent
+        .received()
+        .iter()
+        .filter(|c| c.json()["message"]["text"] == "crash please")
+        .count();
+    assert_eq!(crash_calls, 3);
+    assert_eq!(apis.to("/wa/").len(), 1);
+}
+
+#[test]
+fn an_abandoned_cart_is_reminded_once_with_consent_and_a_purchase_cancels_it() {
+    let apis = channel_apis();
+    let extra = FAST.replace("[delivery]\n", "[delivery]\nreminder_delay_seconds = 1\n");
+    let s = setup("reminders", EMBEDDED, &apis, &extra);
+    let gw = &s.gw;
+    assert_eq!(whatsapp_message(gw, "wamid.C1", "hi").status, 200);
+    wait_for(&apis, "/wa/", 1, gw);
+    let id = customer_id(gw, "whatsapp:16505551234");
+    let event = |kind: &str| {
+        let r = admin(gw, "POST", "/v1/events",
+            json!({"identifier": {"kind": "phone", "value": "+16505551234"}, "type": kind, "properties": {"cart": "chair"}})
+                .to_string()
+                .as_bytes());
+        assert_eq!(r.status, 202, "{}", r.text());
+    };
+    let skipped = |reason: &str| {
+        timeline(gw, &id)
+            .iter()
+            .filter(|e| e["kind"] == "reminder_skipped" && e["properties"]["reason"] == reason)
+            .count()
+    };
+
+    // No marketing consent: no reminder, and the timeline says why.
+    event("cart_abandoned");
+    assert!(
+        eventually(WAIT, || skipped("no_consent") == 1),
+        "{:#?}",
+        timeline(gw, &id)
+    );
+
+    // Consent granted: the reminder goes out after the delay.
+    let r = admin(
+        gw,
+        "PATCH",
+        &format!("/admin/v1/customers/{id}"),
+        json!({"attributes": {"consent.marketing": "granted"}})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["consent"]["marketing"]["granted"], true);
+    let r = admin(
+        gw,
+        "PATCH",
+        &format!("/admin/v1/customers/{id}"),
+        json!({"attributes": {"consent.marketing": "yes"}})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 422);
+    event("cart_abandoned");
+    let wa = wait_for(&apis, "/wa/", 2, gw);
+    assert_eq!(
+        wa[1].json()["text"]["body"],
+        "Hi Sarah, you left something in your cart. It's saved for you — reply here if you have any questions."
+    );
+
+    // A second one the same day: the cap holds it back.
+    event("cart_abandoned");
+    assert!(eventually(WAIT, || skipped("frequency_cap") == 1));
+
+    // A purchase before the delay runs out cancels the reminder.
+    event("cart_abandoned");
+    event("purchase");
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(
+        skipped("purchased") + skipped("frequency_cap"),
+        1,
+        "{:#?}",
+        timeline(gw, &id)
+    );
+    assert_eq!(apis.to("/wa/").len(), 2);
+    let reminders: Vec<Value> = outbound(&timeline(gw, &id))
+        .into_iter()
+        .filter(|e| e["author"] == "reminder")
+        .cloned()
+        .collect();
+    assert_eq!(reminders.len(), 1);
+}
