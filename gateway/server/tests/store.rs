@@ -186,6 +186,8 @@ conformance!(
     concurrent_events_for_one_person_end_as_exactly_one_customer,
     a_csv_import_links_good_rows_reports_bad_ones_and_is_idempotent,
     a_redelivered_message_is_recorded_once_and_the_timeline_follows_merges,
+    a_stored_message_queues_its_answer_and_a_lapsed_lease_brings_it_back,
+    reminders_follow_the_injected_clock_consent_and_the_cap,
 );
 
 fn message(
@@ -846,4 +848,267 @@ async fn changes_reach_subscribers_on_every_node() {
             .unwrap(),
         change
     );
+}
+
+/// The one job due at `now_ms`, claimed.
+async fn claim_due(
+    g: &Graph<Arc<AnyBackend>>,
+    now_ms: u64,
+    lease_ms: u64,
+) -> (u32, chatcrafter_core::delivery::Job) {
+    let due = g.due_jobs(now_ms).await.unwrap();
+    assert_eq!(due.len(), 1, "{due:?}");
+    let (shard, r) = &due[0];
+    let job = g
+        .claim(*shard, &r.id, now_ms, lease_ms)
+        .await
+        .unwrap()
+        .unwrap();
+    (*shard, job)
+}
+
+async fn a_stored_message_queues_its_answer_and_a_lapsed_lease_brings_it_back(kind: &str) {
+    use chatcrafter_core::channel::{DeliveryState, DeliveryStatus};
+    use chatcrafter_core::delivery::JobKind;
+    use chatcrafter_core::pipeline::{Answer, Step};
+    let f = fixture(kind, "queue").await;
+    let g = graph(&f, rules());
+    let now = T0 * 1000;
+    let wa = whatsapp_sarah(T0);
+    g.record_inbound(&message(&wa, "wamid.Q1", "is the chair in stock?"))
+        .await
+        .unwrap();
+    // The answer is queued with the message, due at once.
+    let (shard, first) = claim_due(&g, now, 1_000).await;
+    assert!(matches!(first.kind, JobKind::Agent { .. }));
+    assert_eq!(first.attempts, 1);
+    // Leased: nobody else sees or takes it…
+    assert!(g.due_jobs(now + 999).await.unwrap().is_empty());
+    assert_eq!(
+        g.claim(shard, &first.id, now + 999, 1_000).await.unwrap(),
+        None
+    );
+    // …until the lease lapses (its claimer died): it comes back.
+    let (_, second) = claim_due(&g, now + 1_000, 1_000).await;
+    assert_eq!(
+        (second.id.as_str(), second.attempts),
+        (first.id.as_str(), 2)
+    );
+    // The first claimer, late, can no longer act on it: nothing written.
+    let answer = Answer {
+        replies: vec!["Yes, in black and grey.".into()],
+        ..Answer::default()
+    };
+    let dump = f.backend.dump().await.unwrap();
+    assert_eq!(
+        g.finish_agent(shard, &first, &answer, now + 1_100)
+            .await
+            .unwrap(),
+        Step::Lost
+    );
+    assert_eq!(f.backend.dump().await.unwrap(), dump);
+    assert_eq!(
+        g.finish_agent(shard, &second, &answer, now + 1_100)
+            .await
+            .unwrap(),
+        Step::Done
+    );
+    // The reply is on the timeline, queued, and its delivery is a job.
+    let sarah = g
+        .find_identity("whatsapp", "16505551234")
+        .await
+        .unwrap()
+        .unwrap();
+    let entries = g.timeline(&sarah).await.unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[1].text.as_deref(), Some("Yes, in black and grey."));
+    assert_eq!(entries[1].status.as_deref(), Some("queued"));
+    let (dshard, delivery) = claim_due(&g, now + 1_200, 1_000).await;
+    let JobKind::Deliver { outbound_id } = &delivery.kind else {
+        panic!("{delivery:?}")
+    };
+    let o = g.outbound(outbound_id).await.unwrap();
+    assert_eq!(o.routes[0].identity, wa.identity);
+    assert_eq!(
+        g.delivered(dshard, &delivery, Some("wamid.OUT1"), now + 1_300)
+            .await
+            .unwrap(),
+        Step::Done
+    );
+    assert!(g.due_jobs(u64::MAX).await.unwrap().is_empty());
+    // Statuses move it forward only; unknown ids are not ours.
+    let report = |state, id: &str| DeliveryStatus {
+        provider_message_id: id.into(),
+        recipient: None,
+        state,
+        timestamp: T0 + 5,
+        error: None,
+    };
+    for state in [DeliveryState::Read, DeliveryState::Delivered] {
+        assert!(
+            g.record_status("whatsapp", &report(state, "wamid.OUT1"))
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        !g.record_status("whatsapp", &report(DeliveryState::Read, "wamid.other"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !g.record_status("telegram", &report(DeliveryState::Read, "wamid.OUT1"))
+            .await
+            .unwrap()
+    );
+    let entries = g.timeline(&sarah).await.unwrap();
+    assert_eq!(entries[1].status.as_deref(), Some("read"));
+
+    // An answer that cannot be had is retried, then handed to a person.
+    g.record_inbound(&message(&wa, "wamid.Q2", "hello?"))
+        .await
+        .unwrap();
+    let (shard, job) = claim_due(&g, now + 2_000, 1_000).await;
+    assert_eq!(
+        g.fail(shard, &job, "agent answered 500", Some(500), now + 2_000)
+            .await
+            .unwrap(),
+        Step::Retry(now + 2_500)
+    );
+    assert!(g.due_jobs(now + 2_499).await.unwrap().is_empty());
+    let (shard, job) = claim_due(&g, now + 2_500, 1_000).await;
+    assert_eq!(job.last_error.as_deref(), Some("agent answered 500"));
+    assert_eq!(
+        g.fail(shard, &job, "agent answered 500", None, now + 2_600)
+            .await
+            .unwrap(),
+        Step::GaveUp
+    );
+    let inbox = g.handoffs().await.unwrap();
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].customer_id, sarah);
+    assert_eq!(inbox[0].handoff.reason, "agent_unavailable");
+    assert!(g.due_jobs(u64::MAX).await.unwrap().is_empty());
+    assert!(g.close_handoff(&sarah).await.unwrap());
+    assert!(g.handoffs().await.unwrap().is_empty());
+}
+
+async fn reminders_follow_the_injected_clock_consent_and_the_cap(kind: &str) {
+    use chatcrafter_core::conversation::Entry;
+    use chatcrafter_core::pipeline::{Answer, ReminderRules, Skip};
+    let f = fixture(kind, "reminders").await;
+    let g = graph(&f, rules());
+    let hour = 3_600_000;
+    let t0 = T0 * 1000;
+    let wa = whatsapp_sarah(T0);
+    g.record_inbound(&message(&wa, "wamid.C1", "hi"))
+        .await
+        .unwrap();
+    let (shard, job) = claim_due(&g, t0, 1_000).await;
+    g.finish_agent(shard, &job, &Answer::default(), t0)
+        .await
+        .unwrap();
+    let sarah = g
+        .find_identity("whatsapp", "16505551234")
+        .await
+        .unwrap()
+        .unwrap();
+    let rules = ReminderRules {
+        per_day: 1,
+        channel_priority: vec!["telegram".into(), "whatsapp".into()],
+    };
+    let text = |name: Option<&str>| format!("{} left a cart", name.unwrap_or("someone"));
+    let abandon = |at_ms: u64| {
+        let g = &g;
+        let sarah = &sarah;
+        async move {
+            let e = Entry::event("cart_abandoned", serde_json::json!({}), at_ms / 1000);
+            g.record_event(sarah, &e, hour, at_ms).await.unwrap();
+        }
+    };
+    let run = |at_ms: u64| {
+        let (g, rules, text) = (&g, &rules, &text);
+        async move {
+            let (shard, job) = claim_due(g, at_ms, 1_000).await;
+            g.run_reminder(shard, &job, rules, text, at_ms)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+
+    // Not before its time; then skipped without consent.
+    abandon(t0).await;
+    assert!(g.due_jobs(t0 + hour - 1).await.unwrap().is_empty());
+    assert_eq!(run(t0 + hour).await.unwrap_err(), Skip::NoConsent);
+
+    // With consent: sent on the only channel they have, by priority.
+    let consent = BTreeMap::from([("consent.marketing".to_string(), "granted".to_string())]);
+    g.set_attributes(&sarah, &consent, "admin", T0)
+        .await
+        .unwrap();
+    abandon(t0 + hour).await;
+    let o = run(t0 + 2 * hour).await.unwrap();
+    assert_eq!(o.text, "Sarah left a cart");
+    assert_eq!(o.author, "reminder");
+    assert_eq!(o.routes[0].identity.channel, "whatsapp");
+    assert_eq!(o.routes[0].reply_handle, None);
+
+    // A second within the rolling day: capped. A day later: allowed.
+    abandon(t0 + 3 * hour).await;
+    // (the first reminder's delivery job is due too; take it out of the way)
+    let due = g.due_jobs(t0 + 4 * hour).await.unwrap();
+    assert_eq!(due.len(), 2);
+    for (shard, r) in &due {
+        let job = g
+            .claim(*shard, &r.id, t0 + 4 * hour, 1_000)
+            .await
+            .unwrap()
+            .unwrap();
+        if matches!(
+            job.kind,
+            chatcrafter_core::delivery::JobKind::Deliver { .. }
+        ) {
+            g.delivered(*shard, &job, None, t0 + 4 * hour)
+                .await
+                .unwrap();
+        } else {
+            assert_eq!(
+                g.run_reminder(*shard, &job, &rules, &text, t0 + 4 * hour)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .unwrap_err(),
+                Skip::FrequencyCap
+            );
+        }
+    }
+    abandon(t0 + 26 * hour).await;
+    assert!(run(t0 + 27 * hour).await.is_ok());
+
+    // A purchase in between cancels the reminder outright.
+    let (shard, job) = claim_due(&g, t0 + 27 * hour, 1_000).await;
+    g.delivered(shard, &job, None, t0 + 27 * hour)
+        .await
+        .unwrap();
+    abandon(t0 + 28 * hour).await;
+    let p = Entry::event("purchase", serde_json::json!({}), T0 + 28 * 3600 + 60);
+    g.record_event(&sarah, &p, hour, t0 + 28 * hour + 60_000)
+        .await
+        .unwrap();
+    assert!(g.queued_jobs().await.unwrap().is_empty());
+    let skipped: Vec<String> = g
+        .timeline(&sarah)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == "reminder_skipped")
+        .map(|e| {
+            e.properties.as_ref().unwrap()["reason"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(skipped, ["no_consent", "frequency_cap"]);
 }

@@ -164,7 +164,7 @@ mod tests {
         assert!(e.contains("replies"), "{e}");
         let e = parse_answer(br#"{"attributes":{"tier":3}}"#).unwrap_err();
         assert!(e.contains("attributes.tier"), "{e}");
-        let many = format!(r#"{{"replies":[{}]}}"#, vec!["\"x\""; 11].join(","));
+        let many = format!(r#"{{"replies":[{}]}}"#, ["\"x\""; 11].join(","));
         assert!(
             parse_answer(many.as_bytes())
                 .unwrap_err()
