@@ -445,6 +445,7 @@ impl<B: Backend> Graph<B> {
             };
             let mut job: Job = ctx.open(&key, &bytes)?;
             job.attempts += 1;
+            txn.relax_durability();
             r.due_ms = now_ms + lease_ms;
             ctx.save_refs(txn, shard, &refs);
             txn.put(&key, ctx.seal(&key, &job));

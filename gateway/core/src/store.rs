@@ -74,6 +74,12 @@ pub trait Txn: Send + 'static {
     /// Buffers a deletion.
     fn delete(&mut self, key: &str);
 
+    /// Marks this unit's writes as safe to lose in a crash (a job's lease:
+    /// lost, it only makes the job due again), so a backend may commit them
+    /// without waiting for the disk. Backends without the distinction
+    /// ignore it.
+    fn relax_durability(&mut self) {}
+
     /// For the backend that made it: back to its concrete type at commit.
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
 }

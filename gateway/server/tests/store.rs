@@ -1112,3 +1112,61 @@ async fn reminders_follow_the_injected_clock_consent_and_the_cap(kind: &str) {
         .collect();
     assert_eq!(skipped, ["no_consent", "frequency_cap"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_units_on_the_embedded_store_share_commits_and_all_survive_a_reopen() {
+    use chatcrafter_core::identity::graph::Recorded;
+    let dir = scratch("group-commit");
+    let embedded = Embedded::open(&dir).unwrap();
+    let f = Fixture {
+        backend: Arc::new(AnyBackend::Embedded(embedded.clone())),
+        redis: None,
+        url: None,
+        file: dir.join("gateway.redb"),
+    };
+    let g = Arc::new(graph(&f, rules()));
+    let before = embedded.commits();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let g = g.clone();
+            tokio::spawn(async move {
+                let s = sender(
+                    id("telegram", "7012345678", &format!("{}", 1000 + i % 20)),
+                    vec![],
+                    T0 + i,
+                );
+                g.record_inbound(&message(&s, &format!("7012345678:{i}"), "hi"))
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert!(matches!(t.await.unwrap().unwrap(), Recorded::Stored { .. }));
+    }
+    let commits = embedded.commits() - before;
+    assert!(
+        commits < 200,
+        "{commits} commits for 200 units: no batching"
+    );
+    drop((g, f, embedded));
+    // Everything acknowledged is on disk.
+    let reopened = Embedded::open(&dir).unwrap();
+    let f = Fixture {
+        backend: Arc::new(AnyBackend::Embedded(reopened)),
+        redis: None,
+        url: None,
+        file: dir.join("gateway.redb"),
+    };
+    let g = graph(&f, rules());
+    let mut total = 0;
+    for u in 0..20 {
+        let c = g
+            .find_identity("telegram", &format!("{}", 1000 + u))
+            .await
+            .unwrap()
+            .unwrap();
+        total += g.timeline(&c).await.unwrap().len();
+    }
+    assert_eq!(total, 200);
+    println!("200 units in {commits} commits");
+}

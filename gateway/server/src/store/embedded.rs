@@ -1,8 +1,17 @@
 //! The embedded backend: one redb file, one table of keys and sealed
-//! values. A unit of work runs inside one redb write transaction, so it is
+//! values. A unit of work runs inside a redb write transaction, so it is
 //! atomic and serialized with every other; reads inside it see its own
 //! writes. redb's API is synchronous: the unit runs on the calling task and
 //! its futures are always ready.
+//!
+//! Group commit: redb has one writer at a time and every durable commit is
+//! an fsync, so units that arrive while a commit is in flight run, one
+//! after another, in the *next* transaction, and that transaction is
+//! committed (one fsync) for all of them. Each caller returns only once the
+//! transaction holding its writes is durable; a unit that only read returns
+//! at once, unless it read writes still waiting for their commit. Units
+//! that asked for relaxed durability (a job's lease) are committed without
+//! an fsync when nothing else in their batch needs one.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,14 +19,32 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use chatcrafter_core::store::{Backend, BoxFuture, StoreError, Txn, Work, Write};
-use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use tokio::sync::{Mutex, watch};
 
 const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+
+/// How a batch's commit ended (`None` while it is pending).
+type Outcome = Option<Result<(), String>>;
+
+/// The write transaction units are joining, and its commit's outcome.
+struct Batch {
+    tx: Option<redb::WriteTransaction>,
+    /// Whether a unit has written in `tx`.
+    written: bool,
+    /// Whether a unit in `tx` needs an fsync.
+    durable: bool,
+    /// Whether the commit of `tx` is scheduled.
+    committing: bool,
+    done: watch::Sender<Outcome>,
+}
 
 /// The redb file.
 #[derive(Clone)]
 pub struct Embedded {
     db: Arc<Database>,
+    batch: Arc<Mutex<Batch>>,
+    commits: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Embedded {
@@ -39,13 +66,62 @@ impl Embedded {
         let w = db.begin_write().map_err(err)?;
         w.open_table(TABLE).map_err(err)?;
         w.commit().map_err(err)?;
-        Ok(Embedded { db: Arc::new(db) })
+        Ok(Embedded {
+            commits: Arc::default(),
+            db: Arc::new(db),
+            batch: Arc::new(Mutex::new(Batch {
+                tx: None,
+                written: false,
+                durable: false,
+                committing: false,
+                done: watch::channel(None).0,
+            })),
+        })
     }
+}
+
+impl Embedded {
+    /// Transactions committed since opening (each batch of units is one).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Waits for the commit a receiver belongs to.
+async fn committed(mut rx: watch::Receiver<Outcome>) -> Result<(), StoreError> {
+    loop {
+        if let Some(r) = rx.borrow_and_update().clone() {
+            return r.map_err(err);
+        }
+        if rx.changed().await.is_err() {
+            return Err(err("the commit was abandoned"));
+        }
+    }
+}
+
+/// Commits the open batch, after letting the units already waiting join
+/// it. Runs as its own task, so no caller's cancellation can strand the
+/// batch.
+async fn commit_batch(batch: Arc<Mutex<Batch>>, commits: Arc<std::sync::atomic::AtomicU64>) {
+    tokio::task::yield_now().await;
+    let mut g = batch.lock().await;
+    let Some(mut tx) = g.tx.take() else { return };
+    if !g.durable {
+        // Only leases: losing them in a crash just makes their jobs due.
+        let _ = tx.set_durability(Durability::None);
+    }
+    let result = match tokio::task::spawn_blocking(move || tx.commit()).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the commit task failed: {e}")),
+    };
+    commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    g.done.send_replace(Some(result));
 }
 
 struct EmbeddedTxn {
     tx: redb::WriteTransaction,
     writes: BTreeMap<String, Write>,
+    relaxed: bool,
 }
 
 impl Txn for EmbeddedTxn {
@@ -77,6 +153,10 @@ impl Txn for EmbeddedTxn {
         self.writes.insert(key.to_string(), Write::Delete);
     }
 
+    fn relax_durability(&mut self) {
+        self.relaxed = true;
+    }
+
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
         self
     }
@@ -87,11 +167,25 @@ impl Backend for Embedded {
         &'a self,
         work: &'a Work<'a, T>,
     ) -> BoxFuture<'a, Result<T, StoreError>> {
-        Box::pin(std::future::ready((|| {
-            let tx = self.db.begin_write().map_err(err)?;
+        Box::pin(async move {
+            let mut g = self.batch.lock().await;
+            let tx = match g.tx.take() {
+                Some(tx) => tx,
+                None => {
+                    // Never waits: every write transaction is begun here,
+                    // under this lock, and committed under it.
+                    let tx = self.db.begin_write().map_err(err)?;
+                    g.written = false;
+                    g.durable = false;
+                    g.committing = false;
+                    g.done = watch::channel(None).0;
+                    tx
+                }
+            };
             let txn: Box<dyn Txn> = Box::new(EmbeddedTxn {
                 tx,
                 writes: BTreeMap::new(),
+                relaxed: false,
             });
             // Every read is synchronous, so the unit completes on its first
             // poll; anything else is a bug in the unit.
@@ -100,6 +194,9 @@ impl Backend for Embedded {
                 match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
                     Poll::Ready(r) => r,
                     Poll::Pending => {
+                        // The batch's transaction went with the unit.
+                        g.done
+                            .send_replace(Some(Err("a unit of work stalled".into())));
                         return Err(err("a unit of work awaited something other than the store"));
                     }
                 }
@@ -108,21 +205,28 @@ impl Backend for Embedded {
                 .into_any()
                 .downcast::<EmbeddedTxn>()
                 .map_err(|_| err("foreign transaction"))?;
+            let writes = std::mem::take(&mut txn.writes);
+            let relaxed = txn.relaxed;
+            let tx = txn.tx;
             let out = match out {
                 Ok(v) => v,
                 Err(e) => {
-                    txn.tx.abort().map_err(err)?;
+                    g.tx = Some(tx);
                     return Err(e);
                 }
             };
-            let writes = std::mem::take(&mut txn.writes);
-            let tx = txn.tx;
             if writes.is_empty() {
-                // Nothing to make durable: skip the commit and its fsync.
-                tx.abort().map_err(err)?;
+                let waits = g.written;
+                let rx = g.done.subscribe();
+                g.tx = Some(tx);
+                drop(g);
+                if waits {
+                    // It read writes that are not durable yet.
+                    committed(rx).await?;
+                }
                 return Ok(out);
             }
-            {
+            let applied = (|| {
                 let mut table = tx.open_table(TABLE).map_err(err)?;
                 for (k, w) in &writes {
                     match w {
@@ -134,10 +238,26 @@ impl Backend for Embedded {
                         }
                     }
                 }
+                Ok::<(), StoreError>(())
+            })();
+            if let Err(e) = applied {
+                // Half applied: the whole batch goes, and says so.
+                drop(tx);
+                g.done.send_replace(Some(Err(e.to_string())));
+                return Err(e);
             }
-            tx.commit().map_err(err)?;
+            g.tx = Some(tx);
+            g.written = true;
+            g.durable |= !relaxed;
+            let rx = g.done.subscribe();
+            if !g.committing {
+                g.committing = true;
+                tokio::spawn(commit_batch(self.batch.clone(), self.commits.clone()));
+            }
+            drop(g);
+            committed(rx).await?;
             Ok(out)
-        })()))
+        })
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Durable-store load run, in one run (docs/benchmarks.md): verified WhatsApp
+# deliveries, every one a new message (unique wamid) from one of SENDERS
+# customers, each answered 200 only once stored — on the embedded store and
+# on Redis — beside a bare hyper 200 on the same machine. The built-in
+# agent answers every message and its replies go to a local stand-in for
+# the WhatsApp API, so the queue and deliveries run as in production.
+# Needs wrk and redis-server. Bounded: DURATION seconds per target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-32}
+SENDERS=${SENDERS:-1000}
+BODIES=${BODIES:-150000}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chatcrafter/target}"
+cargo build --release --example bench_server --bin gateway -q
+BIN="$CARGO_TARGET_DIR/release"
+SECRET=load-test-app-secret
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+
+# One signed body per line: "<hex signature> <json>", each a new message.
+python3 - "$SECRET" "$BODIES" "$SENDERS" > "$work/bodies.txt" <<'PY'
+import hashlib, hmac, json, sys, time
+secret, n, senders = sys.argv[1].encode(), int(sys.argv[2]), int(sys.argv[3])
+now = str(int(time.time()))
+for i in range(n):
+    wa = "1650555%04d" % (i % senders)
+    body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+        "contacts": [{"profile": {"name": "Load %d" % (i % senders)}, "wa_id": wa}],
+        "messages": [{"from": wa, "id": "wamid.LOAD%09d" % i, "timestamp": now, "type": "text", "text": {"body": "order status? #%d" % i}}]}}]}]},
+        separators=(",", ":"))
+    print(hmac.new(secret, body.encode(), hashlib.sha256).hexdigest(), body)
+PY
+cat > "$work/unique.lua" <<'LUA'
+local sigs, bodies, i = {}, {}, 0
+function init(args)
+  for line in io.lines(args[1]) do
+    local sp = line:find(" ")
+    sigs[#sigs + 1] = line:sub(1, sp - 1)
+    bodies[#bodies + 1] = line:sub(sp + 1)
+  end
+end
+function request()
+  i = i + 1
+  if i > #bodies then
+    io.stderr:write("out of unique bodies: raise BODIES\n")
+    i = 1
+  end
+  return wrk.format("POST", "/webhooks/whatsapp",
+    {["content-type"] = "application/json", ["x-hub-signature-256"] = "sha256=" .. sigs[i]}, bodies[i])
+end
+LUA
+
+start() { "$@" > "$work/out" 2>&1 & PID=$!; sleep 1.5; }
+stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; }
+run() {
+  local name=$1 url=$2
+  echo "== $name"
+  wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$work/unique.lua" "$url" -- "$work/bodies.txt" 2>&1 \
+    | grep -E "Requests/sec|50%|99%|Non-2xx|Socket errors|out of unique" | sort -u || true
+}
+
+# A stand-in for the WhatsApp Cloud API (answers 200 to the replies).
+API_PORT=$(free_port)
+"$BIN/examples/bench_server" bare "$API_PORT" "$SECRET" > /dev/null 2>&1 &
+
+config() {
+  cat <<TOML
+version = 1
+[server]
+listen = "127.0.0.1:$2"
+[store]
+$1
+[security]
+data_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
+index_key = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM="
+[channels.whatsapp]
+plugin = "builtin:whatsapp"
+api_base = "http://127.0.0.1:$API_PORT/v21.0"
+[channels.whatsapp.secrets]
+app_secret = "$SECRET"
+verify_token = "x"
+access_token = "x"
+TOML
+}
+
+BARE_PORT=$(free_port)
+start "$BIN/examples/bench_server" bare "$BARE_PORT" "$SECRET"; run bare_hyper "http://127.0.0.1:$BARE_PORT/"; stop
+
+EMB_PORT=$(free_port)
+config "kind = \"embedded\"
+path = \"$work/data\"" "$EMB_PORT" > "$work/embedded.toml"
+GATEWAY_LOG=warn start "$BIN/gateway" serve --config "$work/embedded.toml"
+run gateway_embedded "http://127.0.0.1:$EMB_PORT/webhooks/whatsapp"; stop
+
+REDIS_PORT=$(free_port)
+mkdir -p "$work/redis"
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$work/redis" --save "" \
+  --appendonly yes --appendfsync everysec > /dev/null 2>&1 &
+sleep 0.5
+RED_PORT=$(free_port)
+config "kind = \"redis\"
+url = \"redis://127.0.0.1:$REDIS_PORT\"" "$RED_PORT" > "$work/redis.toml"
+GATEWAY_LOG=warn start "$BIN/gateway" serve --config "$work/redis.toml"
+run gateway_redis "http://127.0.0.1:$RED_PORT/webhooks/whatsapp"; stop
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
