@@ -15,7 +15,7 @@ use crate::conversation::state::Route;
 
 /// Jobs are spread over this many queue shards (one customer's jobs all
 /// in one, so their replies keep their order).
-pub const SHARDS: u32 = 16;
+pub const SHARDS: u32 = 64;
 
 /// The shard of a customer's jobs.
 pub fn shard_of(customer_id: &str) -> u32 {
@@ -35,6 +35,10 @@ pub struct JobRef {
     pub id: String,
     /// Unix milliseconds; a claimed job is pushed to the end of its lease.
     pub due_ms: u64,
+    /// Where the entry was found: its FIFO slot (`None`: the later list).
+    /// Filled in by reads, not stored.
+    #[serde(skip)]
+    pub slot: Option<u64>,
 }
 
 /// What a job does.
@@ -77,6 +81,9 @@ pub struct Job {
     pub created_ms: u64,
     /// Why the last attempt failed.
     pub last_error: Option<String>,
+    /// Its FIFO slot in the shard; `None` while in the shard's later list.
+    #[serde(default)]
+    pub slot: Option<u64>,
 }
 
 /// Where an outbound message stands.

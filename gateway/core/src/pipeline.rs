@@ -13,9 +13,9 @@
 //! time is a parameter), the agent's HTTP call, the plugin and the channel
 //! API.
 //!
-//! Queue layout: a job's sealed record under `job:<id>`, and its id and due
-//! time in one of [`SHARDS`] small index keys `jobs:<n>` (plain JSON: ids and
-//! times only). A claim moves the due time to the end of a lease.
+//! The queue's layout is in [`queue`]: per shard a FIFO of slots and a
+//! short list of jobs due later, so every operation touches a bounded
+//! number of keys whatever the backlog.
 
 use std::collections::BTreeMap;
 
@@ -23,8 +23,11 @@ use crate::channel::{DeliveryState, DeliveryStatus, InboundMessage};
 use crate::conversation::state::{ConversationState, Route};
 use crate::conversation::{Direction, Entry};
 use crate::delivery::{Job, JobKind, JobRef, Outbound, OutboundState, SHARDS, shard_of};
+
+mod queue;
 use crate::identity::graph::{Ctx, Customer, Graph, GraphError, unit};
 use crate::store::{Backend, BoxFuture, StoreError, Txn, get};
+pub use queue::WINDOW;
 
 /// The agent's answer to one message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -113,14 +116,6 @@ pub enum Step {
 }
 
 impl Ctx<'_> {
-    fn jobs_key(&self, shard: u32) -> String {
-        format!("{}jobs:{shard}", self.prefix)
-    }
-
-    fn job_key(&self, id: &str) -> String {
-        format!("{}job:{id}", self.prefix)
-    }
-
     fn outbound_key(&self, id: &str) -> String {
         format!("{}out:{id}", self.prefix)
     }
@@ -135,67 +130,6 @@ impl Ctx<'_> {
 
     fn handoffs_key(&self) -> String {
         format!("{}handoffs", self.prefix)
-    }
-
-    async fn job_refs(&self, txn: &mut dyn Txn, shard: u32) -> Result<Vec<JobRef>, GraphError> {
-        let key = self.jobs_key(shard);
-        decode_refs(&key, get(txn, &key).await?)
-    }
-
-    fn save_refs(&self, txn: &mut dyn Txn, shard: u32, refs: &[JobRef]) {
-        let key = self.jobs_key(shard);
-        if refs.is_empty() {
-            txn.delete(&key);
-        } else {
-            txn.put(&key, serde_json::to_vec(refs).expect("job refs serialize"));
-        }
-    }
-
-    /// Adds a job to `shard`, due at `due_ms`.
-    async fn enqueue(
-        &self,
-        txn: &mut dyn Txn,
-        shard: u32,
-        kind: JobKind,
-        due_ms: u64,
-        now_ms: u64,
-    ) -> Result<String, GraphError> {
-        let id = self.random_id("j");
-        let job = Job {
-            id: id.clone(),
-            kind,
-            attempts: 0,
-            created_ms: now_ms,
-            last_error: None,
-        };
-        let key = self.job_key(&id);
-        txn.put(&key, self.seal(&key, &job));
-        let mut refs = self.job_refs(txn, shard).await?;
-        refs.push(JobRef {
-            id: id.clone(),
-            due_ms,
-        });
-        self.save_refs(txn, shard, &refs);
-        Ok(id)
-    }
-
-    /// The job as stored, if it is still the one `job` was claimed as
-    /// (same attempt): a worker whose lease ran out must not act on it.
-    async fn still_ours(&self, txn: &mut dyn Txn, job: &Job) -> Result<bool, GraphError> {
-        let key = self.job_key(&job.id);
-        Ok(match get(txn, &key).await? {
-            Some(b) => self.open::<Job>(&key, &b)?.attempts == job.attempts,
-            None => false,
-        })
-    }
-
-    /// Removes a job from its shard.
-    async fn remove_job(&self, txn: &mut dyn Txn, shard: u32, id: &str) -> Result<(), GraphError> {
-        let mut refs = self.job_refs(txn, shard).await?;
-        refs.retain(|r| r.id != id);
-        self.save_refs(txn, shard, &refs);
-        txn.delete(&self.job_key(id));
-        Ok(())
     }
 
     async fn load_state(
@@ -363,18 +297,6 @@ impl Ctx<'_> {
     }
 }
 
-fn decode_refs(key: &str, bytes: Option<Vec<u8>>) -> Result<Vec<JobRef>, GraphError> {
-    match bytes {
-        Some(b) => serde_json::from_slice(&b).map_err(|e| {
-            GraphError::Store(StoreError::Corrupt {
-                key: key.to_string(),
-                reason: e.to_string(),
-            })
-        }),
-        None => Ok(Vec::new()),
-    }
-}
-
 fn consent_granted(c: &Customer) -> bool {
     c.attributes
         .get(MARKETING_CONSENT)
@@ -382,80 +304,10 @@ fn consent_granted(c: &Customer) -> bool {
 }
 
 impl<B: Backend> Graph<B> {
-    /// Every job due at `now_ms`, across all shards, oldest due first (one
-    /// read).
-    pub async fn due_jobs(&self, now_ms: u64) -> Result<Vec<(u32, JobRef)>, GraphError> {
-        unit!(self, |ctx, txn| async move {
-            let keys: Vec<String> = (0..SHARDS).map(|s| ctx.jobs_key(s)).collect();
-            let values = txn.get_many(&keys).await?;
-            let mut due = Vec::new();
-            for ((shard, key), v) in (0..SHARDS).zip(&keys).zip(values) {
-                for r in decode_refs(key, v)? {
-                    if r.due_ms <= now_ms {
-                        due.push((shard, r));
-                    }
-                }
-            }
-            due.sort_by_key(|(_, r)| r.due_ms);
-            Ok(due)
-        })
-    }
-
-    /// Every queued job (due or not), for operators and tests.
-    pub async fn queued_jobs(&self) -> Result<Vec<Job>, GraphError> {
-        unit!(self, |ctx, txn| async move {
-            let mut jobs = Vec::new();
-            for shard in 0..SHARDS {
-                for r in ctx.job_refs(txn, shard).await? {
-                    let key = ctx.job_key(&r.id);
-                    if let Some(b) = get(txn, &key).await? {
-                        jobs.push(ctx.open::<Job>(&key, &b)?);
-                    }
-                }
-            }
-            Ok(jobs)
-        })
-    }
-
-    /// Claims a due job for `lease_ms`: counts the attempt and moves its due
-    /// time to the end of the lease, so that it comes back if the claimer
-    /// dies. `None` if it is gone or not due (another worker has it).
-    pub async fn claim(
-        &self,
-        shard: u32,
-        job_id: &str,
-        now_ms: u64,
-        lease_ms: u64,
-    ) -> Result<Option<Job>, GraphError> {
-        unit!(self, |ctx, txn| async move {
-            let mut refs = ctx.job_refs(txn, shard).await?;
-            let Some(r) = refs
-                .iter_mut()
-                .find(|r| r.id == job_id && r.due_ms <= now_ms)
-            else {
-                return Ok(None);
-            };
-            let key = ctx.job_key(job_id);
-            let Some(bytes) = get(txn, &key).await? else {
-                // An index entry without its record (never written that
-                // way; repaired rather than retried forever).
-                refs.retain(|r| r.id != job_id);
-                ctx.save_refs(txn, shard, &refs);
-                return Ok(None);
-            };
-            let mut job: Job = ctx.open(&key, &bytes)?;
-            job.attempts += 1;
-            txn.relax_durability();
-            r.due_ms = now_ms + lease_ms;
-            ctx.save_refs(txn, shard, &refs);
-            txn.put(&key, ctx.seal(&key, &job));
-            Ok(Some(job))
-        })
-    }
-
     /// What the agent needs to answer an agent job: the customer now, the
-    /// message, the unified timeline.
-    pub async fn agent_input(&self, job: &Job) -> Result<AgentInput, GraphError> {
+    /// message, and the last `history` entries of the unified timeline (the
+    /// whole of it if the message is older than that).
+    pub async fn agent_input(&self, job: &Job, history: usize) -> Result<AgentInput, GraphError> {
         let JobKind::Agent {
             customer_id,
             entry_id,
@@ -469,7 +321,10 @@ impl<B: Backend> Graph<B> {
         };
         unit!(self, |ctx, txn| async move {
             let customer = ctx.live_customer(txn, customer_id).await?;
-            let history = ctx.timeline_of(txn, &customer).await?;
+            let mut history = ctx.timeline_tail(txn, &customer, history).await?;
+            if !history.iter().any(|e| e.id == *entry_id) {
+                history = ctx.timeline_of(txn, &customer).await?;
+            }
             let incoming = history
                 .iter()
                 .find(|e| e.id == *entry_id)
@@ -578,16 +433,10 @@ impl<B: Backend> Graph<B> {
                 return Ok(Step::Lost);
             }
             if let Some(delay) = delay_ms {
-                let mut refs = ctx.job_refs(txn, shard).await?;
                 let due = now_ms + delay;
-                for r in refs.iter_mut().filter(|r| r.id == job.id) {
-                    r.due_ms = due;
-                }
-                ctx.save_refs(txn, shard, &refs);
                 let mut stored = job.clone();
                 stored.last_error = Some(error.to_string());
-                let key = ctx.job_key(&job.id);
-                txn.put(&key, ctx.seal(&key, &stored));
+                ctx.postpone(txn, shard, &mut stored, due).await?;
                 return Ok(Step::Retry(due));
             }
             let at = now_ms / 1000;
@@ -707,11 +556,7 @@ impl<B: Backend> Graph<B> {
             o.route += 1;
             o.error = Some(error.to_string());
             ctx.save_outbound(txn, &o).await?;
-            let mut refs = ctx.job_refs(txn, shard).await?;
-            for r in refs.iter_mut().filter(|r| r.id == job.id) {
-                r.due_ms = now_ms;
-            }
-            ctx.save_refs(txn, shard, &refs);
+            ctx.set_due(txn, shard, job, now_ms).await?;
             Ok(true)
         })?;
         if moved {

@@ -23,6 +23,9 @@ use crate::app::App;
 use crate::outbound::HttpClient;
 use crate::plugin::PluginError;
 
+/// How many recent timeline entries an agent's answer is computed from.
+const AGENT_LOOKBACK: usize = 50;
+
 /// The queue worker.
 #[derive(Debug)]
 pub struct Worker {
@@ -67,58 +70,66 @@ impl Worker {
         }
     }
 
-    /// Runs until the task is dropped.
+    /// Runs until the task is dropped: each round finds the due jobs (one
+    /// read of the queue's index) and hands each shard's to that shard's
+    /// runner, unless the shard is still busy with its previous ones — so a
+    /// slow channel API holds up only its own shard.
     pub async fn run(self) {
-        let poll = Duration::from_millis(self.app.config.delivery.poll_ms);
+        let this = Arc::new(self);
+        let busy: Arc<Vec<std::sync::atomic::AtomicBool>> = Arc::new(
+            (0..delivery::SHARDS)
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
+        );
+        let poll = Duration::from_millis(this.app.config.delivery.poll_ms);
         loop {
             // Register for a wake-up before looking, so that a job queued
             // while this round runs is not slept through.
-            let woken = self.wake.notified();
+            let woken = this.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let busy = match self.round().await {
-                Ok(n) => n > 0,
-                Err(e) => {
-                    tracing::warn!("job queue unavailable: {e}");
-                    false
-                }
-            };
-            if !busy {
-                tokio::select! {
-                    () = &mut woken => {}
-                    () = tokio::time::sleep(poll) => {}
-                }
-            }
-        }
-    }
-
-    /// Runs every job due now; returns how many were started.
-    pub async fn round(&self) -> Result<usize, GraphError> {
-        let due = self.app.graph.due_jobs(self.app.clock.now_ms()).await?;
-        let mut by_shard: std::collections::BTreeMap<u32, Vec<JobRef>> = Default::default();
-        for (shard, r) in due {
-            by_shard.entry(shard).or_default().push(r);
-        }
-        let started = std::sync::atomic::AtomicUsize::new(0);
-        let shards = by_shard.into_iter().map(|(shard, refs)| {
-            let started = &started;
-            async move {
-                for r in refs {
-                    if self.run_job(shard, &r.id).await {
-                        started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match this.app.graph.due_jobs(this.app.clock.now_ms()).await {
+                Ok(due) => {
+                    let mut by_shard: std::collections::BTreeMap<u32, Vec<JobRef>> =
+                        Default::default();
+                    for (shard, r) in due {
+                        by_shard.entry(shard).or_default().push(r);
+                    }
+                    for (shard, refs) in by_shard {
+                        let flag = &busy[shard as usize];
+                        if flag.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                            continue;
+                        }
+                        let (this, busy) = (this.clone(), busy.clone());
+                        tokio::spawn(async move {
+                            let mut ran = false;
+                            for r in refs {
+                                ran |= this.run_job(shard, &r).await;
+                            }
+                            busy[shard as usize].store(false, std::sync::atomic::Ordering::Release);
+                            if ran {
+                                // Its jobs may have queued more (a reply's
+                                // delivery): look again at once.
+                                this.wake.notify_one();
+                            }
+                        });
                     }
                 }
+                Err(e) => tracing::warn!("job queue unavailable: {e}"),
             }
-        });
-        futures_util::future::join_all(shards).await;
-        Ok(started.into_inner())
+            tokio::select! {
+                () = &mut woken => {}
+                () = tokio::time::sleep(poll) => {}
+            }
+        }
     }
 
     /// Claims and runs one job; `false` if it was not ours to run.
-    async fn run_job(&self, shard: u32, id: &str) -> bool {
+    async fn run_job(&self, shard: u32, found: &JobRef) -> bool {
         let graph = &self.app.graph;
         let now = self.app.clock.now_ms();
-        let job = match graph.claim(shard, id, now, self.policy().lease_ms).await {
+        let id = found.id.as_str();
+        let job = match graph.claim(shard, found, now, self.policy().lease_ms).await {
             Ok(Some(job)) => job,
             Ok(None) => return false,
             Err(e) => {
@@ -177,7 +188,10 @@ impl Worker {
 
     async fn answer(&self, shard: u32, job: &Job) -> Result<Step, GraphError> {
         let graph = &self.app.graph;
-        let input = match graph.agent_input(job).await {
+        // The built-in agent looks back this far; a webhook agent gets its
+        // configured share of it.
+        let history = self.app.config.agent.history.max(AGENT_LOOKBACK);
+        let input = match graph.agent_input(job, history).await {
             Ok(input) => input,
             Err(GraphError::Store(e)) => return Err(GraphError::Store(e)),
             Err(e) => {

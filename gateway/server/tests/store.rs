@@ -188,6 +188,7 @@ conformance!(
     a_redelivered_message_is_recorded_once_and_the_timeline_follows_merges,
     a_stored_message_queues_its_answer_and_a_lapsed_lease_brings_it_back,
     reminders_follow_the_injected_clock_consent_and_the_cap,
+    a_backlog_is_seen_a_window_at_a_time_and_drains_in_any_order,
 );
 
 fn message(
@@ -850,6 +851,15 @@ async fn changes_reach_subscribers_on_every_node() {
     );
 }
 
+/// A claimed job's index entry, as `due_jobs` would find it.
+fn as_found(job: &chatcrafter_core::delivery::Job) -> chatcrafter_core::delivery::JobRef {
+    chatcrafter_core::delivery::JobRef {
+        id: job.id.clone(),
+        due_ms: 0,
+        slot: job.slot,
+    }
+}
+
 /// The one job due at `now_ms`, claimed.
 async fn claim_due(
     g: &Graph<Arc<AnyBackend>>,
@@ -859,11 +869,7 @@ async fn claim_due(
     let due = g.due_jobs(now_ms).await.unwrap();
     assert_eq!(due.len(), 1, "{due:?}");
     let (shard, r) = &due[0];
-    let job = g
-        .claim(*shard, &r.id, now_ms, lease_ms)
-        .await
-        .unwrap()
-        .unwrap();
+    let job = g.claim(*shard, r, now_ms, lease_ms).await.unwrap().unwrap();
     (*shard, job)
 }
 
@@ -885,7 +891,9 @@ async fn a_stored_message_queues_its_answer_and_a_lapsed_lease_brings_it_back(ki
     // Leased: nobody else sees or takes it…
     assert!(g.due_jobs(now + 999).await.unwrap().is_empty());
     assert_eq!(
-        g.claim(shard, &first.id, now + 999, 1_000).await.unwrap(),
+        g.claim(shard, &as_found(&first), now + 999, 1_000)
+            .await
+            .unwrap(),
         None
     );
     // …until the lease lapses (its claimer died): it comes back.
@@ -1061,7 +1069,7 @@ async fn reminders_follow_the_injected_clock_consent_and_the_cap(kind: &str) {
     assert_eq!(due.len(), 2);
     for (shard, r) in &due {
         let job = g
-            .claim(*shard, &r.id, t0 + 4 * hour, 1_000)
+            .claim(*shard, r, t0 + 4 * hour, 1_000)
             .await
             .unwrap()
             .unwrap();
@@ -1169,4 +1177,55 @@ async fn concurrent_units_on_the_embedded_store_share_commits_and_all_survive_a_
     }
     assert_eq!(total, 200);
     println!("200 units in {commits} commits");
+}
+
+async fn a_backlog_is_seen_a_window_at_a_time_and_drains_in_any_order(kind: &str) {
+    use chatcrafter_core::pipeline::{Answer, Step, WINDOW};
+    let f = fixture(kind, "backlog").await;
+    let g = graph(&f, rules());
+    let now = T0 * 1000;
+    // 80 messages from one customer: one shard, a backlog past the window.
+    let wa = whatsapp_sarah(T0);
+    for i in 0..80 {
+        g.record_inbound(&message(&wa, &format!("wamid.B{i}"), "hi"))
+            .await
+            .unwrap();
+    }
+    let mut done = 0;
+    let mut round = 0;
+    loop {
+        let due = g.due_jobs(now).await.unwrap();
+        if due.is_empty() {
+            break;
+        }
+        assert!(due.len() as u64 <= WINDOW, "{} due", due.len());
+        round += 1;
+        // Finish them out of order: last first.
+        for (shard, r) in due.iter().rev() {
+            let job = g.claim(*shard, r, now, 60_000).await.unwrap().unwrap();
+            assert_eq!(
+                g.finish_agent(*shard, &job, &Answer::default(), now)
+                    .await
+                    .unwrap(),
+                Step::Done
+            );
+            done += 1;
+        }
+    }
+    assert_eq!(done, 80);
+    assert_eq!(round, 80usize.div_ceil(WINDOW as usize));
+    // Nothing of the queue is left but its two counters, equal.
+    let dump = f.backend.dump().await.unwrap();
+    let queue: Vec<&(String, Vec<u8>)> = dump
+        .iter()
+        .filter(|(k, _)| k.starts_with("cc:q") || k.starts_with("cc:job:"))
+        .collect();
+    assert_eq!(
+        queue.len(),
+        2,
+        "{:?}",
+        queue.iter().map(|(k, _)| k).collect::<Vec<_>>()
+    );
+    assert_eq!(queue[0].1, queue[1].1);
+    assert_eq!(queue[0].1, b"80");
 }

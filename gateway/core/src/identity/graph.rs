@@ -522,6 +522,17 @@ impl Ctx<'_> {
         txn: &mut dyn Txn,
         c: &Customer,
     ) -> Result<Vec<Entry>, GraphError> {
+        self.timeline_tail(txn, c, usize::MAX).await
+    }
+
+    /// The last `limit` entries of `c`'s unified timeline, oldest first,
+    /// reading no more than `limit` entries per customer merged into it.
+    pub(crate) async fn timeline_tail(
+        &self,
+        txn: &mut dyn Txn,
+        c: &Customer,
+        limit: usize,
+    ) -> Result<Vec<Entry>, GraphError> {
         let mut owners = vec![c.id.clone()];
         let mut pending = c.absorbed.clone();
         while let Some(id) = pending.pop() {
@@ -535,7 +546,8 @@ impl Ctx<'_> {
             let n: u64 = count
                 .and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok())
                 .unwrap_or(0);
-            keys.extend((0..n).map(|k| self.timeline_entry_key(owner, k)));
+            let from = n.saturating_sub(limit as u64);
+            keys.extend((from..n).map(|k| self.timeline_entry_key(owner, k)));
         }
         let values = txn.get_many(&keys).await?;
         let mut entries = Vec::new();
@@ -546,6 +558,8 @@ impl Ctx<'_> {
         }
         // Stable: entries at the same second keep their stored order.
         entries.sort_by_key(|e| e.at);
+        let excess = entries.len().saturating_sub(limit);
+        entries.drain(..excess);
         Ok(entries)
     }
 

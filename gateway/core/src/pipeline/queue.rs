@@ -1,0 +1,388 @@
+//! The durable job queue, over plain keys so that every backend (redb,
+//! Redis, Spin's key-value) can hold it, with every operation a bounded
+//! number of keys whatever the backlog:
+//!
+//! - per shard, a FIFO of jobs due now: `qseq:<s>` (next slot number),
+//!   `qhead:<s>` (first slot that may still be live) and one key per slot,
+//!   `q:<s>:<n>` = `{id, due_ms}`. Enqueueing writes one slot and the
+//!   counter; the worker looks at most [`WINDOW`] slots from the head.
+//! - per shard, `qlater:<s>`: the few jobs due later (reminders, retries
+//!   waiting out their backoff), as one small list.
+//! - the job itself, sealed, at `job:<id>`, with the slot it sits in.
+//!
+//! Index entries hold ids and times only (no personal data). A claim moves
+//! the job's due time to the end of its lease, in place.
+
+use super::{Job, JobKind, JobRef, SHARDS};
+use crate::identity::graph::{Ctx, Graph, GraphError, unit};
+use crate::store::{Backend, BoxFuture, StoreError, Txn, get};
+
+/// How many FIFO slots from the head the worker looks at per shard.
+pub const WINDOW: u64 = 32;
+
+fn corrupt(key: &str, reason: impl std::fmt::Display) -> GraphError {
+    GraphError::Store(StoreError::Corrupt {
+        key: key.to_string(),
+        reason: reason.to_string(),
+    })
+}
+
+fn number(key: &str, v: Option<Vec<u8>>) -> Result<u64, GraphError> {
+    match v {
+        None => Ok(0),
+        Some(b) => std::str::from_utf8(&b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| corrupt(key, "not a number")),
+    }
+}
+
+fn refs(key: &str, v: Option<Vec<u8>>) -> Result<Vec<JobRef>, GraphError> {
+    match v {
+        None => Ok(Vec::new()),
+        Some(b) => serde_json::from_slice(&b).map_err(|e| corrupt(key, e)),
+    }
+}
+
+fn one_ref(key: &str, v: &[u8]) -> Result<JobRef, GraphError> {
+    serde_json::from_slice(v).map_err(|e| corrupt(key, e))
+}
+
+impl Ctx<'_> {
+    pub(crate) fn job_key(&self, id: &str) -> String {
+        format!("{}job:{id}", self.prefix)
+    }
+
+    fn seq_key(&self, shard: u32) -> String {
+        format!("{}qseq:{shard}", self.prefix)
+    }
+
+    fn head_key(&self, shard: u32) -> String {
+        format!("{}qhead:{shard}", self.prefix)
+    }
+
+    fn slot_key(&self, shard: u32, n: u64) -> String {
+        format!("{}q:{shard}:{n}", self.prefix)
+    }
+
+    fn later_key(&self, shard: u32) -> String {
+        format!("{}qlater:{shard}", self.prefix)
+    }
+
+    fn put_ref(&self, txn: &mut dyn Txn, key: &str, r: &JobRef) {
+        txn.put(key, serde_json::to_vec(r).expect("job refs serialize"));
+    }
+
+    fn save_later(&self, txn: &mut dyn Txn, shard: u32, list: &[JobRef]) {
+        let key = self.later_key(shard);
+        if list.is_empty() {
+            txn.delete(&key);
+        } else {
+            txn.put(&key, serde_json::to_vec(list).expect("job refs serialize"));
+        }
+    }
+
+    async fn later(&self, txn: &mut dyn Txn, shard: u32) -> Result<Vec<JobRef>, GraphError> {
+        let key = self.later_key(shard);
+        refs(&key, get(txn, &key).await?)
+    }
+
+    fn save_job(&self, txn: &mut dyn Txn, job: &Job) {
+        let key = self.job_key(&job.id);
+        txn.put(&key, self.seal(&key, job));
+    }
+
+    pub(crate) async fn load_job(
+        &self,
+        txn: &mut dyn Txn,
+        id: &str,
+    ) -> Result<Option<Job>, GraphError> {
+        let key = self.job_key(id);
+        match get(txn, &key).await? {
+            Some(b) => Ok(Some(self.open(&key, &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Adds a job to `shard`, due at `due_ms`: in the FIFO if due now,
+    /// else in the shard's later list.
+    pub(crate) async fn enqueue(
+        &self,
+        txn: &mut dyn Txn,
+        shard: u32,
+        kind: JobKind,
+        due_ms: u64,
+        now_ms: u64,
+    ) -> Result<String, GraphError> {
+        let id = self.random_id("j");
+        let mut job = Job {
+            id: id.clone(),
+            kind,
+            attempts: 0,
+            created_ms: now_ms,
+            last_error: None,
+            slot: None,
+        };
+        let r = JobRef {
+            id: id.clone(),
+            due_ms,
+            slot: None,
+        };
+        if due_ms <= now_ms {
+            let seq_key = self.seq_key(shard);
+            let n = number(&seq_key, get(txn, &seq_key).await?)?;
+            self.put_ref(txn, &self.slot_key(shard, n), &r);
+            txn.put(&seq_key, (n + 1).to_string().into_bytes());
+            job.slot = Some(n);
+        } else {
+            let mut list = self.later(txn, shard).await?;
+            list.push(r);
+            self.save_later(txn, shard, &list);
+        }
+        self.save_job(txn, &job);
+        Ok(id)
+    }
+
+    /// The job as stored, if it is still the one `job` was claimed as
+    /// (same attempt): a worker whose lease ran out must not act on it.
+    pub(crate) async fn still_ours(
+        &self,
+        txn: &mut dyn Txn,
+        job: &Job,
+    ) -> Result<bool, GraphError> {
+        Ok(self
+            .load_job(txn, &job.id)
+            .await?
+            .is_some_and(|j| j.attempts == job.attempts))
+    }
+
+    /// Moves a job's due time where its index entry is.
+    pub(crate) async fn set_due(
+        &self,
+        txn: &mut dyn Txn,
+        shard: u32,
+        job: &Job,
+        due_ms: u64,
+    ) -> Result<(), GraphError> {
+        let r = JobRef {
+            id: job.id.clone(),
+            due_ms,
+            slot: None,
+        };
+        match job.slot {
+            Some(n) => self.put_ref(txn, &self.slot_key(shard, n), &r),
+            None => {
+                let mut list = self.later(txn, shard).await?;
+                for e in list.iter_mut().filter(|e| e.id == job.id) {
+                    e.due_ms = due_ms;
+                }
+                self.save_later(txn, shard, &list);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a job out of the FIFO into the later list, due at `due_ms`
+    /// (a retry waiting out its backoff must not hold up the FIFO).
+    pub(crate) async fn postpone(
+        &self,
+        txn: &mut dyn Txn,
+        shard: u32,
+        job: &mut Job,
+        due_ms: u64,
+    ) -> Result<(), GraphError> {
+        if let Some(n) = job.slot.take() {
+            self.free_slot(txn, shard, n).await?;
+            let mut list = self.later(txn, shard).await?;
+            list.push(JobRef {
+                id: job.id.clone(),
+                due_ms,
+                slot: None,
+            });
+            self.save_later(txn, shard, &list);
+        } else {
+            self.set_due(txn, shard, job, due_ms).await?;
+        }
+        self.save_job(txn, job);
+        Ok(())
+    }
+
+    /// Deletes FIFO slot `n`, and moves the head past it and past any
+    /// slots already freed after it.
+    async fn free_slot(&self, txn: &mut dyn Txn, shard: u32, n: u64) -> Result<(), GraphError> {
+        txn.delete(&self.slot_key(shard, n));
+        let head_key = self.head_key(shard);
+        let seq_key = self.seq_key(shard);
+        let counters = txn.get_many(&[head_key.clone(), seq_key.clone()]).await?;
+        let mut counters = counters.into_iter();
+        let head = number(&head_key, counters.next().flatten())?;
+        let seq = number(&seq_key, counters.next().flatten())?;
+        if n != head {
+            return Ok(());
+        }
+        let mut next = head + 1;
+        'scan: while next < seq {
+            let end = (next + WINDOW).min(seq);
+            let keys: Vec<String> = (next..end).map(|k| self.slot_key(shard, k)).collect();
+            for v in txn.get_many(&keys).await? {
+                if v.is_some() {
+                    break 'scan;
+                }
+                next += 1;
+            }
+        }
+        txn.put(&head_key, next.to_string().into_bytes());
+        Ok(())
+    }
+
+    /// Removes a job and its index entry.
+    pub(crate) async fn remove_job(
+        &self,
+        txn: &mut dyn Txn,
+        shard: u32,
+        id: &str,
+    ) -> Result<(), GraphError> {
+        let Some(job) = self.load_job(txn, id).await? else {
+            return Ok(());
+        };
+        match job.slot {
+            Some(n) => self.free_slot(txn, shard, n).await?,
+            None => {
+                let mut list = self.later(txn, shard).await?;
+                list.retain(|r| r.id != id);
+                self.save_later(txn, shard, &list);
+            }
+        }
+        txn.delete(&self.job_key(id));
+        Ok(())
+    }
+}
+
+impl<B: Backend> Graph<B> {
+    /// Every job due at `now_ms`: per shard, the due ones among the first
+    /// [`WINDOW`] of its FIFO, then its due later jobs (two reads in all).
+    pub async fn due_jobs(&self, now_ms: u64) -> Result<Vec<(u32, JobRef)>, GraphError> {
+        unit!(self, |ctx, txn| async move {
+            let mut keys = Vec::with_capacity(3 * SHARDS as usize);
+            for s in 0..SHARDS {
+                keys.push(ctx.head_key(s));
+                keys.push(ctx.seq_key(s));
+                keys.push(ctx.later_key(s));
+            }
+            let values = txn.get_many(&keys).await?;
+            let mut values = values.into_iter();
+            let mut due = Vec::new();
+            let mut slots = Vec::new();
+            let mut owners = Vec::new();
+            let mut numbers = Vec::new();
+            for s in 0..SHARDS {
+                let i = 3 * s as usize;
+                let head = number(&keys[i], values.next().flatten())?;
+                let seq = number(&keys[i + 1], values.next().flatten())?;
+                for r in refs(&keys[i + 2], values.next().flatten())? {
+                    if r.due_ms <= now_ms {
+                        due.push((s, r));
+                    }
+                }
+                for n in head..seq.min(head + WINDOW) {
+                    slots.push(ctx.slot_key(s, n));
+                    owners.push(s);
+                    numbers.push(n);
+                }
+            }
+            let fifo = txn.get_many(&slots).await?;
+            for (((key, s), n), v) in slots.iter().zip(owners).zip(numbers).zip(fifo) {
+                if let Some(v) = v {
+                    let mut r = one_ref(key, &v)?;
+                    r.slot = Some(n);
+                    if r.due_ms <= now_ms {
+                        due.push((s, r));
+                    }
+                }
+            }
+            Ok(due)
+        })
+    }
+
+    /// Every queued job (due or not), for operators and tests.
+    pub async fn queued_jobs(&self) -> Result<Vec<Job>, GraphError> {
+        unit!(self, |ctx, txn| async move {
+            let mut jobs = Vec::new();
+            for s in 0..SHARDS {
+                let counters = txn.get_many(&[ctx.head_key(s), ctx.seq_key(s)]).await?;
+                let head = number(&ctx.head_key(s), counters[0].clone())?;
+                let seq = number(&ctx.seq_key(s), counters[1].clone())?;
+                let mut ids: Vec<String> =
+                    ctx.later(txn, s).await?.into_iter().map(|r| r.id).collect();
+                for n in head..seq {
+                    let key = ctx.slot_key(s, n);
+                    if let Some(v) = get(txn, &key).await? {
+                        ids.push(one_ref(&key, &v)?.id);
+                    }
+                }
+                for id in ids {
+                    jobs.extend(ctx.load_job(txn, &id).await?);
+                }
+            }
+            Ok(jobs)
+        })
+    }
+
+    /// Claims a due job (as [`Graph::due_jobs`] found it) for `lease_ms`:
+    /// counts the attempt and moves its due time to the end of the lease,
+    /// so that it comes back if the claimer dies. `None` if it is gone or
+    /// not due (another worker has it).
+    pub async fn claim(
+        &self,
+        shard: u32,
+        found: &JobRef,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Option<Job>, GraphError> {
+        unit!(self, |ctx, txn| async move {
+            let Some(mut job) = ctx.load_job(txn, &found.id).await? else {
+                // An index entry without its record (never written that
+                // way): removed rather than found due forever.
+                match found.slot {
+                    Some(n) => ctx.free_slot(txn, shard, n).await?,
+                    None => {
+                        let mut list = ctx.later(txn, shard).await?;
+                        list.retain(|r| r.id != found.id);
+                        ctx.save_later(txn, shard, &list);
+                    }
+                }
+                return Ok(None);
+            };
+            let due = match job.slot {
+                Some(n) => {
+                    let key = ctx.slot_key(shard, n);
+                    match get(txn, &key).await? {
+                        Some(v) => Some(one_ref(&key, &v)?.due_ms),
+                        None => None,
+                    }
+                }
+                None => ctx
+                    .later(txn, shard)
+                    .await?
+                    .into_iter()
+                    .find(|r| r.id == found.id)
+                    .map(|r| r.due_ms),
+            };
+            match due {
+                Some(d) if d <= now_ms => {}
+                Some(_) => return Ok(None),
+                None => {
+                    // A record without its index entry: removed too.
+                    txn.delete(&ctx.job_key(&found.id));
+                    return Ok(None);
+                }
+            }
+            job.attempts += 1;
+            // Losing a lease in a crash only makes the job due again.
+            txn.relax_durability();
+            ctx.set_due(txn, shard, &job, now_ms + lease_ms).await?;
+            ctx.save_job(txn, &job);
+            Ok(Some(job))
+        })
+    }
+}
