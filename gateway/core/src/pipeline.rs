@@ -53,6 +53,30 @@ pub struct AgentInput {
     pub handed_off: bool,
 }
 
+/// An agent that answers without I/O (the built-in one), run inside the
+/// claiming unit.
+pub type InlineAgent = dyn Fn(&AgentInput) -> Answer + Send + Sync;
+
+/// What the worker's claim got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// A job to run, leased; a delivery's outbound message with it
+    /// (`None` if that message is gone).
+    Job {
+        /// The job.
+        job: Job,
+        /// For a delivery, the message.
+        outbound: Option<Outbound>,
+    },
+    /// An agent job the inline agent answered in the claiming unit.
+    Answered {
+        /// The customer answered.
+        customer_id: String,
+        /// How it ended ([`Step::Done`], or [`Step::Lost`]).
+        step: Step,
+    },
+}
+
 /// Why a reminder was not sent (recorded on the timeline).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Skip {
@@ -297,6 +321,114 @@ impl Ctx<'_> {
     }
 }
 
+/// What the agent needs to answer `job` (see [`Graph::agent_input`]).
+async fn agent_input_in(
+    ctx: &Ctx<'_>,
+    txn: &mut dyn Txn,
+    job: &Job,
+    history: usize,
+) -> Result<AgentInput, GraphError> {
+    let JobKind::Agent {
+        customer_id,
+        entry_id,
+        ..
+    } = &job.kind
+    else {
+        return Err(GraphError::Invalid(format!(
+            "{} is not an agent job",
+            job.id
+        )));
+    };
+    let customer = ctx.live_customer(txn, customer_id).await?;
+    let mut history = ctx.timeline_tail(txn, &customer, history).await?;
+    if !history.iter().any(|e| e.id == *entry_id) {
+        history = ctx.timeline_of(txn, &customer).await?;
+    }
+    let incoming = history
+        .iter()
+        .find(|e| e.id == *entry_id)
+        .cloned()
+        .ok_or_else(|| GraphError::NotFound(format!("timeline entry {entry_id}")))?;
+    let handed_off = ctx.load_state(txn, &customer.id).await?.handoff.is_some();
+    Ok(AgentInput {
+        customer,
+        incoming,
+        history,
+        handed_off,
+    })
+}
+
+/// Acts on an agent's answer (see [`Graph::finish_agent`]).
+async fn finish_agent_in(
+    ctx: &Ctx<'_>,
+    txn: &mut dyn Txn,
+    shard: u32,
+    job: &Job,
+    answer: &Answer,
+    now_ms: u64,
+) -> Result<Step, GraphError> {
+    let JobKind::Agent {
+        customer_id, route, ..
+    } = &job.kind
+    else {
+        return Err(GraphError::Invalid(format!(
+            "{} is not an agent job",
+            job.id
+        )));
+    };
+    if !ctx.still_ours(txn, job).await? {
+        return Ok(Step::Lost);
+    }
+    let at = now_ms / 1000;
+    let mut customer = ctx.live_customer(txn, customer_id).await?;
+    let mut state = ctx.load_state(txn, &customer.id).await?;
+    let channel = route.identity.channel.as_str();
+    if state.handoff.is_some() {
+        ctx.open_handoff(
+            txn,
+            &customer.id,
+            &mut state,
+            "requested",
+            None,
+            channel,
+            at,
+        )
+        .await?;
+    } else {
+        if !answer.attributes.is_empty() {
+            for (k, v) in &answer.attributes {
+                customer.attributes.insert(
+                    k.clone(),
+                    crate::identity::graph::Attribute {
+                        value: v.clone(),
+                        updated_at: at,
+                        source: "agent".into(),
+                    },
+                );
+            }
+            ctx.save_customer(txn, &customer);
+        }
+        for text in answer.replies.iter().filter(|t| !t.trim().is_empty()) {
+            ctx.queue_outbound(
+                txn,
+                &customer.id,
+                text,
+                "agent",
+                vec![route.clone()],
+                now_ms,
+            )
+            .await?;
+        }
+        if let Some(reason) = &answer.handoff {
+            ctx.open_handoff(txn, &customer.id, &mut state, reason, None, channel, at)
+                .await?;
+        }
+    }
+    ctx.save_state(txn, &customer.id, &state);
+    ctx.remove_job(txn, shard, &job.id).await?;
+    Ok(Step::Done)
+}
+
 fn consent_granted(c: &Customer) -> bool {
     c.attributes
         .get(MARKETING_CONSENT)
@@ -308,36 +440,7 @@ impl<B: Backend> Graph<B> {
     /// message, and the last `history` entries of the unified timeline (the
     /// whole of it if the message is older than that).
     pub async fn agent_input(&self, job: &Job, history: usize) -> Result<AgentInput, GraphError> {
-        let JobKind::Agent {
-            customer_id,
-            entry_id,
-            ..
-        } = &job.kind
-        else {
-            return Err(GraphError::Invalid(format!(
-                "{} is not an agent job",
-                job.id
-            )));
-        };
-        unit!(self, |ctx, txn| async move {
-            let customer = ctx.live_customer(txn, customer_id).await?;
-            let mut history = ctx.timeline_tail(txn, &customer, history).await?;
-            if !history.iter().any(|e| e.id == *entry_id) {
-                history = ctx.timeline_of(txn, &customer).await?;
-            }
-            let incoming = history
-                .iter()
-                .find(|e| e.id == *entry_id)
-                .cloned()
-                .ok_or_else(|| GraphError::NotFound(format!("timeline entry {entry_id}")))?;
-            let handed_off = ctx.load_state(txn, &customer.id).await?.handoff.is_some();
-            Ok(AgentInput {
-                customer,
-                incoming,
-                history,
-                handed_off,
-            })
-        })
+        unit!(self, |ctx, txn| agent_input_in(ctx, txn, job, history))
     }
 
     /// Acts on the agent's answer to a claimed agent job, atomically:
@@ -351,67 +454,58 @@ impl<B: Backend> Graph<B> {
         answer: &Answer,
         now_ms: u64,
     ) -> Result<Step, GraphError> {
-        let JobKind::Agent {
-            customer_id, route, ..
-        } = &job.kind
-        else {
-            return Err(GraphError::Invalid(format!(
-                "{} is not an agent job",
-                job.id
-            )));
-        };
+        unit!(self, |ctx, txn| finish_agent_in(
+            ctx, txn, shard, job, answer, now_ms
+        ))
+    }
+
+    /// The worker's claim of a due job, in one unit: an agent job with an
+    /// `inline` agent (the built-in one, which needs no I/O) is answered
+    /// there and then, durably, with no lease; a delivery comes with its
+    /// outbound message. Anything else is claimed as by [`Graph::claim`].
+    pub async fn claim_for_worker(
+        &self,
+        shard: u32,
+        found: &JobRef,
+        now_ms: u64,
+        lease_ms: u64,
+        history: usize,
+        inline: Option<&InlineAgent>,
+    ) -> Result<Option<Claimed>, GraphError> {
         unit!(self, |ctx, txn| async move {
-            if !ctx.still_ours(txn, job).await? {
-                return Ok(Step::Lost);
-            }
-            let at = now_ms / 1000;
-            let mut customer = ctx.live_customer(txn, customer_id).await?;
-            let mut state = ctx.load_state(txn, &customer.id).await?;
-            let channel = route.identity.channel.as_str();
-            if state.handoff.is_some() {
-                ctx.open_handoff(
-                    txn,
-                    &customer.id,
-                    &mut state,
-                    "requested",
-                    None,
-                    channel,
-                    at,
-                )
-                .await?;
-            } else {
-                if !answer.attributes.is_empty() {
-                    for (k, v) in &answer.attributes {
-                        customer.attributes.insert(
-                            k.clone(),
-                            crate::identity::graph::Attribute {
-                                value: v.clone(),
-                                updated_at: at,
-                                source: "agent".into(),
-                            },
-                        );
-                    }
-                    ctx.save_customer(txn, &customer);
+            let Some(job) = queue::claim_in(ctx, txn, shard, found, now_ms, lease_ms).await? else {
+                return Ok(None);
+            };
+            match (&job.kind, inline) {
+                (JobKind::Agent { customer_id, .. }, Some(agent)) => {
+                    let input = agent_input_in(ctx, txn, &job, history).await?;
+                    let answer = if input.handed_off {
+                        Answer::default()
+                    } else {
+                        agent(&input)
+                    };
+                    let step = finish_agent_in(ctx, txn, shard, &job, &answer, now_ms).await?;
+                    let customer_id = ctx.live_customer(txn, customer_id).await?.id;
+                    Ok(Some(Claimed::Answered { customer_id, step }))
                 }
-                for text in answer.replies.iter().filter(|t| !t.trim().is_empty()) {
-                    ctx.queue_outbound(
-                        txn,
-                        &customer.id,
-                        text,
-                        "agent",
-                        vec![route.clone()],
-                        now_ms,
-                    )
-                    .await?;
+                (JobKind::Deliver { outbound_id }, _) => {
+                    txn.relax_durability();
+                    let outbound = match ctx.load_outbound(txn, outbound_id).await {
+                        Ok(o) => Some(o),
+                        // The worker gives the job up, saying so.
+                        Err(GraphError::NotFound(_)) => None,
+                        Err(e) => return Err(e),
+                    };
+                    Ok(Some(Claimed::Job { job, outbound }))
                 }
-                if let Some(reason) = &answer.handoff {
-                    ctx.open_handoff(txn, &customer.id, &mut state, reason, None, channel, at)
-                        .await?;
+                _ => {
+                    txn.relax_durability();
+                    Ok(Some(Claimed::Job {
+                        job,
+                        outbound: None,
+                    }))
                 }
             }
-            ctx.save_state(txn, &customer.id, &state);
-            ctx.remove_job(txn, shard, &job.id).await?;
-            Ok(Step::Done)
         })
     }
 

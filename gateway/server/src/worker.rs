@@ -14,9 +14,10 @@ use std::time::Duration;
 use chatcrafter_core::agent;
 use chatcrafter_core::channel::{ChannelError, OutboundMessage, OutboundRequest};
 use chatcrafter_core::config::AgentKind;
+use chatcrafter_core::delivery::Outbound;
 use chatcrafter_core::delivery::{self, Job, JobKind, JobRef, Policy, Verdict};
 use chatcrafter_core::identity::graph::GraphError;
-use chatcrafter_core::pipeline::{Answer, ReminderRules, Step};
+use chatcrafter_core::pipeline::{AgentInput, Answer, Claimed, InlineAgent, ReminderRules, Step};
 use tokio::sync::Notify;
 
 use crate::app::App;
@@ -129,18 +130,60 @@ impl Worker {
         let graph = &self.app.graph;
         let now = self.app.clock.now_ms();
         let id = found.id.as_str();
-        let job = match graph.claim(shard, found, now, self.policy().lease_ms).await {
-            Ok(Some(job)) => job,
+        let lease = self.policy().lease_ms;
+        let history = self.app.config.agent.history.max(AGENT_LOOKBACK);
+        let builtin = |input: &AgentInput| {
+            let name = input
+                .customer
+                .attributes
+                .get("name")
+                .map(|a| a.value.as_str());
+            let reply = agent::builtin::respond(name, &input.history, &input.incoming);
+            Answer {
+                replies: vec![reply.text],
+                handoff: reply.handoff.then(|| "requested".to_string()),
+                attributes: Default::default(),
+            }
+        };
+        let inline: Option<&InlineAgent> =
+            (self.app.config.agent.kind == AgentKind::Builtin).then_some(&builtin);
+        let mut claimed = graph
+            .claim_for_worker(shard, found, now, lease, history, inline)
+            .await;
+        if let Err(e) = &claimed
+            && !matches!(e, GraphError::Store(_))
+        {
+            // The inline answer failed for a reason retrying will not
+            // change: claim the job plainly and give up on it below.
+            tracing::warn!(job = id, "answering inline failed: {e}");
+            claimed = graph
+                .claim_for_worker(shard, found, now, lease, history, None)
+                .await;
+        }
+        let (job, outbound) = match claimed {
+            Ok(Some(Claimed::Job { job, outbound })) => (job, outbound),
+            Ok(Some(Claimed::Answered { customer_id, step })) => {
+                tracing::debug!(job = id, ?step, "answered");
+                if step == Step::Done {
+                    self.answered(customer_id).await;
+                }
+                return true;
+            }
             Ok(None) => return false,
             Err(e) => {
                 tracing::warn!(job = id, "claiming a job failed: {e}");
                 return false;
             }
         };
-        let result = match &job.kind {
-            JobKind::Agent { .. } => self.answer(shard, &job).await,
-            JobKind::Deliver { .. } => self.deliver(shard, &job).await,
-            JobKind::Reminder { .. } => self.remind(shard, &job).await,
+        let result = match (&job.kind, outbound) {
+            (JobKind::Agent { .. }, _) => self.answer(shard, &job).await,
+            (JobKind::Deliver { .. }, Some(o)) => self.deliver(shard, &job, o).await,
+            (JobKind::Deliver { outbound_id }, None) => {
+                let why = format!("outbound message {outbound_id} is missing");
+                self.failed(shard, &job, Failure::Permanent(why), self.policy())
+                    .await
+            }
+            (JobKind::Reminder { .. }, _) => self.remind(shard, &job).await,
         };
         match result {
             Ok(step) => {
@@ -205,49 +248,40 @@ impl Worker {
                     .await;
             }
         };
+        // Only agents with I/O get here (the built-in one answers inline).
         let answer = if input.handed_off {
             Answer::default()
         } else {
-            match self.app.config.agent.kind {
-                AgentKind::Builtin => {
-                    let name = input
-                        .customer
-                        .attributes
-                        .get("name")
-                        .map(|a| a.value.as_str());
-                    let reply = agent::builtin::respond(name, &input.history, &input.incoming);
-                    Answer {
-                        replies: vec![reply.text],
-                        handoff: reply.handoff.then(|| "requested".to_string()),
-                        attributes: Default::default(),
-                    }
+            match self.call_agent(&input).await {
+                Ok(a) => a,
+                Err(f) => {
+                    self.app
+                        .metrics
+                        .inc("gateway_agent_calls_total", &[("outcome", "failed")]);
+                    return self.failed(shard, job, f, self.agent_policy()).await;
                 }
-                AgentKind::Webhook => match self.call_agent(&input).await {
-                    Ok(a) => a,
-                    Err(f) => {
-                        self.app
-                            .metrics
-                            .inc("gateway_agent_calls_total", &[("outcome", "failed")]);
-                        return self.failed(shard, job, f, self.agent_policy()).await;
-                    }
-                },
             }
         };
         let step = graph
             .finish_agent(shard, job, &answer, self.app.clock.now_ms())
             .await?;
         if step == Step::Done {
-            self.app
-                .notifier
-                .publish(crate::notify::Change {
-                    customer_id: input.customer.id.clone(),
-                    kind: crate::notify::ChangeKind::Message,
-                })
-                .await;
-            // Its replies' deliveries are queued: run them now.
-            self.wake.notify_one();
+            self.answered(input.customer.id.clone()).await;
         }
         Ok(step)
+    }
+
+    /// An agent answered: the customer's views change, and the replies'
+    /// deliveries are queued — run them now.
+    async fn answered(&self, customer_id: String) {
+        self.app
+            .notifier
+            .publish(crate::notify::Change {
+                customer_id,
+                kind: crate::notify::ChangeKind::Message,
+            })
+            .await;
+        self.wake.notify_one();
     }
 
     async fn call_agent(
@@ -294,20 +328,8 @@ impl Worker {
         agent::webhook::parse_answer(&answer.body).map_err(Failure::Transient)
     }
 
-    async fn deliver(&self, shard: u32, job: &Job) -> Result<Step, GraphError> {
-        let JobKind::Deliver { outbound_id } = &job.kind else {
-            unreachable!("dispatched on kind")
-        };
+    async fn deliver(&self, shard: u32, job: &Job, o: Outbound) -> Result<Step, GraphError> {
         let graph = &self.app.graph;
-        let o = match graph.outbound(outbound_id).await {
-            Ok(o) => o,
-            Err(GraphError::Store(e)) => return Err(GraphError::Store(e)),
-            Err(e) => {
-                return self
-                    .failed(shard, job, Failure::Permanent(e.to_string()), self.policy())
-                    .await;
-            }
-        };
         let Some(route) = o.routes.get(o.route) else {
             return self
                 .failed(

@@ -340,49 +340,62 @@ impl<B: Backend> Graph<B> {
         lease_ms: u64,
     ) -> Result<Option<Job>, GraphError> {
         unit!(self, |ctx, txn| async move {
-            let Some(mut job) = ctx.load_job(txn, &found.id).await? else {
-                // An index entry without its record (never written that
-                // way): removed rather than found due forever.
-                match found.slot {
-                    Some(n) => ctx.free_slot(txn, shard, n).await?,
-                    None => {
-                        let mut list = ctx.later(txn, shard).await?;
-                        list.retain(|r| r.id != found.id);
-                        ctx.save_later(txn, shard, &list);
-                    }
-                }
-                return Ok(None);
-            };
-            let due = match job.slot {
-                Some(n) => {
-                    let key = ctx.slot_key(shard, n);
-                    match get(txn, &key).await? {
-                        Some(v) => Some(one_ref(&key, &v)?.due_ms),
-                        None => None,
-                    }
-                }
-                None => ctx
-                    .later(txn, shard)
-                    .await?
-                    .into_iter()
-                    .find(|r| r.id == found.id)
-                    .map(|r| r.due_ms),
-            };
-            match due {
-                Some(d) if d <= now_ms => {}
-                Some(_) => return Ok(None),
-                None => {
-                    // A record without its index entry: removed too.
-                    txn.delete(&ctx.job_key(&found.id));
-                    return Ok(None);
-                }
-            }
-            job.attempts += 1;
+            let job = claim_in(ctx, txn, shard, found, now_ms, lease_ms).await?;
             // Losing a lease in a crash only makes the job due again.
             txn.relax_durability();
-            ctx.set_due(txn, shard, &job, now_ms + lease_ms).await?;
-            ctx.save_job(txn, &job);
-            Ok(Some(job))
+            Ok(job)
         })
     }
+}
+
+/// [`Graph::claim`] inside a unit (whose durability the caller decides).
+pub(super) async fn claim_in(
+    ctx: &Ctx<'_>,
+    txn: &mut dyn Txn,
+    shard: u32,
+    found: &JobRef,
+    now_ms: u64,
+    lease_ms: u64,
+) -> Result<Option<Job>, GraphError> {
+    let Some(mut job) = ctx.load_job(txn, &found.id).await? else {
+        // An index entry without its record (never written that
+        // way): removed rather than found due forever.
+        match found.slot {
+            Some(n) => ctx.free_slot(txn, shard, n).await?,
+            None => {
+                let mut list = ctx.later(txn, shard).await?;
+                list.retain(|r| r.id != found.id);
+                ctx.save_later(txn, shard, &list);
+            }
+        }
+        return Ok(None);
+    };
+    let due = match job.slot {
+        Some(n) => {
+            let key = ctx.slot_key(shard, n);
+            match get(txn, &key).await? {
+                Some(v) => Some(one_ref(&key, &v)?.due_ms),
+                None => None,
+            }
+        }
+        None => ctx
+            .later(txn, shard)
+            .await?
+            .into_iter()
+            .find(|r| r.id == found.id)
+            .map(|r| r.due_ms),
+    };
+    match due {
+        Some(d) if d <= now_ms => {}
+        Some(_) => return Ok(None),
+        None => {
+            // A record without its index entry: removed too.
+            txn.delete(&ctx.job_key(&found.id));
+            return Ok(None);
+        }
+    }
+    job.attempts += 1;
+    ctx.set_due(txn, shard, &job, now_ms + lease_ms).await?;
+    ctx.save_job(txn, &job);
+    Ok(Some(job))
 }
