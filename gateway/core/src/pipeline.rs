@@ -440,7 +440,7 @@ impl<B: Backend> Graph<B> {
     /// message, and the last `history` entries of the unified timeline (the
     /// whole of it if the message is older than that).
     pub async fn agent_input(&self, job: &Job, history: usize) -> Result<AgentInput, GraphError> {
-        unit!(self, |ctx, txn| agent_input_in(ctx, txn, job, history))
+        unit!(read self, |ctx, txn| agent_input_in(ctx, txn, job, history))
     }
 
     /// Acts on the agent's answer to a claimed agent job, atomically:
@@ -592,7 +592,7 @@ impl<B: Backend> Graph<B> {
 
     /// The outbound message a delivery job delivers.
     pub async fn outbound(&self, id: &str) -> Result<Outbound, GraphError> {
-        unit!(self, |ctx, txn| ctx.load_outbound(txn, id))
+        unit!(read self, |ctx, txn| ctx.load_outbound(txn, id))
     }
 
     /// A claimed delivery was accepted by the channel: the message is
@@ -826,7 +826,7 @@ impl<B: Backend> Graph<B> {
 
     /// Open hand-offs, oldest first.
     pub async fn handoffs(&self) -> Result<Vec<OpenHandoff>, GraphError> {
-        unit!(self, |ctx, txn| async move {
+        unit!(read self, |ctx, txn| async move {
             let key = ctx.handoffs_key();
             let ids: Vec<String> = match get(txn, &key).await? {
                 Some(b) => ctx.open(&key, &b)?,

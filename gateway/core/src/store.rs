@@ -123,6 +123,16 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         work: &'a Work<'a, T>,
     ) -> BoxFuture<'a, Result<T, StoreError>>;
 
+    /// Runs `work`, which only reads, on a snapshot of what is committed.
+    /// Backends whose writers serialize can run it beside them; the default
+    /// runs it like any unit. A unit run here that writes fails.
+    fn read<'a, T: Send + 'a>(
+        &'a self,
+        work: &'a Work<'a, T>,
+    ) -> BoxFuture<'a, Result<T, StoreError>> {
+        self.transact(work)
+    }
+
     /// Whether the backend answers (for `/readyz`).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 
@@ -149,6 +159,13 @@ impl<B: Backend> Backend for std::sync::Arc<B> {
         work: &'a Work<'a, T>,
     ) -> BoxFuture<'a, Result<T, StoreError>> {
         (**self).transact(work)
+    }
+
+    fn read<'a, T: Send + 'a>(
+        &'a self,
+        work: &'a Work<'a, T>,
+    ) -> BoxFuture<'a, Result<T, StoreError>> {
+        (**self).read(work)
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {

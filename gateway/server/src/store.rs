@@ -27,6 +27,16 @@ impl chatcrafter_core::store::Backend for AnyBackend {
         }
     }
 
+    fn read<'a, T: Send + 'a>(
+        &'a self,
+        work: &'a Work<'a, T>,
+    ) -> BoxFuture<'a, Result<T, StoreError>> {
+        match self {
+            AnyBackend::Embedded(b) => b.read(work),
+            AnyBackend::Redis(b) => b.read(work),
+        }
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         match self {
             AnyBackend::Embedded(b) => b.ping(),

@@ -619,8 +619,18 @@ fn identifiers(claims: &[Claim], verified: bool, primary: IdentifierKind) -> Vec
 /// Runs `$body` (an expression using `$ctx: &Ctx` and `$txn: &mut dyn Txn`)
 /// as one atomic unit of work. Domain errors abort the unit without writing
 /// and travel out on the `Ok` side, so the backend never retries them.
+///
+/// `unit!(read graph, …)` runs a unit that only reads, on a snapshot of
+/// what is committed, where the backend can do that without taking part in
+/// writes (it fails if the unit writes).
 macro_rules! unit {
-    ($graph:expr, |$ctx:ident, $txn:ident| $body:expr) => {{
+    (read $graph:expr, |$ctx:ident, $txn:ident| $body:expr) => {
+        unit!(@run read, $graph, |$ctx, $txn| $body)
+    };
+    ($graph:expr, |$ctx:ident, $txn:ident| $body:expr) => {
+        unit!(@run transact, $graph, |$ctx, $txn| $body)
+    };
+    (@run $method:ident, $graph:expr, |$ctx:ident, $txn:ident| $body:expr) => {{
         let ctx_owned = $graph.ctx();
         let ctx_ref = &ctx_owned;
         let work = move |mut boxed: Box<dyn Txn>| -> BoxFuture<
@@ -640,7 +650,7 @@ macro_rules! unit {
                 (boxed, result)
             })
         };
-        $graph.backend.transact(&work).await?
+        $graph.backend.$method(&work).await?
     }};
 }
 
@@ -714,12 +724,12 @@ impl<B: Backend> Graph<B> {
     /// A customer by id (merged customers are returned as stored, with
     /// `merged_into` set).
     pub async fn customer(&self, id: &str) -> Result<Customer, GraphError> {
-        unit!(self, |ctx, txn| ctx.load_customer(txn, id))
+        unit!(read self, |ctx, txn| ctx.load_customer(txn, id))
     }
 
     /// The customer an identifier belongs to.
     pub async fn find(&self, identifier: &Identifier) -> Result<Option<String>, GraphError> {
-        unit!(self, |ctx, txn| ctx
+        unit!(read self, |ctx, txn| ctx
             .owner_of(txn, &ctx.identifier_key(identifier)))
     }
 
@@ -729,7 +739,7 @@ impl<B: Backend> Graph<B> {
         channel: &str,
         id: &str,
     ) -> Result<Option<String>, GraphError> {
-        unit!(self, |ctx, txn| ctx
+        unit!(read self, |ctx, txn| ctx
             .owner_of(txn, &ctx.identity_any_key(channel, id)))
     }
 
@@ -833,7 +843,7 @@ impl<B: Backend> Graph<B> {
     /// A customer's unified timeline — its own entries and those of every
     /// customer merged into it — oldest first.
     pub async fn timeline(&self, customer_id: &str) -> Result<Vec<Entry>, GraphError> {
-        unit!(self, |ctx, txn| async move {
+        unit!(read self, |ctx, txn| async move {
             let c = ctx.live_customer(txn, customer_id).await?;
             ctx.timeline_of(txn, &c).await
         })
@@ -859,7 +869,7 @@ impl<B: Backend> Graph<B> {
 
     /// The kept malformed requests, oldest first.
     pub async fn malformed(&self) -> Result<Vec<Malformed>, GraphError> {
-        unit!(self, |ctx, txn| async move {
+        unit!(read self, |ctx, txn| async move {
             let key = ctx.malformed_key();
             match get(txn, &key).await? {
                 Some(b) => ctx.open(&key, &b),
@@ -870,7 +880,7 @@ impl<B: Backend> Graph<B> {
 
     /// The review queue, oldest first.
     pub async fn conflicts(&self) -> Result<Vec<Conflict>, GraphError> {
-        unit!(self, |ctx, txn| async move {
+        unit!(read self, |ctx, txn| async move {
             let index_key = ctx.conflicts_index_key();
             let ids: Vec<String> = match get(txn, &index_key).await? {
                 Some(b) => ctx.open(&index_key, &b)?,

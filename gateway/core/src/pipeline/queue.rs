@@ -262,7 +262,7 @@ impl<B: Backend> Graph<B> {
     /// Every job due at `now_ms`: per shard, the due ones among the first
     /// [`WINDOW`] of its FIFO, then its due later jobs (two reads in all).
     pub async fn due_jobs(&self, now_ms: u64) -> Result<Vec<(u32, JobRef)>, GraphError> {
-        unit!(self, |ctx, txn| async move {
+        unit!(read self, |ctx, txn| async move {
             let mut keys = Vec::with_capacity(3 * SHARDS as usize);
             for s in 0..SHARDS {
                 keys.push(ctx.head_key(s));
@@ -306,7 +306,7 @@ impl<B: Backend> Graph<B> {
 
     /// Every queued job (due or not), for operators and tests.
     pub async fn queued_jobs(&self) -> Result<Vec<Job>, GraphError> {
-        unit!(self, |ctx, txn| async move {
+        unit!(read self, |ctx, txn| async move {
             let mut jobs = Vec::new();
             for s in 0..SHARDS {
                 let counters = txn.get_many(&[ctx.head_key(s), ctx.seq_key(s)]).await?;

@@ -162,6 +162,44 @@ impl Txn for EmbeddedTxn {
     }
 }
 
+/// A read-only unit's view: a redb read transaction.
+struct SnapshotTxn {
+    tx: redb::ReadTransaction,
+    wrote: bool,
+}
+
+impl Txn for SnapshotTxn {
+    fn get_many<'a>(
+        &'a mut self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, StoreError>> {
+        let result = (|| {
+            let table = self.tx.open_table(TABLE).map_err(err)?;
+            keys.iter()
+                .map(|k| {
+                    Ok(table
+                        .get(k.as_str())
+                        .map_err(err)?
+                        .map(|g| g.value().to_vec()))
+                })
+                .collect()
+        })();
+        Box::pin(std::future::ready(result))
+    }
+
+    fn put(&mut self, _key: &str, _value: Vec<u8>) {
+        self.wrote = true;
+    }
+
+    fn delete(&mut self, _key: &str) {
+        self.wrote = true;
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
+
 impl Backend for Embedded {
     fn transact<'a, T: Send + 'a>(
         &'a self,
@@ -258,6 +296,34 @@ impl Backend for Embedded {
             committed(rx).await?;
             Ok(out)
         })
+    }
+
+    fn read<'a, T: Send + 'a>(
+        &'a self,
+        work: &'a Work<'a, T>,
+    ) -> BoxFuture<'a, Result<T, StoreError>> {
+        // A read transaction: the last commit's snapshot, beside the writer.
+        Box::pin(std::future::ready((|| {
+            let tx = self.db.begin_read().map_err(err)?;
+            let txn: Box<dyn Txn> = Box::new(SnapshotTxn { tx, wrote: false });
+            let (txn, out) = {
+                let mut fut = work(txn);
+                match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                    Poll::Ready(r) => r,
+                    Poll::Pending => {
+                        return Err(err("a unit of work awaited something other than the store"));
+                    }
+                }
+            };
+            let txn = txn
+                .into_any()
+                .downcast::<SnapshotTxn>()
+                .map_err(|_| err("foreign transaction"))?;
+            if txn.wrote {
+                return Err(err("a read-only unit of work tried to write"));
+            }
+            out
+        })()))
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
