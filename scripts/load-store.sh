@@ -61,7 +61,13 @@ run() {
   local name=$1 url=$2
   echo "== $name"
   wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$work/unique.lua" "$url" -- "$work/bodies.txt" 2>&1 \
-    | grep -E "Requests/sec|50%|99%|Non-2xx|Socket errors|out of unique" | sort -u || true
+    | grep -E "Requests/sec|^ +50%|^ +99%|Non-2xx|Socket errors|out of unique" | sort -u || true
+}
+# Replies the agent got out during the run (the queue keeps working after).
+replies() {
+  local sent
+  sent=$(curl -s "http://127.0.0.1:$1/metrics" | awk '/^gateway_outbound_total\{channel="whatsapp",outcome="sent"\}/ {print $2}')
+  echo "replies sent during the run: ${sent:-0} ($(( ${sent:-0} / DURATION ))/s)"
 }
 
 # A stand-in for the WhatsApp Cloud API (answers 200 to the replies).
@@ -89,13 +95,13 @@ TOML
 }
 
 BARE_PORT=$(free_port)
-start "$BIN/examples/bench_server" bare "$BARE_PORT" "$SECRET"; run bare_hyper "http://127.0.0.1:$BARE_PORT/"; stop
+start "$BIN/examples/bench_server" bare "$BARE_PORT" "$SECRET"; run bare_hyper "http://127.0.0.1:$BARE_PORT/" | grep -v "out of unique"; stop
 
 EMB_PORT=$(free_port)
 config "kind = \"embedded\"
 path = \"$work/data\"" "$EMB_PORT" > "$work/embedded.toml"
 GATEWAY_LOG=warn start "$BIN/gateway" serve --config "$work/embedded.toml"
-run gateway_embedded "http://127.0.0.1:$EMB_PORT/webhooks/whatsapp"; stop
+run gateway_embedded "http://127.0.0.1:$EMB_PORT/webhooks/whatsapp"; replies "$EMB_PORT"; stop
 
 REDIS_PORT=$(free_port)
 mkdir -p "$work/redis"
@@ -106,6 +112,6 @@ RED_PORT=$(free_port)
 config "kind = \"redis\"
 url = \"redis://127.0.0.1:$REDIS_PORT\"" "$RED_PORT" > "$work/redis.toml"
 GATEWAY_LOG=warn start "$BIN/gateway" serve --config "$work/redis.toml"
-run gateway_redis "http://127.0.0.1:$RED_PORT/webhooks/whatsapp"; stop
+run gateway_redis "http://127.0.0.1:$RED_PORT/webhooks/whatsapp"; replies "$RED_PORT"; stop
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"

@@ -24,6 +24,9 @@ use crate::app::App;
 use crate::outbound::HttpClient;
 use crate::plugin::PluginError;
 
+/// The shortest gap between two looks at the queue.
+const COALESCE: Duration = Duration::from_millis(5);
+
 /// How many recent timeline entries an agent's answer is computed from.
 const AGENT_LOOKBACK: usize = 50;
 
@@ -118,6 +121,9 @@ impl Worker {
                 }
                 Err(e) => tracing::warn!("job queue unavailable: {e}"),
             }
+            // Wake-ups within a few milliseconds share one look at the
+            // queue: under load every stored message wakes the worker.
+            tokio::time::sleep(COALESCE).await;
             tokio::select! {
                 () = &mut woken => {}
                 () = tokio::time::sleep(poll) => {}
