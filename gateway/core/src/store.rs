@@ -74,6 +74,14 @@ pub trait Txn: Send + 'static {
     /// Buffers a deletion.
     fn delete(&mut self, key: &str);
 
+    /// Buffers a write that the store may drop once `expires_at` (Unix
+    /// seconds) has passed — a retention, not a deadline: readers must
+    /// still check the time if it matters to them.
+    fn put_expiring(&mut self, key: &str, value: Vec<u8>, expires_at: u64) {
+        let _ = expires_at;
+        self.put(key, value);
+    }
+
     /// Marks this unit's writes as safe to lose in a crash (a job's lease:
     /// lost, it only makes the job due again), so a backend may commit them
     /// without waiting for the disk. Backends without the distinction
@@ -133,6 +141,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         self.transact(work)
     }
 
+    /// Drops keys whose retention (see [`Txn::put_expiring`]) ended by
+    /// `now` (Unix seconds), at most `limit` of them; returns how many.
+    /// Backends that expire keys themselves (Redis) have nothing to do.
+    fn sweep_expired(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<usize, StoreError>> {
+        let _ = (now, limit);
+        Box::pin(std::future::ready(Ok(0)))
+    }
+
     /// Whether the backend answers (for `/readyz`).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 
@@ -149,6 +165,8 @@ pub const MAX_ATTEMPTS: u32 = 32;
 pub enum Write {
     /// Set the key.
     Put(Vec<u8>),
+    /// Set the key, droppable after the given Unix second.
+    PutUntil(Vec<u8>, u64),
     /// Remove the key.
     Delete,
 }
@@ -166,6 +184,10 @@ impl<B: Backend> Backend for std::sync::Arc<B> {
         work: &'a Work<'a, T>,
     ) -> BoxFuture<'a, Result<T, StoreError>> {
         (**self).read(work)
+    }
+
+    fn sweep_expired(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<usize, StoreError>> {
+        (**self).sweep_expired(now, limit)
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -227,6 +227,7 @@ pub fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         // Answers and deliveries run from the stored queue, beside the
         // listener; jobs left by an earlier run start at once.
         tokio::spawn(crate::worker::Worker::new(app.clone(), app.wake.clone()).run());
+        tokio::spawn(crate::worker::sweep(app.clone()));
         let scheme = if tls.is_some() { "https" } else { "http" };
         {
             use std::io::Write as _;

@@ -37,6 +37,13 @@ impl chatcrafter_core::store::Backend for AnyBackend {
         }
     }
 
+    fn sweep_expired(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<usize, StoreError>> {
+        match self {
+            AnyBackend::Embedded(b) => b.sweep_expired(now, limit),
+            AnyBackend::Redis(b) => b.sweep_expired(now, limit),
+        }
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         match self {
             AnyBackend::Embedded(b) => b.ping(),

@@ -18,6 +18,7 @@ use chatcrafter_core::delivery::Outbound;
 use chatcrafter_core::delivery::{self, Job, JobKind, JobRef, Policy, Verdict};
 use chatcrafter_core::identity::graph::GraphError;
 use chatcrafter_core::pipeline::{AgentInput, Answer, Claimed, InlineAgent, ReminderRules, Step};
+use chatcrafter_core::store::Backend as _;
 use tokio::sync::Notify;
 
 use crate::app::App;
@@ -494,6 +495,38 @@ impl Worker {
                 Ok(Step::Done)
             }
         }
+    }
+}
+
+/// Drops keys past their retention (provider message ids after
+/// [`chatcrafter_core::identity::graph::DEDUP_RETENTION_SECONDS`]), at
+/// start and every ten minutes, in bounded batches. A no-op on Redis, which
+/// expires them itself.
+pub async fn sweep(app: Arc<App>) {
+    const BATCH: usize = 10_000;
+    loop {
+        loop {
+            match app
+                .graph
+                .backend()
+                .sweep_expired(app.clock.now_secs(), BATCH)
+                .await
+            {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(removed = n, "expired keys swept");
+                    }
+                    if n < BATCH {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("sweeping expired keys failed: {e}");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(600)).await;
     }
 }
 

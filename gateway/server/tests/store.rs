@@ -189,6 +189,7 @@ conformance!(
     a_stored_message_queues_its_answer_and_a_lapsed_lease_brings_it_back,
     reminders_follow_the_injected_clock_consent_and_the_cap,
     a_backlog_is_seen_a_window_at_a_time_and_drains_in_any_order,
+    provider_ids_are_remembered_for_their_retention_and_then_dropped,
 );
 
 fn message(
@@ -1228,4 +1229,51 @@ async fn a_backlog_is_seen_a_window_at_a_time_and_drains_in_any_order(kind: &str
     );
     assert_eq!(queue[0].1, queue[1].1);
     assert_eq!(queue[0].1, b"80");
+}
+
+async fn provider_ids_are_remembered_for_their_retention_and_then_dropped(kind: &str) {
+    use chatcrafter_core::identity::graph::{DEDUP_RETENTION_SECONDS, Recorded};
+    let f = fixture(kind, "retention").await;
+    let g = graph(&f, rules());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let seen_keys = || async {
+        f.backend
+            .dump()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("cc:seen:"))
+            .count()
+    };
+    let old = whatsapp_sarah(now - DEDUP_RETENTION_SECONDS - 3_600);
+    let fresh = whatsapp_sarah(now - 60);
+    let m_old = message(&old, "wamid.OLD", "a week ago");
+    let m_fresh = message(&fresh, "wamid.NEW", "a minute ago");
+    assert!(matches!(
+        g.record_inbound(&m_old).await.unwrap(),
+        Recorded::Stored { .. }
+    ));
+    assert!(matches!(
+        g.record_inbound(&m_fresh).await.unwrap(),
+        Recorded::Stored { .. }
+    ));
+    // Past its retention, the old id is dropped (Redis expires it itself;
+    // the embedded store's sweep does); the fresh one stays.
+    let swept = f.backend.sweep_expired(now, 1_000).await.unwrap();
+    assert_eq!(swept, usize::from(kind == "embedded"));
+    assert_eq!(seen_keys().await, 1);
+    assert_eq!(f.backend.sweep_expired(now, 1_000).await.unwrap(), 0);
+    assert_eq!(
+        g.record_inbound(&m_fresh).await.unwrap(),
+        Recorded::Duplicate
+    );
+    // A redelivery of the old one now counts as new: WhatsApp, the longest
+    // retrier, gives up after 7 days.
+    assert!(matches!(
+        g.record_inbound(&m_old).await.unwrap(),
+        Recorded::Stored { .. }
+    ));
 }

@@ -832,7 +832,11 @@ impl<B: Backend> Graph<B> {
             let (entry, _) = ctx.append(txn, &resolution.customer_id, entry).await?;
             ctx.after_inbound(txn, &resolution.customer_id, &entry, message)
                 .await?;
-            txn.put(&dk, message.timestamp.to_string().into_bytes());
+            txn.put_expiring(
+                &dk,
+                message.timestamp.to_string().into_bytes(),
+                message.timestamp + DEDUP_RETENTION_SECONDS,
+            );
             Ok(Recorded::Stored {
                 resolution,
                 entry_id: entry.id,

@@ -23,6 +23,10 @@ use redb::{Database, Durability, ReadableDatabase as _, ReadableTable as _, Tabl
 use tokio::sync::{Mutex, watch};
 
 const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+/// Key → the Unix second its retention ends.
+const EXPIRES: TableDefinition<&str, u64> = TableDefinition::new("expires");
+/// (second, key) → (): the same, in time order, for the sweep.
+const EXPIRY_ORDER: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry_order");
 
 /// How a batch's commit ended (`None` while it is pending).
 type Outcome = Option<Result<(), String>>;
@@ -65,6 +69,8 @@ impl Embedded {
         let db = Database::create(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
         let w = db.begin_write().map_err(err)?;
         w.open_table(TABLE).map_err(err)?;
+        w.open_table(EXPIRES).map_err(err)?;
+        w.open_table(EXPIRY_ORDER).map_err(err)?;
         w.commit().map_err(err)?;
         Ok(Embedded {
             commits: Arc::default(),
@@ -133,7 +139,7 @@ impl Txn for EmbeddedTxn {
             let table = self.tx.open_table(TABLE).map_err(err)?;
             keys.iter()
                 .map(|k| match self.writes.get(k) {
-                    Some(Write::Put(v)) => Ok(Some(v.clone())),
+                    Some(Write::Put(v) | Write::PutUntil(v, _)) => Ok(Some(v.clone())),
                     Some(Write::Delete) => Ok(None),
                     None => Ok(table
                         .get(k.as_str())
@@ -157,9 +163,42 @@ impl Txn for EmbeddedTxn {
         self.relaxed = true;
     }
 
+    fn put_expiring(&mut self, key: &str, value: Vec<u8>, expires_at: u64) {
+        self.writes
+            .insert(key.to_string(), Write::PutUntil(value, expires_at));
+    }
+
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
         self
     }
+}
+
+/// Applies a unit's writes to the batch's transaction, keeping the
+/// retention tables in step (a key written again without one loses it).
+fn apply(tx: &redb::WriteTransaction, writes: &BTreeMap<String, Write>) -> Result<(), StoreError> {
+    let mut table = tx.open_table(TABLE).map_err(err)?;
+    let mut expires = tx.open_table(EXPIRES).map_err(err)?;
+    let mut order = tx.open_table(EXPIRY_ORDER).map_err(err)?;
+    for (k, w) in writes {
+        let key = k.as_str();
+        if let Some(old) = expires.remove(key).map_err(err)? {
+            order.remove((old.value(), key)).map_err(err)?;
+        }
+        match w {
+            Write::Put(v) => {
+                table.insert(key, v.as_slice()).map_err(err)?;
+            }
+            Write::PutUntil(v, t) => {
+                table.insert(key, v.as_slice()).map_err(err)?;
+                expires.insert(key, *t).map_err(err)?;
+                order.insert((*t, key), ()).map_err(err)?;
+            }
+            Write::Delete => {
+                table.remove(key).map_err(err)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A read-only unit's view: a redb read transaction.
@@ -264,20 +303,7 @@ impl Backend for Embedded {
                 }
                 return Ok(out);
             }
-            let applied = (|| {
-                let mut table = tx.open_table(TABLE).map_err(err)?;
-                for (k, w) in &writes {
-                    match w {
-                        Write::Put(v) => {
-                            table.insert(k.as_str(), v.as_slice()).map_err(err)?;
-                        }
-                        Write::Delete => {
-                            table.remove(k.as_str()).map_err(err)?;
-                        }
-                    }
-                }
-                Ok::<(), StoreError>(())
-            })();
+            let applied = apply(&tx, &writes);
             if let Err(e) = applied {
                 // Half applied: the whole batch goes, and says so.
                 drop(tx);
@@ -295,6 +321,55 @@ impl Backend for Embedded {
             drop(g);
             committed(rx).await?;
             Ok(out)
+        })
+    }
+
+    fn sweep_expired(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move {
+            // What has expired, as of the last commit…
+            let expired: Vec<(String, Vec<u8>)> = {
+                let r = self.db.begin_read().map_err(err)?;
+                let order = r.open_table(EXPIRY_ORDER).map_err(err)?;
+                let table = r.open_table(TABLE).map_err(err)?;
+                let mut out = Vec::new();
+                for item in order
+                    .range((0, "")..(now.saturating_add(1), ""))
+                    .map_err(err)?
+                {
+                    let (k, _) = item.map_err(err)?;
+                    let key = k.value().1.to_string();
+                    if let Some(v) = table.get(key.as_str()).map_err(err)? {
+                        out.push((key, v.value().to_vec()));
+                    }
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+                out
+            };
+            if expired.is_empty() {
+                return Ok(0);
+            }
+            // …deleted in one unit, unless written again since.
+            let keys: Vec<String> = expired.iter().map(|(k, _)| k.clone()).collect();
+            let (keys, expired) = (&keys, &expired);
+            let work = move |mut txn: Box<dyn Txn>| -> BoxFuture<'_, (Box<dyn Txn>, Result<usize, StoreError>)> {
+                Box::pin(async move {
+                    let now_values = match txn.get_many(keys).await {
+                        Ok(v) => v,
+                        Err(e) => return (txn, Err(e)),
+                    };
+                    let mut n = 0;
+                    for ((key, then), current) in expired.iter().zip(now_values) {
+                        if current.as_ref() == Some(then) {
+                            txn.delete(key);
+                            n += 1;
+                        }
+                    }
+                    (txn, Ok(n))
+                })
+            };
+            self.transact(&work).await
         })
     }
 

@@ -17,7 +17,8 @@ use redis::aio::ConnectionManager;
 /// Checks reads, then applies writes. KEYS: read keys, then write keys.
 /// ARGV[1] = number of read keys; then one expected value per read key
 /// (`\0` = absent, `\1` + value = present); then one op per write key
-/// (`\0` = delete, `\1` + value = set). Returns 1 if applied, 0 if stale.
+/// (`\0` = delete, `\1` + value = set, `\2` + 20-digit Unix second + value
+/// = set, expiring then). Returns 1 if applied, 0 if stale.
 const COMMIT: &str = r#"
 local n = tonumber(ARGV[1])
 for i = 1, n do
@@ -31,8 +32,11 @@ for i = 1, n do
 end
 for j = n + 1, #KEYS do
   local op = ARGV[j + 1]
-  if string.sub(op, 1, 1) == '\0' then
+  local tag = string.sub(op, 1, 1)
+  if tag == '\0' then
     redis.call('DEL', KEYS[j])
+  elseif tag == '\2' then
+    redis.call('SET', KEYS[j], string.sub(op, 22), 'EXAT', tonumber(string.sub(op, 2, 21)))
   else
     redis.call('SET', KEYS[j], string.sub(op, 2))
   end
@@ -127,7 +131,7 @@ impl Txn for RedisTxn {
             Ok(keys
                 .iter()
                 .map(|k| match self.writes.get(k) {
-                    Some(Write::Put(v)) => Some(v.clone()),
+                    Some(Write::Put(v) | Write::PutUntil(v, _)) => Some(v.clone()),
                     Some(Write::Delete) => None,
                     None => self.reads.get(k).cloned().flatten(),
                 })
@@ -181,6 +185,11 @@ impl Txn for RedisTxn {
         self.writes.insert(key.to_string(), Write::Delete);
     }
 
+    fn put_expiring(&mut self, key: &str, value: Vec<u8>, expires_at: u64) {
+        self.writes
+            .insert(key.to_string(), Write::PutUntil(value, expires_at));
+    }
+
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
         self
     }
@@ -228,6 +237,11 @@ impl Backend for Redis {
                     inv.key(k);
                     inv.arg(match w {
                         Write::Put(v) => tagged(true, v),
+                        Write::PutUntil(v, t) => {
+                            let mut op = format!("\u{2}{t:020}").into_bytes();
+                            op.extend_from_slice(v);
+                            op
+                        }
                         Write::Delete => tagged(false, b""),
                     });
                 }
