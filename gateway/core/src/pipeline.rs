@@ -66,7 +66,7 @@ pub enum Claimed {
         /// The job.
         job: Job,
         /// For a delivery, the message.
-        outbound: Option<Outbound>,
+        outbound: Option<Box<Outbound>>,
     },
     /// An agent job the inline agent answered in the claiming unit.
     Answered {
@@ -491,7 +491,7 @@ impl<B: Backend> Graph<B> {
                 (JobKind::Deliver { outbound_id }, _) => {
                     txn.relax_durability();
                     let outbound = match ctx.load_outbound(txn, outbound_id).await {
-                        Ok(o) => Some(o),
+                        Ok(o) => Some(Box::new(o)),
                         // The worker gives the job up, saying so.
                         Err(GraphError::NotFound(_)) => None,
                         Err(e) => return Err(e),

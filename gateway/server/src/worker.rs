@@ -184,7 +184,7 @@ impl Worker {
         };
         let result = match (&job.kind, outbound) {
             (JobKind::Agent { .. }, _) => self.answer(shard, &job).await,
-            (JobKind::Deliver { .. }, Some(o)) => self.deliver(shard, &job, o).await,
+            (JobKind::Deliver { .. }, Some(o)) => self.deliver(shard, &job, *o).await,
             (JobKind::Deliver { outbound_id }, None) => {
                 let why = format!("outbound message {outbound_id} is missing");
                 self.failed(shard, &job, Failure::Permanent(why), self.policy())
