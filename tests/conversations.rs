@@ -365,16 +365,7 @@ fn the_journey(store: &str, name: &str) {
     });
     assert!(ok, "{:?}", timeline(gw, &id));
     let entries = timeline(gw, &id);
-    let summary: Vec<(&str, &str, &str)> = entries
-        .iter()
-        .map(|e| {
-            (
-                e["channel"].as_str().unwrap(),
-                e["direction"].as_str().unwrap(),
-                e["kind"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let summary = timeline_summary(&entries);
     assert_eq!(
         summary,
         [

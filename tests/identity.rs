@@ -774,16 +774,7 @@ fn the_timeline_is_one_conversation_across_channels_and_a_retry_is_recorded_once
         .iter()
         .filter(|e| e["direction"] != "outbound")
         .collect();
-    let summary: Vec<(&str, &str, &str)> = entries
-        .iter()
-        .map(|e| {
-            (
-                e["channel"].as_str().unwrap(),
-                e["direction"].as_str().unwrap(),
-                e["kind"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let summary = timeline_summary(entries.iter().copied());
     assert_eq!(
         summary,
         [

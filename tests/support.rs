@@ -324,6 +324,23 @@ impl RedisServer {
     }
 }
 
+/// `(channel, direction, kind)` of each timeline entry, for comparing a
+/// timeline's shape at a glance.
+pub fn timeline_summary<'a>(
+    entries: impl IntoIterator<Item = &'a serde_json::Value>,
+) -> Vec<(&'a str, &'a str, &'a str)> {
+    entries
+        .into_iter()
+        .map(|e| {
+            (
+                e["channel"].as_str().unwrap(),
+                e["direction"].as_str().unwrap(),
+                e["kind"].as_str().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// One request a [`MockApi`] received.
 #[derive(Debug, Clone)]
 pub struct Received {

@@ -124,6 +124,24 @@ async fn commit_batch(batch: Arc<Mutex<Batch>>, commits: Arc<std::sync::atomic::
     g.done.send_replace(Some(result));
 }
 
+/// `keys` from `table`, as the unit's own `pending` writes leave them.
+fn read_keys(
+    table: &impl redb::ReadableTable<&'static str, &'static [u8]>,
+    keys: &[String],
+    pending: &BTreeMap<String, Write>,
+) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+    keys.iter()
+        .map(|k| match pending.get(k) {
+            Some(Write::Put(v) | Write::PutUntil(v, _)) => Ok(Some(v.clone())),
+            Some(Write::Delete) => Ok(None),
+            None => Ok(table
+                .get(k.as_str())
+                .map_err(err)?
+                .map(|g| g.value().to_vec())),
+        })
+        .collect()
+}
+
 struct EmbeddedTxn {
     tx: redb::WriteTransaction,
     writes: BTreeMap<String, Write>,
@@ -135,19 +153,11 @@ impl Txn for EmbeddedTxn {
         &'a mut self,
         keys: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, StoreError>> {
-        let result = (|| {
-            let table = self.tx.open_table(TABLE).map_err(err)?;
-            keys.iter()
-                .map(|k| match self.writes.get(k) {
-                    Some(Write::Put(v) | Write::PutUntil(v, _)) => Ok(Some(v.clone())),
-                    Some(Write::Delete) => Ok(None),
-                    None => Ok(table
-                        .get(k.as_str())
-                        .map_err(err)?
-                        .map(|g| g.value().to_vec())),
-                })
-                .collect()
-        })();
+        let result = self
+            .tx
+            .open_table(TABLE)
+            .map_err(err)
+            .and_then(|table| read_keys(&table, keys, &self.writes));
         Box::pin(std::future::ready(result))
     }
 
@@ -212,17 +222,11 @@ impl Txn for SnapshotTxn {
         &'a mut self,
         keys: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, StoreError>> {
-        let result = (|| {
-            let table = self.tx.open_table(TABLE).map_err(err)?;
-            keys.iter()
-                .map(|k| {
-                    Ok(table
-                        .get(k.as_str())
-                        .map_err(err)?
-                        .map(|g| g.value().to_vec()))
-                })
-                .collect()
-        })();
+        let result = self
+            .tx
+            .open_table(TABLE)
+            .map_err(err)
+            .and_then(|table| read_keys(&table, keys, &BTreeMap::new()));
         Box::pin(std::future::ready(result))
     }
 
