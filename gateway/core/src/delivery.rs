@@ -266,11 +266,8 @@ pub fn prepare(
         return Err(bad("not a path under api_base"));
     }
     let route = path.split_once('?').map_or(path.as_str(), |(r, _)| r);
-    if route
-        .split('/')
-        .any(|seg| seg == ".." || seg == "." || seg.contains('\\'))
-    {
-        return Err(bad("a dot segment or backslash"));
+    if escapes(route) {
+        return Err(bad("a dot segment, backslash or percent-escape"));
     }
     if path
         .chars()
@@ -296,6 +293,7 @@ pub fn prepare(
         if value
             .chars()
             .any(|c| !(c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_' | '.' | '~')))
+            || value.chars().all(|c| c == '.')
         {
             return Err(PrepareError::Destination(format!(
                 "secret `{name}` has characters that cannot go in a URL path"
@@ -305,18 +303,30 @@ pub fn prepare(
         rest = &after[end + 1..];
     }
     filled.push_str(rest);
+    // And once more with the secrets in, however they combine.
+    let filled_route = filled.split_once('?').map_or(filled.as_str(), |(r, _)| r);
+    if escapes(filled_route) {
+        return Err(PrepareError::Destination(
+            "the path with its secrets filled in leaves api_base".into(),
+        ));
+    }
     let mut headers = Vec::with_capacity(call.headers.len() + 1);
+    let reserved = |name: &str| {
+        matches!(
+            name.to_ascii_lowercase().as_str(),
+            "host" | "content-length" | "transfer-encoding" | "connection" | "idempotency-key"
+        )
+    };
     for h in &call.headers {
-        let lower = h.name.to_ascii_lowercase();
-        if matches!(
-            lower.as_str(),
-            "host" | "content-length" | "transfer-encoding" | "connection" | "authorization"
-        ) {
+        if reserved(&h.name) || h.name.eq_ignore_ascii_case("authorization") {
             return Err(PrepareError::Header(h.name.clone()));
         }
         headers.push((h.name.clone(), h.value.clone()));
     }
     if let Some(c) = &call.credential {
+        if reserved(&c.name) {
+            return Err(PrepareError::Header(c.name.clone()));
+        }
         let value = secrets
             .get(&c.secret)
             .filter(|v| !v.is_empty())
@@ -329,6 +339,16 @@ pub fn prepare(
         headers,
         body: call.body.clone(),
     })
+}
+
+/// Whether a path could resolve outside the prefix it is appended to: a
+/// `.`/`..` segment, a backslash, or a percent-escape (which a server may
+/// decode into either).
+fn escapes(route: &str) -> bool {
+    route.contains('%')
+        || route
+            .split('/')
+            .any(|seg| seg == ".." || seg == "." || seg.contains('\\'))
 }
 
 #[cfg(test)]
@@ -355,6 +375,7 @@ mod tests {
             ("bot_token".to_string(), "123:ABC-def".to_string()),
             ("access_token".to_string(), "EAAG".to_string()),
             ("evil".to_string(), "x/../../y".to_string()),
+            ("dots".to_string(), "..".to_string()),
         ])
     }
 
@@ -400,6 +421,9 @@ mod tests {
             "/a b",
             "/a#frag",
             "relative",
+            "/%2e%2e/v1.0/me",
+            "/a%2fb",
+            "/bot{secret:dots}/x",
         ] {
             let e = prepare("whatsapp", &call(path), base, &secrets()).unwrap_err();
             assert!(matches!(e, PrepareError::Destination(_)), "{path}: {e}");
@@ -414,6 +438,16 @@ mod tests {
         c.headers.push(Header {
             name: "Host".into(),
             value: "evil.example".into(),
+        });
+        assert_eq!(
+            prepare("whatsapp", &c, base, &secrets()).unwrap_err(),
+            PrepareError::Header("Host".into())
+        );
+        let mut c = call("/x");
+        c.credential = Some(CredentialHeader {
+            name: "Host".into(),
+            prefix: String::new(),
+            secret: "access_token".into(),
         });
         assert_eq!(
             prepare("whatsapp", &c, base, &secrets()).unwrap_err(),

@@ -120,6 +120,18 @@ pub struct OpenHandoff {
     pub handoff: crate::conversation::state::Handoff,
 }
 
+/// A delivery status that arrived before the send it reports on was
+/// recorded.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct EarlyStatus {
+    state: OutboundState,
+    at: u64,
+    error: Option<String>,
+}
+
+/// How long an early status waits for its send: a day.
+const EARLY_STATUS_KEPT_SECONDS: u64 = 86_400;
+
 /// The attribute naming a customer's preferred channel.
 pub const PREFERRED_CHANNEL: &str = "preferred_channel";
 /// The attribute holding marketing consent: `granted` or `denied`.
@@ -146,6 +158,14 @@ impl Ctx<'_> {
 
     fn provider_key(&self, channel: &str, provider_id: &str) -> String {
         self.blind_key("sent", "provider-id", &format!("{channel}\0{provider_id}"))
+    }
+
+    fn early_status_key(&self, channel: &str, provider_id: &str) -> String {
+        self.blind_key(
+            "early",
+            "early-status",
+            &format!("{channel}\0{provider_id}"),
+        )
     }
 
     fn conv_key(&self, customer: &str) -> String {
@@ -534,56 +554,68 @@ impl<B: Backend> Graph<B> {
                 return Ok(Step::Retry(due));
             }
             let at = now_ms / 1000;
-            match &job.kind {
-                JobKind::Agent {
-                    customer_id, route, ..
-                } => {
-                    let c = ctx.live_customer(txn, customer_id).await?;
-                    let mut state = ctx.load_state(txn, &c.id).await?;
-                    ctx.open_handoff(
-                        txn,
-                        &c.id,
-                        &mut state,
-                        "agent_unavailable",
-                        Some(error.to_string()),
-                        &route.identity.channel,
-                        at,
-                    )
-                    .await?;
-                    ctx.save_state(txn, &c.id, &state);
+            // Say so where people will see it; if what it would be said
+            // about is gone (an erased customer, …), the job goes anyway.
+            let said: Result<(), GraphError> = async {
+                match &job.kind {
+                    JobKind::Agent {
+                        customer_id, route, ..
+                    } => {
+                        let c = ctx.live_customer(txn, customer_id).await?;
+                        let mut state = ctx.load_state(txn, &c.id).await?;
+                        ctx.open_handoff(
+                            txn,
+                            &c.id,
+                            &mut state,
+                            "agent_unavailable",
+                            Some(error.to_string()),
+                            &route.identity.channel,
+                            at,
+                        )
+                        .await?;
+                        ctx.save_state(txn, &c.id, &state);
+                    }
+                    JobKind::Deliver { outbound_id } => {
+                        let mut o = ctx.load_outbound(txn, outbound_id).await?;
+                        o.state = OutboundState::Failed;
+                        o.error = Some(error.to_string());
+                        o.updated_at = at;
+                        ctx.save_outbound(txn, &o).await?;
+                        let c = ctx.live_customer(txn, &o.customer_id).await?;
+                        let mut state = ctx.load_state(txn, &c.id).await?;
+                        let channel = o
+                            .routes
+                            .get(o.route)
+                            .map(|r| r.identity.channel.clone())
+                            .unwrap_or_default();
+                        ctx.open_handoff(
+                            txn,
+                            &c.id,
+                            &mut state,
+                            "delivery_failed",
+                            Some(error.to_string()),
+                            &channel,
+                            at,
+                        )
+                        .await?;
+                        ctx.save_state(txn, &c.id, &state);
+                    }
+                    JobKind::Reminder { customer_id, .. } => {
+                        let c = ctx.live_customer(txn, customer_id).await?;
+                        let mut entry = Entry::event(
+                            "reminder_failed",
+                            serde_json::json!({"error": error}),
+                            at,
+                        );
+                        entry.channel = "gateway".into();
+                        ctx.append(txn, &c.id, entry).await?;
+                    }
                 }
-                JobKind::Deliver { outbound_id } => {
-                    let mut o = ctx.load_outbound(txn, outbound_id).await?;
-                    o.state = OutboundState::Failed;
-                    o.error = Some(error.to_string());
-                    o.updated_at = at;
-                    ctx.save_outbound(txn, &o).await?;
-                    let c = ctx.live_customer(txn, &o.customer_id).await?;
-                    let mut state = ctx.load_state(txn, &c.id).await?;
-                    let channel = o
-                        .routes
-                        .get(o.route)
-                        .map(|r| r.identity.channel.clone())
-                        .unwrap_or_default();
-                    ctx.open_handoff(
-                        txn,
-                        &c.id,
-                        &mut state,
-                        "delivery_failed",
-                        Some(error.to_string()),
-                        &channel,
-                        at,
-                    )
-                    .await?;
-                    ctx.save_state(txn, &c.id, &state);
-                }
-                JobKind::Reminder { customer_id, .. } => {
-                    let c = ctx.live_customer(txn, customer_id).await?;
-                    let mut entry =
-                        Entry::event("reminder_failed", serde_json::json!({"error": error}), at);
-                    entry.channel = "gateway".into();
-                    ctx.append(txn, &c.id, entry).await?;
-                }
+                Ok(())
+            }
+            .await;
+            if let Err(GraphError::Store(e)) = said {
+                return Err(GraphError::Store(e));
             }
             ctx.remove_job(txn, shard, &job.id).await?;
             Ok(Step::GaveUp)
@@ -619,6 +651,17 @@ impl<B: Backend> Graph<B> {
             if let (Some(pid), Some(route)) = (provider_message_id, o.routes.get(o.route)) {
                 let key = ctx.provider_key(&route.identity.channel, pid);
                 txn.put(&key, o.id.as_bytes().to_vec());
+                // A status that beat us here.
+                let early_key = ctx.early_status_key(&route.identity.channel, pid);
+                if let Some(b) = get(txn, &early_key).await? {
+                    let early: EarlyStatus = ctx.open(&early_key, &b)?;
+                    o.state = o.state.advance(early.state);
+                    o.updated_at = o.updated_at.max(early.at);
+                    if o.state == OutboundState::Failed {
+                        o.error = early.error.or(Some("reported failed".into()));
+                    }
+                    txn.delete(&early_key);
+                }
             }
             ctx.save_outbound(txn, &o).await?;
             ctx.remove_job(txn, shard, &job.id).await?;
@@ -676,6 +719,27 @@ impl<B: Backend> Graph<B> {
         unit!(self, |ctx, txn| async move {
             let key = ctx.provider_key(channel, &status.provider_message_id);
             let Some(id) = get(txn, &key).await? else {
+                // Maybe ours, reported before our send was recorded (a
+                // channel can be that quick): kept a day for it.
+                let early_key = ctx.early_status_key(channel, &status.provider_message_id);
+                let prior: Option<EarlyStatus> = match get(txn, &early_key).await? {
+                    Some(b) => Some(ctx.open(&early_key, &b)?),
+                    None => None,
+                };
+                let kept = EarlyStatus {
+                    state: prior
+                        .as_ref()
+                        .map_or(reported, |p| p.state.advance(reported)),
+                    at: prior
+                        .as_ref()
+                        .map_or(status.timestamp, |p| p.at.max(status.timestamp)),
+                    error: status.error.clone().or(prior.and_then(|p| p.error)),
+                };
+                txn.put_expiring(
+                    &early_key,
+                    ctx.seal(&early_key, &kept),
+                    status.timestamp.saturating_add(EARLY_STATUS_KEPT_SECONDS),
+                );
                 return Ok(false);
             };
             let id = String::from_utf8_lossy(&id).into_owned();

@@ -74,6 +74,10 @@ pub trait Txn: Send + 'static {
     /// Buffers a deletion.
     fn delete(&mut self, key: &str);
 
+    /// Drops every write buffered so far: the unit ends without changing
+    /// anything (how a unit that fails with a domain error is abandoned).
+    fn discard(&mut self);
+
     /// Buffers a write that the store may drop once `expires_at` (Unix
     /// seconds) has passed — a retention, not a deadline: readers must
     /// still check the time if it matters to them.

@@ -19,6 +19,7 @@ use chatcrafter_core::delivery::{self, Job, JobKind, JobRef, Policy, Verdict};
 use chatcrafter_core::identity::graph::GraphError;
 use chatcrafter_core::pipeline::{AgentInput, Answer, Claimed, InlineAgent, ReminderRules, Step};
 use chatcrafter_core::store::Backend as _;
+use chatcrafter_core::store::StoreError;
 use tokio::sync::Notify;
 
 use crate::app::App;
@@ -157,15 +158,32 @@ impl Worker {
         let mut claimed = graph
             .claim_for_worker(shard, found, now, lease, history, inline)
             .await;
+        let mut give_up = None;
         if let Err(e) = &claimed
             && !matches!(e, GraphError::Store(_))
         {
             // The inline answer failed for a reason retrying will not
-            // change: claim the job plainly and give up on it below.
-            tracing::warn!(job = id, "answering inline failed: {e}");
+            // change (its unit wrote nothing): claim the job plainly and
+            // give up on it, onto the hand-off inbox.
+            give_up = Some(e.to_string());
             claimed = graph
                 .claim_for_worker(shard, found, now, lease, history, None)
                 .await;
+        }
+        if let Err(e) = &claimed
+            && matches!(
+                e,
+                GraphError::Seal(..) | GraphError::Store(StoreError::Corrupt { .. })
+            )
+        {
+            // Its record does not open: it can never run. Said loudly and
+            // removed, rather than found due forever.
+            tracing::error!(job = id, "dropping a job that cannot be read: {e}");
+            self.app.metrics.inc("gateway_jobs_dropped_total", &[]);
+            if let Err(e) = graph.drop_job(shard, found).await {
+                tracing::warn!(job = id, "dropping the job failed: {e}");
+            }
+            return true;
         }
         let (job, outbound) = match claimed {
             Ok(Some(Claimed::Job { job, outbound })) => (job, outbound),
@@ -183,6 +201,11 @@ impl Worker {
             }
         };
         let result = match (&job.kind, outbound) {
+            (_, _) if give_up.is_some() => {
+                let why = give_up.unwrap_or_default();
+                self.failed(shard, &job, Failure::Permanent(why), self.policy())
+                    .await
+            }
             (JobKind::Agent { .. }, _) => self.answer(shard, &job).await,
             (JobKind::Deliver { .. }, Some(o)) => self.deliver(shard, &job, *o).await,
             (JobKind::Deliver { outbound_id }, None) => {

@@ -938,14 +938,6 @@ async fn a_stored_message_queues_its_answer_and_a_lapsed_lease_brings_it_back(ki
     };
     let o = g.outbound(outbound_id).await.unwrap();
     assert_eq!(o.routes[0].identity, wa.identity);
-    assert_eq!(
-        g.delivered(dshard, &delivery, Some("wamid.OUT1"), now + 1_300)
-            .await
-            .unwrap(),
-        Step::Done
-    );
-    assert!(g.due_jobs(u64::MAX).await.unwrap().is_empty());
-    // Statuses move it forward only; unknown ids are not ours.
     let report = |state, id: &str| DeliveryStatus {
         provider_message_id: id.into(),
         recipient: None,
@@ -953,6 +945,25 @@ async fn a_stored_message_queues_its_answer_and_a_lapsed_lease_brings_it_back(ki
         timestamp: T0 + 5,
         error: None,
     };
+    // The channel reports it delivered before the send is recorded: kept,
+    // and applied when it is.
+    assert!(
+        !g.record_status("whatsapp", &report(DeliveryState::Delivered, "wamid.OUT1"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        g.delivered(dshard, &delivery, Some("wamid.OUT1"), now + 1_300)
+            .await
+            .unwrap(),
+        Step::Done
+    );
+    assert!(g.due_jobs(u64::MAX).await.unwrap().is_empty());
+    assert_eq!(
+        g.timeline(&sarah).await.unwrap()[1].status.as_deref(),
+        Some("delivered")
+    );
+    // Statuses move it forward only; unknown ids are not ours.
     for state in [DeliveryState::Read, DeliveryState::Delivered] {
         assert!(
             g.record_status("whatsapp", &report(state, "wamid.OUT1"))

@@ -645,7 +645,12 @@ macro_rules! unit {
                 };
                 let result = match result {
                     Err(GraphError::Store(e)) => Err(e),
-                    other => Ok(other),
+                    Err(e) => {
+                        // A domain error: nothing the unit wrote stays.
+                        boxed.discard();
+                        Ok(Err(e))
+                    }
+                    ok => Ok(ok),
                 };
                 (boxed, result)
             })
@@ -835,7 +840,7 @@ impl<B: Backend> Graph<B> {
             txn.put_expiring(
                 &dk,
                 message.timestamp.to_string().into_bytes(),
-                message.timestamp + DEDUP_RETENTION_SECONDS,
+                message.timestamp.saturating_add(DEDUP_RETENTION_SECONDS),
             );
             Ok(Recorded::Stored {
                 resolution,

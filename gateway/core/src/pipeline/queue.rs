@@ -328,6 +328,23 @@ impl<B: Backend> Graph<B> {
         })
     }
 
+    /// Removes a job that cannot be run at all (its record does not open):
+    /// its index entry and record go, so that it is not found due forever.
+    pub async fn drop_job(&self, shard: u32, found: &JobRef) -> Result<(), GraphError> {
+        unit!(self, |ctx, txn| async move {
+            match found.slot {
+                Some(n) => ctx.free_slot(txn, shard, n).await?,
+                None => {
+                    let mut list = ctx.later(txn, shard).await?;
+                    list.retain(|r| r.id != found.id);
+                    ctx.save_later(txn, shard, &list);
+                }
+            }
+            txn.delete(&ctx.job_key(&found.id));
+            Ok(())
+        })
+    }
+
     /// Claims a due job (as [`Graph::due_jobs`] found it) for `lease_ms`:
     /// counts the attempt and moves its due time to the end of the lease,
     /// so that it comes back if the claimer dies. `None` if it is gone or

@@ -111,7 +111,15 @@ async fn committed(mut rx: watch::Receiver<Outcome>) -> Result<(), StoreError> {
 async fn commit_batch(batch: Arc<Mutex<Batch>>, commits: Arc<std::sync::atomic::AtomicU64>) {
     tokio::task::yield_now().await;
     let mut g = batch.lock().await;
-    let Some(mut tx) = g.tx.take() else { return };
+    let Some(mut tx) = g.tx.take() else {
+        // The batch was lost (a unit panicked holding its transaction):
+        // its waiters hear so rather than wait for the next batch.
+        if g.done.borrow().is_none() {
+            g.done
+                .send_replace(Some(Err("the batch's transaction was lost".into())));
+        }
+        return;
+    };
     if !g.durable {
         // Only leases: losing them in a crash just makes their jobs due.
         let _ = tx.set_durability(Durability::None);
@@ -171,6 +179,11 @@ impl Txn for EmbeddedTxn {
 
     fn relax_durability(&mut self) {
         self.relaxed = true;
+    }
+
+    fn discard(&mut self) {
+        self.writes.clear();
+        self.relaxed = false;
     }
 
     fn put_expiring(&mut self, key: &str, value: Vec<u8>, expires_at: u64) {
@@ -236,6 +249,10 @@ impl Txn for SnapshotTxn {
 
     fn delete(&mut self, _key: &str) {
         self.wrote = true;
+    }
+
+    fn discard(&mut self) {
+        self.wrote = false;
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {

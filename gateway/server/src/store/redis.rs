@@ -44,6 +44,9 @@ end
 return 1
 "#;
 
+/// 9999-12-31T23:59:59Z: the latest expiry written (Redis ≥ 6.2's `EXAT`).
+const LATEST_EXPIRY: u64 = 253_402_300_799;
+
 /// `MGET KEYS`, and if `KEYS[ARGV[1]]` holds `v`, also `GET ARGV[2]‖v‖ARGV[3]`:
 /// a lookup and the record it names in one round trip.
 const FOLLOW: &str = r#"
@@ -185,7 +188,14 @@ impl Txn for RedisTxn {
         self.writes.insert(key.to_string(), Write::Delete);
     }
 
+    fn discard(&mut self) {
+        self.writes.clear();
+    }
+
     fn put_expiring(&mut self, key: &str, value: Vec<u8>, expires_at: u64) {
+        // EXAT takes what Lua's numbers hold exactly; past year 9999 is
+        // forever enough (and a script error would apply half a unit).
+        let expires_at = expires_at.min(LATEST_EXPIRY);
         self.writes
             .insert(key.to_string(), Write::PutUntil(value, expires_at));
     }
