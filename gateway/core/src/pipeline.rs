@@ -236,10 +236,12 @@ impl Ctx<'_> {
 
     /// Stores an outbound message, its timeline entry and the job that
     /// delivers it.
+    #[allow(clippy::too_many_arguments, reason = "the message's parts")]
     async fn queue_outbound(
         &self,
         txn: &mut dyn Txn,
         customer: &str,
+        state: &mut ConversationState,
         text: &str,
         author: &str,
         routes: Vec<Route>,
@@ -269,6 +271,8 @@ impl Ctx<'_> {
         };
         let key = self.outbound_key(&outbound.id);
         txn.put(&key, self.seal(&key, &outbound));
+        // Sent in the order queued (the caller saves `state`).
+        state.outbox.push(outbound.id.clone());
         self.enqueue(
             txn,
             shard_of(customer),
@@ -302,6 +306,17 @@ impl Ctx<'_> {
                 entry.channel = r.identity.channel.clone();
             }
             txn.put(&o.entry_key, self.seal(&o.entry_key, &entry));
+        }
+        Ok(())
+    }
+
+    /// Takes a message that is done with (sent or failed) off its
+    /// customer's outbox, letting the next one go.
+    async fn sent_from_outbox(&self, txn: &mut dyn Txn, o: &Outbound) -> Result<(), GraphError> {
+        let mut state = self.load_state(txn, &o.customer_id).await?;
+        if state.outbox.contains(&o.id) {
+            state.outbox.retain(|id| *id != o.id);
+            self.save_state(txn, &o.customer_id, &state);
         }
         Ok(())
     }
@@ -432,6 +447,7 @@ async fn finish_agent_in(
             ctx.queue_outbound(
                 txn,
                 &customer.id,
+                &mut state,
                 text,
                 "agent",
                 vec![route.clone()],
@@ -516,6 +532,16 @@ impl<B: Backend> Graph<B> {
                         Err(GraphError::NotFound(_)) => None,
                         Err(e) => return Err(e),
                     };
+                    if let Some(o) = &outbound {
+                        // One customer's messages go out in the order they
+                        // were queued: wait for the ones before this.
+                        let state = ctx.load_state(txn, &o.customer_id).await?;
+                        let first = state.outbox.first();
+                        if first.is_some_and(|f| *f != o.id) && state.outbox.contains(&o.id) {
+                            txn.discard();
+                            return Ok(None);
+                        }
+                    }
                     Ok(Some(Claimed::Job { job, outbound }))
                 }
                 _ => {
@@ -581,6 +607,7 @@ impl<B: Backend> Graph<B> {
                         o.error = Some(error.to_string());
                         o.updated_at = at;
                         ctx.save_outbound(txn, &o).await?;
+                        ctx.sent_from_outbox(txn, &o).await?;
                         let c = ctx.live_customer(txn, &o.customer_id).await?;
                         let mut state = ctx.load_state(txn, &c.id).await?;
                         let channel = o
@@ -664,6 +691,7 @@ impl<B: Backend> Graph<B> {
                 }
             }
             ctx.save_outbound(txn, &o).await?;
+            ctx.sent_from_outbox(txn, &o).await?;
             ctx.remove_job(txn, shard, &job.id).await?;
             Ok(Step::Done)
         })
@@ -880,7 +908,15 @@ impl<B: Backend> Graph<B> {
             }
             let name = c.attributes.get("name").map(|a| a.value.as_str());
             let o = ctx
-                .queue_outbound(txn, &c.id, &text(name), "reminder", routes, now_ms)
+                .queue_outbound(
+                    txn,
+                    &c.id,
+                    &mut state,
+                    &text(name),
+                    "reminder",
+                    routes,
+                    now_ms,
+                )
                 .await?;
             state.sent_proactive(at);
             ctx.save_state(txn, &c.id, &state);
@@ -921,7 +957,7 @@ impl<B: Backend> Graph<B> {
     ) -> Result<Outbound, GraphError> {
         unit!(self, |ctx, txn| async move {
             let c = ctx.live_customer(txn, customer_id).await?;
-            let state = ctx.load_state(txn, &c.id).await?;
+            let mut state = ctx.load_state(txn, &c.id).await?;
             let preferred = c
                 .attributes
                 .get(PREFERRED_CHANNEL)
@@ -933,8 +969,11 @@ impl<B: Backend> Graph<B> {
                     c.id
                 )));
             }
-            ctx.queue_outbound(txn, &c.id, text, "human", routes, now_ms)
-                .await
+            let o = ctx
+                .queue_outbound(txn, &c.id, &mut state, text, "human", routes, now_ms)
+                .await?;
+            ctx.save_state(txn, &c.id, &state);
+            Ok(o)
         })
     }
 

@@ -190,6 +190,7 @@ conformance!(
     reminders_follow_the_injected_clock_consent_and_the_cap,
     a_backlog_is_seen_a_window_at_a_time_and_drains_in_any_order,
     provider_ids_are_remembered_for_their_retention_and_then_dropped,
+    a_customers_messages_go_out_in_order_even_when_one_is_retried,
 );
 
 fn message(
@@ -1287,4 +1288,56 @@ async fn provider_ids_are_remembered_for_their_retention_and_then_dropped(kind: 
         g.record_inbound(&m_old).await.unwrap(),
         Recorded::Stored { .. }
     ));
+}
+
+async fn a_customers_messages_go_out_in_order_even_when_one_is_retried(kind: &str) {
+    use chatcrafter_core::pipeline::{Answer, Claimed, Step};
+    let f = fixture(kind, "order").await;
+    let g = graph(&f, rules());
+    let now = T0 * 1000;
+    let wa = whatsapp_sarah(T0);
+    g.record_inbound(&message(&wa, "wamid.O1", "hi"))
+        .await
+        .unwrap();
+    let (shard, job) = claim_due(&g, now, 1_000).await;
+    let answer = Answer {
+        replies: vec!["first".into(), "second".into()],
+        ..Answer::default()
+    };
+    assert_eq!(
+        g.finish_agent(shard, &job, &answer, now).await.unwrap(),
+        Step::Done
+    );
+    let claim = |at: u64| {
+        let g = &g;
+        async move {
+            let mut out = Vec::new();
+            for (shard, r) in g.due_jobs(at).await.unwrap() {
+                if let Some(Claimed::Job { job, outbound }) = g
+                    .claim_for_worker(shard, &r, at, 1_000, 50, None)
+                    .await
+                    .unwrap()
+                {
+                    out.push((shard, job, outbound.unwrap().text));
+                }
+            }
+            out
+        }
+    };
+    // Only the first may go; it fails and waits out a backoff…
+    let got = claim(now + 10).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].2, "first");
+    let (s1, j1, _) = &got[0];
+    g.fail(*s1, j1, "503", Some(5_000), now + 20).await.unwrap();
+    // …and the second still waits for it.
+    assert!(claim(now + 30).await.is_empty());
+    let got = claim(now + 5_020).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].2, "first");
+    let (s1, j1, _) = &got[0];
+    g.delivered(*s1, j1, None, now + 5_030).await.unwrap();
+    let got = claim(now + 5_040).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].2, "second");
 }

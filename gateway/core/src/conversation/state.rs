@@ -55,6 +55,9 @@ pub struct ConversationState {
     /// Reminder jobs scheduled and not yet run (a purchase cancels them).
     #[serde(default)]
     pub reminders: Vec<String>,
+    /// Outbound messages not yet sent, in the order they go out.
+    #[serde(default)]
+    pub outbox: Vec<String>,
 }
 
 impl ConversationState {
