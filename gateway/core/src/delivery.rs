@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::channel::HttpCall;
 use crate::conversation::state::Route;
 
-/// Jobs are spread over this many queue shards (one customer's jobs all
-/// in one, so their replies keep their order).
+/// Jobs are spread over this many queue shards, by customer (a customer's
+/// jobs are all in one shard).
 pub const SHARDS: u32 = 64;
 
 /// The shard of a customer's jobs.

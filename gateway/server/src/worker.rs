@@ -4,9 +4,11 @@
 //! with a lease and ends in one atomic unit, so a crash at any point is
 //! resumed (by this node restarted, or another) once the lease runs out.
 //!
-//! Jobs of one customer share a queue shard and run in order; shards run
-//! concurrently. New jobs on this node start at once (the inbound pipeline
-//! wakes the worker); others are found by polling every `poll_ms`.
+//! Jobs of one customer share a queue shard; shards run concurrently, and
+//! a customer's outbound messages are claimed only in the order they were
+//! queued (core keeps their outbox). New jobs on this node start at once
+//! (the inbound pipeline wakes the worker); others are found by polling
+//! every `poll_ms`.
 
 use std::sync::Arc;
 use std::time::Duration;
