@@ -847,3 +847,35 @@ fn an_abandoned_cart_is_reminded_once_with_consent_and_a_purchase_cancels_it() {
         .collect();
     assert_eq!(reminders.len(), 1);
 }
+
+#[test]
+fn with_redis_down_webhooks_get_503_and_replies_resume_when_it_is_back() {
+    let apis = channel_apis();
+    let dir = scratch("redis-down-replies");
+    let redis = RedisServer::start(&dir, 0, None);
+    let port = redis.port;
+    let store =
+        format!("kind = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\nkey_prefix = \"cc:\"");
+    let s = setup("redis-down-gateway", &store, &apis, FAST);
+    let gw = &s.gw;
+    assert_eq!(whatsapp_message(gw, "wamid.D1", "first").status, 200);
+    wait_for(&apis, "/wa/", 1, gw);
+    drop(redis);
+    // Nothing unstored is ever acknowledged.
+    let r = whatsapp_message(gw, "wamid.D2", "while down");
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (503, "store_unavailable"),
+        "{}",
+        r.text()
+    );
+    // Back on the same port (empty: it kept nothing): no restart needed.
+    let _redis = RedisServer::start(&dir, port, None);
+    assert!(eventually(Duration::from_secs(15), || {
+        whatsapp_message(gw, "wamid.D3", "back").status == 200
+    }));
+    let wa = wait_for(&apis, "/wa/", 2, gw);
+    assert_eq!(wa[1].json()["to"], "16505551234");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(apis.to("/wa/").len(), 2, "{:?}", apis.received());
+}
