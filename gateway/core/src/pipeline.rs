@@ -535,11 +535,29 @@ impl<B: Backend> Graph<B> {
                     if let Some(o) = &outbound {
                         // One customer's messages go out in the order they
                         // were queued: wait for the ones before this.
-                        let state = ctx.load_state(txn, &o.customer_id).await?;
-                        let first = state.outbox.first();
-                        if first.is_some_and(|f| *f != o.id) && state.outbox.contains(&o.id) {
-                            txn.discard();
-                            return Ok(None);
+                        let mut state = ctx.load_state(txn, &o.customer_id).await?;
+                        if state.outbox.contains(&o.id) {
+                            let mut healed = false;
+                            while let Some(first) = state.outbox.first().cloned()
+                                && first != o.id
+                            {
+                                let pending = match ctx.load_outbound(txn, &first).await {
+                                    Ok(p) => p.state == OutboundState::Queued,
+                                    Err(GraphError::NotFound(_)) => false,
+                                    Err(e) => return Err(e),
+                                };
+                                if pending {
+                                    txn.discard();
+                                    return Ok(None);
+                                }
+                                // Done with but left listed: not a reason
+                                // to hold the rest back.
+                                state.outbox.remove(0);
+                                healed = true;
+                            }
+                            if healed {
+                                ctx.save_state(txn, &o.customer_id, &state);
+                            }
                         }
                     }
                     Ok(Some(Claimed::Job { job, outbound }))
