@@ -57,6 +57,31 @@ pub struct AgentInput {
 /// claiming unit.
 pub type InlineAgent = dyn Fn(&AgentInput) -> Answer + Send + Sync;
 
+/// How the worker claims a job (see [`Graph::claim_for_worker`]).
+#[derive(Clone, Copy)]
+pub enum ClaimMode<'a> {
+    /// Answer agent jobs inline with this agent.
+    Inline(&'a InlineAgent),
+    /// Claim, with a delivery's message; agent jobs are left to the caller.
+    Normal,
+    /// Only claim.
+    Plain,
+}
+
+impl std::fmt::Debug for ClaimMode<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClaimMode::Inline(_) => "Inline",
+            ClaimMode::Normal => "Normal",
+            ClaimMode::Plain => "Plain",
+        })
+    }
+}
+
+/// How long a delivery waiting for an earlier message to the same customer
+/// waits before it looks again.
+pub const ORDER_RECHECK_MS: u64 = 1_000;
+
 /// What the worker's claim got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claimed {
@@ -495,10 +520,13 @@ impl<B: Backend> Graph<B> {
         ))
     }
 
-    /// The worker's claim of a due job, in one unit: an agent job with an
-    /// `inline` agent (the built-in one, which needs no I/O) is answered
-    /// there and then, durably, with no lease; a delivery comes with its
-    /// outbound message. Anything else is claimed as by [`Graph::claim`].
+    /// The worker's claim of a due job, in one unit. With
+    /// [`ClaimMode::Inline`] an agent job is answered there and then by the
+    /// inline agent (the built-in one, which needs no I/O), durably, with
+    /// no lease; a delivery comes with its outbound message, and waits (out
+    /// of the FIFO's way) while an earlier message to the same customer is
+    /// still queued. [`ClaimMode::Plain`] only claims, for a job about to
+    /// be given up.
     pub async fn claim_for_worker(
         &self,
         shard: u32,
@@ -506,11 +534,22 @@ impl<B: Backend> Graph<B> {
         now_ms: u64,
         lease_ms: u64,
         history: usize,
-        inline: Option<&InlineAgent>,
+        mode: ClaimMode<'_>,
     ) -> Result<Option<Claimed>, GraphError> {
         unit!(self, |ctx, txn| async move {
             let Some(job) = queue::claim_in(ctx, txn, shard, found, now_ms, lease_ms).await? else {
                 return Ok(None);
+            };
+            let inline = match mode {
+                ClaimMode::Plain => {
+                    txn.relax_durability();
+                    return Ok(Some(Claimed::Job {
+                        job,
+                        outbound: None,
+                    }));
+                }
+                ClaimMode::Inline(agent) => Some(agent),
+                ClaimMode::Normal => None,
             };
             match (&job.kind, inline) {
                 (JobKind::Agent { customer_id, .. }, Some(agent)) => {
@@ -543,11 +582,24 @@ impl<B: Backend> Graph<B> {
                             {
                                 let pending = match ctx.load_outbound(txn, &first).await {
                                     Ok(p) => p.state == OutboundState::Queued,
-                                    Err(GraphError::NotFound(_)) => false,
-                                    Err(e) => return Err(e),
+                                    Err(e) if e.is_transient() => return Err(e),
+                                    // Gone or unreadable: it will never go.
+                                    Err(_) => false,
                                 };
                                 if pending {
+                                    // Not this one's turn: out of the FIFO's
+                                    // way (no attempt counted) until then.
                                     txn.discard();
+                                    txn.relax_durability();
+                                    if let Some(mut waiting) = ctx.load_job(txn, &found.id).await? {
+                                        ctx.postpone(
+                                            txn,
+                                            shard,
+                                            &mut waiting,
+                                            now_ms + ORDER_RECHECK_MS,
+                                        )
+                                        .await?;
+                                    }
                                     return Ok(None);
                                 }
                                 // Done with but left listed: not a reason
@@ -624,8 +676,8 @@ impl<B: Backend> Graph<B> {
                         o.state = OutboundState::Failed;
                         o.error = Some(error.to_string());
                         o.updated_at = at;
-                        ctx.save_outbound(txn, &o).await?;
                         ctx.sent_from_outbox(txn, &o).await?;
+                        ctx.save_outbound(txn, &o).await?;
                         let c = ctx.live_customer(txn, &o.customer_id).await?;
                         let mut state = ctx.load_state(txn, &c.id).await?;
                         let channel = o
@@ -659,8 +711,10 @@ impl<B: Backend> Graph<B> {
                 Ok(())
             }
             .await;
-            if let Err(GraphError::Store(e)) = said {
-                return Err(GraphError::Store(e));
+            if let Err(e) = said
+                && e.is_transient()
+            {
+                return Err(e);
             }
             ctx.remove_job(txn, shard, &job.id).await?;
             Ok(Step::GaveUp)

@@ -19,9 +19,8 @@ use chatcrafter_core::config::AgentKind;
 use chatcrafter_core::delivery::Outbound;
 use chatcrafter_core::delivery::{self, Job, JobKind, JobRef, Policy, Verdict};
 use chatcrafter_core::identity::graph::GraphError;
-use chatcrafter_core::pipeline::{AgentInput, Answer, Claimed, InlineAgent, ReminderRules, Step};
+use chatcrafter_core::pipeline::{AgentInput, Answer, ClaimMode, Claimed, ReminderRules, Step};
 use chatcrafter_core::store::Backend as _;
-use chatcrafter_core::store::StoreError;
 use tokio::sync::Notify;
 
 use crate::app::App;
@@ -155,37 +154,35 @@ impl Worker {
                 attributes: Default::default(),
             }
         };
-        let inline: Option<&InlineAgent> =
-            (self.app.config.agent.kind == AgentKind::Builtin).then_some(&builtin);
+        let mode = if self.app.config.agent.kind == AgentKind::Builtin {
+            ClaimMode::Inline(&builtin)
+        } else {
+            ClaimMode::Normal
+        };
         let mut claimed = graph
-            .claim_for_worker(shard, found, now, lease, history, inline)
+            .claim_for_worker(shard, found, now, lease, history, mode)
             .await;
         let mut give_up = None;
         if let Err(e) = &claimed
-            && !matches!(e, GraphError::Store(_))
+            && !e.is_transient()
         {
-            // The inline answer failed for a reason retrying will not
-            // change (its unit wrote nothing): claim the job plainly and
-            // give up on it, onto the hand-off inbox.
+            if e.is_unreadable(&format!("job:{id}")) {
+                // The job's own record does not open: it can never run.
+                // Said loudly and removed, rather than found due forever.
+                tracing::error!(job = id, "dropping a job that cannot be read: {e}");
+                self.app.metrics.inc("gateway_jobs_dropped_total", &[]);
+                if let Err(e) = graph.drop_job(shard, found).await {
+                    tracing::warn!(job = id, "dropping the job failed: {e}");
+                }
+                return true;
+            }
+            // Something it needs will not change by retrying (its unit
+            // wrote nothing): claim the job alone and give it up, onto the
+            // hand-off inbox.
             give_up = Some(e.to_string());
             claimed = graph
-                .claim_for_worker(shard, found, now, lease, history, None)
+                .claim_for_worker(shard, found, now, lease, history, ClaimMode::Plain)
                 .await;
-        }
-        if let Err(e) = &claimed
-            && matches!(
-                e,
-                GraphError::Seal(..) | GraphError::Store(StoreError::Corrupt { .. })
-            )
-        {
-            // Its record does not open: it can never run. Said loudly and
-            // removed, rather than found due forever.
-            tracing::error!(job = id, "dropping a job that cannot be read: {e}");
-            self.app.metrics.inc("gateway_jobs_dropped_total", &[]);
-            if let Err(e) = graph.drop_job(shard, found).await {
-                tracing::warn!(job = id, "dropping the job failed: {e}");
-            }
-            return true;
         }
         let (job, outbound) = match claimed {
             Ok(Some(Claimed::Job { job, outbound })) => (job, outbound),

@@ -1291,7 +1291,7 @@ async fn provider_ids_are_remembered_for_their_retention_and_then_dropped(kind: 
 }
 
 async fn a_customers_messages_go_out_in_order_even_when_one_is_retried(kind: &str) {
-    use chatcrafter_core::pipeline::{Answer, Claimed, Step};
+    use chatcrafter_core::pipeline::{Answer, ClaimMode, Claimed, ORDER_RECHECK_MS, Step};
     let f = fixture(kind, "order").await;
     let g = graph(&f, rules());
     let now = T0 * 1000;
@@ -1314,7 +1314,7 @@ async fn a_customers_messages_go_out_in_order_even_when_one_is_retried(kind: &st
             let mut out = Vec::new();
             for (shard, r) in g.due_jobs(at).await.unwrap() {
                 if let Some(Claimed::Job { job, outbound }) = g
-                    .claim_for_worker(shard, &r, at, 1_000, 50, None)
+                    .claim_for_worker(shard, &r, at, 1_000, 50, ClaimMode::Normal)
                     .await
                     .unwrap()
                 {
@@ -1337,7 +1337,8 @@ async fn a_customers_messages_go_out_in_order_even_when_one_is_retried(kind: &st
     assert_eq!(got[0].2, "first");
     let (s1, j1, _) = &got[0];
     g.delivered(*s1, j1, None, now + 5_030).await.unwrap();
-    let got = claim(now + 5_040).await;
+    // The second, set aside while it waited, comes back by itself.
+    let got = claim(now + 5_020 + ORDER_RECHECK_MS).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].2, "second");
 }

@@ -276,6 +276,28 @@ pub enum GraphError {
     Invalid(String),
 }
 
+impl GraphError {
+    /// Whether trying again later may succeed (the store was unreachable
+    /// or busy), as opposed to an answer that will not change.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            GraphError::Store(StoreError::Unavailable(_) | StoreError::Contention(_))
+        )
+    }
+
+    /// Whether this is about the record stored at a key ending in
+    /// `suffix` being unreadable (corrupt, not merely sealed with a key
+    /// this node lacks).
+    pub fn is_unreadable(&self, suffix: &str) -> bool {
+        match self {
+            GraphError::Seal(key, SealError::Corrupt) => key.ends_with(suffix),
+            GraphError::Store(StoreError::Corrupt { key, .. }) => key.ends_with(suffix),
+            _ => false,
+        }
+    }
+}
+
 /// The identity graph over a backend.
 pub struct Graph<B> {
     pub(crate) backend: B,
