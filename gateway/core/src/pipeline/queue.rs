@@ -235,6 +235,24 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Removes the index entry `found` was read from.
+    async fn unindex(
+        &self,
+        txn: &mut dyn Txn,
+        shard: u32,
+        found: &JobRef,
+    ) -> Result<(), GraphError> {
+        match found.slot {
+            Some(n) => self.free_slot(txn, shard, n).await,
+            None => {
+                let mut list = self.later(txn, shard).await?;
+                list.retain(|r| r.id != found.id);
+                self.save_later(txn, shard, &list);
+                Ok(())
+            }
+        }
+    }
+
     /// Removes a job and its index entry.
     pub(crate) async fn remove_job(
         &self,
@@ -332,14 +350,7 @@ impl<B: Backend> Graph<B> {
     /// its index entry and record go, so that it is not found due forever.
     pub async fn drop_job(&self, shard: u32, found: &JobRef) -> Result<(), GraphError> {
         unit!(self, |ctx, txn| async move {
-            match found.slot {
-                Some(n) => ctx.free_slot(txn, shard, n).await?,
-                None => {
-                    let mut list = ctx.later(txn, shard).await?;
-                    list.retain(|r| r.id != found.id);
-                    ctx.save_later(txn, shard, &list);
-                }
-            }
+            ctx.unindex(txn, shard, found).await?;
             txn.delete(&ctx.job_key(&found.id));
             Ok(())
         })
@@ -377,14 +388,7 @@ pub(super) async fn claim_in(
     let Some(mut job) = ctx.load_job(txn, &found.id).await? else {
         // An index entry without its record (never written that
         // way): removed rather than found due forever.
-        match found.slot {
-            Some(n) => ctx.free_slot(txn, shard, n).await?,
-            None => {
-                let mut list = ctx.later(txn, shard).await?;
-                list.retain(|r| r.id != found.id);
-                ctx.save_later(txn, shard, &list);
-            }
-        }
+        ctx.unindex(txn, shard, found).await?;
         return Ok(None);
     };
     let due = match job.slot {
