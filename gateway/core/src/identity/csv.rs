@@ -218,6 +218,15 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, CsvError> {
                     }
                 }
                 Column::Attr(name) => {
+                    // Consent means something to the gateway: only the
+                    // two values it understands.
+                    if name.starts_with("consent.") && value != "granted" && value != "denied" {
+                        rejected.push(Rejected {
+                            line,
+                            reason: format!("attr:{name}: `{value}` must be `granted` or `denied`"),
+                        });
+                        continue 'rows;
+                    }
                     row.attributes.insert(name.clone(), value.to_string());
                 }
             }
@@ -271,6 +280,17 @@ mod tests {
             "telegram_user_id: `abc` is not a numeric user id"
         );
         assert_eq!(rejected[2].reason, "2 fields, but the header has 5");
+        let (_, rejected) =
+            parse(b"email,attr:consent.marketing\na@example.com,yes\nb@example.com,granted\n")
+                .unwrap();
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(
+            (rejected[0].line, rejected[0].reason.as_str()),
+            (
+                2,
+                "attr:consent.marketing: `yes` must be `granted` or `denied`"
+            )
+        );
     }
 
     #[test]
