@@ -125,9 +125,9 @@ fn ensure_wasm_target() {
     if sysroot.join("lib/rustlib/wasm32-wasip2").is_dir() {
         return;
     }
-    println!(
-        "cargo:warning=installing the wasm32-wasip2 target with rustup (named in rust-toolchain.toml)"
-    );
+    // On stderr, not as a cargo warning: cargo would repeat a warning on
+    // every later build until this script runs again.
+    eprintln!("installing the wasm32-wasip2 target with rustup (named in rust-toolchain.toml)");
     let _ = Command::new("rustup")
         .args(["target", "add", "wasm32-wasip2"])
         .status();
