@@ -206,11 +206,7 @@ impl Ctx<'_> {
         txn: &mut dyn Txn,
         customer: &str,
     ) -> Result<ConversationState, GraphError> {
-        let key = self.conv_key(customer);
-        match get(txn, &key).await? {
-            Some(b) => self.open(&key, &b),
-            None => Ok(ConversationState::default()),
-        }
+        self.open_or_default(txn, &self.conv_key(customer)).await
     }
 
     fn save_state(&self, txn: &mut dyn Txn, customer: &str, state: &ConversationState) {
@@ -226,10 +222,7 @@ impl Ctx<'_> {
         open: bool,
     ) -> Result<(), GraphError> {
         let key = self.handoffs_key();
-        let mut ids: Vec<String> = match get(txn, &key).await? {
-            Some(b) => self.open(&key, &b)?,
-            None => Vec::new(),
-        };
+        let mut ids: Vec<String> = self.open_or_default(txn, &key).await?;
         let present = ids.iter().any(|i| i == customer);
         if open == present {
             return Ok(());
@@ -457,14 +450,7 @@ async fn finish_agent_in(
     } else {
         if !answer.attributes.is_empty() {
             for (k, v) in &answer.attributes {
-                customer.attributes.insert(
-                    k.clone(),
-                    crate::identity::graph::Attribute {
-                        value: v.clone(),
-                        updated_at: at,
-                        source: "agent".into(),
-                    },
-                );
+                customer.set_attribute(k, v, "agent", at);
             }
             ctx.save_customer(txn, &customer);
         }
@@ -999,11 +985,7 @@ impl<B: Backend> Graph<B> {
     /// Open hand-offs, oldest first.
     pub async fn handoffs(&self) -> Result<Vec<OpenHandoff>, GraphError> {
         unit!(read self, |ctx, txn| async move {
-            let key = ctx.handoffs_key();
-            let ids: Vec<String> = match get(txn, &key).await? {
-                Some(b) => ctx.open(&key, &b)?,
-                None => return Ok(Vec::new()),
-            };
+            let ids: Vec<String> = ctx.open_or_default(txn, &ctx.handoffs_key()).await?;
             let mut out = Vec::new();
             for id in ids {
                 if let Some(h) = ctx.load_state(txn, &id).await?.handoff {

@@ -96,6 +96,20 @@ pub struct Customer {
     pub absorbed: Vec<String>,
 }
 
+impl Customer {
+    /// Sets an attribute, recording when and from where.
+    pub fn set_attribute(&mut self, name: &str, value: &str, source: &str, at: u64) {
+        self.attributes.insert(
+            name.to_string(),
+            Attribute {
+                value: value.to_string(),
+                updated_at: at,
+                source: source.to_string(),
+            },
+        );
+    }
+}
+
 /// What a merge moved, so that undo is exact.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MergeRecord {
@@ -441,6 +455,19 @@ impl Ctx<'_> {
         })
     }
 
+    /// The sealed value at `key`, or the type's default when there is none
+    /// (an index or list not written yet).
+    pub(crate) async fn open_or_default<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        txn: &mut dyn Txn,
+        key: &str,
+    ) -> Result<T, GraphError> {
+        match get(txn, key).await? {
+            Some(b) => self.open(key, &b),
+            None => Ok(T::default()),
+        }
+    }
+
     /// A customer id stored under a lookup key. Ids are random, not
     /// personal data, so they are stored as they are: that lets a known
     /// identity and its profile be read in one round trip.
@@ -607,10 +634,7 @@ impl Ctx<'_> {
         let key = self.conflict_key(&id);
         txn.put(&key, self.seal(&key, &conflict));
         let index_key = self.conflicts_index_key();
-        let mut index: Vec<String> = match get(txn, &index_key).await? {
-            Some(b) => self.open(&index_key, &b)?,
-            None => Vec::new(),
-        };
+        let mut index: Vec<String> = self.open_or_default(txn, &index_key).await?;
         index.push(id.clone());
         txn.put(&index_key, self.seal(&index_key, &index));
         Ok(id)
@@ -818,14 +842,7 @@ impl<B: Backend> Graph<B> {
         unit!(self, |ctx, txn| async move {
             let mut c = ctx.live_customer(txn, id).await?;
             for (k, v) in attrs {
-                c.attributes.insert(
-                    k.clone(),
-                    Attribute {
-                        value: v.clone(),
-                        updated_at: at,
-                        source: source.to_string(),
-                    },
-                );
+                c.set_attribute(k, v, source, at);
             }
             ctx.save_customer(txn, &c);
             Ok(c)
@@ -886,10 +903,7 @@ impl<B: Backend> Graph<B> {
     pub async fn keep_malformed(&self, item: &Malformed) -> Result<(), GraphError> {
         unit!(self, |ctx, txn| async move {
             let key = ctx.malformed_key();
-            let mut list: Vec<Malformed> = match get(txn, &key).await? {
-                Some(b) => ctx.open(&key, &b)?,
-                None => Vec::new(),
-            };
+            let mut list: Vec<Malformed> = ctx.open_or_default(txn, &key).await?;
             list.push(item.clone());
             let excess = list.len().saturating_sub(MALFORMED_KEPT);
             list.drain(..excess);
@@ -901,11 +915,7 @@ impl<B: Backend> Graph<B> {
     /// The kept malformed requests, oldest first.
     pub async fn malformed(&self) -> Result<Vec<Malformed>, GraphError> {
         unit!(read self, |ctx, txn| async move {
-            let key = ctx.malformed_key();
-            match get(txn, &key).await? {
-                Some(b) => ctx.open(&key, &b),
-                None => Ok(Vec::new()),
-            }
+            ctx.open_or_default(txn, &ctx.malformed_key()).await
         })
     }
 
@@ -913,10 +923,7 @@ impl<B: Backend> Graph<B> {
     pub async fn conflicts(&self) -> Result<Vec<Conflict>, GraphError> {
         unit!(read self, |ctx, txn| async move {
             let index_key = ctx.conflicts_index_key();
-            let ids: Vec<String> = match get(txn, &index_key).await? {
-                Some(b) => ctx.open(&index_key, &b)?,
-                None => return Ok(Vec::new()),
-            };
+            let ids: Vec<String> = ctx.open_or_default(txn, &index_key).await?;
             let keys: Vec<String> = ids.iter().map(|id| ctx.conflict_key(id)).collect();
             let values = txn.get_many(&keys).await?;
             let mut out = Vec::new();
@@ -1137,49 +1144,32 @@ async fn resolve_in(
     }
 
     if let Some(name) = s.display_name.as_ref().filter(|n| !n.trim().is_empty()) {
-        let source = s.identity.channel.clone();
+        let source = s.identity.channel.as_str();
         let prior = customer.attributes.get("name").cloned();
-        match prior {
-            Some(a) if a.value == *name => {}
-            Some(a) if a.updated_at > s.at => {}
-            Some(a) => {
-                if a.source != source
-                    && s.at.saturating_sub(a.updated_at) < ctx.rules.conflict_window
-                {
-                    let id = ctx
-                        .record_conflict(
-                            txn,
-                            "attribute",
-                            &customer.id,
-                            None,
-                            format!(
-                                "name changed on {source} shortly after it was set on {}",
-                                a.source
-                            ),
-                            s.at,
-                        )
-                        .await?;
-                    res.conflicts.push(id);
-                }
-                customer.attributes.insert(
-                    "name".into(),
-                    Attribute {
-                        value: name.clone(),
-                        updated_at: s.at,
-                        source,
-                    },
-                );
+        let newer = prior
+            .as_ref()
+            .is_none_or(|a| a.value != *name && a.updated_at <= s.at);
+        if newer {
+            // Another channel overwriting it moments after it was set.
+            if let Some(a) = prior.filter(|a| {
+                a.source != source && s.at.saturating_sub(a.updated_at) < ctx.rules.conflict_window
+            }) {
+                let id = ctx
+                    .record_conflict(
+                        txn,
+                        "attribute",
+                        &customer.id,
+                        None,
+                        format!(
+                            "name changed on {source} shortly after it was set on {}",
+                            a.source
+                        ),
+                        s.at,
+                    )
+                    .await?;
+                res.conflicts.push(id);
             }
-            None => {
-                customer.attributes.insert(
-                    "name".into(),
-                    Attribute {
-                        value: name.clone(),
-                        updated_at: s.at,
-                        source,
-                    },
-                );
-            }
+            customer.set_attribute("name", name, source, s.at);
         }
     }
     if original.as_ref() != Some(&customer) {
@@ -1477,14 +1467,7 @@ async fn import_in(
     let mut changed = out.linked > 0 || out.merged > 0 || owners.is_empty();
     for (k, v) in &row.attributes {
         if customer.attributes.get(k).map(|a| &a.value) != Some(v) {
-            customer.attributes.insert(
-                k.clone(),
-                Attribute {
-                    value: v.clone(),
-                    updated_at: at,
-                    source: "csv".into(),
-                },
-            );
+            customer.set_attribute(k, v, "csv", at);
             changed = true;
         }
     }
