@@ -83,13 +83,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     app: &App,
     req: &mut Request<Incoming>,
 ) -> Result<T, ApiError> {
-    let s = &app.config.server;
-    let raw = body::read(
-        req,
-        s.max_body_bytes,
-        Duration::from_millis(s.body_timeout_ms),
-    )
-    .await?;
+    let raw = body::read_capped(&app.config.server, req).await?;
     let de = &mut serde_json::Deserializer::from_slice(&raw);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -431,6 +425,7 @@ pub(super) async fn route(
                 let raw = body::read(
                     req,
                     s.max_import_bytes,
+                    "server.max_import_bytes",
                     Duration::from_millis(s.body_timeout_ms),
                 )
                 .await?;

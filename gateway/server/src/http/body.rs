@@ -11,17 +11,34 @@ use hyper::{Request, StatusCode, header};
 
 use super::error::ApiError;
 
-/// Reads the whole body, at most `max` bytes, within `timeout`.
+/// Reads the whole body under `server.max_body_bytes` and
+/// `server.body_timeout_ms`.
+pub(super) async fn read_capped(
+    server: &chatcrafter_core::config::Server,
+    req: &mut Request<Incoming>,
+) -> Result<Bytes, ApiError> {
+    read(
+        req,
+        server.max_body_bytes,
+        "server.max_body_bytes",
+        Duration::from_millis(server.body_timeout_ms),
+    )
+    .await
+}
+
+/// Reads the whole body, at most `max` bytes (the setting named `limit`),
+/// within `timeout`.
 pub(super) async fn read(
     req: &mut Request<Incoming>,
     max: u64,
+    limit: &str,
     timeout: Duration,
 ) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::caller(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("the body is over the {max} byte limit (server.max_body_bytes)"),
+            format!("the body is over the {max} byte limit ({limit})"),
         )
     };
     if let Some(len) = req

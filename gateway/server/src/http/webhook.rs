@@ -1,7 +1,7 @@
 //! `/webhooks/{channel}`: handshake, verification on the raw bytes, the
 //! plugin's `parse-inbound`, the pipeline, and the channel's expected answer.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use chatcrafter_core::channel::{Header, Inbound, InboundRequest, RequestContext};
@@ -48,13 +48,7 @@ pub(super) async fn handle(
     if req.method() != Method::POST {
         return Err(ApiError::method_not_allowed(req.method(), "POST"));
     }
-    let server = &app.config.server;
-    let raw = body::read(
-        req,
-        server.max_body_bytes,
-        Duration::from_millis(server.body_timeout_ms),
-    )
-    .await?;
+    let raw = body::read_capped(&app.config.server, req).await?;
     let headers = headers_of(req);
     let now_ms = app.clock.now_ms();
     if let Err(e) = rt.verifier.verify(&headers, &raw, now_ms / 1000) {

@@ -1,8 +1,6 @@
 //! The widget's REST route: `POST /widget/v1/messages` with a Bearer JWT,
 //! and CORS for the configured origins.
 
-use std::time::Duration;
-
 use chatcrafter_core::channel::{InboundRequest, RequestContext};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode, header};
@@ -28,13 +26,7 @@ pub(super) async fn post_message(app: &App, req: &mut Request<Incoming>) -> Resu
     }
     let now_ms = app.clock.now_ms();
     let user = authenticate(app, auth, req, now_ms / 1000)?;
-    let server = &app.config.server;
-    let raw = body::read(
-        req,
-        server.max_body_bytes,
-        Duration::from_millis(server.body_timeout_ms),
-    )
-    .await?;
+    let raw = body::read_capped(&app.config.server, req).await?;
     let request = InboundRequest {
         method: "POST".into(),
         path: req.uri().path().to_string(),
