@@ -18,7 +18,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chatcrafter_core::channel::{Encoding, Header, InboundRequest, RequestContext, Verification};
+use chatcrafter_core::channel::{Header, InboundRequest, RequestContext};
 use chatcrafter_core::verify::signature::Verifier;
 use chatcrafter_gateway::plugin::{Plugin, PluginHost, bundled};
 use http_body_util::{BodyExt as _, Full};
@@ -110,15 +110,8 @@ fn main() -> anyhow::Result<()> {
         .1;
     let mut plugin = host.load("builtin:whatsapp", wasm)?;
     plugin.set_instance_reuse(mode == Mode::PluginReuse);
-    let verification = Verification::HmacSha256 {
-        header: "x-hub-signature-256".into(),
-        prefix: "sha256=".into(),
-        encoding: Encoding::Hex,
-        signed_template: "{body}".into(),
-        timestamp_header: None,
-        max_age_seconds: None,
-        secret: "app_secret".into(),
-    };
+    // The scheme the gateway applies: the plugin's own declaration.
+    let verification = plugin.manifest().verification.clone();
     let verifier = Verifier::new(&verification, |_| Some(secret.as_str()), false, &[3; 32])?;
     let state = Arc::new(State {
         mode,
