@@ -398,51 +398,36 @@ fn tokens_verify_for_every_supported_algorithm() {
         assert!(user.claims.iter().all(|c| c.verified));
         assert_eq!(user.claims.len(), 4);
     }
-    let rsa_pub = key("rsa_public.pem");
-    let rs = auth(
-        &["RS256"],
+    type FromPem = fn(&[u8]) -> jsonwebtoken::errors::Result<EncodingKey>;
+    let pems: [(Algorithm, &str, &str, FromPem); 3] = [
+        (Algorithm::RS256, "RS256", "rsa", EncodingKey::from_rsa_pem),
+        (Algorithm::ES256, "ES256", "ec", EncodingKey::from_ec_pem),
+        (Algorithm::EdDSA, "EdDSA", "ed", EncodingKey::from_ed_pem),
+    ];
+    for (alg, name, file, from_pem) in pems {
+        let public = key(&format!("{file}_public.pem"));
+        let a = auth(
+            &[name],
+            KeySource {
+                public_key_pem: Some(&public),
+                ..Default::default()
+            },
+        );
+        let private = from_pem(key(&format!("{file}_private.pem")).as_bytes()).unwrap();
+        let t = sign(alg, &private, claims(), None);
+        assert!(a.verify(Some(&t), NOW).is_ok(), "{name}");
+    }
+}
+
+/// The usual widget setup: HS256 with the shared secret.
+fn hs256_auth() -> WidgetAuth {
+    auth(
+        &["HS256"],
         KeySource {
-            public_key_pem: Some(&rsa_pub),
+            secret: Some(HS_SECRET),
             ..Default::default()
         },
-    );
-    let t = sign(
-        Algorithm::RS256,
-        &EncodingKey::from_rsa_pem(key("rsa_private.pem").as_bytes()).unwrap(),
-        claims(),
-        None,
-    );
-    assert!(rs.verify(Some(&t), NOW).is_ok());
-    let ec_pub = key("ec_public.pem");
-    let es = auth(
-        &["ES256"],
-        KeySource {
-            public_key_pem: Some(&ec_pub),
-            ..Default::default()
-        },
-    );
-    let t = sign(
-        Algorithm::ES256,
-        &EncodingKey::from_ec_pem(key("ec_private.pem").as_bytes()).unwrap(),
-        claims(),
-        None,
-    );
-    assert!(es.verify(Some(&t), NOW).is_ok());
-    let ed_pub = key("ed_public.pem");
-    let ed = auth(
-        &["EdDSA"],
-        KeySource {
-            public_key_pem: Some(&ed_pub),
-            ..Default::default()
-        },
-    );
-    let t = sign(
-        Algorithm::EdDSA,
-        &EncodingKey::from_ed_pem(key("ed_private.pem").as_bytes()).unwrap(),
-        claims(),
-        None,
-    );
-    assert!(ed.verify(Some(&t), NOW).is_ok());
+    )
 }
 
 fn reason(a: &WidgetAuth, token: &str) -> &'static str {
@@ -451,13 +436,7 @@ fn reason(a: &WidgetAuth, token: &str) -> &'static str {
 
 #[test]
 fn alg_none_in_any_spelling_is_refused() {
-    let a = auth(
-        &["HS256"],
-        KeySource {
-            secret: Some(HS_SECRET),
-            ..Default::default()
-        },
-    );
+    let a = hs256_auth();
     let b64 = |v: &serde_json::Value| {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
     };
@@ -502,13 +481,7 @@ fn hs256_signed_with_the_rsa_public_key_is_refused() {
 
 #[test]
 fn expired_not_yet_valid_wrong_audience_and_issuer_are_refused() {
-    let a = auth(
-        &["HS256"],
-        KeySource {
-            secret: Some(HS_SECRET),
-            ..Default::default()
-        },
-    );
+    let a = hs256_auth();
     let k = EncodingKey::from_secret(HS_SECRET.as_bytes());
     let with = |patch: serde_json::Value| {
         let mut c = claims();
@@ -665,13 +638,7 @@ fn jwks_keys_are_selected_by_kid_and_unknown_kids_are_refused() {
 
 #[test]
 fn garbage_tampering_and_absence_are_refused() {
-    let a = auth(
-        &["HS256"],
-        KeySource {
-            secret: Some(HS_SECRET),
-            ..Default::default()
-        },
-    );
+    let a = hs256_auth();
     assert_eq!(a.verify(None, NOW).unwrap_err(), TokenError::Missing);
     assert_eq!(a.verify(Some("  "), NOW).unwrap_err(), TokenError::Missing);
     assert_eq!(reason(&a, "not-a-jwt"), "malformed");
