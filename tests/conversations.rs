@@ -96,7 +96,7 @@ role = "admin"
         wa = apis.url("/wa/v21.0"),
         tg = apis.url("/tg"),
         dc = apis.url("/discord/api/v10"),
-        admin = hex(ring::digest::digest(&ring::digest::SHA256, ADMIN.as_bytes()).as_ref()),
+        admin = token_sha256(ADMIN),
     )
 }
 
@@ -129,47 +129,24 @@ fn discord_key() -> Ed25519KeyPair {
 fn widget_message(gw: &Gateway, text: &str) -> Response {
     let claims = json!({"sub": "user-42", "exp": now() + 600, "email": "sarah@example.com",
                         "phone": "+16505551234", "name": "Sarah Kim"});
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(WIDGET_SECRET.as_bytes()),
-    )
-    .unwrap();
-    gw.post(
+    let body = json!({"text": text}).to_string();
+    with_bearer(
+        gw,
+        &widget_jwt(WIDGET_SECRET, &claims),
+        "POST",
         "/widget/v1/messages",
-        &[("authorization", &format!("Bearer {token}"))],
-        json!({"text": text}).to_string().as_bytes(),
-    )
-}
-
-fn whatsapp_signed(gw: &Gateway, value: Value) -> Response {
-    let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}]})
-        .to_string();
-    let sig = format!(
-        "sha256={}",
-        hmac_hex(APP_SECRET.as_bytes(), body.as_bytes())
-    );
-    gw.post(
-        "/webhooks/whatsapp",
-        &[("x-hub-signature-256", &sig)],
         body.as_bytes(),
     )
 }
 
 fn whatsapp_message(gw: &Gateway, wamid: &str, text: &str) -> Response {
-    whatsapp_signed(
-        gw,
-        json!({"messaging_product": "whatsapp",
-               "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID},
-               "contacts": [{"profile": {"name": "Sarah"}, "wa_id": "16505551234"}],
-               "messages": [{"from": "16505551234", "id": wamid, "timestamp": now().to_string(),
-                             "type": "text", "text": {"body": text}}]}),
-    )
+    post_whatsapp(gw, APP_SECRET, whatsapp_text("16505551234", wamid, text))
 }
 
 fn whatsapp_status(gw: &Gateway, wamid: &str, status: &str) -> Response {
-    whatsapp_signed(
+    post_whatsapp(
         gw,
+        APP_SECRET,
         json!({"messaging_product": "whatsapp",
                "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID},
                "statuses": [{"id": wamid, "status": status, "timestamp": now().to_string(),
@@ -178,14 +155,7 @@ fn whatsapp_status(gw: &Gateway, wamid: &str, status: &str) -> Response {
 }
 
 fn telegram_message(gw: &Gateway, update_id: u64, text: &str) -> Response {
-    let body = json!({"update_id": update_id, "message": {"message_id": update_id, "from": {"id": 123456789, "is_bot": false, "first_name": "Sarah"},
-        "chat": {"id": 123456789, "type": "private"}, "date": now(), "text": text}})
-    .to_string();
-    gw.post(
-        "/webhooks/telegram",
-        &[("x-telegram-bot-api-secret-token", TG_SECRET)],
-        body.as_bytes(),
-    )
+    post_telegram(gw, TG_SECRET, update_id, 123456789, text)
 }
 
 fn discord_command(s: &Setup) -> Response {
@@ -204,12 +174,7 @@ fn discord_command(s: &Setup) -> Response {
 }
 
 fn admin(gw: &Gateway, method: &str, path: &str, body: &[u8]) -> Response {
-    gw.request(
-        method,
-        path,
-        &[("authorization", &format!("Bearer {ADMIN}"))],
-        body,
-    )
+    with_bearer(gw, ADMIN, method, path, body)
 }
 
 fn customer_id(gw: &Gateway, identifier: &str) -> String {
@@ -395,12 +360,7 @@ fn the_journey(store: &str, name: &str) {
     );
     // The widget reply is on the widget's own history too.
     let claims = json!({"sub": "user-42", "exp": now() + 600});
-    let jwt = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(WIDGET_SECRET.as_bytes()),
-    )
-    .unwrap();
+    let jwt = widget_jwt(WIDGET_SECRET, &claims);
     let h = gw.request(
         "GET",
         "/widget/v1/history",

@@ -18,10 +18,6 @@ const ANALYST: &str = "analyst-token-for-tests";
 /// The `[store]` of a gateway on its own embedded store.
 const EMBEDDED: &str = "kind = \"embedded\"\npath = \"data\"";
 
-fn sha(t: &str) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, t.as_bytes()).as_ref())
-}
-
 fn config(store: &str) -> String {
     format!(
         r#"version = 1
@@ -67,63 +63,34 @@ name = "bi"
 token_sha256 = "{}"
 role = "analyst"
 "#,
-        sha(ADMIN),
-        sha(AGENT),
-        sha(ANALYST)
+        token_sha256(ADMIN),
+        token_sha256(AGENT),
+        token_sha256(ANALYST)
     )
 }
 
 fn widget_message(gw: &Gateway, sub: &str, email: &str, phone: &str, text: &str) -> Response {
     let claims = serde_json::json!({"sub": sub, "exp": now() + 600, "email": email, "phone": phone, "name": "Sarah Kim"});
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(WIDGET_SECRET.as_bytes()),
-    )
-    .unwrap();
     let body = serde_json::json!({"text": text}).to_string();
-    gw.post(
+    with_bearer(
+        gw,
+        &widget_jwt(WIDGET_SECRET, &claims),
+        "POST",
         "/widget/v1/messages",
-        &[("authorization", &format!("Bearer {token}"))],
         body.as_bytes(),
     )
 }
 
 fn whatsapp_message(gw: &Gateway, wa_id: &str, wamid: &str, text: &str) -> Response {
-    let body = serde_json::json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
-        "messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":"106540352242922"},
-        "contacts":[{"profile":{"name":"Sarah"},"wa_id":wa_id}],
-        "messages":[{"from":wa_id,"id":wamid,"timestamp":now().to_string(),"type":"text","text":{"body":text}}]}}]}]})
-    .to_string();
-    let sig = format!(
-        "sha256={}",
-        hmac_hex(APP_SECRET.as_bytes(), body.as_bytes())
-    );
-    gw.post(
-        "/webhooks/whatsapp",
-        &[("x-hub-signature-256", &sig)],
-        body.as_bytes(),
-    )
+    post_whatsapp(gw, APP_SECRET, whatsapp_text(wa_id, wamid, text))
 }
 
 fn telegram_message(gw: &Gateway, update_id: u64, user: u64, text: &str) -> Response {
-    let body = serde_json::json!({"update_id": update_id, "message": {"message_id": 1, "from": {"id": user, "is_bot": false, "first_name": "Sarah"},
-        "chat": {"id": user, "type": "private"}, "date": now(), "text": text}})
-    .to_string();
-    gw.post(
-        "/webhooks/telegram",
-        &[("x-telegram-bot-api-secret-token", TG_SECRET)],
-        body.as_bytes(),
-    )
+    post_telegram(gw, TG_SECRET, update_id, user, text)
 }
 
 fn admin(gw: &Gateway, token: &str, method: &str, path: &str, body: &[u8]) -> Response {
-    gw.request(
-        method,
-        path,
-        &[("authorization", &format!("Bearer {token}"))],
-        body,
-    )
+    with_bearer(gw, token, method, path, body)
 }
 
 #[test]
@@ -478,12 +445,7 @@ fn two_gateways_on_one_redis_converge_on_one_customer() {
                 let sub = format!("user-{i}");
                 let claims =
                     serde_json::json!({"sub": sub, "exp": now() + 600, "phone": "+16505551234"});
-                let token = jsonwebtoken::encode(
-                    &jsonwebtoken::Header::default(),
-                    &claims,
-                    &jsonwebtoken::EncodingKey::from_secret(WIDGET_SECRET.as_bytes()),
-                )
-                .unwrap();
+                let token = widget_jwt(WIDGET_SECRET, &claims);
                 let r = gw_like(
                     "POST",
                     "/widget/v1/messages",
@@ -841,12 +803,7 @@ fn the_timeline_is_one_conversation_across_channels_and_a_retry_is_recorded_once
     );
     // The widget user reads the same history.
     let claims = serde_json::json!({"sub": "user-42", "exp": now() + 600});
-    let jwt = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(WIDGET_SECRET.as_bytes()),
-    )
-    .unwrap();
+    let jwt = widget_jwt(WIDGET_SECRET, &claims);
     let h = gw.request(
         "GET",
         "/widget/v1/history",

@@ -324,6 +324,78 @@ impl RedisServer {
     }
 }
 
+/// The hex SHA-256 of an admin token, as `[[admin.tokens]]` lists it.
+pub fn token_sha256(token: &str) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref())
+}
+
+/// An HS256 widget token for `claims`, signed with `secret`.
+pub fn widget_jwt(secret: &str, claims: &serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// POSTs a WhatsApp notification carrying one change `value`, signed with
+/// `app_secret` as Meta signs it.
+pub fn post_whatsapp(gw: &Gateway, app_secret: &str, value: serde_json::Value) -> Response {
+    let body = serde_json::json!({"object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}]})
+    .to_string();
+    let sig = format!(
+        "sha256={}",
+        hmac_hex(app_secret.as_bytes(), body.as_bytes())
+    );
+    gw.post(
+        "/webhooks/whatsapp",
+        &[("x-hub-signature-256", &sig)],
+        body.as_bytes(),
+    )
+}
+
+/// A WhatsApp change with one text message from `wa_id` (profile name
+/// Sarah) to phone number id 106540352242922.
+pub fn whatsapp_text(wa_id: &str, wamid: &str, text: &str) -> serde_json::Value {
+    serde_json::json!({"messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+        "contacts": [{"profile": {"name": "Sarah"}, "wa_id": wa_id}],
+        "messages": [{"from": wa_id, "id": wamid, "timestamp": now().to_string(),
+                      "type": "text", "text": {"body": text}}]})
+}
+
+/// POSTs a Telegram update: a private text message from `user` (first name
+/// Sarah), with the secret token header.
+pub fn post_telegram(
+    gw: &Gateway,
+    secret_token: &str,
+    update_id: u64,
+    user: u64,
+    text: &str,
+) -> Response {
+    let body = serde_json::json!({"update_id": update_id, "message": {"message_id": update_id,
+        "from": {"id": user, "is_bot": false, "first_name": "Sarah"},
+        "chat": {"id": user, "type": "private"}, "date": now(), "text": text}})
+    .to_string();
+    gw.post(
+        "/webhooks/telegram",
+        &[("x-telegram-bot-api-secret-token", secret_token)],
+        body.as_bytes(),
+    )
+}
+
+/// A request with a bearer token.
+pub fn with_bearer(gw: &Gateway, token: &str, method: &str, path: &str, body: &[u8]) -> Response {
+    gw.request(
+        method,
+        path,
+        &[("authorization", &format!("Bearer {token}"))],
+        body,
+    )
+}
+
 /// `(channel, direction, kind)` of each timeline entry, for comparing a
 /// timeline's shape at a glance.
 pub fn timeline_summary<'a>(
