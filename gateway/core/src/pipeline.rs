@@ -339,6 +339,24 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Reads, in one round trip, the keys the rest of `record_inbound`'s
+    /// unit reads one by one (its timeline counter, conversation state and
+    /// queue counter): backends that go over the network keep a unit's
+    /// reads, so those later reads cost nothing.
+    pub(crate) async fn prefetch_for_inbound(
+        &self,
+        txn: &mut dyn Txn,
+        customer: &str,
+    ) -> Result<(), GraphError> {
+        let keys = [
+            self.timeline_seq_key(customer),
+            self.conv_key(customer),
+            self.seq_key(shard_of(customer)),
+        ];
+        txn.get_many(&keys).await?;
+        Ok(())
+    }
+
     /// Called by `record_inbound` in the same unit: remembers the route and
     /// queues the agent's turn (reactions get no answer).
     pub(crate) async fn after_inbound(

@@ -872,6 +872,8 @@ impl<B: Backend> Graph<B> {
                 return Ok(Recorded::Duplicate);
             }
             let resolution = resolve_in(ctx, txn, sender).await?;
+            ctx.prefetch_for_inbound(txn, &resolution.customer_id)
+                .await?;
             let entry = Entry::inbound(message, resolution.linked == Some(How::LinkToken));
             let (entry, _) = ctx.append(txn, &resolution.customer_id, entry).await?;
             ctx.after_inbound(txn, &resolution.customer_id, &entry, message)

@@ -53,7 +53,7 @@ impl Ctx<'_> {
         format!("{}job:{id}", self.prefix)
     }
 
-    fn seq_key(&self, shard: u32) -> String {
+    pub(crate) fn seq_key(&self, shard: u32) -> String {
         format!("{}qseq:{shard}", self.prefix)
     }
 
