@@ -141,21 +141,8 @@ impl Worker {
         let id = found.id.as_str();
         let lease = self.policy().lease_ms;
         let history = self.app.config.agent.history.max(AGENT_LOOKBACK);
-        let builtin = |input: &AgentInput| {
-            let name = input
-                .customer
-                .attributes
-                .get("name")
-                .map(|a| a.value.as_str());
-            let reply = agent::builtin::respond(name, &input.history, &input.incoming);
-            Answer {
-                replies: vec![reply.text],
-                handoff: reply.handoff.then(|| "requested".to_string()),
-                attributes: Default::default(),
-            }
-        };
         let mode = if self.app.config.agent.kind == AgentKind::Builtin {
-            ClaimMode::Inline(&builtin)
+            ClaimMode::Inline(&builtin_answer)
         } else {
             ClaimMode::Normal
         };
@@ -199,20 +186,19 @@ impl Worker {
                 return false;
             }
         };
-        let result = match (&job.kind, outbound) {
-            (_, _) if give_up.is_some() => {
-                let why = give_up.unwrap_or_default();
+        let result = match (&job.kind, outbound, give_up) {
+            (_, _, Some(why)) => {
                 self.failed(shard, &job, Failure::Permanent(why), self.policy())
                     .await
             }
-            (JobKind::Agent { .. }, _) => self.answer(shard, &job).await,
-            (JobKind::Deliver { .. }, Some(o)) => self.deliver(shard, &job, *o).await,
-            (JobKind::Deliver { outbound_id }, None) => {
+            (JobKind::Agent { .. }, _, None) => self.answer(shard, &job).await,
+            (JobKind::Deliver { .. }, Some(o), None) => self.deliver(shard, &job, *o).await,
+            (JobKind::Deliver { outbound_id }, None, None) => {
                 let why = format!("outbound message {outbound_id} is missing");
                 self.failed(shard, &job, Failure::Permanent(why), self.policy())
                     .await
             }
-            (JobKind::Reminder { .. }, _) => self.remind(shard, &job).await,
+            (JobKind::Reminder { .. }, _, None) => self.remind(shard, &job).await,
         };
         match result {
             Ok(step) => {
@@ -549,6 +535,21 @@ pub async fn sweep(app: Arc<App>) {
             }
         }
         tokio::time::sleep(Duration::from_secs(600)).await;
+    }
+}
+
+/// The built-in agent's answer, run inline in the claiming unit.
+fn builtin_answer(input: &AgentInput) -> Answer {
+    let name = input
+        .customer
+        .attributes
+        .get("name")
+        .map(|a| a.value.as_str());
+    let reply = agent::builtin::respond(name, &input.history, &input.incoming);
+    Answer {
+        replies: vec![reply.text],
+        handoff: reply.handoff.then(|| "requested".to_string()),
+        attributes: Default::default(),
     }
 }
 
