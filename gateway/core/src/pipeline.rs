@@ -370,10 +370,13 @@ impl Ctx<'_> {
         state.saw(&m.sender, m.reply_handle.as_deref(), m.timestamp);
         self.save_state(txn, customer, &state);
         if entry.kind != "reaction" && !m.edited {
-            let route = state.routes[&m.sender.channel].clone();
+            // The answer goes back to this message's sender, with its
+            // handle (not the channel's latest route: a late redelivery may
+            // come from another of the customer's identities there).
             let route = Route {
+                identity: m.sender.clone(),
                 reply_handle: m.reply_handle.clone(),
-                ..route
+                at: m.timestamp,
             };
             self.enqueue(
                 txn,
