@@ -839,3 +839,127 @@ fn with_redis_down_webhooks_get_503_and_replies_resume_when_it_is_back() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(apis.to("/wa/").len(), 2, "{:?}", apis.received());
 }
+
+/// The seed's journey with numbers libphonenumber's metadata does not
+/// assign (+1 555) and in Mexico's legacy mobile form (`521…`, as WhatsApp
+/// still reports it), through a WhatsApp channel configured under another
+/// name than its plugin's id: the phone a signed widget token vouches for
+/// and the one WhatsApp vouches for are one customer, the WhatsApp reply
+/// recalls the widget question and goes out through `[channels.wa]`, and a
+/// blocked placeholder phone links no one.
+#[test]
+fn phones_a_channel_vouches_for_always_link_and_replies_go_out_through_a_renamed_channel() {
+    let apis = channel_apis();
+    let config = format!(
+        r#"version = 1
+[server]
+listen = "127.0.0.1:0"
+[store]
+{EMBEDDED}
+[security]
+data_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
+index_key = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM="
+[identity]
+blocked_values = ["+10000000000", "test@example.com"]
+[widget]
+algorithms = ["HS256"]
+secret = "{WIDGET_SECRET}"
+[channels.wa]
+plugin = "builtin:whatsapp"
+api_base = "{wa}"
+[channels.wa.secrets]
+app_secret = "{APP_SECRET}"
+verify_token = "v"
+access_token = "{WA_TOKEN}"
+[[admin.tokens]]
+name = "ops"
+token_sha256 = "{admin}"
+role = "admin"
+{FAST}"#,
+        wa = apis.url("/wa/v21.0"),
+        admin = token_sha256(ADMIN),
+    );
+    let gw = &Gateway::start(&scratch("phones-link"), &config);
+    let widget = |sub: &str, phone: &str, text: &str| {
+        let claims = json!({"sub": sub, "exp": now() + 600, "phone": phone,
+                            "phone_number_verified": true, "name": "Sarah Kim"});
+        let body = json!({"text": text}).to_string();
+        with_bearer(
+            gw,
+            &widget_jwt(WIDGET_SECRET, &claims),
+            "POST",
+            "/widget/v1/messages",
+            body.as_bytes(),
+        )
+    };
+    let cases = [
+        ("user-555", "+15551234567", "15551234567"),
+        ("user-mx", "+525512345678", "5215512345678"),
+    ];
+    for (n, (sub, jwt_phone, wa_id)) in cases.into_iter().enumerate() {
+        let question = format!("Do you have the office chair in black? ({sub})");
+        assert_eq!(widget(sub, jwt_phone, &question).status, 202);
+        let id = customer_id(gw, &format!("phone:{}", jwt_phone.replace('+', "%2B")));
+        assert!(eventually(WAIT, || outbound(&timeline(gw, &id)).len() == 1));
+        let r = post_whatsapp_to(
+            gw,
+            "wa",
+            APP_SECRET,
+            whatsapp_text(wa_id, &format!("wamid.{sub}"), "Still in stock?"),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(customer_id(gw, &format!("wa:{wa_id}")), id);
+        let sent = wait_for(&apis, "/wa/", n + 1, gw);
+        assert_eq!(sent[n].json()["to"], wa_id);
+        assert_eq!(
+            sent[n].json()["text"]["body"],
+            format!(
+                "Welcome back, Sarah! Earlier on the web chat you asked about “{question}”. How can I help with that?"
+            )
+        );
+        assert!(eventually(WAIT, || outbound(&timeline(gw, &id))
+            .iter()
+            .any(|e| e["channel"] == "wa" && e["status"] == "sent")));
+    }
+    // A well-formed phone that matches no one is 404, not 422.
+    let r = admin(
+        gw,
+        "GET",
+        "/admin/v1/customers?identifier=phone:%2B15550001111",
+        b"",
+    );
+    assert_eq!((r.status, r.code()), (404, "not_found".to_string()));
+    let r = admin(
+        gw,
+        "GET",
+        "/admin/v1/customers?identifier=phone:banana",
+        b"",
+    );
+    assert_eq!(
+        (r.status, r.code()),
+        (422, "invalid_identifier".to_string())
+    );
+
+    // The blocked placeholder: two people whose tokens carry it stay two
+    // customers, and each has a `blocked` conflict instead of a link.
+    assert_eq!(widget("placeholder-1", "+1 000 000 0000", "hi").status, 202);
+    assert_eq!(widget("placeholder-2", "+10000000000", "hi").status, 202);
+    let a = customer_id(gw, "widget:placeholder-1");
+    let b = customer_id(gw, "widget:placeholder-2");
+    assert_ne!(a, b);
+    let r = admin(
+        gw,
+        "GET",
+        "/admin/v1/customers?identifier=phone:%2B10000000000",
+        b"",
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    let conflicts = admin(gw, "GET", "/admin/v1/conflicts", b"").json();
+    let blocked: Vec<&Value> = conflicts["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == "blocked")
+        .collect();
+    assert_eq!(blocked.len(), 2, "{conflicts}");
+}

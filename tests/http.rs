@@ -68,6 +68,10 @@ signing_secret = "{SLACK_SECRET}"
 plugin = "{trap}"
 allow_unverified = true
 
+[channels.impostor]
+plugin = "{impostor}"
+allow_unverified = true
+
 [widget]
 algorithms = ["HS256", "RS256"]
 secret = "{WIDGET_SECRET}"
@@ -80,6 +84,7 @@ allowed_origins = ["https://shop.example"]
 "#,
         slack = test_programs::SLACK_STYLE,
         trap = test_programs::TRAP,
+        impostor = test_programs::IMPOSTOR,
         rsa = std::fs::read_to_string(repo_path("tests/fixtures/keys/rsa_public.pem")).unwrap(),
     )
 }
@@ -611,9 +616,162 @@ fn unknown_routes_methods_and_channels() {
     assert_eq!(
         r.json()["channels"],
         serde_json::json!([
-            "acme", "broken", "discord", "telegram", "whatsapp", "widget"
+            "acme", "broken", "discord", "impostor", "telegram", "whatsapp", "widget"
         ])
     );
+}
+
+/// Every route of INTERFACE §3, with the methods it serves.
+const ROUTES: &[(&str, &[&str])] = &[
+    ("/healthz", &["GET"]),
+    ("/readyz", &["GET"]),
+    ("/metrics", &["GET"]),
+    ("/webhooks/telegram", &["GET", "POST"]),
+    ("/widget/v1/messages", &["OPTIONS", "POST"]),
+    ("/widget/v1/history", &["GET", "OPTIONS"]),
+    ("/admin/v1/customers", &["GET"]),
+    ("/admin/v1/customers/merge", &["POST"]),
+    ("/admin/v1/customers/c_1", &["GET", "PATCH"]),
+    ("/admin/v1/customers/c_1/timeline", &["GET"]),
+    ("/admin/v1/merges/m_1/undo", &["POST"]),
+    ("/admin/v1/conflicts", &["GET"]),
+    ("/admin/v1/conflicts/k_1/resolve", &["POST"]),
+    ("/admin/v1/malformed", &["GET"]),
+    ("/admin/v1/import", &["POST"]),
+    ("/admin/v1/handoffs", &["GET"]),
+    ("/admin/v1/conversations/c_1/reply", &["POST"]),
+    ("/admin/v1/conversations/c_1/close", &["POST"]),
+    ("/v1/events", &["POST"]),
+    ("/v1/link-tokens", &["POST"]),
+];
+
+#[test]
+fn every_known_path_with_a_method_it_does_not_serve_is_405_with_allow() {
+    let s = setup("methods");
+    for (path, served) in ROUTES {
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+            // GET and PATCH /admin/v1/customers/merge are about the
+            // customer whose id is `merge`.
+            let customer_named_merge =
+                *path == "/admin/v1/customers/merge" && matches!(method, "GET" | "PATCH");
+            if served.contains(&method) || customer_named_merge {
+                continue;
+            }
+            let r = s.gw.request(method, path, &[], b"");
+            assert_eq!(
+                (r.status, r.code().as_str()),
+                (405, "method_not_allowed"),
+                "{method} {path}: {}",
+                r.text()
+            );
+            assert_eq!(
+                r.header("allow"),
+                Some(served.join(", ").as_str()),
+                "{method} {path}"
+            );
+        }
+    }
+}
+
+fn impostor(gw: &Gateway, ask: serde_json::Value) -> Response {
+    gw.post("/webhooks/impostor", &[], ask.to_string().as_bytes())
+}
+
+#[test]
+fn a_plugin_answer_that_breaks_the_rules_is_502_and_stores_nothing() {
+    let admin = "admin-token-for-tests";
+    let extra = format!(
+        "[[admin.tokens]]\nname = \"ops\"\ntoken_sha256 = \"{}\"\nrole = \"admin\"\n",
+        token_sha256(admin)
+    );
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let discord = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let gw = Gateway::start(
+        &scratch("guest-answers"),
+        &config(&hex(discord.public_key().as_ref()), &extra).replace(
+            "shutdown_grace_ms = 5000",
+            "shutdown_grace_ms = 5000\nmax_events_per_request = 3",
+        ),
+    );
+    let lookup = |identifier: &str| {
+        with_bearer(
+            &gw,
+            admin,
+            "GET",
+            &format!("/admin/v1/customers?identifier={identifier}"),
+            b"",
+        )
+    };
+
+    // Speaking for Telegram's users: refused, and no telegram customer.
+    let r = impostor(
+        &gw,
+        serde_json::json!({"channel": "telegram", "user": "42", "count": 1}),
+    );
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (502, "plugin_failed"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        r.json()["error"]["message"].as_str().unwrap().ends_with(
+            "event 0 names channel `telegram`; this plugin may only speak for `impostor`"
+        ),
+        "{}",
+        r.text()
+    );
+    assert_eq!(lookup("telegram:42").status, 404);
+
+    // More events than `max_events_per_request`: refused whole.
+    let r = impostor(
+        &gw,
+        serde_json::json!({"channel": "impostor", "user": "7", "count": 4}),
+    );
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (502, "plugin_failed"),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("4 events; at most 3"), "{}", r.text());
+    assert_eq!(lookup("impostor:7").status, 404);
+    let r = impostor(
+        &gw,
+        serde_json::json!({"channel": "impostor", "user": "7", "count": 3}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(lookup("impostor:7").status, 200);
+
+    // A plugin loaded from a file is not trusted to link by its "verified"
+    // claims: the phone of an existing customer becomes a suggestion.
+    // Sarah's phone is known from WhatsApp (a bundled plugin, trusted).
+    let r = post_whatsapp(
+        &gw,
+        APP_SECRET,
+        whatsapp_text("15551230001", "wamid.S1", "hi"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let a = lookup("phone:%2B15551230001").json()["id"].clone();
+    let r = impostor(
+        &gw,
+        serde_json::json!({"channel": "impostor", "user": "b", "count": 1, "phone": "+15551230001"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = lookup("impostor:b").json()["id"].clone();
+    assert_ne!(a, b);
+    assert_eq!(lookup("phone:%2B15551230001").json()["id"], a);
+    let conflicts = with_bearer(&gw, admin, "GET", "/admin/v1/conflicts", b"").json();
+    let suggestions: Vec<&serde_json::Value> = conflicts["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == "suggestion")
+        .collect();
+    assert_eq!(suggestions.len(), 1, "{conflicts}");
+    assert_eq!(suggestions[0]["customer_id"], b);
+    assert_eq!(suggestions[0]["other_customer_id"], a);
 }
 
 #[test]

@@ -283,6 +283,12 @@ impl RedisServer {
                 port
             };
             let mut cmd = Command::new("redis-server");
+            // Redis keeps the real clock even when the tests run under
+            // libfaketime (which it does not survive): a gateway whose
+            // clock is far from Redis's is exactly the skew to test.
+            cmd.env_remove("LD_PRELOAD")
+                .env_remove("FAKETIME")
+                .env_remove("DYLD_INSERT_LIBRARIES");
             cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .arg("--dir")
                 .arg(dir);
@@ -342,6 +348,16 @@ pub fn widget_jwt(secret: &str, claims: &serde_json::Value) -> String {
 /// POSTs a WhatsApp notification carrying one change `value`, signed with
 /// `app_secret` as Meta signs it.
 pub fn post_whatsapp(gw: &Gateway, app_secret: &str, value: serde_json::Value) -> Response {
+    post_whatsapp_to(gw, "whatsapp", app_secret, value)
+}
+
+/// [`post_whatsapp`] to the channel configured as `channel`.
+pub fn post_whatsapp_to(
+    gw: &Gateway,
+    channel: &str,
+    app_secret: &str,
+    value: serde_json::Value,
+) -> Response {
     let body = serde_json::json!({"object": "whatsapp_business_account",
         "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}]})
     .to_string();
@@ -350,7 +366,7 @@ pub fn post_whatsapp(gw: &Gateway, app_secret: &str, value: serde_json::Value) -
         hmac_hex(app_secret.as_bytes(), body.as_bytes())
     );
     gw.post(
-        "/webhooks/whatsapp",
+        &format!("/webhooks/{channel}"),
         &[("x-hub-signature-256", &sig)],
         body.as_bytes(),
     )

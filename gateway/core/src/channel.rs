@@ -6,8 +6,11 @@
 //! plugin ABI. Every type serializes to the JSON that `gateway plugin run`
 //! prints.
 
+mod answer;
 mod event;
 mod manifest;
+
+pub use answer::*;
 
 pub use event::*;
 pub use manifest::*;

@@ -64,6 +64,9 @@ pub struct Server {
     pub body_timeout_ms: u64,
     /// Time in-flight requests get to finish on shutdown, ms.
     pub shutdown_grace_ms: u64,
+    /// Most events a plugin may return for one request; a plugin answer
+    /// with more is refused as the plugin's fault (502 `plugin_failed`).
+    pub max_events_per_request: u32,
 }
 
 impl Default for Server {
@@ -77,6 +80,9 @@ impl Default for Server {
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
+            // WhatsApp batches at most 1000 updates a call, the largest
+            // batch the bundled channels document.
+            max_events_per_request: 1000,
         }
     }
 }
@@ -222,6 +228,20 @@ pub struct Channel {
     /// messages (never across senders); off: a fresh instance per call.
     #[serde(default)]
     pub reuse_instances: bool,
+    /// Whether the plugin's *verified* claims (a phone WhatsApp vouches
+    /// for) may link a sender to an existing customer on their own. Unset:
+    /// yes for a bundled plugin (`builtin:…`), no for a plugin loaded from
+    /// a file, whose claims then become suggestions in the review queue.
+    #[serde(default)]
+    pub trust_verified_claims: Option<bool>,
+}
+
+impl Channel {
+    /// [`Channel::trust_verified_claims`], with its default applied.
+    pub fn trusts_verified_claims(&self) -> bool {
+        self.trust_verified_claims
+            .unwrap_or_else(|| self.plugin.starts_with("builtin:"))
+    }
 }
 
 /// Which agent answers.
@@ -444,6 +464,12 @@ impl Config {
         if self.server.max_body_bytes == 0 {
             return Err(ConfigError::at(
                 "server.max_body_bytes",
+                "must be at least 1",
+            ));
+        }
+        if self.server.max_events_per_request == 0 {
+            return Err(ConfigError::at(
+                "server.max_events_per_request",
                 "must be at least 1",
             ));
         }

@@ -40,6 +40,29 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// A clock that reads what it was set to: for tests and simulations, so
+/// that time moves only when they move it.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicU64);
+
+impl ManualClock {
+    /// A clock reading `ms` milliseconds since the Unix epoch.
+    pub fn at_ms(ms: u64) -> Self {
+        ManualClock(std::sync::atomic::AtomicU64::new(ms))
+    }
+
+    /// Sets it to `ms`.
+    pub fn set_ms(&self, ms: u64) {
+        self.0.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Formats Unix seconds as RFC 3339 UTC, e.g. `2026-11-25T23:23:46Z`.
 pub fn rfc3339(secs: u64) -> String {
     // Civil-from-days (proleptic Gregorian), after Howard Hinnant's

@@ -177,40 +177,17 @@ pub enum Step {
 }
 
 impl Ctx<'_> {
-    fn outbound_key(&self, id: &str) -> String {
-        format!("{}out:{id}", self.prefix)
-    }
-
-    fn provider_key(&self, channel: &str, provider_id: &str) -> String {
-        self.blind_key("sent", "provider-id", &format!("{channel}\0{provider_id}"))
-    }
-
-    fn early_status_key(&self, channel: &str, provider_id: &str) -> String {
-        self.blind_key(
-            "early",
-            "early-status",
-            &format!("{channel}\0{provider_id}"),
-        )
-    }
-
-    fn conv_key(&self, customer: &str) -> String {
-        format!("{}conv:{{c:{customer}}}", self.prefix)
-    }
-
-    fn handoffs_key(&self) -> String {
-        format!("{}handoffs", self.prefix)
-    }
-
     async fn load_state(
         &self,
         txn: &mut dyn Txn,
         customer: &str,
     ) -> Result<ConversationState, GraphError> {
-        self.open_or_default(txn, &self.conv_key(customer)).await
+        self.open_or_default(txn, &self.k().conversation(customer))
+            .await
     }
 
     fn save_state(&self, txn: &mut dyn Txn, customer: &str, state: &ConversationState) {
-        let key = self.conv_key(customer);
+        let key = self.k().conversation(customer);
         txn.put(&key, self.seal(&key, state));
     }
 
@@ -221,7 +198,7 @@ impl Ctx<'_> {
         customer: &str,
         open: bool,
     ) -> Result<(), GraphError> {
-        let key = self.handoffs_key();
+        let key = self.k().handoffs();
         let mut ids: Vec<String> = self.open_or_default(txn, &key).await?;
         let present = ids.iter().any(|i| i == customer);
         if open == present {
@@ -287,7 +264,7 @@ impl Ctx<'_> {
             created_at: at,
             updated_at: at,
         };
-        let key = self.outbound_key(&outbound.id);
+        let key = self.k().outbound(&outbound.id);
         txn.put(&key, self.seal(&key, &outbound));
         // Sent in the order queued (the caller saves `state`).
         state.outbox.push(outbound.id.clone());
@@ -305,7 +282,7 @@ impl Ctx<'_> {
     }
 
     async fn load_outbound(&self, txn: &mut dyn Txn, id: &str) -> Result<Outbound, GraphError> {
-        let key = self.outbound_key(id);
+        let key = self.k().outbound(id);
         let bytes = get(txn, &key)
             .await?
             .ok_or_else(|| GraphError::NotFound(format!("outbound message {id}")))?;
@@ -315,7 +292,7 @@ impl Ctx<'_> {
     /// Saves an outbound message and mirrors its state (and channel) on
     /// its timeline entry.
     async fn save_outbound(&self, txn: &mut dyn Txn, o: &Outbound) -> Result<(), GraphError> {
-        let key = self.outbound_key(&o.id);
+        let key = self.k().outbound(&o.id);
         txn.put(&key, self.seal(&key, o));
         if let Some(bytes) = get(txn, &o.entry_key).await? {
             let mut entry: Entry = self.open(&o.entry_key, &bytes)?;
@@ -349,9 +326,9 @@ impl Ctx<'_> {
         customer: &str,
     ) -> Result<(), GraphError> {
         let keys = [
-            self.timeline_seq_key(customer),
-            self.conv_key(customer),
-            self.seq_key(shard_of(customer)),
+            self.k().timeline_seq(customer),
+            self.k().conversation(customer),
+            self.k().queue_seq(shard_of(customer)),
         ];
         txn.get_many(&keys).await?;
         Ok(())
@@ -755,10 +732,10 @@ impl<B: Backend> Graph<B> {
             o.updated_at = now_ms / 1000;
             o.provider_message_id = provider_message_id.map(String::from);
             if let (Some(pid), Some(route)) = (provider_message_id, o.routes.get(o.route)) {
-                let key = ctx.provider_key(&route.identity.channel, pid);
+                let key = ctx.k().provider_id(&route.identity.channel, pid);
                 txn.put(&key, o.id.as_bytes().to_vec());
                 // A status that beat us here.
-                let early_key = ctx.early_status_key(&route.identity.channel, pid);
+                let early_key = ctx.k().early_status(&route.identity.channel, pid);
                 if let Some(b) = get(txn, &early_key).await? {
                     let early: EarlyStatus = ctx.open(&early_key, &b)?;
                     o.state = o.state.advance(early.state);
@@ -824,11 +801,11 @@ impl<B: Backend> Graph<B> {
             DeliveryState::Failed => OutboundState::Failed,
         };
         unit!(self, |ctx, txn| async move {
-            let key = ctx.provider_key(channel, &status.provider_message_id);
+            let key = ctx.k().provider_id(channel, &status.provider_message_id);
             let Some(id) = get(txn, &key).await? else {
                 // Maybe ours, reported before our send was recorded (a
                 // channel can be that quick): kept a day for it.
-                let early_key = ctx.early_status_key(channel, &status.provider_message_id);
+                let early_key = ctx.k().early_status(channel, &status.provider_message_id);
                 let prior: Option<EarlyStatus> = match get(txn, &early_key).await? {
                     Some(b) => Some(ctx.open(&early_key, &b)?),
                     None => None,
@@ -845,7 +822,10 @@ impl<B: Backend> Graph<B> {
                 txn.put_expiring(
                     &early_key,
                     ctx.seal(&early_key, &kept),
-                    status.timestamp.saturating_add(EARLY_STATUS_KEPT_SECONDS),
+                    crate::store::Expiry::until(
+                        status.timestamp.saturating_add(EARLY_STATUS_KEPT_SECONDS),
+                        ctx.clock.now_secs(),
+                    ),
                 );
                 return Ok(false);
             };
@@ -1006,7 +986,7 @@ impl<B: Backend> Graph<B> {
     /// Open hand-offs, oldest first.
     pub async fn handoffs(&self) -> Result<Vec<OpenHandoff>, GraphError> {
         unit!(read self, |ctx, txn| async move {
-            let ids: Vec<String> = ctx.open_or_default(txn, &ctx.handoffs_key()).await?;
+            let ids: Vec<String> = ctx.open_or_default(txn, &ctx.k().handoffs()).await?;
             let mut out = Vec::new();
             for id in ids {
                 if let Some(h) = ctx.load_state(txn, &id).await?.handoff {

@@ -1,5 +1,7 @@
 //! The store, as the core sees it: atomic units of work over keys and
-//! values. Every backend — `embedded` (redb) and `redis` in the native
+//! values. [`keys`] is the one table of every key written and whose it is;
+//! [`WriteSet`] is the buffer of writes every backend shares; [`memory`]
+//! is a small backend for the core's own unit tests. Every backend — `embedded` (redb) and `redis` in the native
 //! gateway, Spin's outbound Redis at the edge — implements [`Backend`]; all
 //! domain logic (resolution, merges, undo) is written once, in
 //! [`crate::identity`], against [`Txn`].
@@ -13,6 +15,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
+
+pub mod keys;
+pub mod memory;
+mod writeset;
+
+pub use keys::Keys;
+pub use writeset::WriteSet;
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -78,11 +87,11 @@ pub trait Txn: Send + 'static {
     /// anything (how a unit that fails with a domain error is abandoned).
     fn discard(&mut self);
 
-    /// Buffers a write that the store may drop once `expires_at` (Unix
-    /// seconds) has passed — a retention, not a deadline: readers must
-    /// still check the time if it matters to them.
-    fn put_expiring(&mut self, key: &str, value: Vec<u8>, expires_at: u64) {
-        let _ = expires_at;
+    /// Buffers a write that the store may drop once its retention has
+    /// passed — a retention, not a deadline: readers must still check the
+    /// time if it matters to them.
+    fn put_expiring(&mut self, key: &str, value: Vec<u8>, expiry: Expiry) {
+        let _ = expiry;
         self.put(key, value);
     }
 
@@ -164,13 +173,47 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 /// How many times a conflicted unit of work is retried.
 pub const MAX_ATTEMPTS: u32 = 32;
 
+/// How long a key is kept, stated both ways so that each backend can use
+/// the one its expiry is judged by: a backend that sweeps by the injected
+/// clock (embedded) uses [`Expiry::at`]; one whose server judges expiry by
+/// its own wall clock (Redis) uses [`Expiry::ttl`], so that a node whose
+/// clock differs from the server's — or a test whose clock is fixed — never
+/// writes a key that is already gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    /// Unix second, by the injected clock, after which the key may go.
+    pub at: u64,
+    /// Seconds from the write, the same retention relative to now.
+    pub ttl: u64,
+}
+
+impl Expiry {
+    /// Kept `ttl` seconds from `now` (Unix seconds, the injected clock).
+    pub fn after(now: u64, ttl: u64) -> Self {
+        Expiry {
+            at: now.saturating_add(ttl),
+            ttl,
+        }
+    }
+
+    /// Kept until `at`, as seen at `now` (both Unix seconds by the
+    /// injected clock). A `ttl` of 0 means the retention has already
+    /// passed.
+    pub fn until(at: u64, now: u64) -> Self {
+        Expiry {
+            at,
+            ttl: at.saturating_sub(now),
+        }
+    }
+}
+
 /// A buffered write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
     /// Set the key.
     Put(Vec<u8>),
-    /// Set the key, droppable after the given Unix second.
-    PutUntil(Vec<u8>, u64),
+    /// Set the key, droppable once its retention has passed.
+    PutUntil(Vec<u8>, Expiry),
     /// Remove the key.
     Delete,
 }

@@ -49,6 +49,7 @@ fn graph(backend: AnyBackend) -> Graph<Arc<AnyBackend>> {
     .unwrap();
     Graph::new(
         Arc::new(backend),
+        Arc::new(chatcrafter_gateway::app::SystemClock),
         Arc::new(keys),
         "cc:",
         Rules::default(),

@@ -15,7 +15,7 @@ use chatcrafter_core::verify::jwt::{KeySource, WidgetAuth};
 use chatcrafter_core::verify::signature::Verifier;
 
 use chatcrafter_core::identity::graph::{Graph, Rules};
-use chatcrafter_core::identity::identifier::{Identifier, IdentifierKind};
+use chatcrafter_core::identity::identifier::{BlockedValues, IdentifierKind};
 use chatcrafter_core::seal::Keyring;
 use chatcrafter_core::verify::SecretMatcher;
 
@@ -89,11 +89,16 @@ pub async fn open_backend(config: &Config, base_dir: &Path) -> anyhow::Result<An
 
 /// The identity graph over the configured store, sealed with the
 /// configured keys (the server and `gateway import` open it the same way).
-pub async fn open_graph(config: &Config, base_dir: &Path) -> anyhow::Result<IdentityGraph> {
+pub async fn open_graph(
+    config: &Config,
+    base_dir: &Path,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<IdentityGraph> {
     let keys = Keyring::from_config(&config.security)?;
     let backend = open_backend(config, base_dir).await?;
     Ok(Graph::new(
         Arc::new(backend),
+        clock,
         Arc::new(keys),
         &config.store.key_prefix,
         rules(config)?,
@@ -166,19 +171,7 @@ pub fn redis_client(config: &Config, base_dir: &Path) -> anyhow::Result<redis::C
 /// The identity rules from `[identity]`.
 pub fn rules(config: &Config) -> anyhow::Result<Rules> {
     let c = &config.identity;
-    let mut blocked = Vec::new();
-    for v in &c.blocked_values {
-        let kind = if v.contains('@') {
-            IdentifierKind::Email
-        } else if v.starts_with('+') {
-            IdentifierKind::Phone
-        } else {
-            IdentifierKind::UserId
-        };
-        blocked.push(
-            Identifier::new(kind, v).with_context(|| format!("identity.blocked_values: `{v}`"))?,
-        );
-    }
+    let blocked = BlockedValues::new(c.blocked_values.iter().map(String::as_str));
     let mut limits = BTreeMap::new();
     for (k, n) in &c.limits {
         let kind = IdentifierKind::parse(k).with_context(|| {
@@ -226,6 +219,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// Wakes the queue worker when this node queues a job.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Plugin calls in flight (see `plugin::limits::MAX_CALLS_IN_FLIGHT`).
+    pub plugin_calls: tokio::sync::Semaphore,
 }
 
 /// 32 bytes from the operating system's CSPRNG.
@@ -366,7 +361,7 @@ impl App {
             Some(w) => Some(widget_auth(w, base_dir)?),
             None => None,
         };
-        let graph = Arc::new(open_graph(&config, base_dir).await?);
+        let graph = Arc::new(open_graph(&config, base_dir, clock.clone()).await?);
         let primary_identifier = rules(&config)?.primary;
         let notifier = Arc::new(match config.store.kind {
             chatcrafter_core::config::StoreKind::Embedded => crate::notify::Notifier::local(),
@@ -411,6 +406,7 @@ impl App {
             metrics,
             clock,
             wake,
+            plugin_calls: tokio::sync::Semaphore::new(crate::plugin::limits::MAX_CALLS_IN_FLIGHT),
         })
     }
 }

@@ -272,7 +272,9 @@ pub fn import(file: &Path, config_path: Option<&Path>) -> anyhow::Result<String>
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let graph = open_graph(&config, &base_dir).await.context(
+        let graph = open_graph(&config, &base_dir, std::sync::Arc::new(SystemClock))
+            .await
+            .context(
             "opening the store (an embedded store is locked while `gateway serve` runs; use POST /admin/v1/import then)",
         )?;
         let mut err = std::io::stderr();

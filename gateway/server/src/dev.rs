@@ -107,6 +107,7 @@ impl DevSecrets {
             settings: BTreeMap::new(),
             allow_unverified: false,
             reuse_instances: false,
+            trust_verified_claims: None,
         };
         config.channels.insert(
             "whatsapp".into(),

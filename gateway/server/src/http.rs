@@ -12,6 +12,7 @@ mod admin;
 mod body;
 mod error;
 mod ops;
+mod routes;
 mod webhook;
 mod widget;
 
@@ -24,7 +25,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response};
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
@@ -35,57 +36,24 @@ pub use error::{ApiError, Fault};
 /// Response type of every handler.
 pub type Resp = Response<Full<Bytes>>;
 
-/// Routes one request. Every path through here ends in a response, counted
-/// in `gateway_http_requests_total` under its route template.
-pub async fn handle(app: Arc<App>, mut req: Request<Incoming>) -> Resp {
+/// A request as hyper hands it over.
+pub type Req = Request<Incoming>;
+
+/// A route's `{…}` parameters, in the pattern's order.
+pub type Params<'a> = &'a [&'a str];
+
+/// Routes one request through the table in [`routes`]. Every path through
+/// here ends in a response, counted in `gateway_http_requests_total` under
+/// its route pattern.
+pub async fn handle(app: Arc<App>, mut req: Req) -> Resp {
     let path = req.uri().path().to_string();
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let (route, result) = match (req.method().clone(), segments.as_slice()) {
-        (Method::GET, ["healthz"]) => ("/healthz", Ok(ops::healthz())),
-        (_, ["healthz"]) => (
-            "/healthz",
-            Err(ApiError::method_not_allowed(req.method(), "GET")),
-        ),
-        (Method::GET, ["readyz"]) => ("/readyz", ops::readyz(&app).await),
-        (_, ["readyz"]) => (
-            "/readyz",
-            Err(ApiError::method_not_allowed(req.method(), "GET")),
-        ),
-        (Method::GET, ["metrics"]) => ("/metrics", Ok(ops::metrics(&app))),
-        (_, ["metrics"]) => (
-            "/metrics",
-            Err(ApiError::method_not_allowed(req.method(), "GET")),
-        ),
-        (_, ["webhooks", channel]) => {
-            let channel = channel.to_string();
-            (
-                "/webhooks/{channel}",
-                webhook::handle(&app, &channel, &mut req).await,
-            )
-        }
-        (Method::POST | Method::OPTIONS, ["widget", "v1", "messages"]) => (
-            "/widget/v1/messages",
-            widget::post_message(&app, &mut req).await,
-        ),
-        (Method::GET | Method::OPTIONS, ["widget", "v1", "history"]) => {
-            ("/widget/v1/history", widget::history(&app, &req).await)
-        }
-        (_, ["widget", "v1", "history"]) => (
-            "/widget/v1/history",
-            Err(ApiError::method_not_allowed(req.method(), "GET, OPTIONS")),
-        ),
-        (_, ["widget", "v1", "messages"]) => (
-            "/widget/v1/messages",
-            Err(ApiError::method_not_allowed(req.method(), "POST, OPTIONS")),
-        ),
-        (_, ["admin", "v1", rest @ ..]) => {
-            let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
-            let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-            admin::route(&app, &mut req, &rest).await
-        }
-        (_, ["v1", "events"]) => ("/v1/events", admin::event(&app, &mut req).await),
-        (_, ["v1", "link-tokens"]) => ("/v1/link-tokens", admin::link_token(&app, &mut req).await),
-        _ => ("(unknown)", Err(ApiError::not_found(&path))),
+    let (route, found) = routes::find(req.method(), &path);
+    let result = match found {
+        Ok((r, params)) => match routes::authorize(&app, r, &req) {
+            Ok(()) => (r.handler)(&app, &mut req, &params).await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
     };
     let resp = result.unwrap_or_else(|e| {
         if e.fault != Fault::Caller {

@@ -237,6 +237,30 @@ impl PluginError {
     }
 }
 
+/// Runs `f` on `plugin` in tokio's blocking pool, once one of `permits` is
+/// free (see [`limits::MAX_CALLS_IN_FLIGHT`] for why plugin calls never run
+/// on the async workers).
+pub async fn call_blocking<R: Send + 'static>(
+    permits: &tokio::sync::Semaphore,
+    plugin: &Arc<Plugin>,
+    f: impl FnOnce(&Plugin) -> Result<R, PluginError> + Send + 'static,
+) -> Result<R, PluginError> {
+    let unavailable = |reason: String| PluginError::Instantiate {
+        id: plugin.manifest.id.clone(),
+        version: plugin.manifest.version.clone(),
+        export: "call",
+        reason,
+    };
+    let _permit = permits
+        .acquire()
+        .await
+        .map_err(|_| unavailable("the gateway is shutting down".into()))?;
+    let p = plugin.clone();
+    tokio::task::spawn_blocking(move || f(&p))
+        .await
+        .unwrap_or_else(|e| Err(unavailable(format!("the call's thread failed: {e}"))))
+}
+
 struct HostInner {
     engine: Engine,
     linker: Linker<CallState>,
@@ -593,7 +617,11 @@ impl Plugin {
         &self,
         message: &OutboundMessage,
     ) -> Result<OutboundRequest, PluginError> {
-        let wit_message = convert::outbound_message(message);
+        // The recipient was recorded under the configured channel name; the
+        // plugin knows its channel by its own id.
+        let mut message = message.clone();
+        message.recipient.channel = self.manifest.id.clone();
+        let wit_message = convert::outbound_message(&message);
         let result = self.call("render-outbound", |p, store| {
             p.chatcrafter_channel_plugin()
                 .call_render_outbound(store, &wit_message)

@@ -368,25 +368,30 @@ impl Worker {
             text: o.text.clone(),
             reply_handle: route.reply_handle.clone(),
         };
-        let request = match plugin.render_outbound(&message) {
-            Ok(r) => r,
-            Err(PluginError::Channel {
-                error: ChannelError::InvalidOutbound(why),
-                ..
-            }) => {
-                // Not deliverable there (e.g. Discord without an open
-                // interaction): the next route, if any.
-                let why = format!("{channel}: {why}");
-                return graph
-                    .reroute(shard, job, &why, self.app.clock.now_ms())
-                    .await;
-            }
-            Err(e) => {
-                return self
-                    .failed(shard, job, Failure::Transient(e.to_string()), self.policy())
-                    .await;
-            }
-        };
+        let request =
+            match crate::plugin::call_blocking(&self.app.plugin_calls, &plugin, move |p| {
+                p.render_outbound(&message)
+            })
+            .await
+            {
+                Ok(r) => r,
+                Err(PluginError::Channel {
+                    error: ChannelError::InvalidOutbound(why),
+                    ..
+                }) => {
+                    // Not deliverable there (e.g. Discord without an open
+                    // interaction): the next route, if any.
+                    let why = format!("{channel}: {why}");
+                    return graph
+                        .reroute(shard, job, &why, self.app.clock.now_ms())
+                        .await;
+                }
+                Err(e) => {
+                    return self
+                        .failed(shard, job, Failure::Transient(e.to_string()), self.policy())
+                        .await;
+                }
+            };
         let outcome = match request {
             OutboundRequest::Push { .. } => {
                 // Push frames reach the customer's open widget sessions

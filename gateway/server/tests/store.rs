@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatcrafter_core::ManualClock;
 use chatcrafter_core::channel::{ChannelIdentity, Claim, ClaimKind};
 use chatcrafter_core::identity::graph::{Graph, GraphError, How, Rules, Sender};
-use chatcrafter_core::identity::identifier::{Identifier, IdentifierKind};
+use chatcrafter_core::identity::identifier::{BlockedValues, Identifier, IdentifierKind};
 use chatcrafter_core::seal::Keyring;
 use chatcrafter_core::store::Backend;
 use chatcrafter_gateway::store::AnyBackend;
@@ -86,9 +87,16 @@ async fn fixture(kind: &str, name: &str) -> Fixture {
     }
 }
 
+/// The tests' clock: always `T0`, whatever the wall clock says (Redis
+/// judges expiry by its own, real clock: the skew the code must survive).
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::at_ms(T0 * 1000))
+}
+
 fn graph(f: &Fixture, rules: Rules) -> Graph<Arc<AnyBackend>> {
     Graph::new(
         f.backend.clone(),
+        clock(),
         keys(),
         "cc:",
         rules,
@@ -597,7 +605,7 @@ async fn a_merge_that_would_break_a_limit_is_refused_and_resolution_records_a_co
 async fn a_blocked_value_never_links(kind: &str) {
     let f = fixture(kind, "blocked").await;
     let mut r = rules();
-    r.blocked = vec![email("test@example.com")];
+    r.blocked = BlockedValues::new(["test@example.com"]);
     let g = graph(&f, r);
     let a = g
         .resolve(&sender(
@@ -696,6 +704,7 @@ async fn concurrent_events_for_one_person_end_as_exactly_one_customer(kind: &str
     let node_b = Arc::new(match &f.url {
         Some(url) => Graph::new(
             Arc::new(AnyBackend::Redis(Redis::connect(url, "cc:").await.unwrap())),
+            clock(),
             keys(),
             "cc:",
             rules(),
@@ -1247,10 +1256,7 @@ async fn provider_ids_are_remembered_for_their_retention_and_then_dropped(kind: 
     use chatcrafter_core::identity::graph::{DEDUP_RETENTION_SECONDS, Recorded};
     let f = fixture(kind, "retention").await;
     let g = graph(&f, rules());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = T0;
     let seen_keys = || async {
         f.backend
             .dump()

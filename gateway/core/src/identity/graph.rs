@@ -12,11 +12,12 @@ use std::sync::Arc;
 use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
 
-use super::identifier::{Identifier, IdentifierKind};
+use super::identifier::{BlockedValues, Identifier, IdentifierKind};
+use crate::Clock;
 use crate::channel::{ChannelIdentity, Claim, ClaimKind, InboundMessage};
 use crate::conversation::Entry;
 use crate::seal::{Keyring, SealError};
-use crate::store::{Backend, BoxFuture, StoreError, Txn, get};
+use crate::store::{Backend, BoxFuture, Expiry, Keys, StoreError, Txn, get};
 
 /// How a link came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,8 +215,8 @@ pub struct Malformed {
 pub struct Rules {
     /// Tried first when linking by claims.
     pub primary: IdentifierKind,
-    /// Normalized values never linked.
-    pub blocked: Vec<Identifier>,
+    /// Values never linked.
+    pub blocked: BlockedValues,
     /// Max distinct values per kind per customer.
     pub limits: BTreeMap<IdentifierKind, usize>,
     /// Cross-channel attribute overwrites inside this window are flagged, s.
@@ -226,7 +227,7 @@ impl Default for Rules {
     fn default() -> Self {
         Rules {
             primary: IdentifierKind::Email,
-            blocked: Vec::new(),
+            blocked: BlockedValues::default(),
             limits: BTreeMap::from([(IdentifierKind::Email, 3), (IdentifierKind::Phone, 3)]),
             conflict_window: 86_400,
         }
@@ -315,6 +316,7 @@ impl GraphError {
 /// The identity graph over a backend.
 pub struct Graph<B> {
     pub(crate) backend: B,
+    clock: Arc<dyn Clock>,
     keys: Arc<Keyring>,
     prefix: String,
     rules: Rules,
@@ -332,6 +334,8 @@ impl<B: std::fmt::Debug> std::fmt::Debug for Graph<B> {
 
 /// Everything a unit of work needs besides the transaction.
 pub(crate) struct Ctx<'a> {
+    /// The injected clock: retentions are written relative to it.
+    pub(crate) clock: &'a dyn Clock,
     pub(crate) keys: &'a Keyring,
     pub(crate) prefix: &'a str,
     pub(crate) rules: &'a Rules,
@@ -347,58 +351,9 @@ impl Ctx<'_> {
         format!("{tag}_{}", crate::verify::hex_encode(&b))
     }
 
-    /// `{prefix}{name}:{HMAC(index_key, kind ‖ value)}`: a lookup key that
-    /// reveals nothing of the value.
-    pub(crate) fn blind_key(&self, name: &str, kind: &str, value: &str) -> String {
-        format!(
-            "{}{name}:{}",
-            self.prefix,
-            self.keys.blind_index(kind, value)
-        )
-    }
-
-    pub(crate) fn identity_key(&self, i: &ChannelIdentity) -> String {
-        self.blind_key(
-            "ident",
-            "identity",
-            &format!("{}\0{}\0{}", i.channel, i.scope, i.id),
-        )
-    }
-
-    pub(crate) fn identity_any_key(&self, channel: &str, id: &str) -> String {
-        self.blind_key("identany", "identity-any", &format!("{channel}\0{id}"))
-    }
-
-    pub(crate) fn identifier_key(&self, i: &Identifier) -> String {
-        self.blind_key("idx", i.kind.as_str(), &i.value)
-    }
-
-    pub(crate) fn customer_key(&self, id: &str) -> String {
-        format!("{}cust:{{c:{id}}}", self.prefix)
-    }
-
-    pub(crate) fn merge_key(&self, id: &str) -> String {
-        format!("{}merge:{id}", self.prefix)
-    }
-
-    pub(crate) fn conflict_key(&self, id: &str) -> String {
-        format!("{}conflict:{id}", self.prefix)
-    }
-
-    pub(crate) fn conflicts_index_key(&self) -> String {
-        format!("{}conflicts", self.prefix)
-    }
-
-    pub(crate) fn dedup_key(&self, channel: &str, provider_id: &str) -> String {
-        self.blind_key("seen", "dedup", &format!("{channel}\0{provider_id}"))
-    }
-
-    pub(crate) fn timeline_seq_key(&self, customer: &str) -> String {
-        format!("{}tlseq:{{c:{customer}}}", self.prefix)
-    }
-
-    pub(crate) fn timeline_entry_key(&self, customer: &str, n: u64) -> String {
-        format!("{}tl:{{c:{customer}}}:{n}", self.prefix)
+    /// The key table (see [`crate::store::keys`]).
+    pub(crate) fn k(&self) -> Keys<'_> {
+        Keys::new(self.prefix, self.keys)
     }
 
     /// Appends an entry to a customer's own timeline.
@@ -409,7 +364,7 @@ impl Ctx<'_> {
         mut entry: Entry,
     ) -> Result<(Entry, String), GraphError> {
         entry.id = self.random_id("e");
-        let seq_key = self.timeline_seq_key(customer);
+        let seq_key = self.k().timeline_seq(customer);
         let n: u64 = match get(txn, &seq_key).await? {
             Some(b) => std::str::from_utf8(&b)
                 .ok()
@@ -417,18 +372,10 @@ impl Ctx<'_> {
                 .unwrap_or(0),
             None => 0,
         };
-        let key = self.timeline_entry_key(customer, n);
+        let key = self.k().timeline_entry(customer, n);
         txn.put(&key, self.seal(&key, &entry));
         txn.put(&seq_key, (n + 1).to_string().into_bytes());
         Ok((entry, key))
-    }
-
-    pub(crate) fn malformed_key(&self) -> String {
-        format!("{}malformed", self.prefix)
-    }
-
-    pub(crate) fn token_key(&self, token: &str) -> String {
-        self.blind_key("token", "link-token", token)
     }
 
     pub(crate) fn seal<T: Serialize>(&self, key: &str, value: &T) -> Vec<u8> {
@@ -488,7 +435,7 @@ impl Ctx<'_> {
         txn: &mut dyn Txn,
         id: &str,
     ) -> Result<Customer, GraphError> {
-        let key = self.customer_key(id);
+        let key = self.k().customer(id);
         let bytes = get(txn, &key)
             .await?
             .ok_or_else(|| GraphError::NotFound(format!("customer {id}")))?;
@@ -536,16 +483,16 @@ impl Ctx<'_> {
                 scope: i.scope.clone(),
                 id: i.id.clone(),
             };
-            self.put_id(txn, &self.identity_key(&identity), owner);
-            self.put_id(txn, &self.identity_any_key(&i.channel, &i.id), owner);
+            self.put_id(txn, &self.k().identity(&identity), owner);
+            self.put_id(txn, &self.k().identity_any(&i.channel, &i.id), owner);
         }
         for i in &c.identifiers {
-            self.put_id(txn, &self.identifier_key(&i.identifier), owner);
+            self.put_id(txn, &self.k().identifier(&i.identifier), owner);
         }
     }
 
     pub(crate) fn save_customer(&self, txn: &mut dyn Txn, c: &Customer) {
-        let key = self.customer_key(&c.id);
+        let key = self.k().customer(&c.id);
         txn.put(&key, self.seal(&key, c));
     }
 
@@ -588,7 +535,7 @@ impl Ctx<'_> {
             pending.extend(self.load_customer(txn, &id).await?.absorbed);
             owners.push(id);
         }
-        let seq_keys: Vec<String> = owners.iter().map(|o| self.timeline_seq_key(o)).collect();
+        let seq_keys: Vec<String> = owners.iter().map(|o| self.k().timeline_seq(o)).collect();
         let counts = txn.get_many(&seq_keys).await?;
         let mut keys = Vec::new();
         for (owner, count) in owners.iter().zip(counts) {
@@ -596,7 +543,7 @@ impl Ctx<'_> {
                 .and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok())
                 .unwrap_or(0);
             let from = n.saturating_sub(limit as u64);
-            keys.extend((from..n).map(|k| self.timeline_entry_key(owner, k)));
+            keys.extend((from..n).map(|k| self.k().timeline_entry(owner, k)));
         }
         let values = txn.get_many(&keys).await?;
         let mut entries = Vec::new();
@@ -631,9 +578,9 @@ impl Ctx<'_> {
             detail,
             resolved_at: None,
         };
-        let key = self.conflict_key(&id);
+        let key = self.k().conflict(&id);
         txn.put(&key, self.seal(&key, &conflict));
-        let index_key = self.conflicts_index_key();
+        let index_key = self.k().conflicts();
         let mut index: Vec<String> = self.open_or_default(txn, &index_key).await?;
         index.push(id.clone());
         txn.put(&index_key, self.seal(&index_key, &index));
@@ -708,9 +655,11 @@ macro_rules! unit {
 pub(crate) use unit;
 
 impl<B: Backend> Graph<B> {
-    /// A graph over `backend`, with keys under `prefix`.
+    /// A graph over `backend`, with keys under `prefix`; retentions are
+    /// written relative to `clock`.
     pub fn new(
         backend: B,
+        clock: Arc<dyn Clock>,
         keys: Arc<Keyring>,
         prefix: &str,
         rules: Rules,
@@ -718,6 +667,7 @@ impl<B: Backend> Graph<B> {
     ) -> Self {
         Graph {
             backend,
+            clock,
             keys,
             prefix: prefix.to_string(),
             rules,
@@ -732,6 +682,7 @@ impl<B: Backend> Graph<B> {
 
     pub(crate) fn ctx(&self) -> Ctx<'_> {
         Ctx {
+            clock: &*self.clock,
             keys: &self.keys,
             prefix: &self.prefix,
             rules: &self.rules,
@@ -781,7 +732,7 @@ impl<B: Backend> Graph<B> {
     /// The customer an identifier belongs to.
     pub async fn find(&self, identifier: &Identifier) -> Result<Option<String>, GraphError> {
         unit!(read self, |ctx, txn| ctx
-            .owner_of(txn, &ctx.identifier_key(identifier)))
+            .owner_of(txn, &ctx.k().identifier(identifier)))
     }
 
     /// The customer a channel user id belongs to, in any scope.
@@ -791,7 +742,7 @@ impl<B: Backend> Graph<B> {
         id: &str,
     ) -> Result<Option<String>, GraphError> {
         unit!(read self, |ctx, txn| ctx
-            .owner_of(txn, &ctx.identity_any_key(channel, id)))
+            .owner_of(txn, &ctx.k().identity_any(channel, id)))
     }
 
     /// Issues a one-time link token for `customer_id` on `channel`, valid
@@ -812,7 +763,7 @@ impl<B: Backend> Graph<B> {
         let token_ref = &token;
         unit!(self, |ctx, txn| async move {
             let c = ctx.live_customer(txn, customer_id).await?;
-            let key = ctx.token_key(token_ref);
+            let key = ctx.k().link_token(token_ref);
             let record = LinkToken {
                 customer_id: c.id,
                 channel: channel.to_string(),
@@ -862,7 +813,9 @@ impl<B: Backend> Graph<B> {
         };
         let sender = &sender;
         unit!(self, |ctx, txn| async move {
-            let dk = ctx.dedup_key(&message.sender.channel, &message.provider_message_id);
+            let dk = ctx
+                .k()
+                .dedup(&message.sender.channel, &message.provider_message_id);
             let seen_at = get(txn, &dk)
                 .await?
                 .and_then(|b| std::str::from_utf8(&b).ok()?.parse::<u64>().ok());
@@ -881,7 +834,10 @@ impl<B: Backend> Graph<B> {
             txn.put_expiring(
                 &dk,
                 message.timestamp.to_string().into_bytes(),
-                message.timestamp.saturating_add(DEDUP_RETENTION_SECONDS),
+                Expiry::until(
+                    message.timestamp.saturating_add(DEDUP_RETENTION_SECONDS),
+                    ctx.clock.now_secs(),
+                ),
             );
             Ok(Recorded::Stored {
                 resolution,
@@ -904,7 +860,7 @@ impl<B: Backend> Graph<B> {
     /// [`MALFORMED_KEPT`] are kept.
     pub async fn keep_malformed(&self, item: &Malformed) -> Result<(), GraphError> {
         unit!(self, |ctx, txn| async move {
-            let key = ctx.malformed_key();
+            let key = ctx.k().malformed();
             let mut list: Vec<Malformed> = ctx.open_or_default(txn, &key).await?;
             list.push(item.clone());
             let excess = list.len().saturating_sub(MALFORMED_KEPT);
@@ -917,16 +873,16 @@ impl<B: Backend> Graph<B> {
     /// The kept malformed requests, oldest first.
     pub async fn malformed(&self) -> Result<Vec<Malformed>, GraphError> {
         unit!(read self, |ctx, txn| async move {
-            ctx.open_or_default(txn, &ctx.malformed_key()).await
+            ctx.open_or_default(txn, &ctx.k().malformed()).await
         })
     }
 
     /// The review queue, oldest first.
     pub async fn conflicts(&self) -> Result<Vec<Conflict>, GraphError> {
         unit!(read self, |ctx, txn| async move {
-            let index_key = ctx.conflicts_index_key();
+            let index_key = ctx.k().conflicts();
             let ids: Vec<String> = ctx.open_or_default(txn, &index_key).await?;
-            let keys: Vec<String> = ids.iter().map(|id| ctx.conflict_key(id)).collect();
+            let keys: Vec<String> = ids.iter().map(|id| ctx.k().conflict(id)).collect();
             let values = txn.get_many(&keys).await?;
             let mut out = Vec::new();
             for (k, v) in keys.iter().zip(values) {
@@ -941,7 +897,7 @@ impl<B: Backend> Graph<B> {
     /// Marks a conflict resolved.
     pub async fn resolve_conflict(&self, id: &str, at: u64) -> Result<Conflict, GraphError> {
         unit!(self, |ctx, txn| async move {
-            let key = ctx.conflict_key(id);
+            let key = ctx.k().conflict(id);
             let bytes = get(txn, &key)
                 .await?
                 .ok_or_else(|| GraphError::NotFound(format!("conflict {id}")))?;
@@ -960,16 +916,16 @@ async fn resolve_in(
 ) -> Result<Resolution, GraphError> {
     let verified = identifiers(&s.claims, true, ctx.rules.primary);
     let unverified = identifiers(&s.claims, false, ctx.rules.primary);
-    let ident_key = ctx.identity_key(&s.identity);
+    let ident_key = ctx.k().identity(&s.identity);
     // One read for everything this decision may need first.
     let mut keys = vec![ident_key.clone()];
-    keys.extend(verified.iter().map(|i| ctx.identifier_key(i)));
-    keys.extend(unverified.iter().map(|i| ctx.identifier_key(i)));
-    let token_key = s.link_token.as_deref().map(|t| ctx.token_key(t));
+    keys.extend(verified.iter().map(|i| ctx.k().identifier(i)));
+    keys.extend(unverified.iter().map(|i| ctx.k().identifier(i)));
+    let token_key = s.link_token.as_deref().map(|t| ctx.k().link_token(t));
     keys.extend(token_key.clone());
-    let any_key = ctx.identity_any_key(&s.identity.channel, &s.identity.id);
+    let any_key = ctx.k().identity_any(&s.identity.channel, &s.identity.id);
     // The identity's customer record comes with the same read.
-    let cust_prefix = format!("{}cust:{{c:", ctx.prefix);
+    let cust_prefix = ctx.k().customer_prefix();
     let (values, _) = txn.get_many_following(&keys, 0, &cust_prefix, "}").await?;
     let mut owners: Vec<Option<String>> = Vec::with_capacity(values.len());
     for (k, v) in keys.iter().zip(&values) {
@@ -1117,7 +1073,7 @@ async fn resolve_in(
                     linked_at: s.at,
                     how: How::VerifiedClaim,
                 });
-                ctx.put_id(txn, &ctx.identifier_key(ident), &customer.id);
+                ctx.put_id(txn, &ctx.k().identifier(ident), &customer.id);
             }
         }
     }
@@ -1267,7 +1223,7 @@ async fn merge_in(
     s2.absorbed.push(m2.id.clone());
     ctx.save_customer(txn, &s2);
     ctx.save_customer(txn, &m2);
-    let key = ctx.merge_key(&record.merge_id);
+    let key = ctx.k().merge(&record.merge_id);
     txn.put(&key, ctx.seal(&key, &record));
     Ok(record)
 }
@@ -1278,7 +1234,7 @@ async fn undo_in(
     merge_id: &str,
     at: u64,
 ) -> Result<MergeRecord, GraphError> {
-    let key = ctx.merge_key(merge_id);
+    let key = ctx.k().merge(merge_id);
     let bytes = get(txn, &key)
         .await?
         .ok_or_else(|| GraphError::NotFound(format!("merge {merge_id}")))?;
@@ -1331,7 +1287,7 @@ async fn undo_in(
     ctx.point_links_at(txn, &m, &m.id);
     // Identifiers both had before the merge stay with the survivor.
     for i in &record.surviving_before.identifiers {
-        ctx.put_id(txn, &ctx.identifier_key(&i.identifier), &s.id);
+        ctx.put_id(txn, &ctx.k().identifier(&i.identifier), &s.id);
     }
     ctx.save_customer(txn, &s);
     ctx.save_customer(txn, &m);
@@ -1372,12 +1328,12 @@ async fn import_in(
     let idx_keys: Vec<String> = row
         .identifiers
         .iter()
-        .map(|i| ctx.identifier_key(i))
+        .map(|i| ctx.k().identifier(i))
         .collect();
     let any_keys: Vec<String> = row
         .channel_ids
         .iter()
-        .map(|(c, i)| ctx.identity_any_key(c, i))
+        .map(|(c, i)| ctx.k().identity_any(c, i))
         .collect();
     let all: Vec<String> = idx_keys.iter().chain(&any_keys).cloned().collect();
     let values = txn.get_many(&all).await?;

@@ -1,7 +1,9 @@
 //! Identifiers — what links identities to a customer — and their
 //! normalization. Phones are parsed with `phonenumber` (a port of Google's
-//! libphonenumber), so country rules such as Brazil's mobile ninth digit or
-//! Mexico's legacy `+521` prefix come from its metadata, not from code here.
+//! libphonenumber) and judged by their form — a country code that exists
+//! and a length that country's numbers can have — never by whether the
+//! number is assigned; Mexico's legacy `+521` mobile form is the one rule
+//! written here.
 
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +79,36 @@ impl Identifier {
     }
 }
 
+/// Identifier values that never link (`[identity] blocked_values`): shared
+/// test accounts and placeholders such as `+10000000000`. Any string is
+/// accepted; a value that normalizes as an email or a phone is matched in
+/// its normalized form (so `+1 000 000 0000` blocks `+10000000000`), any
+/// other as it is written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockedValues(std::collections::BTreeSet<String>);
+
+impl BlockedValues {
+    /// The set of `values`, each in the form identifiers are compared in.
+    pub fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
+        BlockedValues(
+            values
+                .into_iter()
+                .map(|v| {
+                    [IdentifierKind::Email, IdentifierKind::Phone]
+                        .into_iter()
+                        .find_map(|kind| Identifier::new(kind, v).ok())
+                        .map_or_else(|| v.trim().to_string(), |i| i.value)
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether `identifier` is one of the blocked values.
+    pub fn contains(&self, identifier: &Identifier) -> bool {
+        self.0.contains(&identifier.value)
+    }
+}
+
 fn normalize_email(raw: &str) -> Result<String, InvalidIdentifier> {
     let lower = raw.to_lowercase();
     let valid = match lower.split_once('@') {
@@ -97,18 +129,84 @@ fn normalize_email(raw: &str) -> Result<String, InvalidIdentifier> {
     }
 }
 
+/// Normalizes a phone number to E.164 by its *form* alone: a `+`, a
+/// country calling code that exists, and a national number of a length
+/// that country's numbers can have (libphonenumber's "possible length",
+/// from its metadata).
+/// Whether the number is *assigned* (its metadata's ranges) is deliberately
+/// not asked: that refuses fictional ranges such as +1 555 01xx, ranges
+/// opened after the metadata was released, and forms channels still send —
+/// and a phone that WhatsApp or a signed token vouches for must never be
+/// dropped for it.
+///
+/// Mexico's mobile numbers once carried a `1` after the country code
+/// (`+52 1 55 …`); WhatsApp still reports many `wa_id`s that way. Both forms
+/// are one number, so `+521` followed by ten digits becomes `+52` and those
+/// ten digits.
+/// The national number lengths a country's numbers can have: the union
+/// over its number types (the metadata states none for the general
+/// description itself, as libphonenumber derives it).
+fn possible_lengths(meta: &phonenumber::metadata::Metadata) -> Vec<u16> {
+    let d = meta.descriptors();
+    let mut out: Vec<u16> = [
+        d.fixed_line(),
+        d.mobile(),
+        d.toll_free(),
+        d.premium_rate(),
+        d.shared_cost(),
+        d.personal_number(),
+        d.voip(),
+        d.pager(),
+        d.uan(),
+        d.voicemail(),
+    ]
+    .into_iter()
+    .flatten()
+    .chain([d.general()])
+    .flat_map(|desc| desc.possible_length().iter().copied())
+    .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 fn normalize_phone(raw: &str) -> Result<String, InvalidIdentifier> {
+    let bad = || InvalidIdentifier::Phone(raw.to_string());
     // Numbers without a `+` have no country; WhatsApp's wa_id is digits
     // with the country code first, so callers add the `+` for those.
-    let bad = || InvalidIdentifier::Phone(raw.to_string());
-    if !raw.starts_with('+') {
+    let rest = raw.strip_prefix('+').ok_or_else(bad)?;
+    if !rest
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '(' | ')'))
+    {
         return Err(bad());
     }
-    let number = phonenumber::parse(None, raw).map_err(|_| bad())?;
-    if !phonenumber::is_valid(&number) {
+    let mut digits: String = rest.chars().filter(char::is_ascii_digit).collect();
+    if digits.len() == 13 && digits.starts_with("521") {
+        digits.remove(2);
+    }
+    // Calling codes are prefix-free (ITU-T E.164): the one of 1 to 3
+    // digits that exists is the code, the rest the national number.
+    let (code, regions, national) = (1..=3usize)
+        .filter(|n| digits.len() > *n)
+        .find_map(|n| {
+            let code: u16 = digits[..n].parse().ok()?;
+            let regions = phonenumber::metadata::DATABASE.by_code(&code)?;
+            Some((code, regions, &digits[n..]))
+        })
+        .ok_or_else(bad)?;
+    // As libphonenumber's `isPossibleNumber`: the lengths of the calling
+    // code's main country (the US for +1, Russia for +7).
+    let main = regions
+        .iter()
+        .find(|m| m.is_main_country_for_code())
+        .or(regions.first());
+    let possible =
+        main.is_some_and(|meta| possible_lengths(meta).contains(&(national.len() as u16)));
+    if !possible {
         return Err(bad());
     }
-    Ok(number.format().mode(phonenumber::Mode::E164).to_string())
+    Ok(format!("+{code}{national}"))
 }
 
 #[cfg(test)]
@@ -130,20 +228,53 @@ mod tests {
     fn country_rules_come_from_libphonenumber() {
         // Brazil: São Paulo mobile numbers carry the ninth digit.
         assert_eq!(phone("+55 11 91234-5678").unwrap(), "+5511912345678");
-        // Mexico: current metadata knows no mobile `1` after +52; the
-        // legacy form is refused rather than guessed at.
+        // Possible lengths are per country: 10 national digits in the US,
+        // 8 to 11 in Brazil.
+        assert!(phone("+1 650 555 123").is_err());
+        assert!(phone("+55 11 12345").is_err());
+    }
+
+    #[test]
+    fn mexicos_legacy_mobile_form_is_the_same_number() {
         assert_eq!(phone("+52 55 1234 5678").unwrap(), "+525512345678");
-        assert!(phone("+52 1 55 1234 5678").is_err());
+        assert_eq!(phone("+52 1 55 1234 5678").unwrap(), "+525512345678");
+        assert_eq!(phone("+5215512345678").unwrap(), "+525512345678");
+    }
+
+    #[test]
+    fn unassigned_and_fictional_ranges_still_normalize() {
+        // +1 555 numbers are fictional (no metadata range holds them), and
+        // +1 000 is no area code at all: both are still phone-shaped, and a
+        // channel that vouches for one must be able to link it.
+        assert_eq!(phone("+1 555 123 4567").unwrap(), "+15551234567");
+        assert_eq!(
+            phone("+15550100").unwrap_err(),
+            InvalidIdentifier::Phone("+15550100".into())
+        );
+        assert_eq!(phone("+1 000 000 0000").unwrap(), "+10000000000");
     }
 
     #[test]
     fn phones_without_a_country_or_too_short_are_refused() {
         assert!(phone("6505551234").is_err());
         assert!(phone("+1 555").is_err());
+        // No country uses the calling code 999.
+        assert!(phone("+999 1234 5678").is_err());
+        assert!(phone("+1 650 555 1234 ext 5").is_err());
         assert_eq!(
             phone("banana").unwrap_err().to_string(),
             "`banana` is not a valid phone number in international form (+country code)"
         );
+    }
+
+    #[test]
+    fn blocked_values_take_any_string_and_match_normalized_forms() {
+        let blocked = BlockedValues::new(["+1 000 000 0000", "Test@Example.com", "not a phone +"]);
+        let id = |kind, v| Identifier::new(kind, v).unwrap();
+        assert!(blocked.contains(&id(IdentifierKind::Phone, "+10000000000")));
+        assert!(blocked.contains(&id(IdentifierKind::Email, "test@example.COM")));
+        assert!(blocked.contains(&id(IdentifierKind::UserId, "not a phone +")));
+        assert!(!blocked.contains(&id(IdentifierKind::Phone, "+15551234567")));
     }
 
     #[test]

@@ -49,32 +49,12 @@ fn one_ref(key: &str, v: &[u8]) -> Result<JobRef, GraphError> {
 }
 
 impl Ctx<'_> {
-    pub(crate) fn job_key(&self, id: &str) -> String {
-        format!("{}job:{id}", self.prefix)
-    }
-
-    pub(crate) fn seq_key(&self, shard: u32) -> String {
-        format!("{}qseq:{shard}", self.prefix)
-    }
-
-    fn head_key(&self, shard: u32) -> String {
-        format!("{}qhead:{shard}", self.prefix)
-    }
-
-    fn slot_key(&self, shard: u32, n: u64) -> String {
-        format!("{}q:{shard}:{n}", self.prefix)
-    }
-
-    fn later_key(&self, shard: u32) -> String {
-        format!("{}qlater:{shard}", self.prefix)
-    }
-
     fn put_ref(&self, txn: &mut dyn Txn, key: &str, r: &JobRef) {
         txn.put(key, serde_json::to_vec(r).expect("job refs serialize"));
     }
 
     fn save_later(&self, txn: &mut dyn Txn, shard: u32, list: &[JobRef]) {
-        let key = self.later_key(shard);
+        let key = self.k().queue_later(shard);
         if list.is_empty() {
             txn.delete(&key);
         } else {
@@ -83,12 +63,12 @@ impl Ctx<'_> {
     }
 
     async fn later(&self, txn: &mut dyn Txn, shard: u32) -> Result<Vec<JobRef>, GraphError> {
-        let key = self.later_key(shard);
+        let key = self.k().queue_later(shard);
         refs(&key, get(txn, &key).await?)
     }
 
     fn save_job(&self, txn: &mut dyn Txn, job: &Job) {
-        let key = self.job_key(&job.id);
+        let key = self.k().job(&job.id);
         txn.put(&key, self.seal(&key, job));
     }
 
@@ -97,7 +77,7 @@ impl Ctx<'_> {
         txn: &mut dyn Txn,
         id: &str,
     ) -> Result<Option<Job>, GraphError> {
-        let key = self.job_key(id);
+        let key = self.k().job(id);
         match get(txn, &key).await? {
             Some(b) => Ok(Some(self.open(&key, &b)?)),
             None => Ok(None),
@@ -129,9 +109,9 @@ impl Ctx<'_> {
             slot: None,
         };
         if due_ms <= now_ms {
-            let seq_key = self.seq_key(shard);
+            let seq_key = self.k().queue_seq(shard);
             let n = number(&seq_key, get(txn, &seq_key).await?)?;
-            self.put_ref(txn, &self.slot_key(shard, n), &r);
+            self.put_ref(txn, &self.k().queue_slot(shard, n), &r);
             txn.put(&seq_key, (n + 1).to_string().into_bytes());
             job.slot = Some(n);
         } else {
@@ -170,7 +150,7 @@ impl Ctx<'_> {
             slot: None,
         };
         match job.slot {
-            Some(n) => self.put_ref(txn, &self.slot_key(shard, n), &r),
+            Some(n) => self.put_ref(txn, &self.k().queue_slot(shard, n), &r),
             None => {
                 let mut list = self.later(txn, shard).await?;
                 for e in list.iter_mut().filter(|e| e.id == job.id) {
@@ -210,9 +190,9 @@ impl Ctx<'_> {
     /// Deletes FIFO slot `n`, and moves the head past it and past any
     /// slots already freed after it.
     async fn free_slot(&self, txn: &mut dyn Txn, shard: u32, n: u64) -> Result<(), GraphError> {
-        txn.delete(&self.slot_key(shard, n));
-        let head_key = self.head_key(shard);
-        let seq_key = self.seq_key(shard);
+        txn.delete(&self.k().queue_slot(shard, n));
+        let head_key = self.k().queue_head(shard);
+        let seq_key = self.k().queue_seq(shard);
         let counters = txn.get_many(&[head_key.clone(), seq_key.clone()]).await?;
         let mut counters = counters.into_iter();
         let head = number(&head_key, counters.next().flatten())?;
@@ -223,7 +203,7 @@ impl Ctx<'_> {
         let mut next = head + 1;
         'scan: while next < seq {
             let end = (next + WINDOW).min(seq);
-            let keys: Vec<String> = (next..end).map(|k| self.slot_key(shard, k)).collect();
+            let keys: Vec<String> = (next..end).map(|k| self.k().queue_slot(shard, k)).collect();
             for v in txn.get_many(&keys).await? {
                 if v.is_some() {
                     break 'scan;
@@ -271,7 +251,7 @@ impl Ctx<'_> {
                 self.save_later(txn, shard, &list);
             }
         }
-        txn.delete(&self.job_key(id));
+        txn.delete(&self.k().job(id));
         Ok(())
     }
 }
@@ -283,9 +263,9 @@ impl<B: Backend> Graph<B> {
         unit!(read self, |ctx, txn| async move {
             let mut keys = Vec::with_capacity(3 * SHARDS as usize);
             for s in 0..SHARDS {
-                keys.push(ctx.head_key(s));
-                keys.push(ctx.seq_key(s));
-                keys.push(ctx.later_key(s));
+                keys.push(ctx.k().queue_head(s));
+                keys.push(ctx.k().queue_seq(s));
+                keys.push(ctx.k().queue_later(s));
             }
             let values = txn.get_many(&keys).await?;
             let mut values = values.into_iter();
@@ -303,7 +283,7 @@ impl<B: Backend> Graph<B> {
                     }
                 }
                 for n in head..seq.min(head + WINDOW) {
-                    slots.push(ctx.slot_key(s, n));
+                    slots.push(ctx.k().queue_slot(s, n));
                     owners.push(s);
                     numbers.push(n);
                 }
@@ -327,13 +307,13 @@ impl<B: Backend> Graph<B> {
         unit!(read self, |ctx, txn| async move {
             let mut jobs = Vec::new();
             for s in 0..SHARDS {
-                let counters = txn.get_many(&[ctx.head_key(s), ctx.seq_key(s)]).await?;
-                let head = number(&ctx.head_key(s), counters[0].clone())?;
-                let seq = number(&ctx.seq_key(s), counters[1].clone())?;
+                let counters = txn.get_many(&[ctx.k().queue_head(s), ctx.k().queue_seq(s)]).await?;
+                let head = number(&ctx.k().queue_head(s), counters[0].clone())?;
+                let seq = number(&ctx.k().queue_seq(s), counters[1].clone())?;
                 let mut ids: Vec<String> =
                     ctx.later(txn, s).await?.into_iter().map(|r| r.id).collect();
                 for n in head..seq {
-                    let key = ctx.slot_key(s, n);
+                    let key = ctx.k().queue_slot(s, n);
                     if let Some(v) = get(txn, &key).await? {
                         ids.push(one_ref(&key, &v)?.id);
                     }
@@ -351,7 +331,7 @@ impl<B: Backend> Graph<B> {
     pub async fn drop_job(&self, shard: u32, found: &JobRef) -> Result<(), GraphError> {
         unit!(self, |ctx, txn| async move {
             ctx.unindex(txn, shard, found).await?;
-            txn.delete(&ctx.job_key(&found.id));
+            txn.delete(&ctx.k().job(&found.id));
             Ok(())
         })
     }
@@ -393,7 +373,7 @@ pub(super) async fn claim_in(
     };
     let due = match job.slot {
         Some(n) => {
-            let key = ctx.slot_key(shard, n);
+            let key = ctx.k().queue_slot(shard, n);
             match get(txn, &key).await? {
                 Some(v) => Some(one_ref(&key, &v)?.due_ms),
                 None => None,
@@ -411,7 +391,7 @@ pub(super) async fn claim_in(
         Some(_) => return Ok(None),
         None => {
             // A record without its index entry: removed too.
-            txn.delete(&ctx.job_key(&found.id));
+            txn.delete(&ctx.k().job(&found.id));
             return Ok(None);
         }
     }

@@ -1,6 +1,7 @@
 //! The admin API (`/admin/v1/…`) and the business API's link tokens
 //! (`/v1/link-tokens`): bearer tokens from `[[admin.tokens]]`, compared by
-//! hash in constant time, roles checked per route.
+//! hash in constant time; which role may call which route is the route
+//! table's (`super::routes`), checked before any handler here runs.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,12 +10,11 @@ use chatcrafter_core::config::Role;
 use chatcrafter_core::identity::graph::{Customer, GraphError, How};
 use chatcrafter_core::identity::identifier::{Identifier, IdentifierKind};
 use chatcrafter_core::rfc3339;
-use hyper::body::Incoming;
-use hyper::{Method, Request, StatusCode, header};
+use hyper::{StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, Fault, Resp, body, ops};
+use super::{ApiError, Fault, Params, Req, Resp, body, ops};
 use crate::app::{AdminToken, App};
 use crate::notify::{Change, ChangeKind};
 
@@ -22,7 +22,8 @@ use crate::notify::{Change, ChangeKind};
 /// on another device, short enough that a leaked one is soon useless.
 const LINK_TOKEN_TTL_SECONDS: u64 = 900;
 
-fn authenticate<'a>(app: &'a App, req: &Request<Incoming>) -> Result<&'a AdminToken, ApiError> {
+/// The admin token a request carries (`Authorization: Bearer …`).
+pub(super) fn authenticate<'a>(app: &'a App, req: &Req) -> Result<&'a AdminToken, ApiError> {
     let unauthorized = |msg: &str| {
         let mut e = ApiError::caller(StatusCode::UNAUTHORIZED, "unauthorized", msg);
         e.headers.push((header::WWW_AUTHENTICATE, "Bearer".into()));
@@ -45,7 +46,8 @@ fn authenticate<'a>(app: &'a App, req: &Request<Incoming>) -> Result<&'a AdminTo
     found.ok_or_else(|| unauthorized("the bearer token is not valid"))
 }
 
-fn require(token: &AdminToken, allowed: &[Role]) -> Result<(), ApiError> {
+/// Whether `token`'s role is among `allowed`.
+pub(super) fn require(token: &AdminToken, allowed: &[Role]) -> Result<(), ApiError> {
     if allowed.contains(&token.role) {
         Ok(())
     } else {
@@ -81,7 +83,7 @@ fn graph_error(e: GraphError) -> ApiError {
 
 async fn json_body<T: serde::de::DeserializeOwned>(
     app: &App,
-    req: &mut Request<Incoming>,
+    req: &mut Req,
 ) -> Result<T, ApiError> {
     let raw = body::read_capped(&app.config.server, req).await?;
     let de = &mut serde_json::Deserializer::from_slice(&raw);
@@ -228,302 +230,248 @@ async fn lookup(app: &App, identifier: &str) -> Result<String, ApiError> {
     })
 }
 
-fn query(req: &Request<Incoming>, name: &str) -> Option<String> {
+fn query(req: &Req, name: &str) -> Option<String> {
     chatcrafter_core::verify::query_param(req.uri().query().unwrap_or(""), name)
 }
 
-/// `/admin/v1/…`: returns the route template (for metrics) and the answer.
-pub(super) async fn route(
+/// `GET /admin/v1/customers?identifier=kind:value`.
+pub(super) async fn find_customer(
     app: &App,
-    req: &mut Request<Incoming>,
-    rest: &[&str],
-) -> (&'static str, Result<Resp, ApiError>) {
-    let method = req.method().clone();
-    let now = app.clock.now_secs();
-    macro_rules! auth {
-        ($roles:expr) => {
-            match authenticate(app, req).and_then(|t| require(t, $roles)) {
-                Ok(()) => {}
-                Err(e) => return (ROUTE, Err(e)),
-            }
-        };
+    req: &mut Req,
+    _: Params<'_>,
+) -> Result<Resp, ApiError> {
+    let identifier = query(req, "identifier").ok_or_else(|| {
+        ApiError::caller(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_query",
+            "?identifier=kind:value is required",
+        )
+    })?;
+    let id = lookup(app, &identifier).await?;
+    let c = app.graph.customer(&id).await.map_err(graph_error)?;
+    Ok(json_resp(200, &customer_json(&c, app.primary_identifier)))
+}
+
+/// `POST /admin/v1/customers/merge`.
+pub(super) async fn merge(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct MergeBody {
+        surviving: String,
+        merged: String,
     }
-    match (method, rest) {
-        (Method::GET, ["customers"]) => {
-            const ROUTE: &str = "/admin/v1/customers";
-            auth!(&[Role::Admin, Role::Agent]);
-            let Some(identifier) = query(req, "identifier") else {
-                return (
-                    ROUTE,
-                    Err(ApiError::caller(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid_query",
-                        "?identifier=kind:value is required",
-                    )),
-                );
-            };
-            let result = async {
-                let id = lookup(app, &identifier).await?;
-                let c = app.graph.customer(&id).await.map_err(graph_error)?;
-                Ok(json_resp(200, &customer_json(&c, app.primary_identifier)))
-            }
+    let b: MergeBody = json_body(app, req).await?;
+    let r = app
+        .graph
+        .merge(
+            &b.surviving,
+            &b.merged,
+            How::AdminMerge,
+            app.clock.now_secs(),
+        )
+        .await
+        .map_err(graph_error)?;
+    publish_merge(app, &r.surviving, &r.merged).await;
+    let dropped: Vec<Value> = r
+        .dropped
+        .iter()
+        .map(|d| json!({"customer_id": d.customer_id, "attribute": d.attribute}))
+        .collect();
+    Ok(json_resp(
+        200,
+        &json!({"merge_id": r.merge_id, "surviving": r.surviving, "merged": r.merged, "dropped": dropped}),
+    ))
+}
+
+async fn publish_merge(app: &App, surviving: &str, merged: &str) {
+    for id in [surviving, merged] {
+        app.notifier
+            .publish(Change {
+                customer_id: id.to_string(),
+                kind: ChangeKind::Merge,
+            })
             .await;
-            (ROUTE, result)
-        }
-        (Method::POST, ["customers", "merge"]) => {
-            const ROUTE: &str = "/admin/v1/customers/merge";
-            auth!(&[Role::Admin]);
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct MergeBody {
-                surviving: String,
-                merged: String,
-            }
-            let result = async {
-                let b: MergeBody = json_body(app, req).await?;
-                let r = app
-                    .graph
-                    .merge(&b.surviving, &b.merged, How::AdminMerge, now)
-                    .await
-                    .map_err(graph_error)?;
-                for id in [&r.surviving, &r.merged] {
-                    app.notifier
-                        .publish(Change {
-                            customer_id: id.clone(),
-                            kind: ChangeKind::Merge,
-                        })
-                        .await;
-                }
-                let dropped: Vec<Value> = r
-                    .dropped
-                    .iter()
-                    .map(|d| json!({"customer_id": d.customer_id, "attribute": d.attribute}))
-                    .collect();
-                Ok(json_resp(
-                    200,
-                    &json!({"merge_id": r.merge_id, "surviving": r.surviving, "merged": r.merged, "dropped": dropped}),
-                ))
-            }
-            .await;
-            (ROUTE, result)
-        }
-        (Method::GET, ["customers", id, "timeline"]) => {
-            const ROUTE: &str = "/admin/v1/customers/{id}/timeline";
-            auth!(&[Role::Admin, Role::Agent]);
-            let result = app
-                .graph
-                .timeline(id)
-                .await
-                .map_err(graph_error)
-                .map(|entries| json_resp(200, &timeline_json(id, &entries)));
-            (ROUTE, result)
-        }
-        (Method::GET, ["customers", id]) => {
-            const ROUTE: &str = "/admin/v1/customers/{id}";
-            auth!(&[Role::Admin, Role::Agent]);
-            let result = app
-                .graph
-                .customer(id)
-                .await
-                .map_err(graph_error)
-                .map(|c| json_resp(200, &customer_json(&c, app.primary_identifier)));
-            (ROUTE, result)
-        }
-        (Method::PATCH, ["customers", id]) => {
-            const ROUTE: &str = "/admin/v1/customers/{id}";
-            auth!(&[Role::Admin, Role::Agent]);
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct Patch {
-                attributes: BTreeMap<String, String>,
-            }
-            let id = id.to_string();
-            let result = async {
-                let p: Patch = json_body(app, req).await?;
-                check_attributes(app, &p.attributes)?;
-                let c = app
-                    .graph
-                    .set_attributes(&id, &p.attributes, "admin", now)
-                    .await
-                    .map_err(graph_error)?;
-                app.notifier
-                    .publish(Change {
-                        customer_id: c.id.clone(),
-                        kind: ChangeKind::Profile,
-                    })
-                    .await;
-                Ok(json_resp(200, &customer_json(&c, app.primary_identifier)))
-            }
-            .await;
-            (ROUTE, result)
-        }
-        (Method::POST, ["merges", id, "undo"]) => {
-            const ROUTE: &str = "/admin/v1/merges/{id}/undo";
-            auth!(&[Role::Admin]);
-            let result = async {
-                let r = app.graph.undo(id, now).await.map_err(graph_error)?;
-                for id in [&r.surviving, &r.merged] {
-                    app.notifier.publish(Change { customer_id: id.clone(), kind: ChangeKind::Merge }).await;
-                }
-                Ok(json_resp(
-                    200,
-                    &json!({"merge_id": r.merge_id, "surviving": r.surviving, "merged": r.merged, "undone_at": r.undone_at.map(rfc3339)}),
-                ))
-            }
-            .await;
-            (ROUTE, result)
-        }
-        (Method::GET, ["conflicts"]) => {
-            const ROUTE: &str = "/admin/v1/conflicts";
-            auth!(&[Role::Admin]);
-            let result = app.graph.conflicts().await.map_err(graph_error).map(|list| {
-                let open: Vec<Value> = list
-                    .iter()
-                    .filter(|c| c.resolved_at.is_none())
-                    .map(|c| json!({"id": c.id, "at": rfc3339(c.at), "kind": c.kind, "customer_id": c.customer_id, "other_customer_id": c.other_customer_id, "detail": c.detail}))
-                    .collect();
-                json_resp(200, &json!({"conflicts": open}))
-            });
-            (ROUTE, result)
-        }
-        (Method::POST, ["conflicts", id, "resolve"]) => {
-            const ROUTE: &str = "/admin/v1/conflicts/{id}/resolve";
-            auth!(&[Role::Admin]);
-            let result = app
-                .graph
-                .resolve_conflict(id, now)
-                .await
-                .map_err(graph_error)
-                .map(|c| {
-                    json_resp(
-                        200,
-                        &json!({"id": c.id, "resolved_at": c.resolved_at.map(rfc3339)}),
-                    )
-                });
-            (ROUTE, result)
-        }
-        (Method::GET, ["malformed"]) => {
-            const ROUTE: &str = "/admin/v1/malformed";
-            auth!(&[Role::Admin]);
-            let result = app.graph.malformed().await.map_err(graph_error).map(|list| {
-                let items: Vec<Value> = list
-                    .iter()
-                    .map(|m| {
-                        json!({"request_id": m.request_id, "channel": m.channel, "at": rfc3339(m.at),
-                               "error": m.error, "body": String::from_utf8_lossy(&m.body)})
-                    })
-                    .collect();
-                json_resp(200, &json!({"malformed": items}))
-            });
-            (ROUTE, result)
-        }
-        (Method::POST, ["import"]) => {
-            const ROUTE: &str = "/admin/v1/import";
-            auth!(&[Role::Admin]);
-            let s = &app.config.server;
-            let result = async {
-                let raw = body::read(
-                    req,
-                    s.max_import_bytes,
-                    "server.max_import_bytes",
-                    Duration::from_millis(s.body_timeout_ms),
-                )
-                .await?;
-                let summary = crate::import::import(&app.graph, &raw, now, |_, _| {})
-                    .await
-                    .map_err(|e| match e {
-                        crate::import::ImportError::Csv(c) => ApiError::caller(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            "invalid_csv",
-                            c.to_string(),
-                        ),
-                        crate::import::ImportError::Store { .. } => {
-                            ApiError::fault(Fault::Store, "store_unavailable", e.to_string())
-                        }
-                    })?;
-                Ok(json_resp(
-                    200,
-                    &serde_json::to_value(&summary).unwrap_or_default(),
-                ))
-            }
-            .await;
-            (ROUTE, result)
-        }
-        (Method::GET, ["handoffs"]) => {
-            const ROUTE: &str = "/admin/v1/handoffs";
-            auth!(&[Role::Admin, Role::Agent]);
-            let result = app.graph.handoffs().await.map_err(graph_error).map(|list| {
-                let items: Vec<Value> = list
-                    .iter()
-                    .map(|o| {
-                        let h = &o.handoff;
-                        json!({"conversation_id": o.customer_id, "customer_id": o.customer_id,
-                               "opened_at": rfc3339(h.opened_at), "reason": h.reason, "detail": h.detail,
-                               "channel": h.channel, "last_message_at": rfc3339(h.last_message_at),
-                               "waiting": h.waiting})
-                    })
-                    .collect();
-                json_resp(200, &json!({"handoffs": items}))
-            });
-            (ROUTE, result)
-        }
-        (Method::POST, ["conversations", id, "reply"]) => {
-            const ROUTE: &str = "/admin/v1/conversations/{id}/reply";
-            auth!(&[Role::Admin, Role::Agent]);
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct ReplyBody {
-                text: String,
-            }
-            let id = id.to_string();
-            let result = async {
-                let b: ReplyBody = json_body(app, req).await?;
-                if b.text.trim().is_empty() {
-                    return Err(ApiError::caller(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid_body",
-                        "text: must not be empty",
-                    ));
-                }
-                let o = app
-                    .graph
-                    .reply_as_human(&id, &b.text, app.clock.now_ms())
-                    .await
-                    .map_err(graph_error)?;
-                app.wake.notify_one();
-                let channel = o.routes.first().map(|r| r.identity.channel.as_str());
-                Ok(json_resp(
-                    202,
-                    &json!({"id": o.id, "customer_id": o.customer_id, "channel": channel, "status": o.state.as_str()}),
-                ))
-            }
-            .await;
-            (ROUTE, result)
-        }
-        (Method::POST, ["conversations", id, "close"]) => {
-            const ROUTE: &str = "/admin/v1/conversations/{id}/close";
-            auth!(&[Role::Admin, Role::Agent]);
-            let result = app
-                .graph
-                .close_handoff(id)
-                .await
-                .map_err(graph_error)
-                .map(|was_open| {
-                    json_resp(200, &json!({"conversation_id": id, "closed": was_open}))
-                });
-            (ROUTE, result)
-        }
-        _ => ("(unknown)", Err(ApiError::not_found(req.uri().path()))),
     }
+}
+
+/// `GET /admin/v1/customers/{id}/timeline`.
+pub(super) async fn timeline(app: &App, _: &mut Req, p: Params<'_>) -> Result<Resp, ApiError> {
+    let entries = app.graph.timeline(p[0]).await.map_err(graph_error)?;
+    Ok(json_resp(200, &timeline_json(p[0], &entries)))
+}
+
+/// `GET /admin/v1/customers/{id}`.
+pub(super) async fn customer(app: &App, _: &mut Req, p: Params<'_>) -> Result<Resp, ApiError> {
+    let c = app.graph.customer(p[0]).await.map_err(graph_error)?;
+    Ok(json_resp(200, &customer_json(&c, app.primary_identifier)))
+}
+
+/// `PATCH /admin/v1/customers/{id}`.
+pub(super) async fn patch_customer(
+    app: &App,
+    req: &mut Req,
+    p: Params<'_>,
+) -> Result<Resp, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Patch {
+        attributes: BTreeMap<String, String>,
+    }
+    let patch: Patch = json_body(app, req).await?;
+    check_attributes(app, &patch.attributes)?;
+    let c = app
+        .graph
+        .set_attributes(p[0], &patch.attributes, "admin", app.clock.now_secs())
+        .await
+        .map_err(graph_error)?;
+    app.notifier
+        .publish(Change {
+            customer_id: c.id.clone(),
+            kind: ChangeKind::Profile,
+        })
+        .await;
+    Ok(json_resp(200, &customer_json(&c, app.primary_identifier)))
+}
+
+/// `POST /admin/v1/merges/{id}/undo`.
+pub(super) async fn undo(app: &App, _: &mut Req, p: Params<'_>) -> Result<Resp, ApiError> {
+    let r = app
+        .graph
+        .undo(p[0], app.clock.now_secs())
+        .await
+        .map_err(graph_error)?;
+    publish_merge(app, &r.surviving, &r.merged).await;
+    Ok(json_resp(
+        200,
+        &json!({"merge_id": r.merge_id, "surviving": r.surviving, "merged": r.merged, "undone_at": r.undone_at.map(rfc3339)}),
+    ))
+}
+
+/// `GET /admin/v1/conflicts`: the open ones.
+pub(super) async fn conflicts(app: &App, _: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
+    let list = app.graph.conflicts().await.map_err(graph_error)?;
+    let open: Vec<Value> = list
+        .iter()
+        .filter(|c| c.resolved_at.is_none())
+        .map(|c| json!({"id": c.id, "at": rfc3339(c.at), "kind": c.kind, "customer_id": c.customer_id, "other_customer_id": c.other_customer_id, "detail": c.detail}))
+        .collect();
+    Ok(json_resp(200, &json!({"conflicts": open})))
+}
+
+/// `POST /admin/v1/conflicts/{id}/resolve`.
+pub(super) async fn resolve_conflict(
+    app: &App,
+    _: &mut Req,
+    p: Params<'_>,
+) -> Result<Resp, ApiError> {
+    let c = app
+        .graph
+        .resolve_conflict(p[0], app.clock.now_secs())
+        .await
+        .map_err(graph_error)?;
+    Ok(json_resp(
+        200,
+        &json!({"id": c.id, "resolved_at": c.resolved_at.map(rfc3339)}),
+    ))
+}
+
+/// `GET /admin/v1/malformed`.
+pub(super) async fn malformed(app: &App, _: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
+    let list = app.graph.malformed().await.map_err(graph_error)?;
+    let items: Vec<Value> = list
+        .iter()
+        .map(|m| {
+            json!({"request_id": m.request_id, "channel": m.channel, "at": rfc3339(m.at),
+                   "error": m.error, "body": String::from_utf8_lossy(&m.body)})
+        })
+        .collect();
+    Ok(json_resp(200, &json!({"malformed": items})))
+}
+
+/// `POST /admin/v1/import`: the CSV import of INTERFACE §5.
+pub(super) async fn import(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
+    let s = &app.config.server;
+    let raw = body::read(
+        req,
+        s.max_import_bytes,
+        "server.max_import_bytes",
+        Duration::from_millis(s.body_timeout_ms),
+    )
+    .await?;
+    let summary = crate::import::import(&app.graph, &raw, app.clock.now_secs(), |_, _| {})
+        .await
+        .map_err(|e| match e {
+            crate::import::ImportError::Csv(c) => ApiError::caller(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_csv",
+                c.to_string(),
+            ),
+            crate::import::ImportError::Store { .. } => {
+                ApiError::fault(Fault::Store, "store_unavailable", e.to_string())
+            }
+        })?;
+    Ok(json_resp(
+        200,
+        &serde_json::to_value(&summary).unwrap_or_default(),
+    ))
+}
+
+/// `GET /admin/v1/handoffs`: the inbox of conversations waiting for a person.
+pub(super) async fn handoffs(app: &App, _: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
+    let list = app.graph.handoffs().await.map_err(graph_error)?;
+    let items: Vec<Value> = list
+        .iter()
+        .map(|o| {
+            let h = &o.handoff;
+            json!({"conversation_id": o.customer_id, "customer_id": o.customer_id,
+                   "opened_at": rfc3339(h.opened_at), "reason": h.reason, "detail": h.detail,
+                   "channel": h.channel, "last_message_at": rfc3339(h.last_message_at),
+                   "waiting": h.waiting})
+        })
+        .collect();
+    Ok(json_resp(200, &json!({"handoffs": items})))
+}
+
+/// `POST /admin/v1/conversations/{id}/reply`: a person answers.
+pub(super) async fn reply(app: &App, req: &mut Req, p: Params<'_>) -> Result<Resp, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ReplyBody {
+        text: String,
+    }
+    let b: ReplyBody = json_body(app, req).await?;
+    if b.text.trim().is_empty() {
+        return Err(ApiError::caller(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "text: must not be empty",
+        ));
+    }
+    let o = app
+        .graph
+        .reply_as_human(p[0], &b.text, app.clock.now_ms())
+        .await
+        .map_err(graph_error)?;
+    app.wake.notify_one();
+    let channel = o.routes.first().map(|r| r.identity.channel.as_str());
+    Ok(json_resp(
+        202,
+        &json!({"id": o.id, "customer_id": o.customer_id, "channel": channel, "status": o.state.as_str()}),
+    ))
+}
+
+/// `POST /admin/v1/conversations/{id}/close`.
+pub(super) async fn close(app: &App, _: &mut Req, p: Params<'_>) -> Result<Resp, ApiError> {
+    let was_open = app.graph.close_handoff(p[0]).await.map_err(graph_error)?;
+    Ok(json_resp(
+        200,
+        &json!({"conversation_id": p[0], "closed": was_open}),
+    ))
 }
 
 /// `POST /v1/events`: a business event for a customer found by identifier,
 /// recorded on the timeline.
-pub(super) async fn event(app: &App, req: &mut Request<Incoming>) -> Result<Resp, ApiError> {
-    if req.method() != Method::POST {
-        return Err(ApiError::method_not_allowed(req.method(), "POST"));
-    }
-    require(authenticate(app, req)?, &[Role::Admin, Role::Agent])?;
+pub(super) async fn event(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Ident {
@@ -584,11 +532,7 @@ pub(super) async fn event(app: &App, req: &mut Request<Incoming>) -> Result<Resp
 }
 
 /// `POST /v1/link-tokens`.
-pub(super) async fn link_token(app: &App, req: &mut Request<Incoming>) -> Result<Resp, ApiError> {
-    if req.method() != Method::POST {
-        return Err(ApiError::method_not_allowed(req.method(), "POST"));
-    }
-    require(authenticate(app, req)?, &[Role::Admin, Role::Agent])?;
+pub(super) async fn link_token(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body {

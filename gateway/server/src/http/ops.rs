@@ -4,16 +4,16 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, header};
 
-use super::{ApiError, Fault, Resp};
+use super::{ApiError, Fault, Params, Req, Resp};
 use crate::app::App;
 
-pub(super) fn healthz() -> Resp {
-    text(200, "text/plain; charset=utf-8", "ok\n".into())
+pub(super) async fn healthz(_: &App, _: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
+    Ok(text(200, "text/plain; charset=utf-8", "ok\n".into()))
 }
 
 /// Ready when the store answers and every configured channel has its
 /// plugin loaded.
-pub(super) async fn readyz(app: &App) -> Result<Resp, ApiError> {
+pub(super) async fn readyz(app: &App, _: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
     use chatcrafter_core::store::Backend as _;
     if let Err(e) = app.graph.backend().ping().await {
         return Err(ApiError::fault(Fault::Store, "not_ready", e.to_string()));
@@ -36,12 +36,12 @@ pub(super) async fn readyz(app: &App) -> Result<Resp, ApiError> {
     Ok(text(200, "application/json", body.to_string()))
 }
 
-pub(super) fn metrics(app: &App) -> Resp {
-    text(
+pub(super) async fn metrics(app: &App, _: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
+    Ok(text(
         200,
         "text/plain; version=0.0.4; charset=utf-8",
         app.metrics.render(),
-    )
+    ))
 }
 
 pub(super) fn text(status: u16, content_type: &str, body: String) -> Resp {

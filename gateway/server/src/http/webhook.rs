@@ -4,24 +4,22 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use chatcrafter_core::channel::{Header, Inbound, InboundRequest, RequestContext};
+use std::sync::Arc;
+
+use chatcrafter_core::channel::{AnswerRules, Header, Inbound, InboundRequest, RequestContext};
 use chatcrafter_core::verify::handshake::Outcome;
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode, header};
+use hyper::{Method, Response, StatusCode, header};
 
-use super::{ApiError, Fault, Resp, body, ops};
+use super::{ApiError, Fault, Params, Req, Resp, body, ops};
 use crate::app::{App, request_id};
 use crate::plugin::{Plugin, PluginError};
 
 /// Headers a plugin never sees: they carry credentials.
 const CREDENTIAL_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
 
-pub(super) async fn handle(
-    app: &App,
-    channel: &str,
-    req: &mut Request<Incoming>,
-) -> Result<Resp, ApiError> {
+pub(super) async fn handle(app: &App, req: &mut Req, p: Params<'_>) -> Result<Resp, ApiError> {
+    let channel = p[0];
     let (Some(rt), Some(plugin)) = (app.channels.get(channel), app.plugins.get(channel)) else {
         return Err(ApiError::caller(
             StatusCode::NOT_FOUND,
@@ -62,29 +60,21 @@ pub(super) async fn handle(
             e.to_string(),
         ));
     }
-    let secret_header = rt.verifier.secret_header();
-    let request = InboundRequest {
-        method: req.method().as_str().to_string(),
-        path: req.uri().path().to_string(),
-        query,
-        headers: headers
-            .into_iter()
-            .filter(|h| {
-                !CREDENTIAL_HEADERS.contains(&h.name.as_str())
-                    && Some(h.name.as_str()) != secret_header
-            })
-            .collect(),
-        body: raw.to_vec(),
-        context: RequestContext {
+    let request = plugin_request(
+        req,
+        headers,
+        rt.verifier.secret_header(),
+        &raw,
+        RequestContext {
             received_at_ms: now_ms,
             request_id: request_id(),
             user: None,
             settings: rt.settings.clone(),
         },
-    };
+    );
     let kept_body = raw.clone();
     let request_id = request.context.request_id.clone();
-    let inbound = match parse(app, channel, &plugin, request) {
+    let inbound = match parse(app, channel, &plugin, request).await {
         Ok(i) => i,
         Err(e) => {
             if e.code == "malformed_payload" {
@@ -103,6 +93,33 @@ pub(super) async fn handle(
     };
     accept(app, channel, &inbound).await?;
     Ok(plugin_response(&inbound))
+}
+
+/// The request as a plugin sees it: every header but those carrying
+/// credentials (`authorization`, `cookie`, `proxy-authorization`, and the
+/// channel's own secret header, if its verification uses one). The one
+/// place webhook and widget requests are built for a plugin.
+pub(super) fn plugin_request(
+    req: &Req,
+    headers: Vec<Header>,
+    secret_header: Option<&str>,
+    body: &[u8],
+    context: RequestContext,
+) -> InboundRequest {
+    InboundRequest {
+        method: req.method().as_str().to_string(),
+        path: req.uri().path().to_string(),
+        query: req.uri().query().unwrap_or("").to_string(),
+        headers: headers
+            .into_iter()
+            .filter(|h| {
+                !CREDENTIAL_HEADERS.contains(&h.name.as_str())
+                    && Some(h.name.as_str()) != secret_header
+            })
+            .collect(),
+        body: body.to_vec(),
+        context,
+    }
 }
 
 /// Keeps a malformed payload, sealed, for `GET /admin/v1/malformed`. Best
@@ -127,27 +144,38 @@ async fn keep_malformed(
     }
 }
 
-/// Runs `parse-inbound`, timing it and classifying failures.
-pub(super) fn parse(
+/// Runs `parse-inbound` off the async workers, times it, classifies
+/// failures, and checks and places the answer under `channel` (see
+/// [`AnswerRules`]): a plugin that speaks for another channel, returns too
+/// many events or overlong fields fails the request as its own fault.
+pub(super) async fn parse(
     app: &App,
     channel: &str,
-    plugin: &Plugin,
+    plugin: &Arc<Plugin>,
     request: InboundRequest,
 ) -> Result<Inbound, ApiError> {
     let request_id = request.context.request_id.clone();
     let start = Instant::now();
-    let result = plugin.parse_inbound_owned(request);
+    let result = crate::plugin::call_blocking(&app.plugin_calls, plugin, move |p| {
+        p.parse_inbound_owned(request)
+    })
+    .await;
+    let manifest = plugin.manifest();
     app.metrics.observe(
         "gateway_plugin_call_seconds",
-        &[
-            ("plugin", &plugin.manifest().id),
-            ("export", "parse-inbound"),
-        ],
+        &[("plugin", &manifest.id), ("export", "parse-inbound")],
         start.elapsed(),
     );
-    result.map_err(|e| {
+    let failed = |kind: &str, e: &dyn std::fmt::Display| {
+        app.metrics.inc(
+            "gateway_plugin_failures_total",
+            &[("plugin", &manifest.id), ("kind", kind)],
+        );
+        ApiError::fault(Fault::Plugin, "plugin_failed", e.to_string())
+    };
+    let inbound = result.map_err(|e| {
         if e.is_input_error() {
-            tracing::info!(channel, %request_id, "malformed payload: {e}");
+            tracing::info!(%request_id, "malformed payload: {e}");
             return ApiError::caller(StatusCode::BAD_REQUEST, "malformed_payload", e.to_string());
         }
         let kind = match &e {
@@ -156,11 +184,26 @@ pub(super) fn parse(
             PluginError::Trap { .. } | PluginError::Instantiate { .. } => "trap",
             PluginError::Channel { .. } | PluginError::InvalidResult { .. } => "error",
         };
-        app.metrics.inc(
-            "gateway_plugin_failures_total",
-            &[("plugin", &plugin.manifest().id), ("kind", kind)],
-        );
-        ApiError::fault(Fault::Plugin, "plugin_failed", e.to_string())
+        failed(kind, &e)
+    })?;
+    let rules = AnswerRules {
+        plugin_id: &manifest.id,
+        channel,
+        max_events: app.config.server.max_events_per_request as usize,
+        trust_verified_claims: app
+            .config
+            .channels
+            .get(channel)
+            .is_none_or(|c| c.trusts_verified_claims()),
+    };
+    rules.apply(inbound).map_err(|e| {
+        failed(
+            "invalid_answer",
+            &format_args!(
+                "plugin {}@{}: `parse-inbound` returned an invalid answer: {e}",
+                manifest.id, manifest.version
+            ),
+        )
     })
 }
 
@@ -202,7 +245,7 @@ pub(super) fn plugin_response(inbound: &Inbound) -> Resp {
 
 /// Request headers as the core sees them (lower-case names; values that are
 /// not UTF-8 dropped).
-pub(super) fn headers_of(req: &Request<Incoming>) -> Vec<Header> {
+pub(super) fn headers_of(req: &Req) -> Vec<Header> {
     req.headers()
         .iter()
         .filter_map(|(n, v)| {

@@ -1,15 +1,18 @@
 //! The widget's REST route: `POST /widget/v1/messages` with a Bearer JWT,
 //! and CORS for the configured origins.
 
-use chatcrafter_core::channel::{InboundRequest, RequestContext};
-use hyper::body::Incoming;
-use hyper::{Method, Request, StatusCode, header};
+use chatcrafter_core::channel::RequestContext;
+use hyper::{Method, StatusCode, header};
 
-use super::webhook::{accept, headers_of, parse, plugin_response};
-use super::{ApiError, Resp, body, ops};
+use super::webhook::{accept, headers_of, parse, plugin_request, plugin_response};
+use super::{ApiError, Params, Req, Resp, body, ops};
 use crate::app::{App, request_id};
 
-pub(super) async fn post_message(app: &App, req: &mut Request<Incoming>) -> Result<Resp, ApiError> {
+pub(super) async fn post_message(
+    app: &App,
+    req: &mut Req,
+    _: Params<'_>,
+) -> Result<Resp, ApiError> {
     let (Some(config), Some(auth), Some(plugin)) =
         (&app.config.widget, &app.widget, app.plugins.get("widget"))
     else {
@@ -27,30 +30,26 @@ pub(super) async fn post_message(app: &App, req: &mut Request<Incoming>) -> Resu
     let now_ms = app.clock.now_ms();
     let user = authenticate(app, auth, req, now_ms / 1000)?;
     let raw = body::read_capped(&app.config.server, req).await?;
-    let request = InboundRequest {
-        method: "POST".into(),
-        path: req.uri().path().to_string(),
-        query: String::new(),
-        headers: headers_of(req)
-            .into_iter()
-            .filter(|h| !matches!(h.name.as_str(), "authorization" | "cookie"))
-            .collect(),
-        body: raw.to_vec(),
-        context: RequestContext {
+    let request = plugin_request(
+        req,
+        headers_of(req),
+        None,
+        &raw,
+        RequestContext {
             received_at_ms: now_ms,
             request_id: request_id(),
             user: Some(user),
             settings: vec![],
         },
-    };
-    let inbound = parse(app, "widget", &plugin, request)?;
+    );
+    let inbound = parse(app, "widget", &plugin, request).await?;
     accept(app, "widget", &inbound).await?;
     Ok(with_cors(plugin_response(&inbound)))
 }
 
 /// `GET /widget/v1/history`: the caller's unified cross-channel timeline,
 /// newest last.
-pub(super) async fn history(app: &App, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+pub(super) async fn history(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
     let (Some(config), Some(auth)) = (&app.config.widget, &app.widget) else {
         return Err(ApiError::caller(
             StatusCode::NOT_FOUND,
@@ -87,7 +86,7 @@ pub(super) async fn history(app: &App, req: &Request<Incoming>) -> Result<Resp, 
 /// it; 403 `origin_not_allowed` for any other origin.
 fn allowed_origin(
     config: &chatcrafter_core::config::Widget,
-    req: &Request<Incoming>,
+    req: &Req,
 ) -> Result<Option<String>, ApiError> {
     let origin = req
         .headers()
@@ -142,7 +141,7 @@ fn preflight(methods: &'static str) -> Resp {
 fn authenticate(
     app: &App,
     auth: &chatcrafter_core::verify::jwt::WidgetAuth,
-    req: &Request<Incoming>,
+    req: &Req,
     now: u64,
 ) -> Result<chatcrafter_core::channel::AuthenticatedUser, ApiError> {
     let token = req

@@ -20,10 +20,22 @@ pub const CALL_DEADLINE_MS: u64 = CALL_DEADLINE_TICKS * EPOCH_TICK.as_millis() a
 /// hundred concurrent calls cannot exhaust the machine.
 pub const MAX_MEMORY_BYTES: usize = 64 << 20;
 
-/// At most 128 plugin calls run at once. Calls are synchronous and short, so
-/// concurrency is bounded by the server's worker threads, far below this;
-/// the pool reserves address space (not memory) for each slot up front.
+/// The pool holds 128 instance slots; the pool reserves address space
+/// (not memory) for each slot up front.
 pub const MAX_CONCURRENT_CALLS: u32 = 128;
+
+/// At most 64 plugin calls run at once, half the pool: the other half is
+/// for warm instances (8 per reusing plugin) and headroom.
+///
+/// Where calls run: a plugin call is synchronous, CPU-bound work of up to
+/// the 100 ms deadline, so the server never runs one on a tokio worker
+/// thread (it would stall every other connection on that thread). Each
+/// call goes to tokio's blocking pool (`spawn_blocking`) after taking one
+/// of these permits; the epoch deadline still bounds it there. Wasmtime's
+/// async instantiation with epoch yields was the alternative: it keeps
+/// calls on the workers but cooperatively, at the cost of async bindings
+/// and a fiber stack per call, for no gain on calls this short.
+pub const MAX_CALLS_IN_FLIGHT: usize = 64;
 
 /// Core instances per component: a `wasm32-wasip2` component holds the
 /// program, the WASI adapter and a few small shim modules.

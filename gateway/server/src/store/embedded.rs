@@ -13,12 +13,11 @@
 //! that asked for relaxed durability (a job's lease) are committed without
 //! an fsync when nothing else in their batch needs one.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use chatcrafter_core::store::{Backend, BoxFuture, StoreError, Txn, Work, Write};
+use chatcrafter_core::store::{Backend, BoxFuture, Expiry, StoreError, Txn, Work, Write, WriteSet};
 use redb::{Database, Durability, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use tokio::sync::{Mutex, watch};
 
@@ -136,24 +135,16 @@ async fn commit_batch(batch: Arc<Mutex<Batch>>, commits: Arc<std::sync::atomic::
 fn read_keys(
     table: &impl redb::ReadableTable<&'static str, &'static [u8]>,
     keys: &[String],
-    pending: &BTreeMap<String, Write>,
+    pending: &WriteSet,
 ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-    keys.iter()
-        .map(|k| match pending.get(k) {
-            Some(Write::Put(v) | Write::PutUntil(v, _)) => Ok(Some(v.clone())),
-            Some(Write::Delete) => Ok(None),
-            None => Ok(table
-                .get(k.as_str())
-                .map_err(err)?
-                .map(|g| g.value().to_vec())),
-        })
-        .collect()
+    pending.read_through(keys, |k| {
+        Ok(table.get(k).map_err(err)?.map(|g| g.value().to_vec()))
+    })
 }
 
 struct EmbeddedTxn {
     tx: redb::WriteTransaction,
-    writes: BTreeMap<String, Write>,
-    relaxed: bool,
+    writes: WriteSet,
 }
 
 impl Txn for EmbeddedTxn {
@@ -170,25 +161,23 @@ impl Txn for EmbeddedTxn {
     }
 
     fn put(&mut self, key: &str, value: Vec<u8>) {
-        self.writes.insert(key.to_string(), Write::Put(value));
+        self.writes.put(key, value);
     }
 
     fn delete(&mut self, key: &str) {
-        self.writes.insert(key.to_string(), Write::Delete);
+        self.writes.delete(key);
     }
 
     fn relax_durability(&mut self) {
-        self.relaxed = true;
+        self.writes.relax();
     }
 
     fn discard(&mut self) {
-        self.writes.clear();
-        self.relaxed = false;
+        self.writes.discard();
     }
 
-    fn put_expiring(&mut self, key: &str, value: Vec<u8>, expires_at: u64) {
-        self.writes
-            .insert(key.to_string(), Write::PutUntil(value, expires_at));
+    fn put_expiring(&mut self, key: &str, value: Vec<u8>, expiry: Expiry) {
+        self.writes.put_expiring(key, value, expiry);
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
@@ -198,11 +187,11 @@ impl Txn for EmbeddedTxn {
 
 /// Applies a unit's writes to the batch's transaction, keeping the
 /// retention tables in step (a key written again without one loses it).
-fn apply(tx: &redb::WriteTransaction, writes: &BTreeMap<String, Write>) -> Result<(), StoreError> {
+fn apply(tx: &redb::WriteTransaction, writes: &WriteSet) -> Result<(), StoreError> {
     let mut table = tx.open_table(TABLE).map_err(err)?;
     let mut expires = tx.open_table(EXPIRES).map_err(err)?;
     let mut order = tx.open_table(EXPIRY_ORDER).map_err(err)?;
-    for (k, w) in writes {
+    for (k, w) in writes.iter() {
         let key = k.as_str();
         if let Some(old) = expires.remove(key).map_err(err)? {
             order.remove((old.value(), key)).map_err(err)?;
@@ -211,10 +200,11 @@ fn apply(tx: &redb::WriteTransaction, writes: &BTreeMap<String, Write>) -> Resul
             Write::Put(v) => {
                 table.insert(key, v.as_slice()).map_err(err)?;
             }
-            Write::PutUntil(v, t) => {
+            Write::PutUntil(v, e) => {
+                // Swept by the injected clock (`sweep_expired(now)`).
                 table.insert(key, v.as_slice()).map_err(err)?;
-                expires.insert(key, *t).map_err(err)?;
-                order.insert((*t, key), ()).map_err(err)?;
+                expires.insert(key, e.at).map_err(err)?;
+                order.insert((e.at, key), ()).map_err(err)?;
             }
             Write::Delete => {
                 table.remove(key).map_err(err)?;
@@ -239,7 +229,7 @@ impl Txn for SnapshotTxn {
             .tx
             .open_table(TABLE)
             .map_err(err)
-            .and_then(|table| read_keys(&table, keys, &BTreeMap::new()));
+            .and_then(|table| read_keys(&table, keys, &WriteSet::default()));
         Box::pin(std::future::ready(result))
     }
 
@@ -282,8 +272,7 @@ impl Backend for Embedded {
             };
             let txn: Box<dyn Txn> = Box::new(EmbeddedTxn {
                 tx,
-                writes: BTreeMap::new(),
-                relaxed: false,
+                writes: WriteSet::default(),
             });
             // Every read is synchronous, so the unit completes on its first
             // poll; anything else is a bug in the unit.
@@ -304,7 +293,7 @@ impl Backend for Embedded {
                 .downcast::<EmbeddedTxn>()
                 .map_err(|_| err("foreign transaction"))?;
             let writes = std::mem::take(&mut txn.writes);
-            let relaxed = txn.relaxed;
+            let relaxed = writes.is_relaxed();
             let tx = txn.tx;
             let out = match out {
                 Ok(v) => v,

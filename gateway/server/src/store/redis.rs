@@ -10,15 +10,20 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chatcrafter_core::store::{Backend, BoxFuture, MAX_ATTEMPTS, StoreError, Txn, Work, Write};
+use chatcrafter_core::store::{
+    Backend, BoxFuture, Expiry, MAX_ATTEMPTS, StoreError, Txn, Work, Write, WriteSet,
+};
 use redis::AsyncCommands as _;
 use redis::aio::ConnectionManager;
 
 /// Checks reads, then applies writes. KEYS: read keys, then write keys.
 /// ARGV[1] = number of read keys; then one expected value per read key
 /// (`\0` = absent, `\1` + value = present); then one op per write key
-/// (`\0` = delete, `\1` + value = set, `\2` + 20-digit Unix second + value
-/// = set, expiring then). Returns 1 if applied, 0 if stale.
+/// (`\0` = delete, `\1` + value = set, `\2` + 20-digit seconds + value
+/// = set, expiring that many seconds from now by Redis's own clock: a TTL,
+/// never an absolute instant, so a gateway whose clock differs from
+/// Redis's keeps a key exactly as long as it meant to). Returns 1 if
+/// applied, 0 if stale.
 const COMMIT: &str = r#"
 local n = tonumber(ARGV[1])
 for i = 1, n do
@@ -36,7 +41,7 @@ for j = n + 1, #KEYS do
   if tag == '\0' then
     redis.call('DEL', KEYS[j])
   elseif tag == '\2' then
-    redis.call('SET', KEYS[j], string.sub(op, 22), 'EXAT', tonumber(string.sub(op, 2, 21)))
+    redis.call('SET', KEYS[j], string.sub(op, 22), 'EX', tonumber(string.sub(op, 2, 21)))
   else
     redis.call('SET', KEYS[j], string.sub(op, 2))
   end
@@ -44,8 +49,9 @@ end
 return 1
 "#;
 
-/// 9999-12-31T23:59:59Z: the latest expiry written (Redis ≥ 6.2's `EXAT`).
-const LATEST_EXPIRY: u64 = 253_402_300_799;
+/// The longest TTL written: about 100 years, far past any retention here,
+/// and well inside what Lua's numbers hold exactly and Redis's `EX` takes.
+const LONGEST_TTL: u64 = 100 * 365 * 86_400;
 
 /// `MGET KEYS`, and if `KEYS[ARGV[1]]` holds `v`, also `GET ARGV[2]‖v‖ARGV[3]`:
 /// a lookup and the record it names in one round trip.
@@ -108,7 +114,7 @@ struct RedisTxn {
     conn: ConnectionManager,
     follow: redis::Script,
     reads: BTreeMap<String, Option<Vec<u8>>>,
-    writes: BTreeMap<String, Write>,
+    writes: WriteSet,
 }
 
 impl Txn for RedisTxn {
@@ -119,7 +125,7 @@ impl Txn for RedisTxn {
         Box::pin(async move {
             let missing: Vec<&String> = keys
                 .iter()
-                .filter(|k| !self.writes.contains_key(*k) && !self.reads.contains_key(*k))
+                .filter(|k| !self.writes.contains(k) && !self.reads.contains_key(*k))
                 .collect();
             if !missing.is_empty() {
                 let values: Vec<Option<Vec<u8>>> = if missing.len() == 1 {
@@ -131,14 +137,9 @@ impl Txn for RedisTxn {
                     self.reads.insert(k.clone(), v);
                 }
             }
-            Ok(keys
-                .iter()
-                .map(|k| match self.writes.get(k) {
-                    Some(Write::Put(v) | Write::PutUntil(v, _)) => Some(v.clone()),
-                    Some(Write::Delete) => None,
-                    None => self.reads.get(k).cloned().flatten(),
-                })
-                .collect())
+            let reads = &self.reads;
+            self.writes
+                .read_through(keys, |k| Ok(reads.get(k).cloned().flatten()))
         })
     }
 
@@ -155,7 +156,7 @@ impl Txn for RedisTxn {
             if keys.is_empty()
                 || keys
                     .iter()
-                    .any(|k| self.reads.contains_key(k) || self.writes.contains_key(k))
+                    .any(|k| self.reads.contains_key(k) || self.writes.contains(k))
             {
                 return chatcrafter_core::store::follow_in_two_reads(
                     self, keys, follow, prefix, suffix,
@@ -181,23 +182,30 @@ impl Txn for RedisTxn {
     }
 
     fn put(&mut self, key: &str, value: Vec<u8>) {
-        self.writes.insert(key.to_string(), Write::Put(value));
+        self.writes.put(key, value);
     }
 
     fn delete(&mut self, key: &str) {
-        self.writes.insert(key.to_string(), Write::Delete);
+        self.writes.delete(key);
     }
 
     fn discard(&mut self) {
-        self.writes.clear();
+        self.writes.discard();
     }
 
-    fn put_expiring(&mut self, key: &str, value: Vec<u8>, expires_at: u64) {
-        // EXAT takes what Lua's numbers hold exactly; past year 9999 is
-        // forever enough (and a script error would apply half a unit).
-        let expires_at = expires_at.min(LATEST_EXPIRY);
-        self.writes
-            .insert(key.to_string(), Write::PutUntil(value, expires_at));
+    fn put_expiring(&mut self, key: &str, value: Vec<u8>, expiry: Expiry) {
+        if expiry.ttl == 0 {
+            // Its retention has already passed by the injected clock.
+            self.writes.delete(key);
+            return;
+        }
+        // `EX` refuses overlong values (a script error would apply half a
+        // unit): at most a century.
+        let expiry = Expiry {
+            ttl: expiry.ttl.min(LONGEST_TTL),
+            ..expiry
+        };
+        self.writes.put_expiring(key, value, expiry);
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
@@ -223,7 +231,7 @@ impl Backend for Redis {
                     conn: self.conn.clone(),
                     follow: self.follow.clone(),
                     reads: BTreeMap::new(),
-                    writes: BTreeMap::new(),
+                    writes: WriteSet::default(),
                 });
                 let (txn, out) = work(txn).await;
                 let out = out?;
@@ -243,12 +251,12 @@ impl Backend for Redis {
                         None => tagged(false, b""),
                     });
                 }
-                for (k, w) in &txn.writes {
+                for (k, w) in txn.writes.iter() {
                     inv.key(k);
                     inv.arg(match w {
                         Write::Put(v) => tagged(true, v),
-                        Write::PutUntil(v, t) => {
-                            let mut op = format!("\u{2}{t:020}").into_bytes();
+                        Write::PutUntil(v, e) => {
+                            let mut op = format!("\u{2}{:020}", e.ttl).into_bytes();
                             op.extend_from_slice(v);
                             op
                         }

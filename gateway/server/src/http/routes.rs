@@ -1,0 +1,194 @@
+//! The route table: every route the gateway serves, as (method, pattern,
+//! who may call it, handler). The 404 for an unknown path, the 405 with
+//! `Allow` for a known path called with a method it does not serve, and
+//! the admin role check all come from here, so no handler repeats them.
+
+use chatcrafter_core::config::Role;
+use hyper::Method;
+
+use super::{ApiError, Params, Req, Resp, admin, ops, webhook, widget};
+use crate::app::App;
+use chatcrafter_core::store::BoxFuture;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Access {
+    /// Anyone: the route authenticates by other means (a channel's
+    /// signature, a widget JWT) or serves nothing private.
+    Open,
+    /// An admin bearer token whose role is one of these.
+    Roles(&'static [Role]),
+}
+
+/// A handler: the app, the request and the path's `{…}` parameters, in
+/// order.
+pub(crate) type Handler =
+    for<'a> fn(&'a App, &'a mut Req, Params<'a>) -> BoxFuture<'a, Result<Resp, ApiError>>;
+
+/// One row of the table.
+#[derive(Debug)]
+pub(crate) struct Route {
+    /// The method served.
+    pub(crate) method: Method,
+    /// `/`-separated segments; `{name}` matches any one non-empty segment.
+    pub(crate) pattern: &'static str,
+    /// Who may call it.
+    pub(crate) access: Access,
+    /// What answers it.
+    pub(crate) handler: Handler,
+}
+
+const ADMIN: &[Role] = &[Role::Admin];
+const STAFF: &[Role] = &[Role::Admin, Role::Agent];
+
+macro_rules! route {
+    ($method:ident $pattern:literal, $access:expr, $handler:path) => {
+        Route {
+            method: Method::$method,
+            pattern: $pattern,
+            access: $access,
+            handler: |app, req, params| Box::pin($handler(app, req, params)),
+        }
+    };
+}
+
+/// Every route, INTERFACE §3.
+pub(crate) static ROUTES: &[Route] = &[
+    route!(GET "/healthz", Access::Open, ops::healthz),
+    route!(GET "/readyz", Access::Open, ops::readyz),
+    route!(GET "/metrics", Access::Open, ops::metrics),
+    // GET serves the channel's subscription handshake, where it has one.
+    route!(GET "/webhooks/{channel}", Access::Open, webhook::handle),
+    route!(POST "/webhooks/{channel}", Access::Open, webhook::handle),
+    route!(POST "/widget/v1/messages", Access::Open, widget::post_message),
+    route!(OPTIONS "/widget/v1/messages", Access::Open, widget::post_message),
+    route!(GET "/widget/v1/history", Access::Open, widget::history),
+    route!(OPTIONS "/widget/v1/history", Access::Open, widget::history),
+    route!(GET "/admin/v1/customers", Access::Roles(STAFF), admin::find_customer),
+    route!(POST "/admin/v1/customers/merge", Access::Roles(ADMIN), admin::merge),
+    route!(GET "/admin/v1/customers/{id}", Access::Roles(STAFF), admin::customer),
+    route!(PATCH "/admin/v1/customers/{id}", Access::Roles(STAFF), admin::patch_customer),
+    route!(GET "/admin/v1/customers/{id}/timeline", Access::Roles(STAFF), admin::timeline),
+    route!(POST "/admin/v1/merges/{id}/undo", Access::Roles(ADMIN), admin::undo),
+    route!(GET "/admin/v1/conflicts", Access::Roles(ADMIN), admin::conflicts),
+    route!(POST "/admin/v1/conflicts/{id}/resolve", Access::Roles(ADMIN), admin::resolve_conflict),
+    route!(GET "/admin/v1/malformed", Access::Roles(ADMIN), admin::malformed),
+    route!(POST "/admin/v1/import", Access::Roles(ADMIN), admin::import),
+    route!(GET "/admin/v1/handoffs", Access::Roles(STAFF), admin::handoffs),
+    route!(POST "/admin/v1/conversations/{id}/reply", Access::Roles(STAFF), admin::reply),
+    route!(POST "/admin/v1/conversations/{id}/close", Access::Roles(STAFF), admin::close),
+    route!(POST "/v1/events", Access::Roles(STAFF), admin::event),
+    route!(POST "/v1/link-tokens", Access::Roles(STAFF), admin::link_token),
+];
+
+/// The parameters `path` binds to `pattern`'s `{…}` segments, if it
+/// matches.
+fn bind<'p>(pattern: &str, path: &'p str) -> Option<Vec<&'p str>> {
+    let mut want = pattern.trim_start_matches('/').split('/');
+    let mut have = path.trim_start_matches('/').split('/');
+    let mut params = Vec::new();
+    loop {
+        match (want.next(), have.next()) {
+            (None, None) => return Some(params),
+            (Some(w), Some(h)) if w.starts_with('{') && !h.is_empty() => params.push(h),
+            (Some(w), Some(h)) if w == h => {}
+            _ => return None,
+        }
+    }
+}
+
+/// What the table says of a request: the route to run with its
+/// parameters, or the error to answer with. Also returns the matched
+/// pattern, for metrics (`(unknown)` when none matched).
+pub(crate) fn find<'p>(
+    method: &Method,
+    path: &'p str,
+) -> (
+    &'static str,
+    Result<(&'static Route, Vec<&'p str>), ApiError>,
+) {
+    let mut allowed: Vec<&'static Route> = Vec::new();
+    for route in ROUTES {
+        if let Some(params) = bind(route.pattern, path) {
+            if route.method == *method {
+                return (route.pattern, Ok((route, params)));
+            }
+            allowed.push(route);
+        }
+    }
+    match allowed.first() {
+        None => ("(unknown)", Err(ApiError::not_found(path))),
+        Some(first) => {
+            // The most specific pattern that matched names the route.
+            let mut methods: Vec<&str> = allowed
+                .iter()
+                .filter(|r| r.pattern == first.pattern)
+                .map(|r| r.method.as_str())
+                .collect();
+            methods.sort_unstable();
+            methods.dedup();
+            (
+                first.pattern,
+                Err(ApiError::method_not_allowed(method, &methods.join(", "))),
+            )
+        }
+    }
+}
+
+/// Checks `route`'s access rule against the request's credentials.
+pub(crate) fn authorize(app: &App, route: &Route, req: &Req) -> Result<(), ApiError> {
+    match route.access {
+        Access::Open => Ok(()),
+        Access::Roles(roles) => admin::require(admin::authenticate(app, req)?, roles),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_bind_their_parameters_and_nothing_else() {
+        assert_eq!(
+            bind(
+                "/admin/v1/customers/{id}/timeline",
+                "/admin/v1/customers/c_1/timeline"
+            ),
+            Some(vec!["c_1"])
+        );
+        assert_eq!(
+            bind("/admin/v1/customers/{id}", "/admin/v1/customers/"),
+            None
+        );
+        assert_eq!(
+            bind("/admin/v1/customers/{id}", "/admin/v1/customers/a/b"),
+            None
+        );
+        assert_eq!(bind("/healthz", "/healthz"), Some(vec![]));
+    }
+
+    #[test]
+    fn no_two_rows_serve_the_same_method_and_pattern() {
+        for (i, a) in ROUTES.iter().enumerate() {
+            for b in &ROUTES[i + 1..] {
+                assert!(
+                    !(a.method == b.method && a.pattern == b.pattern),
+                    "{} {} twice",
+                    a.method,
+                    a.pattern
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_known_path_with_another_method_is_405_with_allow() {
+        let (route, found) = find(&Method::PUT, "/admin/v1/customers/c_1");
+        assert_eq!(route, "/admin/v1/customers/{id}");
+        let e = found.unwrap_err();
+        assert_eq!(e.status(), hyper::StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(e.headers[0].1, "GET, PATCH");
+        let (_, found) = find(&Method::GET, "/nowhere");
+        assert_eq!(found.unwrap_err().status(), hyper::StatusCode::NOT_FOUND);
+    }
+}
