@@ -28,6 +28,24 @@ pub mod seal;
 pub mod store;
 pub mod verify;
 
+/// Whose fault a failure is. Every error type of the core says its own
+/// (a `fault()` method), once, where it is defined; hosts map a fault to
+/// their own answer (an HTTP status) in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The caller asked for something wrong or impossible: retrying the
+    /// same request cannot help.
+    Caller,
+    /// A channel plugin failed (trap, deadline, memory cap, bad answer).
+    Plugin,
+    /// A remote service (a channel API, the business's agent) failed.
+    Upstream,
+    /// The store is unreachable or busy: retrying later may succeed.
+    Store,
+    /// A bug, or a stored record that is unreadable: ours, not retryable.
+    Gateway,
+}
+
 /// Wall-clock time, injected so that tests of expiry and replay windows need
 /// no sleeping.
 pub trait Clock: Send + Sync + std::fmt::Debug {

@@ -19,8 +19,8 @@ use chatcrafter_core::identity::identifier::{BlockedValues, IdentifierKind};
 use chatcrafter_core::seal::Keyring;
 use chatcrafter_core::verify::SecretMatcher;
 
+use crate::inbound::Sink;
 use crate::metrics::Metrics;
-use crate::pipeline::Sink;
 use crate::plugin::{Plugin, PluginHost, Registry, bundled};
 use crate::store::AnyBackend;
 
@@ -374,7 +374,7 @@ impl App {
         });
         let metrics = Arc::new(Metrics::default());
         let wake = Arc::new(tokio::sync::Notify::new());
-        let sink: Arc<dyn Sink> = Arc::new(crate::pipeline::StoreSink {
+        let sink: Arc<dyn Sink> = Arc::new(crate::inbound::StoreSink {
             graph: graph.clone(),
             notifier: notifier.clone(),
             metrics: metrics.clone(),

@@ -3,7 +3,8 @@
 //! - [`plugin`]: the sandboxed WebAssembly plugin host and registry.
 //! - [`app`]: the running gateway's state, built from the configuration.
 //! - [`http`]: the hyper server and its routes.
-//! - [`pipeline`]: where verified events go.
+//! - [`inbound`]: where verified events go: recorded in the store before
+//!   the channel hears 2xx.
 //! - [`worker`]: the job queue's worker — agent answers, deliveries,
 //!   reminders — and [`outbound`], its HTTP client.
 //! - [`dev`]: dev mode's generated secrets and configuration.
@@ -14,10 +15,10 @@ pub mod cli;
 pub mod dev;
 pub mod http;
 pub mod import;
+pub mod inbound;
 pub mod metrics;
 pub mod notify;
 pub mod outbound;
-pub mod pipeline;
 pub mod plugin;
 pub mod store;
 pub mod worker;

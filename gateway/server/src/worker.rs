@@ -153,7 +153,7 @@ impl Worker {
         if let Err(e) = &claimed
             && !e.is_transient()
         {
-            if e.is_unreadable(&format!("job:{id}")) {
+            if matches!(e, GraphError::UnreadableJob { .. }) {
                 // The job's own record does not open: it can never run.
                 // Said loudly and removed, rather than found due forever.
                 tracing::error!(job = id, "dropping a job that cannot be read: {e}");

@@ -13,11 +13,11 @@ use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
 
 use super::identifier::{BlockedValues, Identifier, IdentifierKind};
-use crate::Clock;
 use crate::channel::{ChannelIdentity, Claim, ClaimKind, InboundMessage};
 use crate::conversation::Entry;
 use crate::seal::{Keyring, SealError};
 use crate::store::{Backend, BoxFuture, Expiry, Keys, StoreError, Txn, get};
+use crate::{Clock, Fault};
 
 /// How a link came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -271,8 +271,23 @@ pub enum GraphError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A sealed value did not open.
-    #[error("sealed value at `{0}`: {1}")]
-    Seal(String, SealError),
+    #[error("sealed value at `{key}` does not open")]
+    Seal {
+        /// Where it is stored.
+        key: String,
+        /// Why it does not open.
+        #[source]
+        source: SealError,
+    },
+    /// A queued job's own record does not open or decode: it can never run.
+    #[error("job {id} cannot be read")]
+    UnreadableJob {
+        /// The job.
+        id: String,
+        /// Why.
+        #[source]
+        source: Box<GraphError>,
+    },
     /// No such customer, merge or conflict.
     #[error("{0} not found")]
     NotFound(String),
@@ -292,23 +307,49 @@ pub enum GraphError {
 }
 
 impl GraphError {
+    /// Whose fault it is: the one place a graph error is classified.
+    pub fn fault(&self) -> Fault {
+        match self {
+            GraphError::Store(StoreError::Unavailable(_) | StoreError::Contention(_)) => {
+                Fault::Store
+            }
+            GraphError::Store(StoreError::Corrupt { .. })
+            | GraphError::Seal { .. }
+            | GraphError::UnreadableJob { .. } => Fault::Gateway,
+            GraphError::NotFound(_) | GraphError::Limit { .. } | GraphError::Invalid(_) => {
+                Fault::Caller
+            }
+        }
+    }
+
     /// Whether trying again later may succeed (the store was unreachable
     /// or busy), as opposed to an answer that will not change.
     pub fn is_transient(&self) -> bool {
+        self.fault() == Fault::Store
+    }
+
+    /// Whether a stored record is unreadable (corrupt, not merely sealed
+    /// with a key this node lacks): retrying cannot help.
+    fn is_corrupt_record(&self) -> bool {
         matches!(
             self,
-            GraphError::Store(StoreError::Unavailable(_) | StoreError::Contention(_))
+            GraphError::Seal {
+                source: SealError::Corrupt,
+                ..
+            } | GraphError::Store(StoreError::Corrupt { .. })
         )
     }
 
-    /// Whether this is about the record stored at a key ending in
-    /// `suffix` being unreadable (corrupt, not merely sealed with a key
-    /// this node lacks).
-    pub fn is_unreadable(&self, suffix: &str) -> bool {
-        match self {
-            GraphError::Seal(key, SealError::Corrupt) => key.ends_with(suffix),
-            GraphError::Store(StoreError::Corrupt { key, .. }) => key.ends_with(suffix),
-            _ => false,
+    /// `self`, as a job's own record being unreadable when it is a corrupt
+    /// record (see [`GraphError::UnreadableJob`]).
+    pub(crate) fn for_job(self, id: &str) -> GraphError {
+        if self.is_corrupt_record() {
+            GraphError::UnreadableJob {
+                id: id.to_string(),
+                source: Box::new(self),
+            }
+        } else {
+            self
         }
     }
 }
@@ -393,7 +434,10 @@ impl Ctx<'_> {
         let plain = self
             .keys
             .open(bytes, key.as_bytes())
-            .map_err(|e| GraphError::Seal(key.to_string(), e))?;
+            .map_err(|source| GraphError::Seal {
+                key: key.to_string(),
+                source,
+            })?;
         serde_json::from_slice(&plain).map_err(|e| {
             GraphError::Store(StoreError::Corrupt {
                 key: key.to_string(),

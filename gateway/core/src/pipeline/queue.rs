@@ -79,7 +79,7 @@ impl Ctx<'_> {
     ) -> Result<Option<Job>, GraphError> {
         let key = self.k().job(id);
         match get(txn, &key).await? {
-            Some(b) => Ok(Some(self.open(&key, &b)?)),
+            Some(b) => Ok(Some(self.open(&key, &b).map_err(|e| e.for_job(id))?)),
             None => Ok(None),
         }
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chatcrafter_core::config::Role;
-use chatcrafter_core::identity::graph::{Customer, GraphError, How};
+use chatcrafter_core::identity::graph::{Customer, How};
 use chatcrafter_core::identity::identifier::{Identifier, IdentifierKind};
 use chatcrafter_core::rfc3339;
 use hyper::{StatusCode, header};
@@ -61,24 +61,6 @@ pub(super) fn require(token: &AdminToken, allowed: &[Role]) -> Result<(), ApiErr
 
 fn json_resp(status: u16, v: &Value) -> Resp {
     ops::text(status, "application/json", v.to_string())
-}
-
-fn graph_error(e: GraphError) -> ApiError {
-    match e {
-        GraphError::NotFound(what) => ApiError::caller(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} does not exist"),
-        ),
-        GraphError::Limit { .. } => {
-            ApiError::caller(StatusCode::CONFLICT, "identity_limit", e.to_string())
-        }
-        GraphError::Invalid(msg) => {
-            ApiError::caller(StatusCode::CONFLICT, "invalid_operation", msg)
-        }
-        GraphError::Store(s) => ApiError::fault(Fault::Store, "store_unavailable", s.to_string()),
-        GraphError::Seal(..) => ApiError::fault(Fault::Gateway, "sealed_value", e.to_string()),
-    }
 }
 
 async fn json_body<T: serde::de::DeserializeOwned>(
@@ -221,7 +203,7 @@ async fn lookup(app: &App, identifier: &str) -> Result<String, ApiError> {
             )));
         }
     };
-    found.map_err(graph_error)?.ok_or_else(|| {
+    found.map_err(ApiError::from)?.ok_or_else(|| {
         ApiError::caller(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -248,7 +230,7 @@ pub(super) async fn find_customer(
         )
     })?;
     let id = lookup(app, &identifier).await?;
-    let c = app.graph.customer(&id).await.map_err(graph_error)?;
+    let c = app.graph.customer(&id).await.map_err(ApiError::from)?;
     Ok(json_resp(200, &customer_json(&c, app.primary_identifier)))
 }
 
@@ -270,7 +252,7 @@ pub(super) async fn merge(app: &App, req: &mut Req, _: Params<'_>) -> Result<Res
             app.clock.now_secs(),
         )
         .await
-        .map_err(graph_error)?;
+        .map_err(ApiError::from)?;
     publish_merge(app, &r.surviving, &r.merged).await;
     let dropped: Vec<Value> = r
         .dropped
@@ -296,13 +278,13 @@ async fn publish_merge(app: &App, surviving: &str, merged: &str) {
 
 /// `GET /admin/v1/customers/{id}/timeline`.
 pub(super) async fn timeline(app: &App, _: &mut Req, p: Params<'_>) -> Result<Resp, ApiError> {
-    let entries = app.graph.timeline(p[0]).await.map_err(graph_error)?;
+    let entries = app.graph.timeline(p[0]).await.map_err(ApiError::from)?;
     Ok(json_resp(200, &timeline_json(p[0], &entries)))
 }
 
 /// `GET /admin/v1/customers/{id}`.
 pub(super) async fn customer(app: &App, _: &mut Req, p: Params<'_>) -> Result<Resp, ApiError> {
-    let c = app.graph.customer(p[0]).await.map_err(graph_error)?;
+    let c = app.graph.customer(p[0]).await.map_err(ApiError::from)?;
     Ok(json_resp(200, &customer_json(&c, app.primary_identifier)))
 }
 
@@ -323,7 +305,7 @@ pub(super) async fn patch_customer(
         .graph
         .set_attributes(p[0], &patch.attributes, "admin", app.clock.now_secs())
         .await
-        .map_err(graph_error)?;
+        .map_err(ApiError::from)?;
     app.notifier
         .publish(Change {
             customer_id: c.id.clone(),
@@ -339,7 +321,7 @@ pub(super) async fn undo(app: &App, _: &mut Req, p: Params<'_>) -> Result<Resp, 
         .graph
         .undo(p[0], app.clock.now_secs())
         .await
-        .map_err(graph_error)?;
+        .map_err(ApiError::from)?;
     publish_merge(app, &r.surviving, &r.merged).await;
     Ok(json_resp(
         200,
@@ -349,7 +331,7 @@ pub(super) async fn undo(app: &App, _: &mut Req, p: Params<'_>) -> Result<Resp, 
 
 /// `GET /admin/v1/conflicts`: the open ones.
 pub(super) async fn conflicts(app: &App, _: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
-    let list = app.graph.conflicts().await.map_err(graph_error)?;
+    let list = app.graph.conflicts().await.map_err(ApiError::from)?;
     let open: Vec<Value> = list
         .iter()
         .filter(|c| c.resolved_at.is_none())
@@ -368,7 +350,7 @@ pub(super) async fn resolve_conflict(
         .graph
         .resolve_conflict(p[0], app.clock.now_secs())
         .await
-        .map_err(graph_error)?;
+        .map_err(ApiError::from)?;
     Ok(json_resp(
         200,
         &json!({"id": c.id, "resolved_at": c.resolved_at.map(rfc3339)}),
@@ -377,7 +359,7 @@ pub(super) async fn resolve_conflict(
 
 /// `GET /admin/v1/malformed`.
 pub(super) async fn malformed(app: &App, _: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
-    let list = app.graph.malformed().await.map_err(graph_error)?;
+    let list = app.graph.malformed().await.map_err(ApiError::from)?;
     let items: Vec<Value> = list
         .iter()
         .map(|m| {
@@ -418,7 +400,7 @@ pub(super) async fn import(app: &App, req: &mut Req, _: Params<'_>) -> Result<Re
 
 /// `GET /admin/v1/handoffs`: the inbox of conversations waiting for a person.
 pub(super) async fn handoffs(app: &App, _: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
-    let list = app.graph.handoffs().await.map_err(graph_error)?;
+    let list = app.graph.handoffs().await.map_err(ApiError::from)?;
     let items: Vec<Value> = list
         .iter()
         .map(|o| {
@@ -451,7 +433,7 @@ pub(super) async fn reply(app: &App, req: &mut Req, p: Params<'_>) -> Result<Res
         .graph
         .reply_as_human(p[0], &b.text, app.clock.now_ms())
         .await
-        .map_err(graph_error)?;
+        .map_err(ApiError::from)?;
     app.wake.notify_one();
     let channel = o.routes.first().map(|r| r.identity.channel.as_str());
     Ok(json_resp(
@@ -462,7 +444,11 @@ pub(super) async fn reply(app: &App, req: &mut Req, p: Params<'_>) -> Result<Res
 
 /// `POST /admin/v1/conversations/{id}/close`.
 pub(super) async fn close(app: &App, _: &mut Req, p: Params<'_>) -> Result<Resp, ApiError> {
-    let was_open = app.graph.close_handoff(p[0]).await.map_err(graph_error)?;
+    let was_open = app
+        .graph
+        .close_handoff(p[0])
+        .await
+        .map_err(ApiError::from)?;
     Ok(json_resp(
         200,
         &json!({"conversation_id": p[0], "closed": was_open}),
@@ -516,7 +502,7 @@ pub(super) async fn event(app: &App, req: &mut Req, _: Params<'_>) -> Result<Res
             app.clock.now_ms(),
         )
         .await
-        .map_err(graph_error)?;
+        .map_err(ApiError::from)?;
     // A reminder may be due at once (a zero delay).
     app.wake.notify_one();
     app.notifier
@@ -552,7 +538,7 @@ pub(super) async fn link_token(app: &App, req: &mut Req, _: Params<'_>) -> Resul
         .graph
         .create_link_token(&b.customer_id, &b.channel, LINK_TOKEN_TTL_SECONDS, now)
         .await
-        .map_err(graph_error)?;
+        .map_err(ApiError::from)?;
     let link = match b.channel.as_str() {
         "telegram" => channel
             .settings

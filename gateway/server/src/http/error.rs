@@ -6,20 +6,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, StatusCode, header};
 
-/// Whose fault a failure is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// The caller sent something wrong.
-    Caller,
-    /// The plugin failed (trap, deadline, memory cap, bad result).
-    Plugin,
-    /// A remote service failed.
-    Upstream,
-    /// The store is unavailable.
-    Store,
-    /// A bug or a resource problem in the gateway.
-    Gateway,
-}
+pub use chatcrafter_core::Fault;
+use chatcrafter_core::identity::graph::GraphError;
 
 /// An error on its way to the client.
 #[derive(Debug)]
@@ -94,6 +82,19 @@ impl ApiError {
         }
     }
 
+    /// The error and the message of each of its causes, outermost first,
+    /// so a response or a log line keeps what the cause said.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            out.push_str(": ");
+            out.push_str(&c.to_string());
+            cause = c.source();
+        }
+        out
+    }
+
     /// The JSON response.
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let mut error = serde_json::json!({"code": self.code, "message": self.message});
@@ -109,5 +110,30 @@ impl ApiError {
         }
         resp.body(Full::new(Bytes::from(body)))
             .expect("valid response")
+    }
+}
+
+/// A graph error, classified by its own [`GraphError::fault`]; the code and
+/// the caller's exact status are chosen here, once.
+impl From<GraphError> for ApiError {
+    fn from(e: GraphError) -> Self {
+        let message = ApiError::chain(&e);
+        match &e {
+            GraphError::NotFound(what) => ApiError::caller(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{what} does not exist"),
+            ),
+            GraphError::Limit { .. } => {
+                ApiError::caller(StatusCode::CONFLICT, "identity_limit", message)
+            }
+            GraphError::Invalid(_) => {
+                ApiError::caller(StatusCode::CONFLICT, "invalid_operation", message)
+            }
+            GraphError::Store(_) if e.fault() == Fault::Store => {
+                ApiError::fault(Fault::Store, "store_unavailable", message)
+            }
+            _ => ApiError::fault(e.fault(), "unreadable_record", message),
+        }
     }
 }

@@ -209,10 +209,7 @@ pub(super) async fn parse(
 
 /// Hands the events to the pipeline; only then may the channel hear 2xx.
 pub(super) async fn accept(app: &App, channel: &str, inbound: &Inbound) -> Result<(), ApiError> {
-    app.sink
-        .accept(channel, inbound)
-        .await
-        .map_err(|e| ApiError::fault(Fault::Store, "store_unavailable", e.to_string()))?;
+    app.sink.accept(channel, inbound).await?;
     for e in &inbound.events {
         let kind = match e {
             chatcrafter_core::channel::InboundEvent::Message(_) => "message",

@@ -62,18 +62,16 @@ pub(super) async fn history(app: &App, req: &mut Req, _: Params<'_>) -> Result<R
         return Ok(with_cors(preflight("GET, OPTIONS"), origin.as_deref()));
     }
     let user = authenticate(app, auth, req, app.clock.now_secs())?;
-    let graph_err = |e: chatcrafter_core::identity::graph::GraphError| {
-        ApiError::fault(super::Fault::Store, "store_unavailable", e.to_string())
-    };
     let customer = app
         .graph
         .find_identity("widget", &user.subject)
         .await
-        .map_err(graph_err)?;
+        .map_err(ApiError::from)?;
     let body = match customer {
-        Some(id) => {
-            super::admin::timeline_json(&id, &app.graph.timeline(&id).await.map_err(graph_err)?)
-        }
+        Some(id) => super::admin::timeline_json(
+            &id,
+            &app.graph.timeline(&id).await.map_err(ApiError::from)?,
+        ),
         None => serde_json::json!({"customer_id": null, "entries": []}),
     };
     Ok(with_cors(

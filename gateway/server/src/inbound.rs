@@ -7,15 +7,11 @@ use std::future::Future;
 use std::pin::Pin;
 
 use chatcrafter_core::channel::{Inbound, InboundEvent};
-use chatcrafter_core::identity::graph::Recorded;
+use chatcrafter_core::identity::graph::{GraphError, Recorded};
 
-/// Why events could not be taken: the channel is answered 503 and retries.
-#[derive(Debug, thiserror::Error)]
-#[error("the store is unavailable: {0}")]
-pub struct Unavailable(pub String);
-
-/// A boxed future, as the sink returns.
-pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Unavailable>> + Send + 'a>>;
+/// A boxed future, as the sink returns. Its error says whose fault the
+/// failure is (a store that is down: 503, and the channel retries).
+pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), GraphError>> + Send + 'a>>;
 
 /// Takes the events of one verified request.
 pub trait Sink: Send + Sync + std::fmt::Debug {
@@ -45,11 +41,7 @@ impl Sink for StoreSink {
         Box::pin(async move {
             for event in &inbound.events {
                 if let InboundEvent::Message(m) = event {
-                    let recorded = self
-                        .graph
-                        .record_inbound(m)
-                        .await
-                        .map_err(|e| Unavailable(e.to_string()))?;
+                    let recorded = self.graph.record_inbound(m).await?;
                     let Recorded::Stored {
                         resolution: r,
                         entry_id,
@@ -85,11 +77,7 @@ impl Sink for StoreSink {
             for event in &inbound.events {
                 match event {
                     InboundEvent::Status(s) => {
-                        let known = self
-                            .graph
-                            .record_status(channel, s)
-                            .await
-                            .map_err(|e| Unavailable(e.to_string()))?;
+                        let known = self.graph.record_status(channel, s).await?;
                         tracing::info!(
                             channel,
                             provider_message_id = %s.provider_message_id,
