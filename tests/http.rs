@@ -609,6 +609,8 @@ fn unknown_routes_methods_and_channels() {
     assert_eq!(r.header("allow"), Some("GET"));
     let r = s.gw.post("/webhooks/myspace", &[], b"{}");
     assert_eq!((r.status, r.code().as_str()), (404, "unknown_channel"));
+    let r = s.gw.request("PUT", "/webhooks/myspace", &[], b"{}");
+    assert_eq!((r.status, r.code().as_str()), (404, "unknown_channel"));
     let r = s.gw.request("PUT", "/webhooks/telegram", &[], b"{}");
     assert_eq!(r.status, 405);
     let r = s.gw.get("/readyz");

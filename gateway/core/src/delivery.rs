@@ -3,7 +3,7 @@
 //! request the host sends — credentials filled in, and refused if it would
 //! leave the channel's `api_base`.
 //!
-//! The queue itself lives in the store (see [`crate::pipeline`]); the host
+//! The queue itself lives in the store (see [`crate::jobs`]); the host
 //! owns the clock, the HTTP client and the plugin runtime.
 
 use std::collections::BTreeMap;

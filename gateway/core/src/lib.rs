@@ -11,21 +11,34 @@
 //! - [`verify`]: signatures, handshakes and widget JWTs on raw bytes.
 //! - [`channel`]: what a channel plugin declares (its manifest) and the
 //!   normalized events it produces, independent of any WIT version.
-//! - [`identity`]: the identity graph over the [`store`], sealed with [`seal`].
-//! - [`conversation`]: the unified timeline and per-customer conversation state.
-//! - [`pipeline`]: after a message is stored — the durable job queue, agent
-//!   answers, deliveries, statuses, hand-offs, reminders.
+//! - [`store`]: the unit of work every backend implements, and
+//!   [`store::keys`], the one table of every key written.
+//! - [`db`]: the gateway's data over a backend; each room below adds its
+//!   operations to it.
+//! - [`identity`]: resolution, customers, merges, link tokens, conflicts,
+//!   the CSV import, sealed with [`seal`].
+//! - [`inbound`]: one inbound message recorded as one unit.
+//! - [`timeline`] and [`conversation`]: the unified timeline and
+//!   per-customer conversation state.
+//! - [`jobs`]: the durable job queue — agent answers, deliveries,
+//!   statuses, reminders; [`inbox`]: hand-offs to people.
+//! - [`quarantine`]: malformed payloads kept for inspection.
 //! - [`delivery`]: retry policy and the requests the host sends.
 
 pub mod agent;
 pub mod channel;
 pub mod config;
 pub mod conversation;
+pub mod db;
 pub mod delivery;
 pub mod identity;
-pub mod pipeline;
+pub mod inbound;
+pub mod inbox;
+pub mod jobs;
+pub mod quarantine;
 pub mod seal;
 pub mod store;
+pub mod timeline;
 pub mod verify;
 
 /// Whose fault a failure is. Every error type of the core says its own

@@ -18,6 +18,7 @@ use std::pin::Pin;
 
 pub mod keys;
 pub mod memory;
+pub(crate) mod unit;
 mod writeset;
 
 pub use keys::Keys;

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chatcrafter_core::channel::{ChannelIdentity, Claim, ClaimKind};
-use chatcrafter_core::identity::graph::{Graph, Rules, Sender};
+use chatcrafter_core::db::Db;
+use chatcrafter_core::identity::{Rules, Sender};
 use chatcrafter_core::seal::Keyring;
 use chatcrafter_gateway::store::AnyBackend;
 use chatcrafter_gateway::store::embedded::Embedded;
@@ -41,15 +42,15 @@ fn sender(id: &str, phone: &str) -> Sender {
     }
 }
 
-fn graph(backend: AnyBackend) -> Graph<Arc<AnyBackend>> {
+fn graph(backend: AnyBackend) -> Db<Arc<AnyBackend>> {
     let keys = Keyring::new(
         Some("AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="),
         Some("AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM="),
     )
     .unwrap();
-    Graph::new(
+    Db::new(
         Arc::new(backend),
-        Arc::new(chatcrafter_gateway::app::SystemClock),
+        Arc::new(chatcrafter_gateway::ids::SystemClock),
         Arc::new(keys),
         "cc:",
         Rules::default(),

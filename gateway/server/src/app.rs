@@ -1,6 +1,9 @@
 //! The running gateway's state, built once from the configuration: the
 //! plugins, each channel's verifier and handshake, the widget's JWT
-//! verifier, the pipeline the verified events go to, and the metrics.
+//! verifier, the store and the sink verified events go to, and the
+//! metrics. Where the configuration comes from is [`crate::load`]'s; how
+//! the store is opened, [`crate::store`]'s; the clock and ids,
+//! [`crate::ids`]'s.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,32 +13,16 @@ use anyhow::{Context as _, bail};
 use chatcrafter_core::Clock;
 use chatcrafter_core::channel::Manifest;
 use chatcrafter_core::config::{Config, Widget};
+use chatcrafter_core::identity::identifier::IdentifierKind;
+use chatcrafter_core::verify::SecretMatcher;
 use chatcrafter_core::verify::handshake::Responder;
 use chatcrafter_core::verify::jwt::{KeySource, WidgetAuth};
 use chatcrafter_core::verify::signature::Verifier;
 
-use chatcrafter_core::identity::graph::{Graph, Rules};
-use chatcrafter_core::identity::identifier::{BlockedValues, IdentifierKind};
-use chatcrafter_core::seal::Keyring;
-use chatcrafter_core::verify::SecretMatcher;
-
 use crate::inbound::Sink;
 use crate::metrics::Metrics;
-use crate::plugin::{Plugin, PluginHost, Registry, bundled};
-use crate::store::AnyBackend;
-
-/// The system clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
-    }
-}
+use crate::plugin::{PluginHost, Registry};
+use crate::store::GatewayDb;
 
 /// One configured channel, ready to serve.
 #[derive(Debug)]
@@ -49,9 +36,6 @@ pub struct ChannelRuntime {
     /// Settings passed to the plugin with each request.
     pub settings: Vec<(String, String)>,
 }
-
-/// The identity graph over the configured backend.
-pub type IdentityGraph = Graph<Arc<AnyBackend>>;
 
 /// An admin bearer token, by the hash of its value.
 #[derive(Debug)]
@@ -70,128 +54,6 @@ impl AdminToken {
     }
 }
 
-/// Opens the configured store backend.
-pub async fn open_backend(config: &Config, base_dir: &Path) -> anyhow::Result<AnyBackend> {
-    use chatcrafter_core::config::StoreKind;
-    Ok(match config.store.kind {
-        StoreKind::Embedded => AnyBackend::Embedded(crate::store::embedded::Embedded::open(
-            &base_dir.join(&config.store.path),
-        )?),
-        StoreKind::Redis => AnyBackend::Redis(
-            crate::store::redis::Redis::connect_with(
-                redis_client(config, base_dir)?,
-                &config.store.key_prefix,
-            )
-            .await?,
-        ),
-    })
-}
-
-/// The identity graph over the configured store, sealed with the
-/// configured keys (the server and `gateway import` open it the same way).
-pub async fn open_graph(
-    config: &Config,
-    base_dir: &Path,
-    clock: Arc<dyn Clock>,
-) -> anyhow::Result<IdentityGraph> {
-    let keys = Keyring::from_config(&config.security)?;
-    let backend = open_backend(config, base_dir).await?;
-    Ok(Graph::new(
-        Arc::new(backend),
-        clock,
-        Arc::new(keys),
-        &config.store.key_prefix,
-        rules(config)?,
-        Arc::new(ring::rand::SystemRandom::new()),
-    ))
-}
-
-/// Reads `--config FILE` (relative paths resolve against its folder), or,
-/// without one, dev mode's configuration and whether its secrets were just
-/// created.
-pub fn load_config(config_path: Option<&Path>) -> anyhow::Result<Loaded> {
-    match config_path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("{}: cannot read", path.display()))?;
-            let config = Config::parse(&text)
-                .with_context(|| format!("{}: invalid configuration", path.display()))?;
-            let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-            Ok(Loaded {
-                config,
-                base_dir,
-                dev: None,
-            })
-        }
-        None => {
-            let dir = Path::new("./data");
-            let (secrets, created) = crate::dev::DevSecrets::load_or_create(dir)?;
-            Ok(Loaded {
-                config: secrets.config(dir),
-                base_dir: PathBuf::from("."),
-                dev: Some((secrets, created)),
-            })
-        }
-    }
-}
-
-/// A configuration as [`load_config`] found it.
-#[derive(Debug)]
-pub struct Loaded {
-    /// The configuration.
-    pub config: Config,
-    /// What relative paths in it are relative to.
-    pub base_dir: PathBuf,
-    /// In dev mode: the generated secrets, and whether they were just created.
-    pub dev: Option<(crate::dev::DevSecrets, bool)>,
-}
-
-/// A Redis client for `store.url`, trusting `store.tls_ca_file` for
-/// `rediss://` when it is set (the system's trust store otherwise).
-pub fn redis_client(config: &Config, base_dir: &Path) -> anyhow::Result<redis::Client> {
-    let url = config.store.url.as_deref().unwrap_or_default();
-    let client = match &config.store.tls_ca_file {
-        Some(ca) if url.starts_with("rediss://") => {
-            let path = base_dir.join(ca);
-            let pem = std::fs::read(&path)
-                .with_context(|| format!("store.tls_ca_file: {}", path.display()))?;
-            redis::Client::build_with_tls(
-                url,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem),
-                },
-            )
-        }
-        _ => redis::Client::open(url),
-    };
-    client.with_context(|| "store.url: not a usable Redis URL".to_string())
-}
-
-/// The identity rules from `[identity]`.
-pub fn rules(config: &Config) -> anyhow::Result<Rules> {
-    let c = &config.identity;
-    let blocked = BlockedValues::new(c.blocked_values.iter().map(String::as_str));
-    let mut limits = BTreeMap::new();
-    for (k, n) in &c.limits {
-        let kind = IdentifierKind::parse(k).with_context(|| {
-            format!("identity.limits.{k}: not an identifier kind (email, phone, user_id)")
-        })?;
-        limits.insert(kind, *n as usize);
-    }
-    let primary = match c.primary_identifier {
-        chatcrafter_core::config::PrimaryIdentifier::Email => IdentifierKind::Email,
-        chatcrafter_core::config::PrimaryIdentifier::Phone => IdentifierKind::Phone,
-        chatcrafter_core::config::PrimaryIdentifier::UserId => IdentifierKind::UserId,
-    };
-    Ok(Rules {
-        primary,
-        blocked,
-        limits,
-        conflict_window: c.conflict_window_seconds,
-    })
-}
-
 /// Everything a request handler needs.
 #[derive(Debug)]
 pub struct App {
@@ -206,7 +68,7 @@ pub struct App {
     /// Where verified events go.
     pub sink: Arc<dyn Sink>,
     /// The identity graph.
-    pub graph: Arc<IdentityGraph>,
+    pub db: Arc<GatewayDb>,
     /// Admin API tokens.
     pub admin_tokens: Vec<AdminToken>,
     /// `[identity] primary_identifier`, as the customer object reports it.
@@ -220,37 +82,7 @@ pub struct App {
     /// Wakes the queue worker when this node queues a job.
     pub wake: Arc<tokio::sync::Notify>,
     /// Plugin calls in flight (see `plugin::limits::MAX_CALLS_IN_FLIGHT`).
-    pub plugin_calls: tokio::sync::Semaphore,
-}
-
-/// 32 bytes from the operating system's CSPRNG.
-pub fn random_bytes() -> [u8; 32] {
-    use ring::rand::SecureRandom as _;
-    let mut b = [0u8; 32];
-    ring::rand::SystemRandom::new()
-        .fill(&mut b)
-        .expect("the operating system's random number generator failed");
-    b
-}
-
-/// A random id, 16 hex characters.
-pub fn request_id() -> String {
-    chatcrafter_core::verify::hex_encode(&random_bytes()[..8])
-}
-
-fn load_plugin(host: &PluginHost, spec: &str, base_dir: &Path) -> anyhow::Result<Plugin> {
-    if let Some(name) = spec.strip_prefix("builtin:") {
-        let Some((_, bytes)) = bundled::PLUGINS.iter().find(|(n, _)| *n == name) else {
-            let names: Vec<&str> = bundled::PLUGINS.iter().map(|(n, _)| *n).collect();
-            bail!(
-                "no bundled plugin `{name}`; the bundled plugins are {}",
-                names.join(", ")
-            );
-        };
-        return Ok(host.load(spec, bytes)?);
-    }
-    let path = base_dir.join(spec);
-    Ok(host.load_file(&path)?)
+    pub plugin_calls: Arc<tokio::sync::Semaphore>,
 }
 
 fn check_declared(
@@ -312,13 +144,16 @@ impl App {
         let host = PluginHost::new()?;
         let plugins = Registry::new();
         for (name, ch) in &config.channels {
-            let mut plugin = load_plugin(&host, &ch.plugin, base_dir)
+            let mut plugin = crate::plugin::load_spec(&host, &ch.plugin, base_dir)
                 .with_context(|| format!("channels.{name}.plugin"))?;
             plugin.set_instance_reuse(ch.reuse_instances);
             plugins.swap(name, plugin);
         }
         if config.widget.is_some() && plugins.get("widget").is_none() {
-            plugins.swap("widget", load_plugin(&host, "builtin:widget", base_dir)?);
+            plugins.swap(
+                "widget",
+                crate::plugin::load_spec(&host, "builtin:widget", base_dir)?,
+            );
         }
         config.apply_env(&env, |channel| {
             plugins
@@ -332,7 +167,7 @@ impl App {
                 })
                 .unwrap_or_default()
         });
-        let random = random_bytes();
+        let random = crate::ids::random_bytes();
         let mut channels = BTreeMap::new();
         for (name, ch) in &config.channels {
             let plugin = plugins.get(name).expect("loaded above");
@@ -361,12 +196,12 @@ impl App {
             Some(w) => Some(widget_auth(w, base_dir)?),
             None => None,
         };
-        let graph = Arc::new(open_graph(&config, base_dir, clock.clone()).await?);
-        let primary_identifier = rules(&config)?.primary;
+        let graph = Arc::new(crate::store::open_db(&config, base_dir, clock.clone()).await?);
+        let primary_identifier = crate::store::rules(&config)?.primary;
         let notifier = Arc::new(match config.store.kind {
             chatcrafter_core::config::StoreKind::Embedded => crate::notify::Notifier::local(),
             chatcrafter_core::config::StoreKind::Redis => crate::notify::Notifier::redis_with(
-                redis_client(&config, base_dir)?,
+                crate::store::redis_client(&config, base_dir)?,
                 &config.store.key_prefix,
             )
             .await
@@ -375,7 +210,7 @@ impl App {
         let metrics = Arc::new(Metrics::default());
         let wake = Arc::new(tokio::sync::Notify::new());
         let sink: Arc<dyn Sink> = Arc::new(crate::inbound::StoreSink {
-            graph: graph.clone(),
+            db: graph.clone(),
             notifier: notifier.clone(),
             metrics: metrics.clone(),
             wake: wake.clone(),
@@ -399,14 +234,16 @@ impl App {
             channels,
             widget,
             sink,
-            graph,
+            db: graph,
             admin_tokens,
             primary_identifier,
             notifier,
             metrics,
             clock,
             wake,
-            plugin_calls: tokio::sync::Semaphore::new(crate::plugin::limits::MAX_CALLS_IN_FLIGHT),
+            plugin_calls: Arc::new(tokio::sync::Semaphore::new(
+                crate::plugin::limits::MAX_CALLS_IN_FLIGHT,
+            )),
         })
     }
 }

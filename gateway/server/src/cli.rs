@@ -12,23 +12,7 @@ use crate::plugin::{Plugin, PluginHost};
 
 /// Loads `FILE.wasm`, or a bundled plugin named `builtin:NAME`.
 fn load(host: &PluginHost, path: &Path) -> anyhow::Result<Plugin> {
-    if let Some(name) = path.to_str().and_then(|p| p.strip_prefix("builtin:")) {
-        let Some((_, bytes)) = crate::plugin::bundled::PLUGINS
-            .iter()
-            .find(|(n, _)| *n == name)
-        else {
-            let names: Vec<&str> = crate::plugin::bundled::PLUGINS
-                .iter()
-                .map(|(n, _)| *n)
-                .collect();
-            anyhow::bail!(
-                "no bundled plugin `{name}`; the bundled plugins are {}",
-                names.join(", ")
-            );
-        };
-        return Ok(host.load(&format!("builtin:{name}"), bytes)?);
-    }
-    Ok(host.load_file(path)?)
+    crate::plugin::load_spec(host, &path.to_string_lossy(), Path::new(""))
 }
 
 /// `gateway plugin check FILE.wasm`: load, validate, describe.
@@ -190,9 +174,11 @@ pub fn plugin_run(path: &Path, request: &PathBuf, export: Export) -> anyhow::Res
 pub fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     use std::sync::Arc;
 
-    use crate::app::{App, SystemClock, load_config};
+    use crate::app::App;
+    use crate::ids::SystemClock;
+    use crate::load::load_config;
 
-    let crate::app::Loaded {
+    let crate::load::Loaded {
         config,
         base_dir,
         dev,
@@ -258,11 +244,13 @@ async fn shutdown_signal() {
 pub fn import(file: &Path, config_path: Option<&Path>) -> anyhow::Result<String> {
     use std::io::Write as _;
 
-    use crate::app::{SystemClock, load_config, open_graph};
+    use crate::ids::SystemClock;
+    use crate::load::load_config;
+    use crate::store::open_db;
     use chatcrafter_core::Clock as _;
 
     let bytes = std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
-    let crate::app::Loaded {
+    let crate::load::Loaded {
         mut config,
         base_dir,
         ..
@@ -272,13 +260,14 @@ pub fn import(file: &Path, config_path: Option<&Path>) -> anyhow::Result<String>
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let graph = open_graph(&config, &base_dir, std::sync::Arc::new(SystemClock))
+        let graph = open_db(&config, &base_dir, std::sync::Arc::new(SystemClock))
             .await
             .context(
             "opening the store (an embedded store is locked while `gateway serve` runs; use POST /admin/v1/import then)",
         )?;
         let mut err = std::io::stderr();
-        let summary = crate::import::import(&graph, &bytes, SystemClock.now_secs(), |done, total| {
+        let channels = crate::import::channel_names(&config);
+        let summary = crate::import::import(&graph, &channels, &bytes, SystemClock.now_secs(), |done, total| {
             let width = 30;
             let filled = (done * width).checked_div(total).unwrap_or(width);
             let _ = write!(err, "\rimporting [{}{}] {done}/{total} rows", "#".repeat(filled), " ".repeat(width - filled));

@@ -13,7 +13,7 @@ use chatcrafter_core::verify::hex_encode;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use serde::{Deserialize, Serialize};
 
-use crate::app::random_bytes;
+use crate::ids::random_bytes;
 
 /// The generated secrets.
 #[derive(Debug, Serialize, Deserialize)]

@@ -53,7 +53,8 @@ pub async fn handle(app: Arc<App>, mut req: Req) -> Resp {
             Ok(()) => (r.handler)(&app, &mut req, &params).await,
             Err(e) => Err(e),
         },
-        Err(e) => Err(e),
+        // An unknown channel is 404 whatever the method (INTERFACE §3.2).
+        Err(e) => Err(webhook::unknown_channel(&app, &path).unwrap_or(e)),
     };
     let resp = result.unwrap_or_else(|e| {
         if e.fault != Fault::Caller {

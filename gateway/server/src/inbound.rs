@@ -7,11 +7,12 @@ use std::future::Future;
 use std::pin::Pin;
 
 use chatcrafter_core::channel::{Inbound, InboundEvent};
-use chatcrafter_core::identity::graph::{GraphError, Recorded};
+use chatcrafter_core::db::DbError;
+use chatcrafter_core::inbound::Recorded;
 
 /// A boxed future, as the sink returns. Its error says whose fault the
 /// failure is (a store that is down: 503, and the channel retries).
-pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), GraphError>> + Send + 'a>>;
+pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), DbError>> + Send + 'a>>;
 
 /// Takes the events of one verified request.
 pub trait Sink: Send + Sync + std::fmt::Debug {
@@ -27,7 +28,7 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct StoreSink {
     /// The identity graph.
-    pub graph: std::sync::Arc<crate::app::IdentityGraph>,
+    pub db: std::sync::Arc<crate::store::GatewayDb>,
     /// Announces each customer's new messages.
     pub notifier: std::sync::Arc<crate::notify::Notifier>,
     /// Counts redeliveries dropped.
@@ -41,7 +42,7 @@ impl Sink for StoreSink {
         Box::pin(async move {
             for event in &inbound.events {
                 if let InboundEvent::Message(m) = event {
-                    let recorded = self.graph.record_inbound(m).await?;
+                    let recorded = self.db.record_inbound(m).await?;
                     let Recorded::Stored {
                         resolution: r,
                         entry_id,
@@ -77,7 +78,7 @@ impl Sink for StoreSink {
             for event in &inbound.events {
                 match event {
                     InboundEvent::Status(s) => {
-                        let known = self.graph.record_status(channel, s).await?;
+                        let known = self.db.record_status(channel, s).await?;
                         tracing::info!(
                             channel,
                             provider_message_id = %s.provider_message_id,

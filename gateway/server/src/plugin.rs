@@ -239,26 +239,38 @@ impl PluginError {
 
 /// Runs `f` on `plugin` in tokio's blocking pool, once one of `permits` is
 /// free (see [`limits::MAX_CALLS_IN_FLIGHT`] for why plugin calls never run
-/// on the async workers).
+/// on the async workers). The permit goes with the call: if the caller is
+/// dropped (a client that hung up), the call still counts until it ends.
+/// Returns the result and how long the call itself ran.
 pub async fn call_blocking<R: Send + 'static>(
-    permits: &tokio::sync::Semaphore,
+    permits: &Arc<tokio::sync::Semaphore>,
     plugin: &Arc<Plugin>,
     f: impl FnOnce(&Plugin) -> Result<R, PluginError> + Send + 'static,
-) -> Result<R, PluginError> {
+) -> (Result<R, PluginError>, std::time::Duration) {
     let unavailable = |reason: String| PluginError::Instantiate {
         id: plugin.manifest.id.clone(),
         version: plugin.manifest.version.clone(),
         export: "call",
         reason,
     };
-    let _permit = permits
-        .acquire()
-        .await
-        .map_err(|_| unavailable("the gateway is shutting down".into()))?;
+    let permit = match permits.clone().acquire_owned().await {
+        Ok(p) => p,
+        Err(_) => {
+            let e = unavailable("the gateway is shutting down".into());
+            return (Err(e), std::time::Duration::ZERO);
+        }
+    };
     let p = plugin.clone();
-    tokio::task::spawn_blocking(move || f(&p))
-        .await
-        .unwrap_or_else(|e| Err(unavailable(format!("the call's thread failed: {e}"))))
+    let call = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let start = std::time::Instant::now();
+        let out = f(&p);
+        (out, start.elapsed())
+    });
+    call.await.unwrap_or_else(|e| {
+        let e = unavailable(format!("the call's thread failed: {e}"));
+        (Err(e), std::time::Duration::ZERO)
+    })
 }
 
 struct HostInner {
@@ -770,6 +782,24 @@ pub fn secret_placeholders(path: &str) -> impl Iterator<Item = &str> {
 
 /// The plugins compiled into the binary, and the test programs the host's
 /// tests load (built by `build.rs` from `plugins/`).
+/// Loads a plugin by its configuration spec: `builtin:NAME` for a bundled
+/// one, otherwise a path to a `.wasm` component, relative to `base_dir`.
+/// The one loader `gateway serve` and the `plugin` commands share.
+pub fn load_spec(host: &PluginHost, spec: &str, base_dir: &Path) -> anyhow::Result<Plugin> {
+    if let Some(name) = spec.strip_prefix("builtin:") {
+        let Some((_, bytes)) = bundled::PLUGINS.iter().find(|(n, _)| *n == name) else {
+            let names: Vec<&str> = bundled::PLUGINS.iter().map(|(n, _)| *n).collect();
+            anyhow::bail!(
+                "no bundled plugin `{name}`; the bundled plugins are {}",
+                names.join(", ")
+            );
+        };
+        return Ok(host.load(spec, bytes)?);
+    }
+    let path = base_dir.join(spec);
+    Ok(host.load_file(&path)?)
+}
+
 pub mod bundled {
     include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
 }

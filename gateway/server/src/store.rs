@@ -1,10 +1,22 @@
-//! The native store backends of core's [`Backend`] trait:
+//! Opening the configured store, and the native store backends of core's
+//! [`Backend`] trait:
 //! [`embedded::Embedded`] (redb, the default: `gateway serve` needs nothing
 //! else) and [`redis::Redis`] (several gateway nodes sharing one Redis).
 
 pub mod embedded;
 pub mod redis;
 
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use chatcrafter_core::Clock;
+use chatcrafter_core::config::Config;
+use chatcrafter_core::db::Db;
+use chatcrafter_core::identity::Rules;
+use chatcrafter_core::identity::identifier::{BlockedValues, IdentifierKind};
+use chatcrafter_core::seal::Keyring;
 use chatcrafter_core::store::{BoxFuture, StoreError, Work};
 
 /// The configured backend.
@@ -57,4 +69,103 @@ impl chatcrafter_core::store::Backend for AnyBackend {
             AnyBackend::Redis(b) => b.dump(),
         }
     }
+}
+
+/// The gateway's data over the configured backend.
+pub type GatewayDb = Db<Arc<AnyBackend>>;
+
+/// Opens the configured store backend.
+pub async fn open_backend(config: &Config, base_dir: &Path) -> anyhow::Result<AnyBackend> {
+    use chatcrafter_core::config::StoreKind;
+    Ok(match config.store.kind {
+        StoreKind::Embedded => AnyBackend::Embedded(embedded::Embedded::open(
+            &base_dir.join(&config.store.path),
+        )?),
+        StoreKind::Redis => AnyBackend::Redis(
+            redis::Redis::connect_with(redis_client(config, base_dir)?, &config.store.key_prefix)
+                .await?,
+        ),
+    })
+}
+
+/// The identity graph over the configured store, sealed with the
+/// configured keys (the server and `gateway import` open it the same way).
+pub async fn open_db(
+    config: &Config,
+    base_dir: &Path,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<GatewayDb> {
+    let keys = Keyring::from_config(&config.security)?;
+    let backend = open_backend(config, base_dir).await?;
+    Ok(Db::new(
+        Arc::new(backend),
+        clock,
+        Arc::new(keys),
+        &config.store.key_prefix,
+        rules(config)?,
+        Arc::new(ring::rand::SystemRandom::new()),
+    ))
+}
+
+/// A Redis client for `store.url`, trusting `store.tls_ca_file` for
+/// `rediss://` when it is set (the system's trust store otherwise).
+pub fn redis_client(config: &Config, base_dir: &Path) -> anyhow::Result<::redis::Client> {
+    let url = config.store.url.as_deref().unwrap_or_default();
+    let client = match &config.store.tls_ca_file {
+        Some(ca) if url.starts_with("rediss://") => {
+            let path = base_dir.join(ca);
+            let pem = std::fs::read(&path)
+                .with_context(|| format!("store.tls_ca_file: {}", path.display()))?;
+            ::redis::Client::build_with_tls(
+                url,
+                ::redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )
+        }
+        _ => ::redis::Client::open(url),
+    };
+    client.with_context(|| "store.url: not a usable Redis URL".to_string())
+}
+
+/// The identity rules from `[identity]`.
+pub fn rules(config: &Config) -> anyhow::Result<Rules> {
+    let c = &config.identity;
+    for v in &c.blocked_values {
+        let kind = if v.contains('@') {
+            IdentifierKind::Email
+        } else {
+            IdentifierKind::Phone
+        };
+        if (v.contains('@') || v.trim_start().starts_with('+'))
+            && chatcrafter_core::identity::identifier::Identifier::new(kind, v).is_err()
+        {
+            // Accepted as written (any string may be blocked), but it can
+            // only ever match a user id spelled the same: likely a typo.
+            tracing::warn!(
+                "identity.blocked_values: `{v}` is not a valid {}; it blocks only that exact text",
+                kind.as_str()
+            );
+        }
+    }
+    let blocked = BlockedValues::new(c.blocked_values.iter().map(String::as_str));
+    let mut limits = BTreeMap::new();
+    for (k, n) in &c.limits {
+        let kind = IdentifierKind::parse(k).with_context(|| {
+            format!("identity.limits.{k}: not an identifier kind (email, phone, user_id)")
+        })?;
+        limits.insert(kind, *n as usize);
+    }
+    let primary = match c.primary_identifier {
+        chatcrafter_core::config::PrimaryIdentifier::Email => IdentifierKind::Email,
+        chatcrafter_core::config::PrimaryIdentifier::Phone => IdentifierKind::Phone,
+        chatcrafter_core::config::PrimaryIdentifier::UserId => IdentifierKind::UserId,
+    };
+    Ok(Rules {
+        primary,
+        blocked,
+        limits,
+        conflict_window: c.conflict_window_seconds,
+    })
 }

@@ -1,4 +1,4 @@
-//! Drives the durable job queue ([`chatcrafter_core::pipeline`]): asks the
+//! Drives the durable job queue ([`chatcrafter_core::jobs`]): asks the
 //! agent to answer stored messages, delivers outbound messages through the
 //! channel's plugin and API, and runs due reminders. Every step is claimed
 //! with a lease and ends in one atomic unit, so a crash at any point is
@@ -16,10 +16,10 @@ use std::time::Duration;
 use chatcrafter_core::agent;
 use chatcrafter_core::channel::{ChannelError, OutboundMessage, OutboundRequest};
 use chatcrafter_core::config::AgentKind;
+use chatcrafter_core::db::DbError;
 use chatcrafter_core::delivery::Outbound;
 use chatcrafter_core::delivery::{self, Job, JobKind, JobRef, Policy, Verdict};
-use chatcrafter_core::identity::graph::GraphError;
-use chatcrafter_core::pipeline::{AgentInput, Answer, ClaimMode, Claimed, ReminderRules, Step};
+use chatcrafter_core::jobs::{AgentInput, Answer, ClaimMode, Claimed, ReminderRules, Step};
 use chatcrafter_core::store::Backend as _;
 use tokio::sync::Notify;
 
@@ -95,7 +95,7 @@ impl Worker {
             let woken = this.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            match this.app.graph.due_jobs(this.app.clock.now_ms()).await {
+            match this.app.db.due_jobs(this.app.clock.now_ms()).await {
                 Ok(due) => {
                     let mut by_shard: std::collections::BTreeMap<u32, Vec<JobRef>> =
                         Default::default();
@@ -136,7 +136,7 @@ impl Worker {
 
     /// Claims and runs one job; `false` if it was not ours to run.
     async fn run_job(&self, shard: u32, found: &JobRef) -> bool {
-        let graph = &self.app.graph;
+        let graph = &self.app.db;
         let now = self.app.clock.now_ms();
         let id = found.id.as_str();
         let lease = self.policy().lease_ms;
@@ -153,7 +153,7 @@ impl Worker {
         if let Err(e) = &claimed
             && !e.is_transient()
         {
-            if matches!(e, GraphError::UnreadableJob { .. }) {
+            if matches!(e, DbError::UnreadableJob { .. }) {
                 // The job's own record does not open: it can never run.
                 // Said loudly and removed, rather than found due forever.
                 tracing::error!(job = id, "dropping a job that cannot be read: {e}");
@@ -220,7 +220,7 @@ impl Worker {
         job: &Job,
         failure: Failure,
         policy: Policy,
-    ) -> Result<Step, GraphError> {
+    ) -> Result<Step, DbError> {
         let (error, delay) = match failure {
             Failure::Transient(e) => {
                 let delay = policy.retry_delay(job.attempts);
@@ -230,7 +230,7 @@ impl Worker {
         };
         let step = self
             .app
-            .graph
+            .db
             .fail(shard, job, &error, delay, self.app.clock.now_ms())
             .await?;
         match step {
@@ -244,14 +244,14 @@ impl Worker {
         Ok(step)
     }
 
-    async fn answer(&self, shard: u32, job: &Job) -> Result<Step, GraphError> {
-        let graph = &self.app.graph;
+    async fn answer(&self, shard: u32, job: &Job) -> Result<Step, DbError> {
+        let graph = &self.app.db;
         // The built-in agent looks back this far; a webhook agent gets its
         // configured share of it.
         let history = self.app.config.agent.history.max(AGENT_LOOKBACK);
         let input = match graph.agent_input(job, history).await {
             Ok(input) => input,
-            Err(GraphError::Store(e)) => return Err(GraphError::Store(e)),
+            Err(DbError::Store(e)) => return Err(DbError::Store(e)),
             Err(e) => {
                 return self
                     .failed(
@@ -301,7 +301,7 @@ impl Worker {
 
     async fn call_agent(
         &self,
-        input: &chatcrafter_core::pipeline::AgentInput,
+        input: &chatcrafter_core::jobs::AgentInput,
     ) -> Result<Answer, Failure> {
         let cfg = &self.app.config.agent;
         let url = cfg.url.as_deref().unwrap_or_default();
@@ -343,8 +343,8 @@ impl Worker {
         agent::webhook::parse_answer(&answer.body).map_err(Failure::Transient)
     }
 
-    async fn deliver(&self, shard: u32, job: &Job, o: Outbound) -> Result<Step, GraphError> {
-        let graph = &self.app.graph;
+    async fn deliver(&self, shard: u32, job: &Job, o: Outbound) -> Result<Step, DbError> {
+        let graph = &self.app.db;
         let Some(route) = o.routes.get(o.route) else {
             return self
                 .failed(
@@ -368,30 +368,30 @@ impl Worker {
             text: o.text.clone(),
             reply_handle: route.reply_handle.clone(),
         };
-        let request =
-            match crate::plugin::call_blocking(&self.app.plugin_calls, &plugin, move |p| {
+        let (rendered, _) =
+            crate::plugin::call_blocking(&self.app.plugin_calls, &plugin, move |p| {
                 p.render_outbound(&message)
             })
-            .await
-            {
-                Ok(r) => r,
-                Err(PluginError::Channel {
-                    error: ChannelError::InvalidOutbound(why),
-                    ..
-                }) => {
-                    // Not deliverable there (e.g. Discord without an open
-                    // interaction): the next route, if any.
-                    let why = format!("{channel}: {why}");
-                    return graph
-                        .reroute(shard, job, &why, self.app.clock.now_ms())
-                        .await;
-                }
-                Err(e) => {
-                    return self
-                        .failed(shard, job, Failure::Transient(e.to_string()), self.policy())
-                        .await;
-                }
-            };
+            .await;
+        let request = match rendered {
+            Ok(r) => r,
+            Err(PluginError::Channel {
+                error: ChannelError::InvalidOutbound(why),
+                ..
+            }) => {
+                // Not deliverable there (e.g. Discord without an open
+                // interaction): the next route, if any.
+                let why = format!("{channel}: {why}");
+                return graph
+                    .reroute(shard, job, &why, self.app.clock.now_ms())
+                    .await;
+            }
+            Err(e) => {
+                return self
+                    .failed(shard, job, Failure::Transient(e.to_string()), self.policy())
+                    .await;
+            }
+        };
         let outcome = match request {
             OutboundRequest::Push { .. } => {
                 // Push frames reach the customer's open widget sessions
@@ -475,7 +475,7 @@ impl Worker {
         }
     }
 
-    async fn remind(&self, shard: u32, job: &Job) -> Result<Step, GraphError> {
+    async fn remind(&self, shard: u32, job: &Job) -> Result<Step, DbError> {
         let d = &self.app.config.delivery;
         let rules = ReminderRules {
             per_day: d.proactive_per_day,
@@ -483,7 +483,7 @@ impl Worker {
         };
         let outcome = self
             .app
-            .graph
+            .db
             .run_reminder(
                 shard,
                 job,
@@ -512,7 +512,7 @@ impl Worker {
 }
 
 /// Drops keys past their retention (provider message ids after
-/// [`chatcrafter_core::identity::graph::DEDUP_RETENTION_SECONDS`]), at
+/// [`chatcrafter_core::inbound::DEDUP_RETENTION_SECONDS`]), at
 /// start and every ten minutes, in bounded batches. A no-op on Redis, which
 /// expires them itself.
 pub async fn sweep(app: Arc<App>) {
@@ -520,7 +520,7 @@ pub async fn sweep(app: Arc<App>) {
     loop {
         loop {
             match app
-                .graph
+                .db
                 .backend()
                 .sweep_expired(app.clock.now_secs(), BATCH)
                 .await

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use chatcrafter_core::ManualClock;
 use chatcrafter_core::channel::{ChannelIdentity, Claim, ClaimKind};
-use chatcrafter_core::identity::graph::{Graph, GraphError, How, Rules, Sender};
+use chatcrafter_core::db::{Db, DbError};
 use chatcrafter_core::identity::identifier::{BlockedValues, Identifier, IdentifierKind};
+use chatcrafter_core::identity::{How, Rules, Sender};
 use chatcrafter_core::seal::Keyring;
 use chatcrafter_core::store::Backend;
 use chatcrafter_gateway::store::AnyBackend;
@@ -93,8 +94,8 @@ fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::at_ms(T0 * 1000))
 }
 
-fn graph(f: &Fixture, rules: Rules) -> Graph<Arc<AnyBackend>> {
-    Graph::new(
+fn graph(f: &Fixture, rules: Rules) -> Db<Arc<AnyBackend>> {
+    Db::new(
         f.backend.clone(),
         clock(),
         keys(),
@@ -220,7 +221,7 @@ fn message(
 }
 
 async fn a_redelivered_message_is_recorded_once_and_the_timeline_follows_merges(kind: &str) {
-    use chatcrafter_core::identity::graph::Recorded;
+    use chatcrafter_core::inbound::Recorded;
     let f = fixture(kind, "timeline").await;
     let g = graph(&f, rules());
     let w = widget_sarah(T0);
@@ -300,7 +301,7 @@ async fn a_redelivered_message_is_recorded_once_and_the_timeline_follows_merges(
     );
     // Past the retention window the same provider id counts as new.
     let mut late = message(&w, "c-1", "Do you have the office chair in black?");
-    late.timestamp = T0 + chatcrafter_core::identity::graph::DEDUP_RETENTION_SECONDS + 1;
+    late.timestamp = T0 + chatcrafter_core::inbound::DEDUP_RETENTION_SECONDS + 1;
     assert!(matches!(
         g.record_inbound(&late).await.unwrap(),
         Recorded::Stored { .. }
@@ -501,7 +502,7 @@ async fn merge_then_undo_restores_the_exact_prior_state(kind: &str) {
     // Telegram's newer name won; Sarah's older one is on the record.
     assert_eq!(
         record.dropped,
-        vec![chatcrafter_core::identity::graph::DroppedValue {
+        vec![chatcrafter_core::identity::DroppedValue {
             customer_id: a.clone(),
             attribute: "name".into(),
             value: "Sarah Kim".into()
@@ -544,11 +545,11 @@ async fn merge_then_undo_restores_the_exact_prior_state(kind: &str) {
     );
     assert!(matches!(
         g.undo(&record.merge_id, T0 + 40).await,
-        Err(GraphError::Invalid(_))
+        Err(DbError::Invalid(_))
     ));
     assert!(matches!(
         g.undo("m_nope", T0 + 40).await,
-        Err(GraphError::NotFound(_))
+        Err(DbError::NotFound(_))
     ));
 }
 
@@ -702,7 +703,7 @@ async fn concurrent_events_for_one_person_end_as_exactly_one_customer(kind: &str
     // Redis, two independent connections).
     let node_a = Arc::new(graph(&f, rules()));
     let node_b = Arc::new(match &f.url {
-        Some(url) => Graph::new(
+        Some(url) => Db::new(
             Arc::new(AnyBackend::Redis(Redis::connect(url, "cc:").await.unwrap())),
             clock(),
             keys(),
@@ -873,7 +874,7 @@ fn as_found(job: &chatcrafter_core::delivery::Job) -> chatcrafter_core::delivery
 
 /// The one job due at `now_ms`, claimed.
 async fn claim_due(
-    g: &Graph<Arc<AnyBackend>>,
+    g: &Db<Arc<AnyBackend>>,
     now_ms: u64,
     lease_ms: u64,
 ) -> (u32, chatcrafter_core::delivery::Job) {
@@ -887,7 +888,7 @@ async fn claim_due(
 async fn a_stored_message_queues_its_answer_and_a_lapsed_lease_brings_it_back(kind: &str) {
     use chatcrafter_core::channel::{DeliveryState, DeliveryStatus};
     use chatcrafter_core::delivery::JobKind;
-    use chatcrafter_core::pipeline::{Answer, Step};
+    use chatcrafter_core::jobs::{Answer, Step};
     let f = fixture(kind, "queue").await;
     let g = graph(&f, rules());
     let now = T0 * 1000;
@@ -1025,7 +1026,7 @@ async fn a_stored_message_queues_its_answer_and_a_lapsed_lease_brings_it_back(ki
 
 async fn reminders_follow_the_injected_clock_consent_and_the_cap(kind: &str) {
     use chatcrafter_core::conversation::Entry;
-    use chatcrafter_core::pipeline::{Answer, ReminderRules, Skip};
+    use chatcrafter_core::jobs::{Answer, ReminderRules, Skip};
     let f = fixture(kind, "reminders").await;
     let g = graph(&f, rules());
     let hour = 3_600_000;
@@ -1145,7 +1146,7 @@ async fn reminders_follow_the_injected_clock_consent_and_the_cap(kind: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_units_on_the_embedded_store_share_commits_and_all_survive_a_reopen() {
-    use chatcrafter_core::identity::graph::Recorded;
+    use chatcrafter_core::inbound::Recorded;
     let dir = scratch("group-commit");
     let embedded = Embedded::open(&dir).unwrap();
     let f = Fixture {
@@ -1202,7 +1203,7 @@ async fn concurrent_units_on_the_embedded_store_share_commits_and_all_survive_a_
 }
 
 async fn a_backlog_is_seen_a_window_at_a_time_and_drains_in_any_order(kind: &str) {
-    use chatcrafter_core::pipeline::{Answer, Step, WINDOW};
+    use chatcrafter_core::jobs::{Answer, Step, WINDOW};
     let f = fixture(kind, "backlog").await;
     let g = graph(&f, rules());
     let now = T0 * 1000;
@@ -1253,7 +1254,7 @@ async fn a_backlog_is_seen_a_window_at_a_time_and_drains_in_any_order(kind: &str
 }
 
 async fn provider_ids_are_remembered_for_their_retention_and_then_dropped(kind: &str) {
-    use chatcrafter_core::identity::graph::{DEDUP_RETENTION_SECONDS, Recorded};
+    use chatcrafter_core::inbound::{DEDUP_RETENTION_SECONDS, Recorded};
     let f = fixture(kind, "retention").await;
     let g = graph(&f, rules());
     let now = T0;
@@ -1297,7 +1298,7 @@ async fn provider_ids_are_remembered_for_their_retention_and_then_dropped(kind: 
 }
 
 async fn a_customers_messages_go_out_in_order_even_when_one_is_retried(kind: &str) {
-    use chatcrafter_core::pipeline::{Answer, ClaimMode, Claimed, ORDER_RECHECK_MS, Step};
+    use chatcrafter_core::jobs::{Answer, ClaimMode, Claimed, ORDER_RECHECK_MS, Step};
     let f = fixture(kind, "order").await;
     let g = graph(&f, rules());
     let now = T0 * 1000;

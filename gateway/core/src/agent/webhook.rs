@@ -5,7 +5,7 @@
 
 use ring::hmac;
 
-use crate::pipeline::{AgentInput, Answer};
+use crate::jobs::{AgentInput, Answer};
 
 use crate::verify::{hex_decode, hex_encode};
 

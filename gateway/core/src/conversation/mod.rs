@@ -1,7 +1,7 @@
 //! The unified timeline: every message and event of a customer, across
 //! channels, in time order, each with its channel. Entries are stored
 //! sealed, one key each, by the identity graph's store (see
-//! [`crate::identity::graph::Graph::record_inbound`]). [`state`] holds what
+//! [`crate::db::Db::record_inbound`]). [`state`] holds what
 //! the conversation needs besides its entries: where the customer can be
 //! reached, an open hand-off, the proactive messages sent.
 

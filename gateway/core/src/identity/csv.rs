@@ -4,8 +4,8 @@
 //! columns. UTF-8, RFC 4180 quoting. Each row says "these identifiers are one
 //! person". A bad row is reported with its line number and skipped.
 
-use super::graph::ImportRow;
 use super::identifier::{Identifier, IdentifierKind};
+use super::import::ImportRow;
 
 /// A row the import refused, by its line number in the file (1 = header).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -170,18 +170,42 @@ fn possible_lengths(meta: &phonenumber::metadata::Metadata) -> Vec<u16> {
     out
 }
 
+/// `national` without a trunk prefix written after the country code, as in
+/// `+44 (0)20 7946 0958`: dropped when the country dials one (`0`), its
+/// numbers' general pattern refuses the number with it and accepts it
+/// without. Italy's numbers, which keep their leading 0, are left alone.
+fn without_trunk_prefix<'n>(meta: &phonenumber::metadata::Metadata, national: &'n str) -> &'n str {
+    let general = meta.descriptors().general();
+    match national.strip_prefix('0') {
+        Some(rest)
+            if meta.national_prefix() == Some("0")
+                && !general.is_match(national)
+                && general.is_match(rest) =>
+        {
+            rest
+        }
+        _ => national,
+    }
+}
+
 fn normalize_phone(raw: &str) -> Result<String, InvalidIdentifier> {
     let bad = || InvalidIdentifier::Phone(raw.to_string());
     // Numbers without a `+` have no country; WhatsApp's wa_id is digits
     // with the country code first, so callers add the `+` for those.
     let rest = raw.strip_prefix('+').ok_or_else(bad)?;
-    if !rest
-        .chars()
-        .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '(' | ')'))
-    {
+    // Digits and the separators people write numbers with: spaces (any,
+    // including no-break ones), dashes, dots, slashes and parentheses.
+    let separator = |c: char| {
+        c.is_whitespace() || matches!(c, '-' | '.' | '/' | '(' | ')' | '\u{2010}'..='\u{2015}')
+    };
+    if !rest.chars().all(|c| c.is_ascii_digit() || separator(c)) {
         return Err(bad());
     }
     let mut digits: String = rest.chars().filter(char::is_ascii_digit).collect();
+    // E.164 numbers have at most 15 digits; a trunk prefix may add one.
+    if digits.len() > 16 {
+        return Err(bad());
+    }
     if digits.len() == 13 && digits.starts_with("521") {
         digits.remove(2);
     }
@@ -200,10 +224,10 @@ fn normalize_phone(raw: &str) -> Result<String, InvalidIdentifier> {
     let main = regions
         .iter()
         .find(|m| m.is_main_country_for_code())
-        .or(regions.first());
-    let possible =
-        main.is_some_and(|meta| possible_lengths(meta).contains(&(national.len() as u16)));
-    if !possible {
+        .or(regions.first())
+        .ok_or_else(bad)?;
+    let national = without_trunk_prefix(main, national);
+    if !possible_lengths(main).contains(&(national.len() as u16)) {
         return Err(bad());
     }
     Ok(format!("+{code}{national}"))
@@ -232,6 +256,26 @@ mod tests {
         // 8 to 11 in Brazil.
         assert!(phone("+1 650 555 123").is_err());
         assert!(phone("+55 11 12345").is_err());
+    }
+
+    #[test]
+    fn a_trunk_prefix_after_the_country_code_is_dropped() {
+        assert_eq!(phone("+44 (0)20 7946 0958").unwrap(), "+442079460958");
+        assert_eq!(phone("+44 (0)7911 123456").unwrap(), "+447911123456");
+        assert_eq!(phone("+49 (0)30 12345678").unwrap(), "+493012345678");
+        assert_eq!(phone("+41 (0)44 668 18 00").unwrap(), "+41446681800");
+        // Italy's numbers keep their leading 0.
+        assert_eq!(phone("+39 06 6982 1234").unwrap(), "+390669821234");
+    }
+
+    #[test]
+    fn any_usual_separator_is_accepted_and_overlong_numbers_are_not() {
+        assert_eq!(phone("+1 650/555\u{a0}1234").unwrap(), "+16505551234");
+        assert_eq!(
+            phone("+1 650\u{2011}555\u{2011}1234").unwrap(),
+            "+16505551234"
+        );
+        assert!(phone(&format!("+1{}", "5".repeat(70_000))).is_err());
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chatcrafter_core::config::Role;
-use chatcrafter_core::identity::graph::{Customer, How};
 use chatcrafter_core::identity::identifier::{Identifier, IdentifierKind};
+use chatcrafter_core::identity::{Customer, How};
 use chatcrafter_core::rfc3339;
 use hyper::{StatusCode, header};
 use serde::Deserialize;
@@ -169,7 +169,7 @@ fn check_attributes(app: &App, attrs: &BTreeMap<String, String>) -> Result<(), A
                 "attributes.{k}: `{v}` must be `granted` or `denied`"
             )));
         }
-        if k == chatcrafter_core::pipeline::PREFERRED_CHANNEL
+        if k == chatcrafter_core::jobs::PREFERRED_CHANNEL
             && !(app.config.channels.contains_key(v) || (v == "widget" && app.widget.is_some()))
         {
             return Err(bad(format!(
@@ -192,10 +192,10 @@ async fn lookup(app: &App, identifier: &str) -> Result<String, ApiError> {
         "email" | "phone" | "user_id" => {
             let kind = IdentifierKind::parse(kind).expect("listed");
             let ident = Identifier::new(kind, value).map_err(|e| bad(e.to_string()))?;
-            app.graph.find(&ident).await
+            app.db.find(&ident).await
         }
         c if CHANNELS.contains(&c) || app.config.channels.contains_key(c) => {
-            app.graph.find_identity(c, value).await
+            app.db.find_identity(c, value).await
         }
         other => {
             return Err(bad(format!(
@@ -230,7 +230,7 @@ pub(super) async fn find_customer(
         )
     })?;
     let id = lookup(app, &identifier).await?;
-    let c = app.graph.customer(&id).await.map_err(ApiError::from)?;
+    let c = app.db.customer(&id).await.map_err(ApiError::from)?;
     Ok(json_resp(200, &customer_json(&c, app.primary_identifier)))
 }
 
@@ -244,7 +244,7 @@ pub(super) async fn merge(app: &App, req: &mut Req, _: Params<'_>) -> Result<Res
     }
     let b: MergeBody = json_body(app, req).await?;
     let r = app
-        .graph
+        .db
         .merge(
             &b.surviving,
             &b.merged,
@@ -278,13 +278,13 @@ async fn publish_merge(app: &App, surviving: &str, merged: &str) {
 
 /// `GET /admin/v1/customers/{id}/timeline`.
 pub(super) async fn timeline(app: &App, _: &mut Req, p: Params<'_>) -> Result<Resp, ApiError> {
-    let entries = app.graph.timeline(p[0]).await.map_err(ApiError::from)?;
+    let entries = app.db.timeline(p[0]).await.map_err(ApiError::from)?;
     Ok(json_resp(200, &timeline_json(p[0], &entries)))
 }
 
 /// `GET /admin/v1/customers/{id}`.
 pub(super) async fn customer(app: &App, _: &mut Req, p: Params<'_>) -> Result<Resp, ApiError> {
-    let c = app.graph.customer(p[0]).await.map_err(ApiError::from)?;
+    let c = app.db.customer(p[0]).await.map_err(ApiError::from)?;
     Ok(json_resp(200, &customer_json(&c, app.primary_identifier)))
 }
 
@@ -302,7 +302,7 @@ pub(super) async fn patch_customer(
     let patch: Patch = json_body(app, req).await?;
     check_attributes(app, &patch.attributes)?;
     let c = app
-        .graph
+        .db
         .set_attributes(p[0], &patch.attributes, "admin", app.clock.now_secs())
         .await
         .map_err(ApiError::from)?;
@@ -318,7 +318,7 @@ pub(super) async fn patch_customer(
 /// `POST /admin/v1/merges/{id}/undo`.
 pub(super) async fn undo(app: &App, _: &mut Req, p: Params<'_>) -> Result<Resp, ApiError> {
     let r = app
-        .graph
+        .db
         .undo(p[0], app.clock.now_secs())
         .await
         .map_err(ApiError::from)?;
@@ -331,7 +331,7 @@ pub(super) async fn undo(app: &App, _: &mut Req, p: Params<'_>) -> Result<Resp, 
 
 /// `GET /admin/v1/conflicts`: the open ones.
 pub(super) async fn conflicts(app: &App, _: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
-    let list = app.graph.conflicts().await.map_err(ApiError::from)?;
+    let list = app.db.conflicts().await.map_err(ApiError::from)?;
     let open: Vec<Value> = list
         .iter()
         .filter(|c| c.resolved_at.is_none())
@@ -347,7 +347,7 @@ pub(super) async fn resolve_conflict(
     p: Params<'_>,
 ) -> Result<Resp, ApiError> {
     let c = app
-        .graph
+        .db
         .resolve_conflict(p[0], app.clock.now_secs())
         .await
         .map_err(ApiError::from)?;
@@ -359,7 +359,7 @@ pub(super) async fn resolve_conflict(
 
 /// `GET /admin/v1/malformed`.
 pub(super) async fn malformed(app: &App, _: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
-    let list = app.graph.malformed().await.map_err(ApiError::from)?;
+    let list = app.db.malformed().await.map_err(ApiError::from)?;
     let items: Vec<Value> = list
         .iter()
         .map(|m| {
@@ -380,7 +380,8 @@ pub(super) async fn import(app: &App, req: &mut Req, _: Params<'_>) -> Result<Re
         Duration::from_millis(s.body_timeout_ms),
     )
     .await?;
-    let summary = crate::import::import(&app.graph, &raw, app.clock.now_secs(), |_, _| {})
+    let channels = crate::import::channel_names(&app.config);
+    let summary = crate::import::import(&app.db, &channels, &raw, app.clock.now_secs(), |_, _| {})
         .await
         .map_err(|e| match e {
             crate::import::ImportError::Csv(c) => ApiError::caller(
@@ -400,7 +401,7 @@ pub(super) async fn import(app: &App, req: &mut Req, _: Params<'_>) -> Result<Re
 
 /// `GET /admin/v1/handoffs`: the inbox of conversations waiting for a person.
 pub(super) async fn handoffs(app: &App, _: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
-    let list = app.graph.handoffs().await.map_err(ApiError::from)?;
+    let list = app.db.handoffs().await.map_err(ApiError::from)?;
     let items: Vec<Value> = list
         .iter()
         .map(|o| {
@@ -430,7 +431,7 @@ pub(super) async fn reply(app: &App, req: &mut Req, p: Params<'_>) -> Result<Res
         ));
     }
     let o = app
-        .graph
+        .db
         .reply_as_human(p[0], &b.text, app.clock.now_ms())
         .await
         .map_err(ApiError::from)?;
@@ -444,11 +445,7 @@ pub(super) async fn reply(app: &App, req: &mut Req, p: Params<'_>) -> Result<Res
 
 /// `POST /admin/v1/conversations/{id}/close`.
 pub(super) async fn close(app: &App, _: &mut Req, p: Params<'_>) -> Result<Resp, ApiError> {
-    let was_open = app
-        .graph
-        .close_handoff(p[0])
-        .await
-        .map_err(ApiError::from)?;
+    let was_open = app.db.close_handoff(p[0]).await.map_err(ApiError::from)?;
     Ok(json_resp(
         200,
         &json!({"conversation_id": p[0], "closed": was_open}),
@@ -494,7 +491,7 @@ pub(super) async fn event(app: &App, req: &mut Req, _: Params<'_>) -> Result<Res
     let entry =
         chatcrafter_core::conversation::Entry::event(&b.kind, b.properties, app.clock.now_secs());
     let stored = app
-        .graph
+        .db
         .record_event(
             &customer,
             &entry,
@@ -535,11 +532,14 @@ pub(super) async fn link_token(app: &App, req: &mut Req, _: Params<'_>) -> Resul
     };
     let now = app.clock.now_secs();
     let token = app
-        .graph
+        .db
         .create_link_token(&b.customer_id, &b.channel, LINK_TOKEN_TTL_SECONDS, now)
         .await
         .map_err(ApiError::from)?;
-    let link = match b.channel.as_str() {
+    // Deep links by the kind of channel (its plugin), whatever name the
+    // operator configured it under.
+    let kind = app.plugins.get(&b.channel).map(|p| p.manifest().id.clone());
+    let link = match kind.as_deref().unwrap_or_default() {
         "telegram" => channel
             .settings
             .get("bot_username")

@@ -7,7 +7,7 @@ use http_body_util::Full;
 use hyper::{Response, StatusCode, header};
 
 pub use chatcrafter_core::Fault;
-use chatcrafter_core::identity::graph::GraphError;
+use chatcrafter_core::db::DbError;
 
 /// An error on its way to the client.
 #[derive(Debug)]
@@ -113,24 +113,24 @@ impl ApiError {
     }
 }
 
-/// A graph error, classified by its own [`GraphError::fault`]; the code and
+/// A graph error, classified by its own [`DbError::fault`]; the code and
 /// the caller's exact status are chosen here, once.
-impl From<GraphError> for ApiError {
-    fn from(e: GraphError) -> Self {
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
         let message = ApiError::chain(&e);
         match &e {
-            GraphError::NotFound(what) => ApiError::caller(
+            DbError::NotFound(what) => ApiError::caller(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 format!("{what} does not exist"),
             ),
-            GraphError::Limit { .. } => {
+            DbError::Limit { .. } => {
                 ApiError::caller(StatusCode::CONFLICT, "identity_limit", message)
             }
-            GraphError::Invalid(_) => {
+            DbError::Invalid(_) => {
                 ApiError::caller(StatusCode::CONFLICT, "invalid_operation", message)
             }
-            GraphError::Store(_) if e.fault() == Fault::Store => {
+            DbError::Store(_) if e.fault() == Fault::Store => {
                 ApiError::fault(Fault::Store, "store_unavailable", message)
             }
             _ => ApiError::fault(e.fault(), "unreadable_record", message),

@@ -15,7 +15,7 @@ pub(super) async fn healthz(_: &App, _: &mut Req, _: Params<'_>) -> Result<Resp,
 /// plugin loaded.
 pub(super) async fn readyz(app: &App, _: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
     use chatcrafter_core::store::Backend as _;
-    if let Err(e) = app.graph.backend().ping().await {
+    if let Err(e) = app.db.backend().ping().await {
         return Err(ApiError::fault(Fault::Store, "not_ready", e.to_string()));
     }
     let missing: Vec<&String> = app

@@ -1,8 +1,6 @@
 //! `/webhooks/{channel}`: handshake, verification on the raw bytes, the
 //! plugin's `parse-inbound`, the pipeline, and the channel's expected answer.
 
-use std::time::Instant;
-
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -12,7 +10,8 @@ use http_body_util::Full;
 use hyper::{Method, Response, StatusCode, header};
 
 use super::{ApiError, Fault, Params, Req, Resp, body, ops};
-use crate::app::{App, request_id};
+use crate::app::App;
+use crate::ids::request_id;
 use crate::plugin::{Plugin, PluginError};
 
 /// Headers a plugin never sees: they carry credentials.
@@ -21,11 +20,7 @@ const CREDENTIAL_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authoriz
 pub(super) async fn handle(app: &App, req: &mut Req, p: Params<'_>) -> Result<Resp, ApiError> {
     let channel = p[0];
     let (Some(rt), Some(plugin)) = (app.channels.get(channel), app.plugins.get(channel)) else {
-        return Err(ApiError::caller(
-            StatusCode::NOT_FOUND,
-            "unknown_channel",
-            format!("no channel `{channel}` is configured"),
-        ));
+        return Err(unknown(channel));
     };
     let query = req.uri().query().unwrap_or("").to_string();
     match rt.handshake.respond(req.method().as_str(), &query) {
@@ -95,6 +90,21 @@ pub(super) async fn handle(app: &App, req: &mut Req, p: Params<'_>) -> Result<Re
     Ok(plugin_response(&inbound))
 }
 
+fn unknown(channel: &str) -> ApiError {
+    ApiError::caller(
+        StatusCode::NOT_FOUND,
+        "unknown_channel",
+        format!("no channel `{channel}` is configured"),
+    )
+}
+
+/// 404 `unknown_channel` when `path` is a webhook of a channel that is not
+/// configured.
+pub(super) fn unknown_channel(app: &App, path: &str) -> Option<ApiError> {
+    let channel = path.strip_prefix("/webhooks/")?;
+    (!channel.contains('/') && !app.channels.contains_key(channel)).then(|| unknown(channel))
+}
+
 /// The request as a plugin sees it: every header but those carrying
 /// credentials (`authorization`, `cookie`, `proxy-authorization`, and the
 /// channel's own secret header, if its verification uses one). The one
@@ -132,14 +142,14 @@ async fn keep_malformed(
     body: &[u8],
     at: u64,
 ) {
-    let item = chatcrafter_core::identity::graph::Malformed {
+    let item = chatcrafter_core::quarantine::Malformed {
         request_id,
         channel: channel.to_string(),
         at,
         error: error.to_string(),
         body: body.to_vec(),
     };
-    if let Err(e) = app.graph.keep_malformed(&item).await {
+    if let Err(e) = app.db.keep_malformed(&item).await {
         tracing::warn!(channel, "malformed payload not kept: {e}");
     }
 }
@@ -155,8 +165,7 @@ pub(super) async fn parse(
     request: InboundRequest,
 ) -> Result<Inbound, ApiError> {
     let request_id = request.context.request_id.clone();
-    let start = Instant::now();
-    let result = crate::plugin::call_blocking(&app.plugin_calls, plugin, move |p| {
+    let (result, took) = crate::plugin::call_blocking(&app.plugin_calls, plugin, move |p| {
         p.parse_inbound_owned(request)
     })
     .await;
@@ -164,7 +173,7 @@ pub(super) async fn parse(
     app.metrics.observe(
         "gateway_plugin_call_seconds",
         &[("plugin", &manifest.id), ("export", "parse-inbound")],
-        start.elapsed(),
+        took,
     );
     let failed = |kind: &str, e: &dyn std::fmt::Display| {
         app.metrics.inc(
@@ -209,7 +218,19 @@ pub(super) async fn parse(
 
 /// Hands the events to the pipeline; only then may the channel hear 2xx.
 pub(super) async fn accept(app: &App, channel: &str, inbound: &Inbound) -> Result<(), ApiError> {
-    app.sink.accept(channel, inbound).await?;
+    app.sink.accept(channel, inbound).await.map_err(|e| {
+        if e.fault() == Fault::Store {
+            return ApiError::from(e);
+        }
+        // Nothing the channel sent can make recording fail otherwise (a
+        // record missing or unreadable): ours, answered 500 so the channel
+        // retries, and logged.
+        let message = format!(
+            "recording the request failed: {}",
+            ApiError::from(e).message
+        );
+        ApiError::fault(Fault::Gateway, "inbound_failed", message)
+    })?;
     for e in &inbound.events {
         let kind = match e {
             chatcrafter_core::channel::InboundEvent::Message(_) => "message",

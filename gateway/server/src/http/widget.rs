@@ -6,7 +6,8 @@ use hyper::{Method, StatusCode, header};
 
 use super::webhook::{accept, headers_of, parse, plugin_request, plugin_response};
 use super::{ApiError, Params, Req, Resp, body, ops};
-use crate::app::{App, request_id};
+use crate::app::App;
+use crate::ids::request_id;
 
 pub(super) async fn post_message(
     app: &App,
@@ -63,15 +64,14 @@ pub(super) async fn history(app: &App, req: &mut Req, _: Params<'_>) -> Result<R
     }
     let user = authenticate(app, auth, req, app.clock.now_secs())?;
     let customer = app
-        .graph
+        .db
         .find_identity("widget", &user.subject)
         .await
         .map_err(ApiError::from)?;
     let body = match customer {
-        Some(id) => super::admin::timeline_json(
-            &id,
-            &app.graph.timeline(&id).await.map_err(ApiError::from)?,
-        ),
+        Some(id) => {
+            super::admin::timeline_json(&id, &app.db.timeline(&id).await.map_err(ApiError::from)?)
+        }
         None => serde_json::json!({"customer_id": null, "entries": []}),
     };
     Ok(with_cors(

@@ -13,21 +13,22 @@
 //! Index entries hold ids and times only (no personal data). A claim moves
 //! the job's due time to the end of its lease, in place.
 
-use super::{Job, JobKind, JobRef, SHARDS};
-use crate::identity::graph::{Ctx, Graph, GraphError, unit};
+use crate::db::{Db, DbError};
+use crate::delivery::{Job, JobKind, JobRef, SHARDS};
+use crate::store::unit::{Ctx, unit};
 use crate::store::{Backend, BoxFuture, StoreError, Txn, get};
 
 /// How many FIFO slots from the head the worker looks at per shard.
 pub const WINDOW: u64 = 32;
 
-fn corrupt(key: &str, reason: impl std::fmt::Display) -> GraphError {
-    GraphError::Store(StoreError::Corrupt {
+fn corrupt(key: &str, reason: impl std::fmt::Display) -> DbError {
+    DbError::Store(StoreError::Corrupt {
         key: key.to_string(),
         reason: reason.to_string(),
     })
 }
 
-fn number(key: &str, v: Option<Vec<u8>>) -> Result<u64, GraphError> {
+fn number(key: &str, v: Option<Vec<u8>>) -> Result<u64, DbError> {
     match v {
         None => Ok(0),
         Some(b) => std::str::from_utf8(&b)
@@ -37,23 +38,23 @@ fn number(key: &str, v: Option<Vec<u8>>) -> Result<u64, GraphError> {
     }
 }
 
-fn refs(key: &str, v: Option<Vec<u8>>) -> Result<Vec<JobRef>, GraphError> {
+fn refs(key: &str, v: Option<Vec<u8>>) -> Result<Vec<JobRef>, DbError> {
     match v {
         None => Ok(Vec::new()),
         Some(b) => serde_json::from_slice(&b).map_err(|e| corrupt(key, e)),
     }
 }
 
-fn one_ref(key: &str, v: &[u8]) -> Result<JobRef, GraphError> {
+fn one_ref(key: &str, v: &[u8]) -> Result<JobRef, DbError> {
     serde_json::from_slice(v).map_err(|e| corrupt(key, e))
 }
 
 impl Ctx<'_> {
-    fn put_ref(&self, txn: &mut dyn Txn, key: &str, r: &JobRef) {
+    pub(crate) fn put_ref(&self, txn: &mut dyn Txn, key: &str, r: &JobRef) {
         txn.put(key, serde_json::to_vec(r).expect("job refs serialize"));
     }
 
-    fn save_later(&self, txn: &mut dyn Txn, shard: u32, list: &[JobRef]) {
+    pub(crate) fn save_later(&self, txn: &mut dyn Txn, shard: u32, list: &[JobRef]) {
         let key = self.k().queue_later(shard);
         if list.is_empty() {
             txn.delete(&key);
@@ -62,12 +63,16 @@ impl Ctx<'_> {
         }
     }
 
-    async fn later(&self, txn: &mut dyn Txn, shard: u32) -> Result<Vec<JobRef>, GraphError> {
+    pub(crate) async fn later(
+        &self,
+        txn: &mut dyn Txn,
+        shard: u32,
+    ) -> Result<Vec<JobRef>, DbError> {
         let key = self.k().queue_later(shard);
         refs(&key, get(txn, &key).await?)
     }
 
-    fn save_job(&self, txn: &mut dyn Txn, job: &Job) {
+    pub(crate) fn save_job(&self, txn: &mut dyn Txn, job: &Job) {
         let key = self.k().job(&job.id);
         txn.put(&key, self.seal(&key, job));
     }
@@ -76,7 +81,7 @@ impl Ctx<'_> {
         &self,
         txn: &mut dyn Txn,
         id: &str,
-    ) -> Result<Option<Job>, GraphError> {
+    ) -> Result<Option<Job>, DbError> {
         let key = self.k().job(id);
         match get(txn, &key).await? {
             Some(b) => Ok(Some(self.open(&key, &b).map_err(|e| e.for_job(id))?)),
@@ -93,7 +98,7 @@ impl Ctx<'_> {
         kind: JobKind,
         due_ms: u64,
         now_ms: u64,
-    ) -> Result<String, GraphError> {
+    ) -> Result<String, DbError> {
         let id = self.random_id("j");
         let mut job = Job {
             id: id.clone(),
@@ -125,11 +130,7 @@ impl Ctx<'_> {
 
     /// The job as stored, if it is still the one `job` was claimed as
     /// (same attempt): a worker whose lease ran out must not act on it.
-    pub(crate) async fn still_ours(
-        &self,
-        txn: &mut dyn Txn,
-        job: &Job,
-    ) -> Result<bool, GraphError> {
+    pub(crate) async fn still_ours(&self, txn: &mut dyn Txn, job: &Job) -> Result<bool, DbError> {
         Ok(self
             .load_job(txn, &job.id)
             .await?
@@ -143,7 +144,7 @@ impl Ctx<'_> {
         shard: u32,
         job: &Job,
         due_ms: u64,
-    ) -> Result<(), GraphError> {
+    ) -> Result<(), DbError> {
         let r = JobRef {
             id: job.id.clone(),
             due_ms,
@@ -170,7 +171,7 @@ impl Ctx<'_> {
         shard: u32,
         job: &mut Job,
         due_ms: u64,
-    ) -> Result<(), GraphError> {
+    ) -> Result<(), DbError> {
         if let Some(n) = job.slot.take() {
             self.free_slot(txn, shard, n).await?;
             let mut list = self.later(txn, shard).await?;
@@ -189,7 +190,12 @@ impl Ctx<'_> {
 
     /// Deletes FIFO slot `n`, and moves the head past it and past any
     /// slots already freed after it.
-    async fn free_slot(&self, txn: &mut dyn Txn, shard: u32, n: u64) -> Result<(), GraphError> {
+    pub(crate) async fn free_slot(
+        &self,
+        txn: &mut dyn Txn,
+        shard: u32,
+        n: u64,
+    ) -> Result<(), DbError> {
         txn.delete(&self.k().queue_slot(shard, n));
         let head_key = self.k().queue_head(shard);
         let seq_key = self.k().queue_seq(shard);
@@ -216,12 +222,12 @@ impl Ctx<'_> {
     }
 
     /// Removes the index entry `found` was read from.
-    async fn unindex(
+    pub(crate) async fn unindex(
         &self,
         txn: &mut dyn Txn,
         shard: u32,
         found: &JobRef,
-    ) -> Result<(), GraphError> {
+    ) -> Result<(), DbError> {
         match found.slot {
             Some(n) => self.free_slot(txn, shard, n).await,
             None => {
@@ -239,7 +245,7 @@ impl Ctx<'_> {
         txn: &mut dyn Txn,
         shard: u32,
         id: &str,
-    ) -> Result<(), GraphError> {
+    ) -> Result<(), DbError> {
         let Some(job) = self.load_job(txn, id).await? else {
             return Ok(());
         };
@@ -256,10 +262,10 @@ impl Ctx<'_> {
     }
 }
 
-impl<B: Backend> Graph<B> {
+impl<B: Backend> Db<B> {
     /// Every job due at `now_ms`: per shard, the due ones among the first
     /// [`WINDOW`] of its FIFO, then its due later jobs (two reads in all).
-    pub async fn due_jobs(&self, now_ms: u64) -> Result<Vec<(u32, JobRef)>, GraphError> {
+    pub async fn due_jobs(&self, now_ms: u64) -> Result<Vec<(u32, JobRef)>, DbError> {
         unit!(read self, |ctx, txn| async move {
             let mut keys = Vec::with_capacity(3 * SHARDS as usize);
             for s in 0..SHARDS {
@@ -303,7 +309,7 @@ impl<B: Backend> Graph<B> {
     }
 
     /// Every queued job (due or not), for operators and tests.
-    pub async fn queued_jobs(&self) -> Result<Vec<Job>, GraphError> {
+    pub async fn queued_jobs(&self) -> Result<Vec<Job>, DbError> {
         unit!(read self, |ctx, txn| async move {
             let mut jobs = Vec::new();
             for s in 0..SHARDS {
@@ -328,7 +334,7 @@ impl<B: Backend> Graph<B> {
 
     /// Removes a job that cannot be run at all (its record does not open):
     /// its index entry and record go, so that it is not found due forever.
-    pub async fn drop_job(&self, shard: u32, found: &JobRef) -> Result<(), GraphError> {
+    pub async fn drop_job(&self, shard: u32, found: &JobRef) -> Result<(), DbError> {
         unit!(self, |ctx, txn| async move {
             ctx.unindex(txn, shard, found).await?;
             txn.delete(&ctx.k().job(&found.id));
@@ -336,7 +342,7 @@ impl<B: Backend> Graph<B> {
         })
     }
 
-    /// Claims a due job (as [`Graph::due_jobs`] found it) for `lease_ms`:
+    /// Claims a due job (as [`Db::due_jobs`] found it) for `lease_ms`:
     /// counts the attempt and moves its due time to the end of the lease,
     /// so that it comes back if the claimer dies. `None` if it is gone or
     /// not due (another worker has it).
@@ -346,7 +352,7 @@ impl<B: Backend> Graph<B> {
         found: &JobRef,
         now_ms: u64,
         lease_ms: u64,
-    ) -> Result<Option<Job>, GraphError> {
+    ) -> Result<Option<Job>, DbError> {
         unit!(self, |ctx, txn| async move {
             let job = claim_in(ctx, txn, shard, found, now_ms, lease_ms).await?;
             // Losing a lease in a crash only makes the job due again.
@@ -356,7 +362,7 @@ impl<B: Backend> Graph<B> {
     }
 }
 
-/// [`Graph::claim`] inside a unit (whose durability the caller decides).
+/// [`Db::claim`] inside a unit (whose durability the caller decides).
 pub(super) async fn claim_in(
     ctx: &Ctx<'_>,
     txn: &mut dyn Txn,
@@ -364,7 +370,7 @@ pub(super) async fn claim_in(
     found: &JobRef,
     now_ms: u64,
     lease_ms: u64,
-) -> Result<Option<Job>, GraphError> {
+) -> Result<Option<Job>, DbError> {
     let Some(mut job) = ctx.load_job(txn, &found.id).await? else {
         // An index entry without its record (never written that
         // way): removed rather than found due forever.

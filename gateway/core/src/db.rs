@@ -1,0 +1,165 @@
+//! [`Db`]: the gateway's data over one store backend. It is only a
+//! handle; each room adds its own operations to it, in its own file:
+//!
+//! - [`crate::identity`]: resolution, customers, merges and undo, link
+//!   tokens, conflicts, the CSV import;
+//! - [`crate::inbound`]: recording one inbound message;
+//! - [`crate::timeline`]: the unified timeline;
+//! - [`crate::jobs`]: the durable queue — agent turns, deliveries and their
+//!   statuses, reminders;
+//! - [`crate::inbox`]: hand-offs to people;
+//! - [`crate::quarantine`]: malformed payloads kept for inspection.
+//!
+//! Every operation is one atomic unit of work (see [`crate::store::unit`])
+//! whose keys are those of [`crate::store::keys`].
+
+use ring::rand::SecureRandom;
+
+use crate::identity::*;
+use crate::seal::{Keyring, SealError};
+use crate::store::unit::Ctx;
+use crate::store::{Backend, StoreError};
+use crate::{Clock, Fault};
+use std::sync::Arc;
+
+/// Why a graph operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DbError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A sealed value did not open.
+    #[error("sealed value at `{key}` does not open")]
+    Seal {
+        /// Where it is stored.
+        key: String,
+        /// Why it does not open.
+        #[source]
+        source: SealError,
+    },
+    /// A queued job's own record does not open or decode: it can never run.
+    #[error("job {id} cannot be read")]
+    UnreadableJob {
+        /// The job.
+        id: String,
+        /// Why.
+        #[source]
+        source: Box<DbError>,
+    },
+    /// No such customer, merge or conflict.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The merge would break an identifier limit.
+    #[error("merging would give the customer {count} {kind} identifiers; the limit is {limit}")]
+    Limit {
+        /// Identifier kind.
+        kind: &'static str,
+        /// Resulting count.
+        count: usize,
+        /// Configured limit.
+        limit: usize,
+    },
+    /// A request that cannot be carried out as asked.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl DbError {
+    /// Whose fault it is: the one place a graph error is classified.
+    pub fn fault(&self) -> Fault {
+        match self {
+            DbError::Store(StoreError::Unavailable(_) | StoreError::Contention(_)) => Fault::Store,
+            DbError::Store(StoreError::Corrupt { .. })
+            | DbError::Seal { .. }
+            | DbError::UnreadableJob { .. } => Fault::Gateway,
+            DbError::NotFound(_) | DbError::Limit { .. } | DbError::Invalid(_) => Fault::Caller,
+        }
+    }
+
+    /// Whether trying again later may succeed (the store was unreachable
+    /// or busy), as opposed to an answer that will not change.
+    pub fn is_transient(&self) -> bool {
+        self.fault() == Fault::Store
+    }
+
+    /// Whether a stored record is unreadable (corrupt, not merely sealed
+    /// with a key this node lacks): retrying cannot help.
+    fn is_corrupt_record(&self) -> bool {
+        matches!(
+            self,
+            DbError::Seal {
+                source: SealError::Corrupt,
+                ..
+            } | DbError::Store(StoreError::Corrupt { .. })
+        )
+    }
+
+    /// `self`, as a job's own record being unreadable when it is a corrupt
+    /// record (see [`DbError::UnreadableJob`]).
+    pub(crate) fn for_job(self, id: &str) -> DbError {
+        if self.is_corrupt_record() {
+            DbError::UnreadableJob {
+                id: id.to_string(),
+                source: Box::new(self),
+            }
+        } else {
+            self
+        }
+    }
+}
+
+/// The identity graph over a backend.
+pub struct Db<B> {
+    backend: B,
+    clock: Arc<dyn Clock>,
+    keys: Arc<Keyring>,
+    prefix: String,
+    rules: Rules,
+    pub(crate) rng: Arc<dyn SecureRandom + Send + Sync>,
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for Db<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Graph")
+            .field("backend", &self.backend)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> Db<B> {
+    /// A graph over `backend`, with keys under `prefix`; retentions are
+    /// written relative to `clock`.
+    pub fn new(
+        backend: B,
+        clock: Arc<dyn Clock>,
+        keys: Arc<Keyring>,
+        prefix: &str,
+        rules: Rules,
+        rng: Arc<dyn SecureRandom + Send + Sync>,
+    ) -> Self {
+        Db {
+            backend,
+            clock,
+            keys,
+            prefix: prefix.to_string(),
+            rules,
+            rng,
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    pub(crate) fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            clock: &*self.clock,
+            keys: &self.keys,
+            prefix: &self.prefix,
+            rules: &self.rules,
+            rng: &*self.rng,
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The customer: its identities, identifiers and attributes, and the reads
+//! and writes of a customer record and its lookup keys.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::channel::ChannelIdentity;
+use crate::db::{Db, DbError};
+use crate::identity::identifier::{Identifier, IdentifierKind};
+use crate::store::unit::{Ctx, unit};
+use crate::store::{Backend, BoxFuture, StoreError, Txn, get};
+
+/// How a link came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum How {
+    /// First seen on this channel identity.
+    Channel,
+    /// A verified claim matched.
+    VerifiedClaim,
+    /// A one-time link token.
+    LinkToken,
+    /// A CSV import row.
+    Csv,
+    /// An admin merged two customers.
+    AdminMerge,
+    /// Verified claims showed two customers were one person.
+    AutoMerge,
+}
+
+/// A channel identity linked to a customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkedIdentity {
+    /// Channel.
+    pub channel: String,
+    /// Business-side scope.
+    pub scope: String,
+    /// The person's id on the channel.
+    pub id: String,
+    /// Whether the identity was linked on verified evidence.
+    pub verified: bool,
+    /// Unix seconds.
+    pub linked_at: u64,
+    /// How.
+    pub how: How,
+}
+
+/// An identifier linked to a customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkedIdentifier {
+    /// Kind and normalized value.
+    #[serde(flatten)]
+    pub identifier: Identifier,
+    /// Unix seconds.
+    pub linked_at: u64,
+    /// How.
+    pub how: How,
+}
+
+/// A profile attribute with its provenance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attribute {
+    /// The value.
+    pub value: String,
+    /// When it was set, Unix seconds.
+    pub updated_at: u64,
+    /// Where it was set (a channel, `admin`, `csv`).
+    pub source: String,
+}
+
+/// A customer profile, as stored (sealed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    /// Random id, `c_` + 32 hex digits.
+    pub id: String,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Linked channel identities.
+    pub identities: Vec<LinkedIdentity>,
+    /// Linked identifiers.
+    pub identifiers: Vec<LinkedIdentifier>,
+    /// Attributes by name.
+    pub attributes: BTreeMap<String, Attribute>,
+    /// Set when this customer was merged into another.
+    pub merged_into: Option<String>,
+    /// Customers merged into this one (their timelines are part of its).
+    #[serde(default)]
+    pub absorbed: Vec<String>,
+}
+
+impl Customer {
+    /// Sets an attribute, recording when and from where.
+    pub fn set_attribute(&mut self, name: &str, value: &str, source: &str, at: u64) {
+        self.attributes.insert(
+            name.to_string(),
+            Attribute {
+                value: value.to_string(),
+                updated_at: at,
+                source: source.to_string(),
+            },
+        );
+    }
+}
+
+impl Ctx<'_> {
+    pub(crate) async fn load_customer(
+        &self,
+        txn: &mut dyn Txn,
+        id: &str,
+    ) -> Result<Customer, DbError> {
+        let key = self.k().customer(id);
+        let bytes = get(txn, &key)
+            .await?
+            .ok_or_else(|| DbError::NotFound(format!("customer {id}")))?;
+        self.open(&key, &bytes)
+    }
+
+    /// Follows `merged_into` to the customer that stands for `id` now.
+    pub(crate) async fn live_customer(
+        &self,
+        txn: &mut dyn Txn,
+        id: &str,
+    ) -> Result<Customer, DbError> {
+        let mut c = self.load_customer(txn, id).await?;
+        for _ in 0..16 {
+            match c.merged_into.clone() {
+                Some(next) => c = self.load_customer(txn, &next).await?,
+                None => return Ok(c),
+            }
+        }
+        Err(DbError::Invalid(format!(
+            "merge chain from {id} is too long"
+        )))
+    }
+
+    /// The customer (as it stands now) a lookup key points to.
+    pub(crate) async fn owner_of(
+        &self,
+        txn: &mut dyn Txn,
+        key: &str,
+    ) -> Result<Option<String>, DbError> {
+        match get(txn, key).await? {
+            Some(b) => Ok(Some(
+                self.live_customer(txn, &self.open_id(key, &b)?).await?.id,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Points every lookup key of `c`'s identities and identifiers at
+    /// customer `owner`.
+    pub(crate) fn point_links_at(&self, txn: &mut dyn Txn, c: &Customer, owner: &str) {
+        for i in &c.identities {
+            let identity = ChannelIdentity {
+                channel: i.channel.clone(),
+                scope: i.scope.clone(),
+                id: i.id.clone(),
+            };
+            self.put_id(txn, &self.k().identity(&identity), owner);
+            self.put_id(txn, &self.k().identity_any(&i.channel, &i.id), owner);
+        }
+        for i in &c.identifiers {
+            self.put_id(txn, &self.k().identifier(&i.identifier), owner);
+        }
+    }
+
+    pub(crate) fn save_customer(&self, txn: &mut dyn Txn, c: &Customer) {
+        let key = self.k().customer(&c.id);
+        txn.put(&key, self.seal(&key, c));
+    }
+
+    pub(crate) fn put_id(&self, txn: &mut dyn Txn, key: &str, id: &str) {
+        txn.put(key, id.as_bytes().to_vec());
+    }
+
+    pub(crate) fn count(&self, c: &Customer, kind: IdentifierKind) -> usize {
+        c.identifiers
+            .iter()
+            .filter(|i| i.identifier.kind == kind)
+            .count()
+    }
+
+    pub(crate) fn limit(&self, kind: IdentifierKind) -> usize {
+        self.rules.limits.get(&kind).copied().unwrap_or(usize::MAX)
+    }
+}
+
+impl<B: Backend> Db<B> {
+    /// A customer by id (merged customers are returned as stored, with
+    /// `merged_into` set).
+    pub async fn customer(&self, id: &str) -> Result<Customer, DbError> {
+        unit!(read self, |ctx, txn| ctx.load_customer(txn, id))
+    }
+
+    /// The customer an identifier belongs to.
+    pub async fn find(&self, identifier: &Identifier) -> Result<Option<String>, DbError> {
+        unit!(read self, |ctx, txn| ctx
+            .owner_of(txn, &ctx.k().identifier(identifier)))
+    }
+
+    /// The customer a channel user id belongs to, in any scope.
+    pub async fn find_identity(&self, channel: &str, id: &str) -> Result<Option<String>, DbError> {
+        unit!(read self, |ctx, txn| ctx
+            .owner_of(txn, &ctx.k().identity_any(channel, id)))
+    }
+
+    /// Sets attributes (most recent wins); `source` is `admin`, `csv` or a
+    /// channel.
+    pub async fn set_attributes(
+        &self,
+        id: &str,
+        attrs: &BTreeMap<String, String>,
+        source: &str,
+        at: u64,
+    ) -> Result<Customer, DbError> {
+        unit!(self, |ctx, txn| async move {
+            let mut c = ctx.live_customer(txn, id).await?;
+            for (k, v) in attrs {
+                c.set_attribute(k, v, source, at);
+            }
+            ctx.save_customer(txn, &c);
+            Ok(c)
+        })
+    }
+}

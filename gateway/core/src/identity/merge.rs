@@ -1,0 +1,231 @@
+//! Merges and their exact undo: every merge writes a record of what it
+//! moved and what it dropped.
+
+use serde::{Deserialize, Serialize};
+
+use crate::db::{Db, DbError};
+use crate::identity::identifier::{Identifier, IdentifierKind};
+use crate::identity::*;
+use crate::store::unit::{Ctx, unit};
+use crate::store::{Backend, BoxFuture, StoreError, Txn, get};
+
+/// What a merge moved, so that undo is exact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeRecord {
+    /// Random id, `m_` + 32 hex digits.
+    pub merge_id: String,
+    /// The customer that remains.
+    pub surviving: String,
+    /// The customer folded into it.
+    pub merged: String,
+    /// Unix seconds.
+    pub at: u64,
+    /// Admin or automatic.
+    pub how: How,
+    /// The surviving customer exactly as it was before.
+    pub surviving_before: Customer,
+    /// The merged customer exactly as it was before.
+    pub merged_before: Customer,
+    /// Attribute values the merge dropped (the older of two differing
+    /// values); undo brings them back with both customers.
+    pub dropped: Vec<DroppedValue>,
+    /// Set once undone.
+    pub undone_at: Option<u64>,
+}
+
+/// A value a merge dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedValue {
+    /// The customer that held it.
+    pub customer_id: String,
+    /// The attribute.
+    pub attribute: String,
+    /// The value that lost to a more recent one.
+    pub value: String,
+}
+
+impl<B: Backend> Db<B> {
+    /// Merges `merged` into `surviving` (admin or automatic), recording what
+    /// moved. Fails with [`DbError::Limit`] rather than break a limit.
+    pub async fn merge(
+        &self,
+        surviving: &str,
+        merged: &str,
+        how: How,
+        at: u64,
+    ) -> Result<MergeRecord, DbError> {
+        if surviving == merged {
+            return Err(DbError::Invalid(
+                "a customer cannot be merged into itself".into(),
+            ));
+        }
+        unit!(self, |ctx, txn| merge_in(
+            ctx, txn, surviving, merged, how, at
+        ))
+    }
+
+    /// Reverses a merge exactly: both customers as they were, every moved
+    /// identity and identifier pointing back at its owner.
+    pub async fn undo(&self, merge_id: &str, at: u64) -> Result<MergeRecord, DbError> {
+        unit!(self, |ctx, txn| undo_in(ctx, txn, merge_id, at))
+    }
+}
+
+pub(crate) async fn merge_in(
+    ctx: &Ctx<'_>,
+    txn: &mut dyn Txn,
+    surviving: &str,
+    merged: &str,
+    how: How,
+    at: u64,
+) -> Result<MergeRecord, DbError> {
+    let s = ctx.live_customer(txn, surviving).await?;
+    let m = ctx.live_customer(txn, merged).await?;
+    if s.id == m.id {
+        return Err(DbError::Invalid(format!(
+            "{merged} is already part of {}",
+            s.id
+        )));
+    }
+    for kind in [
+        IdentifierKind::Email,
+        IdentifierKind::Phone,
+        IdentifierKind::UserId,
+    ] {
+        let mut values: Vec<&Identifier> = s
+            .identifiers
+            .iter()
+            .chain(&m.identifiers)
+            .map(|i| &i.identifier)
+            .filter(|i| i.kind == kind)
+            .collect();
+        values.sort();
+        values.dedup();
+        let limit = ctx.limit(kind);
+        if values.len() > limit {
+            return Err(DbError::Limit {
+                kind: kind.as_str(),
+                count: values.len(),
+                limit,
+            });
+        }
+    }
+    let mut record = MergeRecord {
+        merge_id: ctx.random_id("m"),
+        surviving: s.id.clone(),
+        merged: m.id.clone(),
+        at,
+        how,
+        surviving_before: s.clone(),
+        merged_before: m.clone(),
+        dropped: Vec::new(),
+        undone_at: None,
+    };
+    let mut s2 = s.clone();
+    ctx.point_links_at(txn, &m, &s2.id);
+    s2.identities.extend(m.identities.iter().cloned());
+    for i in &m.identifiers {
+        if !s2.identifiers.iter().any(|x| x.identifier == i.identifier) {
+            s2.identifiers.push(i.clone());
+        }
+    }
+    // Attributes: the most recent value wins; the other is recorded.
+    for (name, a) in &m.attributes {
+        let dropped = match s2.attributes.get(name) {
+            Some(cur) if cur.value == a.value => None,
+            Some(cur) if cur.updated_at >= a.updated_at => Some((m.id.clone(), a.value.clone())),
+            Some(cur) => {
+                let lost = (s2.id.clone(), cur.value.clone());
+                s2.attributes.insert(name.clone(), a.clone());
+                Some(lost)
+            }
+            None => {
+                s2.attributes.insert(name.clone(), a.clone());
+                None
+            }
+        };
+        if let Some((customer_id, value)) = dropped {
+            record.dropped.push(DroppedValue {
+                customer_id,
+                attribute: name.clone(),
+                value,
+            });
+        }
+    }
+    let mut m2 = m.clone();
+    m2.merged_into = Some(s2.id.clone());
+    s2.absorbed.push(m2.id.clone());
+    ctx.save_customer(txn, &s2);
+    ctx.save_customer(txn, &m2);
+    let key = ctx.k().merge(&record.merge_id);
+    txn.put(&key, ctx.seal(&key, &record));
+    Ok(record)
+}
+
+pub(crate) async fn undo_in(
+    ctx: &Ctx<'_>,
+    txn: &mut dyn Txn,
+    merge_id: &str,
+    at: u64,
+) -> Result<MergeRecord, DbError> {
+    let key = ctx.k().merge(merge_id);
+    let bytes = get(txn, &key)
+        .await?
+        .ok_or_else(|| DbError::NotFound(format!("merge {merge_id}")))?;
+    let mut record: MergeRecord = ctx.open(&key, &bytes)?;
+    if record.undone_at.is_some() {
+        return Err(DbError::Invalid(format!(
+            "merge {merge_id} was already undone"
+        )));
+    }
+    let current = ctx.load_customer(txn, &record.surviving).await?;
+    if current.merged_into.is_some() {
+        return Err(DbError::Invalid(format!(
+            "{} was merged again since; undo that merge first",
+            record.surviving
+        )));
+    }
+    // The survivor keeps what it gained since the merge, minus what the
+    // merge brought; the merged customer comes back exactly as it was.
+    let moved_identities = &record.merged_before.identities;
+    let moved_identifiers: Vec<&Identifier> = record
+        .merged_before
+        .identifiers
+        .iter()
+        .map(|i| &i.identifier)
+        .filter(|i| {
+            !record
+                .surviving_before
+                .identifiers
+                .iter()
+                .any(|x| &x.identifier == *i)
+        })
+        .collect();
+    let mut s = current.clone();
+    s.absorbed.retain(|id| *id != record.merged);
+    s.identities.retain(|i| !moved_identities.contains(i));
+    s.identifiers
+        .retain(|i| !moved_identifiers.contains(&&i.identifier));
+    for (name, before) in &record.surviving_before.attributes {
+        if let Some(now) = s.attributes.get(name)
+            && now.updated_at <= record.at
+            && now != before
+        {
+            s.attributes.insert(name.clone(), before.clone());
+        }
+    }
+    s.attributes.retain(|name, a| {
+        record.surviving_before.attributes.contains_key(name) || a.updated_at > record.at
+    });
+    let m = record.merged_before.clone();
+    ctx.point_links_at(txn, &m, &m.id);
+    // Identifiers both had before the merge stay with the survivor.
+    for i in &record.surviving_before.identifiers {
+        ctx.put_id(txn, &ctx.k().identifier(&i.identifier), &s.id);
+    }
+    ctx.save_customer(txn, &s);
+    ctx.save_customer(txn, &m);
+    record.undone_at = Some(at);
+    txn.put(&key, ctx.seal(&key, &record));
+    Ok(record)
+}

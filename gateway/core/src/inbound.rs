@@ -1,0 +1,79 @@
+//! Recording one inbound message, as one unit: dedup by provider message
+//! id → resolve the sender → append to the timeline → queue the agent's
+//! turn. Above the identity, timeline and jobs rooms; nothing below calls
+//! up into it.
+
+use crate::channel::InboundMessage;
+use crate::conversation::Entry;
+use crate::db::{Db, DbError};
+use crate::identity::resolve::resolve_in;
+use crate::identity::*;
+use crate::store::unit::{Ctx, unit};
+use crate::store::{Backend, BoxFuture, Expiry, StoreError, Txn, get};
+
+/// What recording an inbound message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// The provider id was recorded before: nothing changed.
+    Duplicate,
+    /// Resolved and appended.
+    Stored {
+        /// The resolution.
+        resolution: Resolution,
+        /// The new timeline entry's id.
+        entry_id: String,
+    },
+}
+
+/// How long a provider message id is remembered to drop redeliveries: 7
+/// days, the longest retry window the channels document (WhatsApp retries
+/// for up to 7 days). An id seen longer ago counts as new.
+pub const DEDUP_RETENTION_SECONDS: u64 = 7 * 86_400;
+
+impl<B: Backend> Db<B> {
+    /// Records one inbound message atomically: drops it if its provider id
+    /// was already recorded (a channel's retry), else resolves the sender
+    /// and appends it to the customer's timeline — all or nothing.
+    pub async fn record_inbound(&self, message: &InboundMessage) -> Result<Recorded, DbError> {
+        let sender = Sender {
+            identity: message.sender.clone(),
+            display_name: message.display_name.clone(),
+            claims: message.claims.clone(),
+            link_token: message.link_token.clone(),
+            at: message.timestamp,
+        };
+        let sender = &sender;
+        unit!(self, |ctx, txn| async move {
+            let dk = ctx
+                .k()
+                .dedup(&message.sender.channel, &message.provider_message_id);
+            let seen_at = get(txn, &dk)
+                .await?
+                .and_then(|b| std::str::from_utf8(&b).ok()?.parse::<u64>().ok());
+            if seen_at
+                .is_some_and(|t| message.timestamp.saturating_sub(t) < DEDUP_RETENTION_SECONDS)
+            {
+                return Ok(Recorded::Duplicate);
+            }
+            let resolution = resolve_in(ctx, txn, sender).await?;
+            ctx.prefetch_for_inbound(txn, &resolution.customer_id)
+                .await?;
+            let entry = Entry::inbound(message, resolution.linked == Some(How::LinkToken));
+            let (entry, _) = ctx.append(txn, &resolution.customer_id, entry).await?;
+            ctx.after_inbound(txn, &resolution.customer_id, &entry, message)
+                .await?;
+            txn.put_expiring(
+                &dk,
+                message.timestamp.to_string().into_bytes(),
+                Expiry::until(
+                    message.timestamp.saturating_add(DEDUP_RETENTION_SECONDS),
+                    ctx.clock.now_secs(),
+                ),
+            );
+            Ok(Recorded::Stored {
+                resolution,
+                entry_id: entry.id,
+            })
+        })
+    }
+}
