@@ -879,7 +879,11 @@ role = "admin"
         wa = apis.url("/wa/v21.0"),
         admin = token_sha256(ADMIN),
     );
-    let gw = &Gateway::start(&scratch("phones-link"), &config);
+    let gw = &Gateway::start_with_env(
+        &scratch("phones-link"),
+        &config,
+        &[("GATEWAY_LOG", "info,chatcrafter_gateway=debug")],
+    );
     let widget = |sub: &str, phone: &str, text: &str| {
         let claims = json!({"sub": sub, "exp": now() + 600, "phone": phone,
                             "phone_number_verified": true, "name": "Sarah Kim"});
@@ -962,4 +966,23 @@ role = "admin"
         .filter(|c| c["kind"] == "blocked")
         .collect();
     assert_eq!(blocked.len(), 2, "{conflicts}");
+
+    // Its log: spans name the channel, plugin, request and customer; no
+    // phone, no message text, no name.
+    let log = gw.stderr();
+    assert!(log.contains("inbound{channel=wa plugin=whatsapp@"), "{log}");
+    assert!(log.contains("customer_id=c_"), "{log}");
+    assert!(
+        log.contains("job{job=j_") && log.contains("kind=agent"),
+        "{log}"
+    );
+    for secret in [
+        "5551234567",
+        "5512345678",
+        "office chair",
+        "Still in stock",
+        "Sarah",
+    ] {
+        assert!(!log.contains(secret), "`{secret}` in the log:\n{log}");
+    }
 }

@@ -1,5 +1,9 @@
 //! The one configuration struct (`gateway.toml`, `version = 1`).
 //!
+//! Longer than the other rooms on purpose: every section's struct, its
+//! defaults and the validation across sections stay in one file, so the
+//! whole of `gateway.toml` reads in one place (and its tests beside it).
+//!
 //! Parsing is sans-I/O: [`Config::parse`] takes the file's text, and
 //! [`Config::apply_env`] takes a lookup function, so the host decides where
 //! text and environment come from. Unknown keys are rejected with their full

@@ -65,13 +65,11 @@ pub enum DbError {
 }
 
 impl DbError {
-    /// Whose fault it is: the one place a graph error is classified.
+    /// Whose fault it is: the one place a store-level error is classified.
     pub fn fault(&self) -> Fault {
         match self {
-            DbError::Store(StoreError::Unavailable(_) | StoreError::Contention(_)) => Fault::Store,
-            DbError::Store(StoreError::Corrupt { .. })
-            | DbError::Seal { .. }
-            | DbError::UnreadableJob { .. } => Fault::Gateway,
+            DbError::Store(e) => e.fault(),
+            DbError::Seal { .. } | DbError::UnreadableJob { .. } => Fault::Gateway,
             DbError::NotFound(_) | DbError::Limit { .. } | DbError::Invalid(_) => Fault::Caller,
         }
     }
@@ -160,6 +158,92 @@ impl<B: Backend> Db<B> {
             prefix: &self.prefix,
             rules: &self.rules,
             rng: &*self.rng,
+        }
+    }
+}
+
+/// A [`Db`] on the in-memory backend, for the rooms' unit tests: a fixed
+/// keyring, a [`crate::ManualClock`] the test moves, and helpers that run
+/// a unit of work to completion (the memory backend never waits).
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use crate::ManualClock;
+    use crate::channel::{ChannelIdentity, Claim, ClaimKind, Content, InboundMessage};
+    use crate::identity::{Rules, Sender};
+    use crate::seal::Keyring;
+    use crate::store::memory::Memory;
+
+    use super::Db;
+
+    /// 2026-11-25T00:00:00Z, a fixed instant; nothing compares it with
+    /// the wall clock.
+    pub(crate) const T0: u64 = 1_795_564_800;
+
+    pub(crate) fn db(rules: Rules) -> (Db<Memory>, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::at_ms(T0 * 1000));
+        let keys = Keyring::new(
+            Some("AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="),
+            Some("AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM="),
+        )
+        .expect("test keys");
+        let db = Db::new(
+            Memory::new(),
+            clock.clone(),
+            Arc::new(keys),
+            "t:",
+            rules,
+            Arc::new(ring::rand::SystemRandom::new()),
+        );
+        (db, clock)
+    }
+
+    /// Runs a future that never waits (every unit on [`Memory`]).
+    pub(crate) fn run<F: std::future::Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        match f
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+        {
+            std::task::Poll::Ready(out) => out,
+            std::task::Poll::Pending => panic!("a unit on the memory backend waited"),
+        }
+    }
+
+    pub(crate) fn claim(kind: ClaimKind, value: &str, verified: bool) -> Claim {
+        Claim {
+            kind,
+            value: value.into(),
+            verified,
+        }
+    }
+
+    pub(crate) fn sender(channel: &str, id: &str, claims: Vec<Claim>, at: u64) -> Sender {
+        Sender {
+            identity: ChannelIdentity {
+                channel: channel.into(),
+                scope: "scope".into(),
+                id: id.into(),
+            },
+            display_name: None,
+            claims,
+            link_token: None,
+            at,
+        }
+    }
+
+    pub(crate) fn message(s: &Sender, provider_id: &str, text: &str) -> InboundMessage {
+        InboundMessage {
+            provider_message_id: provider_id.into(),
+            sender: s.identity.clone(),
+            display_name: s.display_name.clone(),
+            claims: s.claims.clone(),
+            content: Content::Text { text: text.into() },
+            link_token: s.link_token.clone(),
+            timestamp: s.at,
+            edited: false,
+            reply_handle: None,
         }
     }
 }

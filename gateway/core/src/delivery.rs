@@ -41,6 +41,27 @@ pub struct JobRef {
     pub slot: Option<u64>,
 }
 
+impl JobKind {
+    /// Its name in logs and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JobKind::Agent { .. } => "agent",
+            JobKind::Deliver { .. } => "deliver",
+            JobKind::Reminder { .. } => "reminder",
+        }
+    }
+
+    /// The customer it is about, where the job itself says.
+    pub fn customer_id(&self) -> Option<&str> {
+        match self {
+            JobKind::Agent { customer_id, .. } | JobKind::Reminder { customer_id, .. } => {
+                Some(customer_id)
+            }
+            JobKind::Deliver { .. } => None,
+        }
+    }
+}
+
 /// What a job does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -77,3 +77,39 @@ impl<B: Backend> Db<B> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{DEDUP_RETENTION_SECONDS, Recorded};
+    use crate::Clock as _;
+    use crate::db::testing::{T0, db, message, run, sender};
+    use crate::identity::Rules;
+    use crate::store::Backend as _;
+
+    #[test]
+    fn a_redelivery_is_recorded_once_and_its_id_is_kept_for_the_retention() {
+        let (db, clock) = db(Rules::default());
+        let s = sender("whatsapp", "15551234567", vec![], T0);
+        let m = message(&s, "wamid.1", "hi");
+        let Recorded::Stored { resolution, .. } = run(db.record_inbound(&m)).unwrap() else {
+            panic!("the first delivery is stored")
+        };
+        assert_eq!(run(db.record_inbound(&m)).unwrap(), Recorded::Duplicate);
+        assert_eq!(run(db.timeline(&resolution.customer_id)).unwrap().len(), 1);
+        // The retention is counted from the message, by the injected clock.
+        clock.set_ms((T0 + DEDUP_RETENTION_SECONDS - 1) * 1000);
+        assert_eq!(
+            run(db.backend().sweep_expired(clock.now_secs(), 100)).unwrap(),
+            0
+        );
+        clock.set_ms((T0 + DEDUP_RETENTION_SECONDS) * 1000);
+        assert_eq!(
+            run(db.backend().sweep_expired(clock.now_secs(), 100)).unwrap(),
+            1
+        );
+        assert!(matches!(
+            run(db.record_inbound(&m)).unwrap(),
+            Recorded::Stored { .. }
+        ));
+    }
+}

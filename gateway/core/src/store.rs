@@ -55,6 +55,17 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whose fault it is: an unreachable or busy store is the store's (a
+    /// retry later may succeed); a value that does not decode is ours.
+    pub fn fault(&self) -> crate::Fault {
+        match self {
+            StoreError::Unavailable(_) | StoreError::Contention(_) => crate::Fault::Store,
+            StoreError::Corrupt { .. } => crate::Fault::Gateway,
+        }
+    }
+}
+
 /// One atomic unit of work's view of the store. Reads see the unit's own
 /// writes; writes become visible to others all at once, at commit, or never.
 pub trait Txn: Send + 'static {

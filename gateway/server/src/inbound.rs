@@ -50,9 +50,13 @@ impl Sink for StoreSink {
                     else {
                         self.metrics
                             .inc("gateway_dedup_hits_total", &[("channel", channel)]);
-                        tracing::info!(channel, provider_message_id = %m.provider_message_id, "redelivery dropped");
+                        // Provider ids are not logged: WhatsApp's encode the
+                        // sender's phone number.
+                        tracing::info!("redelivery dropped");
                         continue;
                     };
+                    tracing::Span::current()
+                        .record("customer_id", tracing::field::display(&r.customer_id));
                     let kind = if r.merges.is_empty() {
                         crate::notify::ChangeKind::Message
                     } else {
@@ -65,9 +69,6 @@ impl Sink for StoreSink {
                         })
                         .await;
                     tracing::info!(
-                        channel,
-                        provider_message_id = %m.provider_message_id,
-                        customer_id = %r.customer_id,
                         entry_id = %entry_id,
                         created = r.created,
                         "inbound message"
@@ -80,19 +81,17 @@ impl Sink for StoreSink {
                     InboundEvent::Status(s) => {
                         let known = self.db.record_status(channel, s).await?;
                         tracing::info!(
-                            channel,
-                            provider_message_id = %s.provider_message_id,
                             state = ?s.state,
                             known,
                             "delivery status"
                         );
                     }
-                    InboundEvent::Ignored { reason } => tracing::debug!(channel, reason, "ignored"),
+                    InboundEvent::Ignored { reason } => tracing::debug!(reason, "ignored"),
                     InboundEvent::Message(_) => {}
                 }
             }
             for d in &inbound.diagnostics {
-                tracing::warn!(channel, level = %d.level, "plugin diagnostic: {}", d.message);
+                tracing::warn!(level = %d.level, "plugin diagnostic: {}", d.message);
             }
             Ok(())
         })

@@ -235,6 +235,27 @@ impl PluginError {
         matches!(self, PluginError::Channel { error, .. }
             if matches!(error, ChannelError::Malformed(_) | ChannelError::Unsupported(_)))
     }
+
+    /// Whose fault it is: the caller's when the plugin refused its input,
+    /// the plugin's otherwise.
+    pub fn fault(&self) -> chatcrafter_core::Fault {
+        if self.is_input_error() {
+            chatcrafter_core::Fault::Caller
+        } else {
+            chatcrafter_core::Fault::Plugin
+        }
+    }
+
+    /// Its label in `gateway_plugin_failures_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PluginError::Deadline { .. } => "deadline",
+            PluginError::MemoryCap { .. } => "memory_cap",
+            PluginError::Trap { .. } | PluginError::Instantiate { .. } => "trap",
+            PluginError::InvalidResult { .. } => "invalid_answer",
+            PluginError::Channel { .. } => "error",
+        }
+    }
 }
 
 /// Runs `f` on `plugin` in tokio's blocking pool, once one of `permits` is
@@ -673,6 +694,11 @@ impl Plugin {
             export,
             error: convert::channel_error(e),
         }
+    }
+
+    /// An answer of `parse-inbound` that the host's checks refused.
+    pub fn invalid_answer(&self, e: &chatcrafter_core::channel::InvalidAnswer) -> PluginError {
+        self.invalid("parse-inbound", e.to_string())
     }
 
     fn invalid(&self, export: &'static str, reason: String) -> PluginError {

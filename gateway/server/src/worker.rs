@@ -13,6 +13,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument as _;
+
 use chatcrafter_core::agent;
 use chatcrafter_core::channel::{ChannelError, OutboundMessage, OutboundRequest};
 use chatcrafter_core::config::AgentKind;
@@ -134,8 +136,19 @@ impl Worker {
         }
     }
 
-    /// Claims and runs one job; `false` if it was not ours to run.
+    /// Claims and runs one job, in its span (job id, kind, customer id once
+    /// known; never a phone, email or text); `false` if it was not ours.
     async fn run_job(&self, shard: u32, found: &JobRef) -> bool {
+        let span = tracing::info_span!(
+            "job",
+            job = %found.id,
+            kind = tracing::field::Empty,
+            customer_id = tracing::field::Empty,
+        );
+        self.claim_and_run(shard, found).instrument(span).await
+    }
+
+    async fn claim_and_run(&self, shard: u32, found: &JobRef) -> bool {
         let graph = &self.app.db;
         let now = self.app.clock.now_ms();
         let id = found.id.as_str();
@@ -171,9 +184,22 @@ impl Worker {
                 .claim_for_worker(shard, found, now, lease, history, ClaimMode::Plain)
                 .await;
         }
+        let span = tracing::Span::current();
         let (job, outbound) = match claimed {
-            Ok(Some(Claimed::Job { job, outbound })) => (job, outbound),
+            Ok(Some(Claimed::Job { job, outbound })) => {
+                span.record("kind", tracing::field::display(job.kind.as_str()));
+                let customer = job
+                    .kind
+                    .customer_id()
+                    .or(outbound.as_ref().map(|o| o.customer_id.as_str()));
+                if let Some(c) = customer {
+                    span.record("customer_id", tracing::field::display(c));
+                }
+                (job, outbound)
+            }
             Ok(Some(Claimed::Answered { customer_id, step })) => {
+                span.record("kind", tracing::field::display("agent"));
+                span.record("customer_id", tracing::field::display(&customer_id));
                 tracing::debug!(job = id, ?step, "answered");
                 if step == Step::Done {
                     self.answered(customer_id).await;

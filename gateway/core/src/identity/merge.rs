@@ -229,3 +229,57 @@ pub(crate) async fn undo_in(
     txn.put(&key, ctx.seal(&key, &record));
     Ok(record)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::channel::ClaimKind;
+    use crate::db::testing::{T0, claim, db, run, sender};
+    use crate::identity::{How, Rules};
+
+    #[test]
+    fn undo_brings_both_customers_back_exactly() {
+        let (db, _) = db(Rules::default());
+        let mut wa = sender(
+            "whatsapp",
+            "1",
+            vec![claim(ClaimKind::Phone, "+15551230001", true)],
+            T0,
+        );
+        wa.display_name = Some("Sarah".into());
+        let mut tg = sender("telegram", "2", vec![], T0 + 1);
+        tg.display_name = Some("Sarah K".into());
+        let a = run(db.resolve(&wa)).unwrap().customer_id;
+        let b = run(db.resolve(&tg)).unwrap().customer_id;
+        let (before_a, before_b) = (run(db.customer(&a)).unwrap(), run(db.customer(&b)).unwrap());
+
+        let m = run(db.merge(&a, &b, How::AdminMerge, T0 + 2)).unwrap();
+        assert_eq!(
+            run(db.find_identity("telegram", "2")).unwrap().as_deref(),
+            Some(a.as_str())
+        );
+        // The newer name won; the older one is recorded as dropped.
+        assert_eq!(
+            run(db.customer(&a)).unwrap().attributes["name"].value,
+            "Sarah K"
+        );
+        assert_eq!(m.dropped.len(), 1);
+
+        run(db.undo(&m.merge_id, T0 + 3)).unwrap();
+        assert_eq!(run(db.customer(&a)).unwrap(), before_a);
+        assert_eq!(run(db.customer(&b)).unwrap(), before_b);
+        assert_eq!(
+            run(db.find_identity("telegram", "2")).unwrap().as_deref(),
+            Some(b.as_str())
+        );
+        assert!(run(db.undo(&m.merge_id, T0 + 4)).is_err(), "undone twice");
+    }
+
+    #[test]
+    fn a_customer_is_never_merged_into_itself() {
+        let (db, _) = db(Rules::default());
+        let a = run(db.resolve(&sender("widget", "u", vec![], T0)))
+            .unwrap()
+            .customer_id;
+        assert!(run(db.merge(&a, &a, How::AdminMerge, T0)).is_err());
+    }
+}

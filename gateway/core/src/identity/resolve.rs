@@ -332,3 +332,121 @@ pub(crate) async fn resolve_in(
     res.customer_id = customer.id;
     Ok(res)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::channel::ClaimKind;
+    use crate::db::testing::{T0, claim, db, run, sender};
+    use crate::identity::identifier::{BlockedValues, Identifier, IdentifierKind};
+    use crate::identity::{How, Rules};
+
+    fn phone(v: &str) -> Identifier {
+        Identifier::new(IdentifierKind::Phone, v).unwrap()
+    }
+
+    #[test]
+    fn a_known_identity_is_the_same_customer_and_a_new_one_is_created() {
+        let (db, _) = db(Rules::default());
+        let s = sender("whatsapp", "15551234567", vec![], T0);
+        let first = run(db.resolve(&s)).unwrap();
+        assert!(first.created);
+        assert_eq!(first.linked, Some(How::Channel));
+        let again = run(db.resolve(&s)).unwrap();
+        assert_eq!(
+            (again.customer_id, again.created),
+            (first.customer_id, false)
+        );
+    }
+
+    #[test]
+    fn a_verified_claim_links_another_channel_and_an_unverified_one_only_suggests() {
+        let (db, _) = db(Rules::default());
+        let wa = sender(
+            "whatsapp",
+            "15551234567",
+            vec![claim(ClaimKind::Phone, "+15551234567", true)],
+            T0,
+        );
+        let sarah = run(db.resolve(&wa)).unwrap().customer_id;
+        let widget = sender(
+            "widget",
+            "user-42",
+            vec![claim(ClaimKind::Phone, "+1 555 123 4567", true)],
+            T0 + 1,
+        );
+        let r = run(db.resolve(&widget)).unwrap();
+        assert_eq!(
+            (r.customer_id.as_str(), r.linked),
+            (sarah.as_str(), Some(How::VerifiedClaim))
+        );
+
+        let stranger = sender(
+            "telegram",
+            "42",
+            vec![claim(ClaimKind::Phone, "+15551234567", false)],
+            T0 + 2,
+        );
+        let r = run(db.resolve(&stranger)).unwrap();
+        assert_ne!(r.customer_id, sarah);
+        let conflicts = run(db.conflicts()).unwrap();
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!(conflicts[0].kind, "suggestion");
+        assert_eq!(
+            conflicts[0].other_customer_id.as_deref(),
+            Some(sarah.as_str())
+        );
+    }
+
+    #[test]
+    fn a_blocked_value_never_links_and_says_so_in_the_review_queue() {
+        let rules = Rules {
+            blocked: BlockedValues::new(["+1 000 000 0000"]),
+            ..Rules::default()
+        };
+        let (db, _) = db(rules);
+        let placeholder = |id: &str| {
+            sender(
+                "widget",
+                id,
+                vec![claim(ClaimKind::Phone, "+10000000000", true)],
+                T0,
+            )
+        };
+        let a = run(db.resolve(&placeholder("a"))).unwrap();
+        let b = run(db.resolve(&placeholder("b"))).unwrap();
+        assert_ne!(a.customer_id, b.customer_id);
+        assert_eq!(run(db.find(&phone("+10000000000"))).unwrap(), None);
+        let kinds: Vec<String> = run(db.conflicts())
+            .unwrap()
+            .into_iter()
+            .map(|c| c.kind)
+            .collect();
+        assert_eq!(kinds, ["blocked", "blocked"]);
+    }
+
+    #[test]
+    fn a_verified_claim_past_the_limit_is_a_conflict_not_a_link() {
+        let rules = Rules {
+            limits: [(IdentifierKind::Phone, 1)].into(),
+            ..Rules::default()
+        };
+        let (db, _) = db(rules);
+        let one = sender(
+            "widget",
+            "u",
+            vec![claim(ClaimKind::Phone, "+15551230001", true)],
+            T0,
+        );
+        let id = run(db.resolve(&one)).unwrap().customer_id;
+        let two = sender(
+            "widget",
+            "u",
+            vec![claim(ClaimKind::Phone, "+15551230002", true)],
+            T0 + 1,
+        );
+        let r = run(db.resolve(&two)).unwrap();
+        assert_eq!(r.customer_id, id);
+        assert_eq!(r.conflicts.len(), 1);
+        assert_eq!(run(db.find(&phone("+15551230002"))).unwrap(), None);
+    }
+}

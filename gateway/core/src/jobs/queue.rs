@@ -406,3 +406,32 @@ pub(super) async fn claim_in(
     ctx.save_job(txn, &job);
     Ok(Some(job))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::db::testing::{T0, db, message, run, sender};
+    use crate::identity::Rules;
+
+    #[test]
+    fn a_claimed_job_comes_back_when_its_lease_lapses() {
+        let (db, _) = db(Rules::default());
+        let s = sender("whatsapp", "15551234567", vec![], T0);
+        run(db.record_inbound(&message(&s, "wamid.1", "hi"))).unwrap();
+        let now = T0 * 1000;
+        let due = run(db.due_jobs(now)).unwrap();
+        assert_eq!(due.len(), 1, "the agent's turn is queued with the message");
+        let (shard, found) = &due[0];
+        let job = run(db.claim(*shard, found, now, 5_000))
+            .unwrap()
+            .expect("claimed");
+        assert_eq!(job.attempts, 1);
+        // Leased: not due to anyone else, nor claimable twice.
+        assert!(run(db.due_jobs(now + 4_999)).unwrap().is_empty());
+        assert!(run(db.claim(*shard, found, now, 5_000)).unwrap().is_none());
+        // The claimer died: once the lease lapses it is due again.
+        let again = run(db.due_jobs(now + 5_000)).unwrap();
+        assert_eq!(again.len(), 1);
+        let job = run(db.claim(again[0].0, &again[0].1, now + 5_000, 5_000)).unwrap();
+        assert_eq!(job.map(|j| j.attempts), Some(2));
+    }
+}

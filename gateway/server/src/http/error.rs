@@ -9,6 +9,8 @@ use hyper::{Response, StatusCode, header};
 pub use chatcrafter_core::Fault;
 use chatcrafter_core::db::DbError;
 
+use crate::plugin::PluginError;
+
 /// An error on its way to the client.
 #[derive(Debug)]
 pub struct ApiError {
@@ -113,7 +115,7 @@ impl ApiError {
     }
 }
 
-/// A graph error, classified by its own [`DbError::fault`]; the code and
+/// A store-level error, classified by its own [`DbError::fault`]; the code and
 /// the caller's exact status are chosen here, once.
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
@@ -133,7 +135,22 @@ impl From<DbError> for ApiError {
             DbError::Store(_) if e.fault() == Fault::Store => {
                 ApiError::fault(Fault::Store, "store_unavailable", message)
             }
+            DbError::Seal { .. } => ApiError::fault(e.fault(), "sealed_value", message),
             _ => ApiError::fault(e.fault(), "unreadable_record", message),
+        }
+    }
+}
+
+/// A plugin error, classified by its own [`PluginError::fault`]: a refused
+/// input is the caller's 400 `malformed_payload`, anything else the
+/// plugin's 502 `plugin_failed`.
+impl From<PluginError> for ApiError {
+    fn from(e: PluginError) -> Self {
+        match e.fault() {
+            Fault::Caller => {
+                ApiError::caller(StatusCode::BAD_REQUEST, "malformed_payload", e.to_string())
+            }
+            fault => ApiError::fault(fault, "plugin_failed", e.to_string()),
         }
     }
 }

@@ -4,6 +4,8 @@
 use bytes::Bytes;
 use std::sync::Arc;
 
+use tracing::Instrument as _;
+
 use chatcrafter_core::channel::{AnswerRules, Header, Inbound, InboundRequest, RequestContext};
 use chatcrafter_core::verify::handshake::Outcome;
 use http_body_util::Full;
@@ -12,7 +14,7 @@ use hyper::{Method, Response, StatusCode, header};
 use super::{ApiError, Fault, Params, Req, Resp, body, ops};
 use crate::app::App;
 use crate::ids::request_id;
-use crate::plugin::{Plugin, PluginError};
+use crate::plugin::Plugin;
 
 /// Headers a plugin never sees: they carry credentials.
 const CREDENTIAL_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
@@ -22,6 +24,35 @@ pub(super) async fn handle(app: &App, req: &mut Req, p: Params<'_>) -> Result<Re
     let (Some(rt), Some(plugin)) = (app.channels.get(channel), app.plugins.get(channel)) else {
         return Err(unknown(channel));
     };
+    let request_id = request_id();
+    let span = inbound_span(channel, &plugin, &request_id);
+    serve(app, req, channel, rt, plugin, request_id)
+        .instrument(span)
+        .await
+}
+
+/// The span of one inbound request: its channel, the plugin and version
+/// that parse it, the host's request id, and — once resolution has run —
+/// the customer's id. Never a phone, email or message text.
+pub(super) fn inbound_span(channel: &str, plugin: &Plugin, request_id: &str) -> tracing::Span {
+    let m = plugin.manifest();
+    tracing::info_span!(
+        "inbound",
+        channel = %channel,
+        plugin = %format_args!("{}@{}", m.id, m.version),
+        request_id = %request_id,
+        customer_id = tracing::field::Empty,
+    )
+}
+
+async fn serve(
+    app: &App,
+    req: &mut Req,
+    channel: &str,
+    rt: &crate::app::ChannelRuntime,
+    plugin: Arc<Plugin>,
+    request_id: String,
+) -> Result<Resp, ApiError> {
     let query = req.uri().query().unwrap_or("").to_string();
     match rt.handshake.respond(req.method().as_str(), &query) {
         Outcome::Accept(challenge) => return Ok(ops::text(200, "text/plain", challenge)),
@@ -62,13 +93,12 @@ pub(super) async fn handle(app: &App, req: &mut Req, p: Params<'_>) -> Result<Re
         &raw,
         RequestContext {
             received_at_ms: now_ms,
-            request_id: request_id(),
+            request_id: request_id.clone(),
             user: None,
             settings: rt.settings.clone(),
         },
     );
     let kept_body = raw.clone();
-    let request_id = request.context.request_id.clone();
     let inbound = match parse(app, channel, &plugin, request).await {
         Ok(i) => i,
         Err(e) => {
@@ -164,7 +194,6 @@ pub(super) async fn parse(
     plugin: &Arc<Plugin>,
     request: InboundRequest,
 ) -> Result<Inbound, ApiError> {
-    let request_id = request.context.request_id.clone();
     let (result, took) = crate::plugin::call_blocking(&app.plugin_calls, plugin, move |p| {
         p.parse_inbound_owned(request)
     })
@@ -175,26 +204,6 @@ pub(super) async fn parse(
         &[("plugin", &manifest.id), ("export", "parse-inbound")],
         took,
     );
-    let failed = |kind: &str, e: &dyn std::fmt::Display| {
-        app.metrics.inc(
-            "gateway_plugin_failures_total",
-            &[("plugin", &manifest.id), ("kind", kind)],
-        );
-        ApiError::fault(Fault::Plugin, "plugin_failed", e.to_string())
-    };
-    let inbound = result.map_err(|e| {
-        if e.is_input_error() {
-            tracing::info!(%request_id, "malformed payload: {e}");
-            return ApiError::caller(StatusCode::BAD_REQUEST, "malformed_payload", e.to_string());
-        }
-        let kind = match &e {
-            PluginError::Deadline { .. } => "deadline",
-            PluginError::MemoryCap { .. } => "memory_cap",
-            PluginError::Trap { .. } | PluginError::Instantiate { .. } => "trap",
-            PluginError::Channel { .. } | PluginError::InvalidResult { .. } => "error",
-        };
-        failed(kind, &e)
-    })?;
     let rules = AnswerRules {
         plugin_id: &manifest.id,
         channel,
@@ -205,14 +214,20 @@ pub(super) async fn parse(
             .get(channel)
             .is_none_or(|c| c.trusts_verified_claims()),
     };
-    rules.apply(inbound).map_err(|e| {
-        failed(
-            "invalid_answer",
-            &format_args!(
-                "plugin {}@{}: `parse-inbound` returned an invalid answer: {e}",
-                manifest.id, manifest.version
-            ),
-        )
+    let checked =
+        result.and_then(|inbound| rules.apply(inbound).map_err(|e| plugin.invalid_answer(&e)));
+    checked.map_err(|e| {
+        if e.fault() == Fault::Caller {
+            // The plugin's words may quote the payload: they go to the
+            // sealed quarantine, not to the log.
+            tracing::info!("malformed payload, kept for inspection");
+        } else {
+            app.metrics.inc(
+                "gateway_plugin_failures_total",
+                &[("plugin", &manifest.id), ("kind", e.kind())],
+            );
+        }
+        ApiError::from(e)
     })
 }
 

@@ -3,6 +3,7 @@
 
 use chatcrafter_core::channel::RequestContext;
 use hyper::{Method, StatusCode, header};
+use tracing::Instrument as _;
 
 use super::webhook::{accept, headers_of, parse, plugin_request, plugin_response};
 use super::{ApiError, Params, Req, Resp, body, ops};
@@ -28,24 +29,29 @@ pub(super) async fn post_message(
     if req.method() == Method::OPTIONS {
         return Ok(with_cors(preflight("POST, OPTIONS")));
     }
-    let now_ms = app.clock.now_ms();
-    let user = authenticate(app, auth, req, now_ms / 1000)?;
-    let raw = body::read_capped(&app.config.server, req).await?;
-    let request = plugin_request(
-        req,
-        headers_of(req),
-        None,
-        &raw,
-        RequestContext {
-            received_at_ms: now_ms,
-            request_id: request_id(),
-            user: Some(user),
-            settings: vec![],
-        },
-    );
-    let inbound = parse(app, "widget", &plugin, request).await?;
-    accept(app, "widget", &inbound).await?;
-    Ok(with_cors(plugin_response(&inbound)))
+    let request_id = request_id();
+    let span = super::webhook::inbound_span("widget", &plugin, &request_id);
+    let serve = async {
+        let now_ms = app.clock.now_ms();
+        let user = authenticate(app, auth, req, now_ms / 1000)?;
+        let raw = body::read_capped(&app.config.server, req).await?;
+        let request = plugin_request(
+            req,
+            headers_of(req),
+            None,
+            &raw,
+            RequestContext {
+                received_at_ms: now_ms,
+                request_id: request_id.clone(),
+                user: Some(user),
+                settings: vec![],
+            },
+        );
+        let inbound = parse(app, "widget", &plugin, request).await?;
+        accept(app, "widget", &inbound).await?;
+        Ok(with_cors(plugin_response(&inbound)))
+    };
+    serve.instrument(span).await
 }
 
 /// `GET /widget/v1/history`: the caller's unified cross-channel timeline,
