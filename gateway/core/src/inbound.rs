@@ -8,8 +8,7 @@ use crate::conversation::Entry;
 use crate::db::{Db, DbError};
 use crate::identity::resolve::resolve_in;
 use crate::identity::*;
-use crate::store::unit::{Ctx, unit};
-use crate::store::{Backend, BoxFuture, Expiry, StoreError, Txn, get};
+use crate::store::{Backend, Expiry, get};
 
 /// What recording an inbound message did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,38 +42,41 @@ impl<B: Backend> Db<B> {
             at: message.timestamp,
         };
         let sender = &sender;
-        unit!(self, |ctx, txn| async move {
-            let dk = ctx
-                .k()
-                .dedup(&message.sender.channel, &message.provider_message_id);
-            let seen_at = get(txn, &dk)
-                .await?
-                .and_then(|b| std::str::from_utf8(&b).ok()?.parse::<u64>().ok());
-            if seen_at
-                .is_some_and(|t| message.timestamp.saturating_sub(t) < DEDUP_RETENTION_SECONDS)
-            {
-                return Ok(Recorded::Duplicate);
-            }
-            let resolution = resolve_in(ctx, txn, sender).await?;
-            ctx.prefetch_for_inbound(txn, &resolution.customer_id)
-                .await?;
-            let entry = Entry::inbound(message, resolution.linked == Some(How::LinkToken));
-            let (entry, _) = ctx.append(txn, &resolution.customer_id, entry).await?;
-            ctx.after_inbound(txn, &resolution.customer_id, &entry, message)
-                .await?;
-            txn.put_expiring(
-                &dk,
-                message.timestamp.to_string().into_bytes(),
-                Expiry::until(
-                    message.timestamp.saturating_add(DEDUP_RETENTION_SECONDS),
-                    ctx.clock.now_secs(),
-                ),
-            );
-            Ok(Recorded::Stored {
-                resolution,
-                entry_id: entry.id,
+        self.unit(move |ctx, txn| {
+            Box::pin(async move {
+                let dk = ctx
+                    .k()
+                    .dedup(&message.sender.channel, &message.provider_message_id);
+                let seen_at = get(txn, &dk)
+                    .await?
+                    .and_then(|b| std::str::from_utf8(&b).ok()?.parse::<u64>().ok());
+                if seen_at
+                    .is_some_and(|t| message.timestamp.saturating_sub(t) < DEDUP_RETENTION_SECONDS)
+                {
+                    return Ok(Recorded::Duplicate);
+                }
+                let resolution = resolve_in(ctx, txn, sender).await?;
+                ctx.prefetch_for_inbound(txn, &resolution.customer_id)
+                    .await?;
+                let entry = Entry::inbound(message, resolution.linked == Some(How::LinkToken));
+                let (entry, _) = ctx.append(txn, &resolution.customer_id, entry).await?;
+                ctx.after_inbound(txn, &resolution.customer_id, &entry, message)
+                    .await?;
+                txn.put_expiring(
+                    &dk,
+                    message.timestamp.to_string().into_bytes(),
+                    Expiry::until(
+                        message.timestamp.saturating_add(DEDUP_RETENTION_SECONDS),
+                        ctx.clock.now_secs(),
+                    ),
+                );
+                Ok(Recorded::Stored {
+                    resolution,
+                    entry_id: entry.id,
+                })
             })
         })
+        .await
     }
 }
 

@@ -5,8 +5,8 @@ use crate::conversation::state::ConversationState;
 use crate::db::{Db, DbError};
 use crate::delivery::Outbound;
 use crate::jobs::PREFERRED_CHANNEL;
-use crate::store::unit::{Ctx, unit};
-use crate::store::{Backend, BoxFuture, StoreError, Txn};
+use crate::store::unit::Ctx;
+use crate::store::{Backend, Txn};
 
 /// An open hand-off, for the inbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,20 +60,23 @@ impl Ctx<'_> {
 impl<B: Backend> Db<B> {
     /// Open hand-offs, oldest first.
     pub async fn handoffs(&self) -> Result<Vec<OpenHandoff>, DbError> {
-        unit!(read self, |ctx, txn| async move {
-            let ids: Vec<String> = ctx.open_or_default(txn, &ctx.k().handoffs()).await?;
-            let mut out = Vec::new();
-            for id in ids {
-                if let Some(h) = ctx.load_state(txn, &id).await?.handoff {
-                    out.push(OpenHandoff {
-                        customer_id: id,
-                        handoff: h,
-                    });
+        self.read_unit(move |ctx, txn| {
+            Box::pin(async move {
+                let ids: Vec<String> = ctx.open_or_default(txn, &ctx.k().handoffs()).await?;
+                let mut out = Vec::new();
+                for id in ids {
+                    if let Some(h) = ctx.load_state(txn, &id).await?.handoff {
+                        out.push(OpenHandoff {
+                            customer_id: id,
+                            handoff: h,
+                        });
+                    }
                 }
-            }
-            out.sort_by_key(|h| h.handoff.opened_at);
-            Ok(out)
+                out.sort_by_key(|h| h.handoff.opened_at);
+                Ok(out)
+            })
         })
+        .await
     }
 
     /// A person's reply to a customer: queued on the customer's preferred
@@ -85,40 +88,46 @@ impl<B: Backend> Db<B> {
         text: &str,
         now_ms: u64,
     ) -> Result<Outbound, DbError> {
-        unit!(self, |ctx, txn| async move {
-            let c = ctx.live_customer(txn, customer_id).await?;
-            let mut state = ctx.load_state(txn, &c.id).await?;
-            let preferred = c
-                .attributes
-                .get(PREFERRED_CHANNEL)
-                .map(|a| a.value.as_str());
-            let routes = state.reply_routes(preferred);
-            if routes.is_empty() {
-                return Err(DbError::Invalid(format!(
-                    "{} has not written on any channel yet: there is nowhere to reply",
-                    c.id
-                )));
-            }
-            let o = ctx
-                .queue_outbound(txn, &c.id, &mut state, text, "human", routes, now_ms)
-                .await?;
-            ctx.save_state(txn, &c.id, &state);
-            Ok(o)
+        self.unit(move |ctx, txn| {
+            Box::pin(async move {
+                let c = ctx.live_customer(txn, customer_id).await?;
+                let mut state = ctx.load_state(txn, &c.id).await?;
+                let preferred = c
+                    .attributes
+                    .get(PREFERRED_CHANNEL)
+                    .map(|a| a.value.as_str());
+                let routes = state.reply_routes(preferred);
+                if routes.is_empty() {
+                    return Err(DbError::Invalid(format!(
+                        "{} has not written on any channel yet: there is nowhere to reply",
+                        c.id
+                    )));
+                }
+                let o = ctx
+                    .queue_outbound(txn, &c.id, &mut state, text, "human", routes, now_ms)
+                    .await?;
+                ctx.save_state(txn, &c.id, &state);
+                Ok(o)
+            })
         })
+        .await
     }
 
     /// Closes the customer's hand-off: the agent answers again. `false` if
     /// none was open.
     pub async fn close_handoff(&self, customer_id: &str) -> Result<bool, DbError> {
-        unit!(self, |ctx, txn| async move {
-            let c = ctx.live_customer(txn, customer_id).await?;
-            let mut state = ctx.load_state(txn, &c.id).await?;
-            let was_open = state.handoff.take().is_some();
-            if was_open {
-                ctx.save_state(txn, &c.id, &state);
-            }
-            ctx.index_handoff(txn, &c.id, false).await?;
-            Ok(was_open)
+        self.unit(move |ctx, txn| {
+            Box::pin(async move {
+                let c = ctx.live_customer(txn, customer_id).await?;
+                let mut state = ctx.load_state(txn, &c.id).await?;
+                let was_open = state.handoff.take().is_some();
+                if was_open {
+                    ctx.save_state(txn, &c.id, &state);
+                }
+                ctx.index_handoff(txn, &c.id, false).await?;
+                Ok(was_open)
+            })
         })
+        .await
     }
 }

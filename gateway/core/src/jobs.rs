@@ -23,8 +23,8 @@ use crate::conversation::state::{ConversationState, Route};
 use crate::db::{Db, DbError};
 use crate::delivery::{Job, JobKind, JobRef, Outbound, OutboundState, shard_of};
 use crate::identity::*;
-use crate::store::unit::{Ctx, unit};
-use crate::store::{Backend, BoxFuture, StoreError, Txn};
+use crate::store::unit::Ctx;
+use crate::store::{Backend, Txn};
 
 mod agent;
 mod outbound;
@@ -188,93 +188,99 @@ impl<B: Backend> Db<B> {
         history: usize,
         mode: ClaimMode<'_>,
     ) -> Result<Option<Claimed>, DbError> {
-        unit!(self, |ctx, txn| async move {
-            let Some(job) = queue::claim_in(ctx, txn, shard, found, now_ms, lease_ms).await? else {
-                return Ok(None);
-            };
-            let inline = match mode {
-                ClaimMode::Plain => {
-                    txn.relax_durability();
-                    return Ok(Some(Claimed::Job {
-                        job,
-                        outbound: None,
-                    }));
-                }
-                ClaimMode::Inline(agent) => Some(agent),
-                ClaimMode::Normal => None,
-            };
-            match (&job.kind, inline) {
-                (JobKind::Agent { customer_id, .. }, Some(agent)) => {
-                    let input = agent_input_in(ctx, txn, &job, history).await?;
-                    let answer = if input.handed_off {
-                        Answer::default()
-                    } else {
-                        agent(&input)
-                    };
-                    let step = finish_agent_in(ctx, txn, shard, &job, &answer, now_ms).await?;
-                    let customer_id = ctx.live_customer(txn, customer_id).await?.id;
-                    Ok(Some(Claimed::Answered { customer_id, step }))
-                }
-                (JobKind::Deliver { outbound_id }, _) => {
-                    txn.relax_durability();
-                    let outbound = match ctx.load_outbound(txn, outbound_id).await {
-                        Ok(o) => Some(Box::new(o)),
-                        // The worker gives the job up, saying so.
-                        Err(DbError::NotFound(_)) => None,
-                        Err(e) => return Err(e),
-                    };
-                    if let Some(o) = &outbound {
-                        // One customer's messages go out in the order they
-                        // were queued: wait for the ones before this.
-                        let mut state = ctx.load_state(txn, &o.customer_id).await?;
-                        if state.outbox.contains(&o.id) {
-                            let mut healed = false;
-                            while let Some(first) = state.outbox.first().cloned()
-                                && first != o.id
-                            {
-                                let pending = match ctx.load_outbound(txn, &first).await {
-                                    Ok(p) => p.state == OutboundState::Queued,
-                                    Err(e) if e.is_transient() => return Err(e),
-                                    // Gone or unreadable: it will never go.
-                                    Err(_) => false,
-                                };
-                                if pending {
-                                    // Not this one's turn: out of the FIFO's
-                                    // way (no attempt counted) until then.
-                                    txn.discard();
-                                    txn.relax_durability();
-                                    if let Some(mut waiting) = ctx.load_job(txn, &found.id).await? {
-                                        ctx.postpone(
-                                            txn,
-                                            shard,
-                                            &mut waiting,
-                                            now_ms + ORDER_RECHECK_MS,
-                                        )
-                                        .await?;
+        self.unit(move |ctx, txn| {
+            Box::pin(async move {
+                let Some(job) = queue::claim_in(ctx, txn, shard, found, now_ms, lease_ms).await?
+                else {
+                    return Ok(None);
+                };
+                let inline = match mode {
+                    ClaimMode::Plain => {
+                        txn.relax_durability();
+                        return Ok(Some(Claimed::Job {
+                            job,
+                            outbound: None,
+                        }));
+                    }
+                    ClaimMode::Inline(agent) => Some(agent),
+                    ClaimMode::Normal => None,
+                };
+                match (&job.kind, inline) {
+                    (JobKind::Agent { customer_id, .. }, Some(agent)) => {
+                        let input = agent_input_in(ctx, txn, &job, history).await?;
+                        let answer = if input.handed_off {
+                            Answer::default()
+                        } else {
+                            agent(&input)
+                        };
+                        let step = finish_agent_in(ctx, txn, shard, &job, &answer, now_ms).await?;
+                        let customer_id = ctx.live_customer(txn, customer_id).await?.id;
+                        Ok(Some(Claimed::Answered { customer_id, step }))
+                    }
+                    (JobKind::Deliver { outbound_id }, _) => {
+                        txn.relax_durability();
+                        let outbound = match ctx.load_outbound(txn, outbound_id).await {
+                            Ok(o) => Some(Box::new(o)),
+                            // The worker gives the job up, saying so.
+                            Err(DbError::NotFound(_)) => None,
+                            Err(e) => return Err(e),
+                        };
+                        if let Some(o) = &outbound {
+                            // One customer's messages go out in the order they
+                            // were queued: wait for the ones before this.
+                            let mut state = ctx.load_state(txn, &o.customer_id).await?;
+                            if state.outbox.contains(&o.id) {
+                                let mut healed = false;
+                                while let Some(first) = state.outbox.first().cloned()
+                                    && first != o.id
+                                {
+                                    let pending = match ctx.load_outbound(txn, &first).await {
+                                        Ok(p) => p.state == OutboundState::Queued,
+                                        Err(e) if e.is_transient() => return Err(e),
+                                        // Gone or unreadable: it will never go.
+                                        Err(_) => false,
+                                    };
+                                    if pending {
+                                        // Not this one's turn: out of the FIFO's
+                                        // way (no attempt counted) until then.
+                                        txn.discard();
+                                        txn.relax_durability();
+                                        if let Some(mut waiting) =
+                                            ctx.load_job(txn, &found.id).await?
+                                        {
+                                            ctx.postpone(
+                                                txn,
+                                                shard,
+                                                &mut waiting,
+                                                now_ms + ORDER_RECHECK_MS,
+                                            )
+                                            .await?;
+                                        }
+                                        return Ok(None);
                                     }
-                                    return Ok(None);
+                                    // Done with but left listed: not a reason
+                                    // to hold the rest back.
+                                    state.outbox.remove(0);
+                                    healed = true;
                                 }
-                                // Done with but left listed: not a reason
-                                // to hold the rest back.
-                                state.outbox.remove(0);
-                                healed = true;
-                            }
-                            if healed {
-                                ctx.save_state(txn, &o.customer_id, &state);
+                                if healed {
+                                    ctx.save_state(txn, &o.customer_id, &state);
+                                }
                             }
                         }
+                        Ok(Some(Claimed::Job { job, outbound }))
                     }
-                    Ok(Some(Claimed::Job { job, outbound }))
+                    _ => {
+                        txn.relax_durability();
+                        Ok(Some(Claimed::Job {
+                            job,
+                            outbound: None,
+                        }))
+                    }
                 }
-                _ => {
-                    txn.relax_durability();
-                    Ok(Some(Claimed::Job {
-                        job,
-                        outbound: None,
-                    }))
-                }
-            }
+            })
         })
+        .await
     }
 
     /// A claimed job's attempt failed with `error`: retried after
@@ -290,86 +296,89 @@ impl<B: Backend> Db<B> {
         delay_ms: Option<u64>,
         now_ms: u64,
     ) -> Result<Step, DbError> {
-        unit!(self, |ctx, txn| async move {
-            if !ctx.still_ours(txn, job).await? {
-                return Ok(Step::Lost);
-            }
-            if let Some(delay) = delay_ms {
-                let due = now_ms + delay;
-                let mut stored = job.clone();
-                stored.last_error = Some(error.to_string());
-                ctx.postpone(txn, shard, &mut stored, due).await?;
-                return Ok(Step::Retry(due));
-            }
-            let at = now_ms / 1000;
-            // Say so where people will see it; if what it would be said
-            // about is gone (an erased customer, …), the job goes anyway.
-            let said: Result<(), DbError> = async {
-                match &job.kind {
-                    JobKind::Agent {
-                        customer_id, route, ..
-                    } => {
-                        let c = ctx.live_customer(txn, customer_id).await?;
-                        let mut state = ctx.load_state(txn, &c.id).await?;
-                        ctx.open_handoff(
-                            txn,
-                            &c.id,
-                            &mut state,
-                            "agent_unavailable",
-                            Some(error.to_string()),
-                            &route.identity.channel,
-                            at,
-                        )
-                        .await?;
-                        ctx.save_state(txn, &c.id, &state);
-                    }
-                    JobKind::Deliver { outbound_id } => {
-                        let mut o = ctx.load_outbound(txn, outbound_id).await?;
-                        o.state = OutboundState::Failed;
-                        o.error = Some(error.to_string());
-                        o.updated_at = at;
-                        ctx.sent_from_outbox(txn, &o).await?;
-                        ctx.save_outbound(txn, &o).await?;
-                        let c = ctx.live_customer(txn, &o.customer_id).await?;
-                        let mut state = ctx.load_state(txn, &c.id).await?;
-                        let channel = o
-                            .routes
-                            .get(o.route)
-                            .map(|r| r.identity.channel.clone())
-                            .unwrap_or_default();
-                        ctx.open_handoff(
-                            txn,
-                            &c.id,
-                            &mut state,
-                            "delivery_failed",
-                            Some(error.to_string()),
-                            &channel,
-                            at,
-                        )
-                        .await?;
-                        ctx.save_state(txn, &c.id, &state);
-                    }
-                    JobKind::Reminder { customer_id, .. } => {
-                        let c = ctx.live_customer(txn, customer_id).await?;
-                        let mut entry = Entry::event(
-                            "reminder_failed",
-                            serde_json::json!({"error": error}),
-                            at,
-                        );
-                        entry.channel = "gateway".into();
-                        ctx.append(txn, &c.id, entry).await?;
-                    }
+        self.unit(move |ctx, txn| {
+            Box::pin(async move {
+                if !ctx.still_ours(txn, job).await? {
+                    return Ok(Step::Lost);
                 }
-                Ok(())
-            }
-            .await;
-            if let Err(e) = said
-                && e.is_transient()
-            {
-                return Err(e);
-            }
-            ctx.remove_job(txn, shard, &job.id).await?;
-            Ok(Step::GaveUp)
+                if let Some(delay) = delay_ms {
+                    let due = now_ms + delay;
+                    let mut stored = job.clone();
+                    stored.last_error = Some(error.to_string());
+                    ctx.postpone(txn, shard, &mut stored, due).await?;
+                    return Ok(Step::Retry(due));
+                }
+                let at = now_ms / 1000;
+                // Say so where people will see it; if what it would be said
+                // about is gone (an erased customer, …), the job goes anyway.
+                let said: Result<(), DbError> = async {
+                    match &job.kind {
+                        JobKind::Agent {
+                            customer_id, route, ..
+                        } => {
+                            let c = ctx.live_customer(txn, customer_id).await?;
+                            let mut state = ctx.load_state(txn, &c.id).await?;
+                            ctx.open_handoff(
+                                txn,
+                                &c.id,
+                                &mut state,
+                                "agent_unavailable",
+                                Some(error.to_string()),
+                                &route.identity.channel,
+                                at,
+                            )
+                            .await?;
+                            ctx.save_state(txn, &c.id, &state);
+                        }
+                        JobKind::Deliver { outbound_id } => {
+                            let mut o = ctx.load_outbound(txn, outbound_id).await?;
+                            o.state = OutboundState::Failed;
+                            o.error = Some(error.to_string());
+                            o.updated_at = at;
+                            ctx.sent_from_outbox(txn, &o).await?;
+                            ctx.save_outbound(txn, &o).await?;
+                            let c = ctx.live_customer(txn, &o.customer_id).await?;
+                            let mut state = ctx.load_state(txn, &c.id).await?;
+                            let channel = o
+                                .routes
+                                .get(o.route)
+                                .map(|r| r.identity.channel.clone())
+                                .unwrap_or_default();
+                            ctx.open_handoff(
+                                txn,
+                                &c.id,
+                                &mut state,
+                                "delivery_failed",
+                                Some(error.to_string()),
+                                &channel,
+                                at,
+                            )
+                            .await?;
+                            ctx.save_state(txn, &c.id, &state);
+                        }
+                        JobKind::Reminder { customer_id, .. } => {
+                            let c = ctx.live_customer(txn, customer_id).await?;
+                            let mut entry = Entry::event(
+                                "reminder_failed",
+                                serde_json::json!({"error": error}),
+                                at,
+                            );
+                            entry.channel = "gateway".into();
+                            ctx.append(txn, &c.id, entry).await?;
+                        }
+                    }
+                    Ok(())
+                }
+                .await;
+                if let Err(e) = said
+                    && e.is_transient()
+                {
+                    return Err(e);
+                }
+                ctx.remove_job(txn, shard, &job.id).await?;
+                Ok(Step::GaveUp)
+            })
         })
+        .await
     }
 }

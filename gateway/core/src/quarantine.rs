@@ -4,8 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::db::{Db, DbError};
-use crate::store::unit::{Ctx, unit};
-use crate::store::{Backend, BoxFuture, StoreError, Txn};
+use crate::store::Backend;
 
 /// How many malformed requests are kept for inspection: the newest 100.
 pub const MALFORMED_KEPT: usize = 100;
@@ -30,21 +29,25 @@ impl<B: Backend> Db<B> {
     /// to inspect (sealed like everything else); the newest
     /// [`MALFORMED_KEPT`] are kept.
     pub async fn keep_malformed(&self, item: &Malformed) -> Result<(), DbError> {
-        unit!(self, |ctx, txn| async move {
-            let key = ctx.k().malformed();
-            let mut list: Vec<Malformed> = ctx.open_or_default(txn, &key).await?;
-            list.push(item.clone());
-            let excess = list.len().saturating_sub(MALFORMED_KEPT);
-            list.drain(..excess);
-            txn.put(&key, ctx.seal(&key, &list));
-            Ok(())
+        self.unit(move |ctx, txn| {
+            Box::pin(async move {
+                let key = ctx.k().malformed();
+                let mut list: Vec<Malformed> = ctx.open_or_default(txn, &key).await?;
+                list.push(item.clone());
+                let excess = list.len().saturating_sub(MALFORMED_KEPT);
+                list.drain(..excess);
+                txn.put(&key, ctx.seal(&key, &list));
+                Ok(())
+            })
         })
+        .await
     }
 
     /// The kept malformed requests, oldest first.
     pub async fn malformed(&self) -> Result<Vec<Malformed>, DbError> {
-        unit!(read self, |ctx, txn| async move {
-            ctx.open_or_default(txn, &ctx.k().malformed()).await
+        self.read_unit(move |ctx, txn| {
+            Box::pin(async move { ctx.open_or_default(txn, &ctx.k().malformed()).await })
         })
+        .await
     }
 }

@@ -68,7 +68,7 @@ impl StoreError {
 
 /// One atomic unit of work's view of the store. Reads see the unit's own
 /// writes; writes become visible to others all at once, at commit, or never.
-pub trait Txn: Send + 'static {
+pub trait Txn: Send {
     /// Reads several keys at once (one round trip on Redis).
     fn get_many<'a>(
         &'a mut self,
@@ -112,9 +112,6 @@ pub trait Txn: Send + 'static {
     /// without waiting for the disk. Backends without the distinction
     /// ignore it.
     fn relax_durability(&mut self) {}
-
-    /// For the backend that made it: back to its concrete type at commit.
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
 }
 
 /// [`Txn::get_many_following`] as two reads: for backends (and cases) that
@@ -143,10 +140,33 @@ pub async fn get(txn: &mut dyn Txn, key: &str) -> Result<Option<Vec<u8>>, StoreE
     Ok(txn.get_many(&keys).await?.pop().flatten())
 }
 
-/// A unit of work: called once per attempt with a fresh transaction, which
-/// it hands back with its result so the backend can commit it.
-pub type Work<'w, T> =
-    dyn Fn(Box<dyn Txn>) -> BoxFuture<'w, (Box<dyn Txn>, Result<T, StoreError>)> + Send + Sync + 'w;
+/// A unit of work: called once per attempt with a fresh transaction that it
+/// borrows for that attempt; the backend commits the transaction after the
+/// returned future completes. `'w` is how long what the unit captures
+/// lives.
+pub type Work<'w, T> = dyn for<'t> Fn(&'t mut dyn Txn, Scope<'t, 'w>) -> BoxFuture<'t, Result<T, StoreError>>
+    + Send
+    + Sync
+    + 'w;
+
+/// Carries nothing; its type says `'w: 't` — what a unit captures outlives
+/// the attempt's borrow of the transaction — so that the unit's future may
+/// borrow both. (A closure's signature cannot state that bound itself.)
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'t, 'w>(std::marker::PhantomData<&'t &'w ()>);
+
+impl Scope<'_, '_> {
+    /// The scope of one attempt (backends make one per call of a unit).
+    pub fn new() -> Self {
+        Scope(std::marker::PhantomData)
+    }
+}
+
+impl Default for Scope<'_, '_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// A storage backend: runs units of work atomically.
 pub trait Backend: Send + Sync + std::fmt::Debug {

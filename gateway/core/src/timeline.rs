@@ -4,8 +4,8 @@
 use crate::conversation::Entry;
 use crate::db::{Db, DbError};
 use crate::identity::*;
-use crate::store::unit::{Ctx, unit};
-use crate::store::{Backend, BoxFuture, StoreError, Txn, get};
+use crate::store::unit::Ctx;
+use crate::store::{Backend, Txn, get};
 
 impl Ctx<'_> {
     /// Appends an entry to a customer's own timeline.
@@ -83,9 +83,12 @@ impl<B: Backend> Db<B> {
     /// A customer's unified timeline — its own entries and those of every
     /// customer merged into it — oldest first.
     pub async fn timeline(&self, customer_id: &str) -> Result<Vec<Entry>, DbError> {
-        unit!(read self, |ctx, txn| async move {
-            let c = ctx.live_customer(txn, customer_id).await?;
-            ctx.timeline_of(txn, &c).await
+        self.read_unit(move |ctx, txn| {
+            Box::pin(async move {
+                let c = ctx.live_customer(txn, customer_id).await?;
+                ctx.timeline_of(txn, &c).await
+            })
         })
+        .await
     }
 }

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::db::{Db, DbError};
-use crate::store::unit::{Ctx, unit};
-use crate::store::{Backend, BoxFuture, StoreError, Txn, get};
+use crate::store::unit::Ctx;
+use crate::store::{Backend, Txn, get};
 
 /// An item in the review queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,32 +59,38 @@ impl Ctx<'_> {
 impl<B: Backend> Db<B> {
     /// The review queue, oldest first.
     pub async fn conflicts(&self) -> Result<Vec<Conflict>, DbError> {
-        unit!(read self, |ctx, txn| async move {
-            let index_key = ctx.k().conflicts();
-            let ids: Vec<String> = ctx.open_or_default(txn, &index_key).await?;
-            let keys: Vec<String> = ids.iter().map(|id| ctx.k().conflict(id)).collect();
-            let values = txn.get_many(&keys).await?;
-            let mut out = Vec::new();
-            for (k, v) in keys.iter().zip(values) {
-                if let Some(v) = v {
-                    out.push(ctx.open::<Conflict>(k, &v)?);
+        self.read_unit(move |ctx, txn| {
+            Box::pin(async move {
+                let index_key = ctx.k().conflicts();
+                let ids: Vec<String> = ctx.open_or_default(txn, &index_key).await?;
+                let keys: Vec<String> = ids.iter().map(|id| ctx.k().conflict(id)).collect();
+                let values = txn.get_many(&keys).await?;
+                let mut out = Vec::new();
+                for (k, v) in keys.iter().zip(values) {
+                    if let Some(v) = v {
+                        out.push(ctx.open::<Conflict>(k, &v)?);
+                    }
                 }
-            }
-            Ok(out)
+                Ok(out)
+            })
         })
+        .await
     }
 
     /// Marks a conflict resolved.
     pub async fn resolve_conflict(&self, id: &str, at: u64) -> Result<Conflict, DbError> {
-        unit!(self, |ctx, txn| async move {
-            let key = ctx.k().conflict(id);
-            let bytes = get(txn, &key)
-                .await?
-                .ok_or_else(|| DbError::NotFound(format!("conflict {id}")))?;
-            let mut c: Conflict = ctx.open(&key, &bytes)?;
-            c.resolved_at.get_or_insert(at);
-            txn.put(&key, ctx.seal(&key, &c));
-            Ok(c)
+        self.unit(move |ctx, txn| {
+            Box::pin(async move {
+                let key = ctx.k().conflict(id);
+                let bytes = get(txn, &key)
+                    .await?
+                    .ok_or_else(|| DbError::NotFound(format!("conflict {id}")))?;
+                let mut c: Conflict = ctx.open(&key, &bytes)?;
+                c.resolved_at.get_or_insert(at);
+                txn.put(&key, ctx.seal(&key, &c));
+                Ok(c)
+            })
         })
+        .await
     }
 }

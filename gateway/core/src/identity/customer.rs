@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::channel::ChannelIdentity;
 use crate::db::{Db, DbError};
 use crate::identity::identifier::{Identifier, IdentifierKind};
-use crate::store::unit::{Ctx, unit};
-use crate::store::{Backend, BoxFuture, StoreError, Txn, get};
+use crate::store::unit::Ctx;
+use crate::store::{Backend, Txn, get};
 
 /// How a link came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,19 +190,24 @@ impl<B: Backend> Db<B> {
     /// A customer by id (merged customers are returned as stored, with
     /// `merged_into` set).
     pub async fn customer(&self, id: &str) -> Result<Customer, DbError> {
-        unit!(read self, |ctx, txn| ctx.load_customer(txn, id))
+        self.read_unit(move |ctx, txn| Box::pin(ctx.load_customer(txn, id)))
+            .await
     }
 
     /// The customer an identifier belongs to.
     pub async fn find(&self, identifier: &Identifier) -> Result<Option<String>, DbError> {
-        unit!(read self, |ctx, txn| ctx
-            .owner_of(txn, &ctx.k().identifier(identifier)))
+        self.read_unit(move |ctx, txn| {
+            Box::pin(async move { ctx.owner_of(txn, &ctx.k().identifier(identifier)).await })
+        })
+        .await
     }
 
     /// The customer a channel user id belongs to, in any scope.
     pub async fn find_identity(&self, channel: &str, id: &str) -> Result<Option<String>, DbError> {
-        unit!(read self, |ctx, txn| ctx
-            .owner_of(txn, &ctx.k().identity_any(channel, id)))
+        self.read_unit(move |ctx, txn| {
+            Box::pin(async move { ctx.owner_of(txn, &ctx.k().identity_any(channel, id)).await })
+        })
+        .await
     }
 
     /// Sets attributes (most recent wins); `source` is `admin`, `csv` or a
@@ -214,13 +219,16 @@ impl<B: Backend> Db<B> {
         source: &str,
         at: u64,
     ) -> Result<Customer, DbError> {
-        unit!(self, |ctx, txn| async move {
-            let mut c = ctx.live_customer(txn, id).await?;
-            for (k, v) in attrs {
-                c.set_attribute(k, v, source, at);
-            }
-            ctx.save_customer(txn, &c);
-            Ok(c)
+        self.unit(move |ctx, txn| {
+            Box::pin(async move {
+                let mut c = ctx.live_customer(txn, id).await?;
+                for (k, v) in attrs {
+                    c.set_attribute(k, v, source, at);
+                }
+                ctx.save_customer(txn, &c);
+                Ok(c)
+            })
         })
+        .await
     }
 }

@@ -7,8 +7,8 @@ use super::merge::merge_in;
 use crate::db::{Db, DbError};
 use crate::identity::identifier::Identifier;
 use crate::identity::*;
-use crate::store::unit::{Ctx, unit};
-use crate::store::{Backend, BoxFuture, StoreError, Txn, get};
+use crate::store::unit::Ctx;
+use crate::store::{Backend, Txn, get};
 
 /// One CSV row, normalized.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,7 +36,8 @@ impl<B: Backend> Db<B> {
     /// Applies one CSV row ("these identifiers are one person"),
     /// atomically. Re-applying a row changes nothing.
     pub async fn import_row(&self, row: &ImportRow, at: u64) -> Result<ImportOutcome, DbError> {
-        unit!(self, |ctx, txn| import_in(ctx, txn, row, at))
+        self.unit(move |ctx, txn| Box::pin(import_in(ctx, txn, row, at)))
+            .await
     }
 }
 

@@ -4,8 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::db::{Db, DbError};
-use crate::store::unit::{Ctx, unit};
-use crate::store::{Backend, BoxFuture, StoreError, Txn};
+use crate::store::Backend;
 
 /// A one-time link token, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,17 +31,20 @@ impl<B: Backend> Db<B> {
         use base64::Engine as _;
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
         let token_ref = &token;
-        unit!(self, |ctx, txn| async move {
-            let c = ctx.live_customer(txn, customer_id).await?;
-            let key = ctx.k().link_token(token_ref);
-            let record = LinkToken {
-                customer_id: c.id,
-                channel: channel.to_string(),
-                expires_at: at + ttl,
-            };
-            txn.put(&key, ctx.seal(&key, &record));
-            Ok(())
-        })?;
+        self.unit(move |ctx, txn| {
+            Box::pin(async move {
+                let c = ctx.live_customer(txn, customer_id).await?;
+                let key = ctx.k().link_token(token_ref);
+                let record = LinkToken {
+                    customer_id: c.id,
+                    channel: channel.to_string(),
+                    expires_at: at + ttl,
+                };
+                txn.put(&key, ctx.seal(&key, &record));
+                Ok(())
+            })
+        })
+        .await?;
         Ok(token)
     }
 }

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::db::{Db, DbError};
 use crate::identity::identifier::{Identifier, IdentifierKind};
 use crate::identity::*;
-use crate::store::unit::{Ctx, unit};
-use crate::store::{Backend, BoxFuture, StoreError, Txn, get};
+use crate::store::unit::Ctx;
+use crate::store::{Backend, Txn, get};
 
 /// What a merge moved, so that undo is exact.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,15 +59,15 @@ impl<B: Backend> Db<B> {
                 "a customer cannot be merged into itself".into(),
             ));
         }
-        unit!(self, |ctx, txn| merge_in(
-            ctx, txn, surviving, merged, how, at
-        ))
+        self.unit(move |ctx, txn| Box::pin(merge_in(ctx, txn, surviving, merged, how, at)))
+            .await
     }
 
     /// Reverses a merge exactly: both customers as they were, every moved
     /// identity and identifier pointing back at its owner.
     pub async fn undo(&self, merge_id: &str, at: u64) -> Result<MergeRecord, DbError> {
-        unit!(self, |ctx, txn| undo_in(ctx, txn, merge_id, at))
+        self.unit(move |ctx, txn| Box::pin(undo_in(ctx, txn, merge_id, at)))
+            .await
     }
 }
 

@@ -13,8 +13,8 @@ use crate::channel::{ChannelIdentity, Claim, ClaimKind};
 use crate::db::{Db, DbError};
 use crate::identity::identifier::{BlockedValues, Identifier, IdentifierKind};
 use crate::identity::*;
-use crate::store::unit::{Ctx, unit};
-use crate::store::{Backend, BoxFuture, StoreError, Txn, get};
+use crate::store::unit::Ctx;
+use crate::store::{Backend, Txn, get};
 
 /// Limits and blocks from `[identity]`.
 #[derive(Debug, Clone)]
@@ -101,7 +101,8 @@ impl<B: Backend> Db<B> {
     /// new customer. Identifier limits and blocked values produce conflicts,
     /// never bad merges; unverified matches become suggestions.
     pub async fn resolve(&self, sender: &Sender) -> Result<Resolution, DbError> {
-        unit!(self, |ctx, txn| resolve_in(ctx, txn, sender))
+        self.unit(move |ctx, txn| Box::pin(resolve_in(ctx, txn, sender)))
+            .await
     }
 }
 

@@ -7,8 +7,8 @@ use super::*;
 use crate::conversation::Entry;
 use crate::db::{Db, DbError};
 use crate::delivery::{Job, JobKind};
-use crate::store::unit::{Ctx, unit};
-use crate::store::{Backend, BoxFuture, StoreError, Txn};
+use crate::store::unit::Ctx;
+use crate::store::{Backend, Txn};
 
 /// The agent's answer to one message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -135,7 +135,8 @@ impl<B: Backend> Db<B> {
     /// message, and the last `history` entries of the unified timeline (the
     /// whole of it if the message is older than that).
     pub async fn agent_input(&self, job: &Job, history: usize) -> Result<AgentInput, DbError> {
-        unit!(read self, |ctx, txn| agent_input_in(ctx, txn, job, history))
+        self.read_unit(move |ctx, txn| Box::pin(agent_input_in(ctx, txn, job, history)))
+            .await
     }
 
     /// Acts on the agent's answer to a claimed agent job, atomically:
@@ -149,8 +150,7 @@ impl<B: Backend> Db<B> {
         answer: &Answer,
         now_ms: u64,
     ) -> Result<Step, DbError> {
-        unit!(self, |ctx, txn| finish_agent_in(
-            ctx, txn, shard, job, answer, now_ms
-        ))
+        self.unit(move |ctx, txn| Box::pin(finish_agent_in(ctx, txn, shard, job, answer, now_ms)))
+            .await
     }
 }

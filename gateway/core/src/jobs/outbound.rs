@@ -7,8 +7,8 @@ use crate::conversation::Entry;
 use crate::conversation::state::{ConversationState, Route};
 use crate::db::{Db, DbError};
 use crate::delivery::{Job, JobKind, Outbound, OutboundState, shard_of};
-use crate::store::unit::{Ctx, unit};
-use crate::store::{Backend, BoxFuture, StoreError, Txn, get};
+use crate::store::unit::Ctx;
+use crate::store::{Backend, Txn, get};
 
 /// A delivery status that arrived before the send it reports on was
 /// recorded.
@@ -129,7 +129,8 @@ impl Ctx<'_> {
 impl<B: Backend> Db<B> {
     /// The outbound message a delivery job delivers.
     pub async fn outbound(&self, id: &str) -> Result<Outbound, DbError> {
-        unit!(read self, |ctx, txn| ctx.load_outbound(txn, id))
+        self.read_unit(move |ctx, txn| Box::pin(ctx.load_outbound(txn, id)))
+            .await
     }
 
     /// A claimed delivery was accepted by the channel: the message is
@@ -145,34 +146,37 @@ impl<B: Backend> Db<B> {
         let JobKind::Deliver { outbound_id } = &job.kind else {
             return Err(DbError::Invalid(format!("{} is not a delivery", job.id)));
         };
-        unit!(self, |ctx, txn| async move {
-            if !ctx.still_ours(txn, job).await? {
-                return Ok(Step::Lost);
-            }
-            let mut o = ctx.load_outbound(txn, outbound_id).await?;
-            o.state = o.state.max(OutboundState::Sent);
-            o.updated_at = now_ms / 1000;
-            o.provider_message_id = provider_message_id.map(String::from);
-            if let (Some(pid), Some(route)) = (provider_message_id, o.routes.get(o.route)) {
-                let key = ctx.k().provider_id(&route.identity.channel, pid);
-                txn.put(&key, o.id.as_bytes().to_vec());
-                // A status that beat us here.
-                let early_key = ctx.k().early_status(&route.identity.channel, pid);
-                if let Some(b) = get(txn, &early_key).await? {
-                    let early: EarlyStatus = ctx.open(&early_key, &b)?;
-                    o.state = o.state.advance(early.state);
-                    o.updated_at = o.updated_at.max(early.at);
-                    if o.state == OutboundState::Failed {
-                        o.error = early.error.or(Some("reported failed".into()));
-                    }
-                    txn.delete(&early_key);
+        self.unit(move |ctx, txn| {
+            Box::pin(async move {
+                if !ctx.still_ours(txn, job).await? {
+                    return Ok(Step::Lost);
                 }
-            }
-            ctx.save_outbound(txn, &o).await?;
-            ctx.sent_from_outbox(txn, &o).await?;
-            ctx.remove_job(txn, shard, &job.id).await?;
-            Ok(Step::Done)
+                let mut o = ctx.load_outbound(txn, outbound_id).await?;
+                o.state = o.state.max(OutboundState::Sent);
+                o.updated_at = now_ms / 1000;
+                o.provider_message_id = provider_message_id.map(String::from);
+                if let (Some(pid), Some(route)) = (provider_message_id, o.routes.get(o.route)) {
+                    let key = ctx.k().provider_id(&route.identity.channel, pid);
+                    txn.put(&key, o.id.as_bytes().to_vec());
+                    // A status that beat us here.
+                    let early_key = ctx.k().early_status(&route.identity.channel, pid);
+                    if let Some(b) = get(txn, &early_key).await? {
+                        let early: EarlyStatus = ctx.open(&early_key, &b)?;
+                        o.state = o.state.advance(early.state);
+                        o.updated_at = o.updated_at.max(early.at);
+                        if o.state == OutboundState::Failed {
+                            o.error = early.error.or(Some("reported failed".into()));
+                        }
+                        txn.delete(&early_key);
+                    }
+                }
+                ctx.save_outbound(txn, &o).await?;
+                ctx.sent_from_outbox(txn, &o).await?;
+                ctx.remove_job(txn, shard, &job.id).await?;
+                Ok(Step::Done)
+            })
         })
+        .await
     }
 
     /// The plugin cannot render the message for its current route (a
@@ -188,20 +192,24 @@ impl<B: Backend> Db<B> {
         let JobKind::Deliver { outbound_id } = &job.kind else {
             return Err(DbError::Invalid(format!("{} is not a delivery", job.id)));
         };
-        let moved: bool = unit!(self, |ctx, txn| async move {
-            if !ctx.still_ours(txn, job).await? {
-                return Ok(false);
-            }
-            let mut o = ctx.load_outbound(txn, outbound_id).await?;
-            if o.route + 1 >= o.routes.len() {
-                return Ok(false);
-            }
-            o.route += 1;
-            o.error = Some(error.to_string());
-            ctx.save_outbound(txn, &o).await?;
-            ctx.set_due(txn, shard, job, now_ms).await?;
-            Ok(true)
-        })?;
+        let moved: bool = self
+            .unit(move |ctx, txn| {
+                Box::pin(async move {
+                    if !ctx.still_ours(txn, job).await? {
+                        return Ok(false);
+                    }
+                    let mut o = ctx.load_outbound(txn, outbound_id).await?;
+                    if o.route + 1 >= o.routes.len() {
+                        return Ok(false);
+                    }
+                    o.route += 1;
+                    o.error = Some(error.to_string());
+                    ctx.save_outbound(txn, &o).await?;
+                    ctx.set_due(txn, shard, job, now_ms).await?;
+                    Ok(true)
+                })
+            })
+            .await?;
         if moved {
             Ok(Step::Retry(now_ms))
         } else {
@@ -222,47 +230,50 @@ impl<B: Backend> Db<B> {
             DeliveryState::Read => OutboundState::Read,
             DeliveryState::Failed => OutboundState::Failed,
         };
-        unit!(self, |ctx, txn| async move {
-            let key = ctx.k().provider_id(channel, &status.provider_message_id);
-            let Some(id) = get(txn, &key).await? else {
-                // Maybe ours, reported before our send was recorded (a
-                // channel can be that quick): kept a day for it.
-                let early_key = ctx.k().early_status(channel, &status.provider_message_id);
-                let prior: Option<EarlyStatus> = match get(txn, &early_key).await? {
-                    Some(b) => Some(ctx.open(&early_key, &b)?),
-                    None => None,
+        self.unit(move |ctx, txn| {
+            Box::pin(async move {
+                let key = ctx.k().provider_id(channel, &status.provider_message_id);
+                let Some(id) = get(txn, &key).await? else {
+                    // Maybe ours, reported before our send was recorded (a
+                    // channel can be that quick): kept a day for it.
+                    let early_key = ctx.k().early_status(channel, &status.provider_message_id);
+                    let prior: Option<EarlyStatus> = match get(txn, &early_key).await? {
+                        Some(b) => Some(ctx.open(&early_key, &b)?),
+                        None => None,
+                    };
+                    let kept = EarlyStatus {
+                        state: prior
+                            .as_ref()
+                            .map_or(reported, |p| p.state.advance(reported)),
+                        at: prior
+                            .as_ref()
+                            .map_or(status.timestamp, |p| p.at.max(status.timestamp)),
+                        error: status.error.clone().or(prior.and_then(|p| p.error)),
+                    };
+                    txn.put_expiring(
+                        &early_key,
+                        ctx.seal(&early_key, &kept),
+                        crate::store::Expiry::until(
+                            kept.at.saturating_add(EARLY_STATUS_KEPT_SECONDS),
+                            ctx.clock.now_secs(),
+                        ),
+                    );
+                    return Ok(false);
                 };
-                let kept = EarlyStatus {
-                    state: prior
-                        .as_ref()
-                        .map_or(reported, |p| p.state.advance(reported)),
-                    at: prior
-                        .as_ref()
-                        .map_or(status.timestamp, |p| p.at.max(status.timestamp)),
-                    error: status.error.clone().or(prior.and_then(|p| p.error)),
-                };
-                txn.put_expiring(
-                    &early_key,
-                    ctx.seal(&early_key, &kept),
-                    crate::store::Expiry::until(
-                        kept.at.saturating_add(EARLY_STATUS_KEPT_SECONDS),
-                        ctx.clock.now_secs(),
-                    ),
-                );
-                return Ok(false);
-            };
-            let id = String::from_utf8_lossy(&id).into_owned();
-            let mut o = ctx.load_outbound(txn, &id).await?;
-            let next = o.state.advance(reported);
-            if next != o.state {
-                o.state = next;
-                o.updated_at = o.updated_at.max(status.timestamp);
-                if next == OutboundState::Failed {
-                    o.error = status.error.clone().or(Some("reported failed".into()));
+                let id = String::from_utf8_lossy(&id).into_owned();
+                let mut o = ctx.load_outbound(txn, &id).await?;
+                let next = o.state.advance(reported);
+                if next != o.state {
+                    o.state = next;
+                    o.updated_at = o.updated_at.max(status.timestamp);
+                    if next == OutboundState::Failed {
+                        o.error = status.error.clone().or(Some("reported failed".into()));
+                    }
+                    ctx.save_outbound(txn, &o).await?;
                 }
-                ctx.save_outbound(txn, &o).await?;
-            }
-            Ok(true)
+                Ok(true)
+            })
         })
+        .await
     }
 }

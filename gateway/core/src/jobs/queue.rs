@@ -15,8 +15,8 @@
 
 use crate::db::{Db, DbError};
 use crate::delivery::{Job, JobKind, JobRef, SHARDS};
-use crate::store::unit::{Ctx, unit};
-use crate::store::{Backend, BoxFuture, StoreError, Txn, get};
+use crate::store::unit::Ctx;
+use crate::store::{Backend, StoreError, Txn, get};
 
 /// How many FIFO slots from the head the worker looks at per shard.
 pub const WINDOW: u64 = 32;
@@ -266,80 +266,91 @@ impl<B: Backend> Db<B> {
     /// Every job due at `now_ms`: per shard, the due ones among the first
     /// [`WINDOW`] of its FIFO, then its due later jobs (two reads in all).
     pub async fn due_jobs(&self, now_ms: u64) -> Result<Vec<(u32, JobRef)>, DbError> {
-        unit!(read self, |ctx, txn| async move {
-            let mut keys = Vec::with_capacity(3 * SHARDS as usize);
-            for s in 0..SHARDS {
-                keys.push(ctx.k().queue_head(s));
-                keys.push(ctx.k().queue_seq(s));
-                keys.push(ctx.k().queue_later(s));
-            }
-            let values = txn.get_many(&keys).await?;
-            let mut values = values.into_iter();
-            let mut due = Vec::new();
-            let mut slots = Vec::new();
-            let mut owners = Vec::new();
-            let mut numbers = Vec::new();
-            for s in 0..SHARDS {
-                let i = 3 * s as usize;
-                let head = number(&keys[i], values.next().flatten())?;
-                let seq = number(&keys[i + 1], values.next().flatten())?;
-                for r in refs(&keys[i + 2], values.next().flatten())? {
-                    if r.due_ms <= now_ms {
-                        due.push((s, r));
+        self.read_unit(move |ctx, txn| {
+            Box::pin(async move {
+                let mut keys = Vec::with_capacity(3 * SHARDS as usize);
+                for s in 0..SHARDS {
+                    keys.push(ctx.k().queue_head(s));
+                    keys.push(ctx.k().queue_seq(s));
+                    keys.push(ctx.k().queue_later(s));
+                }
+                let values = txn.get_many(&keys).await?;
+                let mut values = values.into_iter();
+                let mut due = Vec::new();
+                let mut slots = Vec::new();
+                let mut owners = Vec::new();
+                let mut numbers = Vec::new();
+                for s in 0..SHARDS {
+                    let i = 3 * s as usize;
+                    let head = number(&keys[i], values.next().flatten())?;
+                    let seq = number(&keys[i + 1], values.next().flatten())?;
+                    for r in refs(&keys[i + 2], values.next().flatten())? {
+                        if r.due_ms <= now_ms {
+                            due.push((s, r));
+                        }
+                    }
+                    for n in head..seq.min(head + WINDOW) {
+                        slots.push(ctx.k().queue_slot(s, n));
+                        owners.push(s);
+                        numbers.push(n);
                     }
                 }
-                for n in head..seq.min(head + WINDOW) {
-                    slots.push(ctx.k().queue_slot(s, n));
-                    owners.push(s);
-                    numbers.push(n);
-                }
-            }
-            let fifo = txn.get_many(&slots).await?;
-            for (((key, s), n), v) in slots.iter().zip(owners).zip(numbers).zip(fifo) {
-                if let Some(v) = v {
-                    let mut r = one_ref(key, &v)?;
-                    r.slot = Some(n);
-                    if r.due_ms <= now_ms {
-                        due.push((s, r));
+                let fifo = txn.get_many(&slots).await?;
+                for (((key, s), n), v) in slots.iter().zip(owners).zip(numbers).zip(fifo) {
+                    if let Some(v) = v {
+                        let mut r = one_ref(key, &v)?;
+                        r.slot = Some(n);
+                        if r.due_ms <= now_ms {
+                            due.push((s, r));
+                        }
                     }
                 }
-            }
-            Ok(due)
+                Ok(due)
+            })
         })
+        .await
     }
 
     /// Every queued job (due or not), for operators and tests.
     pub async fn queued_jobs(&self) -> Result<Vec<Job>, DbError> {
-        unit!(read self, |ctx, txn| async move {
-            let mut jobs = Vec::new();
-            for s in 0..SHARDS {
-                let counters = txn.get_many(&[ctx.k().queue_head(s), ctx.k().queue_seq(s)]).await?;
-                let head = number(&ctx.k().queue_head(s), counters[0].clone())?;
-                let seq = number(&ctx.k().queue_seq(s), counters[1].clone())?;
-                let mut ids: Vec<String> =
-                    ctx.later(txn, s).await?.into_iter().map(|r| r.id).collect();
-                for n in head..seq {
-                    let key = ctx.k().queue_slot(s, n);
-                    if let Some(v) = get(txn, &key).await? {
-                        ids.push(one_ref(&key, &v)?.id);
+        self.read_unit(move |ctx, txn| {
+            Box::pin(async move {
+                let mut jobs = Vec::new();
+                for s in 0..SHARDS {
+                    let counters = txn
+                        .get_many(&[ctx.k().queue_head(s), ctx.k().queue_seq(s)])
+                        .await?;
+                    let head = number(&ctx.k().queue_head(s), counters[0].clone())?;
+                    let seq = number(&ctx.k().queue_seq(s), counters[1].clone())?;
+                    let mut ids: Vec<String> =
+                        ctx.later(txn, s).await?.into_iter().map(|r| r.id).collect();
+                    for n in head..seq {
+                        let key = ctx.k().queue_slot(s, n);
+                        if let Some(v) = get(txn, &key).await? {
+                            ids.push(one_ref(&key, &v)?.id);
+                        }
+                    }
+                    for id in ids {
+                        jobs.extend(ctx.load_job(txn, &id).await?);
                     }
                 }
-                for id in ids {
-                    jobs.extend(ctx.load_job(txn, &id).await?);
-                }
-            }
-            Ok(jobs)
+                Ok(jobs)
+            })
         })
+        .await
     }
 
     /// Removes a job that cannot be run at all (its record does not open):
     /// its index entry and record go, so that it is not found due forever.
     pub async fn drop_job(&self, shard: u32, found: &JobRef) -> Result<(), DbError> {
-        unit!(self, |ctx, txn| async move {
-            ctx.unindex(txn, shard, found).await?;
-            txn.delete(&ctx.k().job(&found.id));
-            Ok(())
+        self.unit(move |ctx, txn| {
+            Box::pin(async move {
+                ctx.unindex(txn, shard, found).await?;
+                txn.delete(&ctx.k().job(&found.id));
+                Ok(())
+            })
         })
+        .await
     }
 
     /// Claims a due job (as [`Db::due_jobs`] found it) for `lease_ms`:
@@ -353,12 +364,15 @@ impl<B: Backend> Db<B> {
         now_ms: u64,
         lease_ms: u64,
     ) -> Result<Option<Job>, DbError> {
-        unit!(self, |ctx, txn| async move {
-            let job = claim_in(ctx, txn, shard, found, now_ms, lease_ms).await?;
-            // Losing a lease in a crash only makes the job due again.
-            txn.relax_durability();
-            Ok(job)
+        self.unit(move |ctx, txn| {
+            Box::pin(async move {
+                let job = claim_in(ctx, txn, shard, found, now_ms, lease_ms).await?;
+                // Losing a lease in a crash only makes the job due again.
+                txn.relax_durability();
+                Ok(job)
+            })
         })
+        .await
     }
 }
 

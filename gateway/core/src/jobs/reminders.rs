@@ -6,8 +6,7 @@ use crate::conversation::state::Route;
 use crate::conversation::{Direction, Entry};
 use crate::db::{Db, DbError};
 use crate::delivery::{Job, JobKind, Outbound, shard_of};
-use crate::store::unit::{Ctx, unit};
-use crate::store::{Backend, BoxFuture, StoreError, Txn};
+use crate::store::Backend;
 
 /// Why a reminder was not sent (recorded on the timeline).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,38 +62,41 @@ impl<B: Backend> Db<B> {
         reminder_after_ms: u64,
         now_ms: u64,
     ) -> Result<Entry, DbError> {
-        unit!(self, |ctx, txn| async move {
-            let c = ctx.live_customer(txn, customer_id).await?;
-            let (stored, _) = ctx.append(txn, &c.id, entry.clone()).await?;
-            match entry.kind.as_str() {
-                "cart_abandoned" => {
-                    let mut state = ctx.load_state(txn, &c.id).await?;
-                    let job = ctx
-                        .enqueue(
-                            txn,
-                            shard_of(&c.id),
-                            JobKind::Reminder {
-                                customer_id: c.id.clone(),
-                                abandoned_at: entry.at,
-                            },
-                            now_ms + reminder_after_ms,
-                            now_ms,
-                        )
-                        .await?;
-                    state.reminders.push(job);
-                    ctx.save_state(txn, &c.id, &state);
-                }
-                "purchase" => {
-                    let mut state = ctx.load_state(txn, &c.id).await?;
-                    for job in std::mem::take(&mut state.reminders) {
-                        ctx.remove_job(txn, shard_of(&c.id), &job).await?;
+        self.unit(move |ctx, txn| {
+            Box::pin(async move {
+                let c = ctx.live_customer(txn, customer_id).await?;
+                let (stored, _) = ctx.append(txn, &c.id, entry.clone()).await?;
+                match entry.kind.as_str() {
+                    "cart_abandoned" => {
+                        let mut state = ctx.load_state(txn, &c.id).await?;
+                        let job = ctx
+                            .enqueue(
+                                txn,
+                                shard_of(&c.id),
+                                JobKind::Reminder {
+                                    customer_id: c.id.clone(),
+                                    abandoned_at: entry.at,
+                                },
+                                now_ms + reminder_after_ms,
+                                now_ms,
+                            )
+                            .await?;
+                        state.reminders.push(job);
+                        ctx.save_state(txn, &c.id, &state);
                     }
-                    ctx.save_state(txn, &c.id, &state);
+                    "purchase" => {
+                        let mut state = ctx.load_state(txn, &c.id).await?;
+                        for job in std::mem::take(&mut state.reminders) {
+                            ctx.remove_job(txn, shard_of(&c.id), &job).await?;
+                        }
+                        ctx.save_state(txn, &c.id, &state);
+                    }
+                    _ => {}
                 }
-                _ => {}
-            }
-            Ok(stored)
+                Ok(stored)
+            })
         })
+        .await
     }
 
     /// Runs a claimed reminder job: sends the reminder `text(name)` on the
@@ -118,77 +120,80 @@ impl<B: Backend> Db<B> {
         else {
             return Err(DbError::Invalid(format!("{} is not a reminder", job.id)));
         };
-        unit!(self, |ctx, txn| async move {
-            if !ctx.still_ours(txn, job).await? {
-                return Ok(None);
-            }
-            let at = now_ms / 1000;
-            let c = ctx.live_customer(txn, customer_id).await?;
-            let mut state = ctx.load_state(txn, &c.id).await?;
-            state.reminders.retain(|j| *j != job.id);
-            ctx.remove_job(txn, shard, &job.id).await?;
-            let history = ctx.timeline_of(txn, &c).await?;
-            let purchased = history.iter().any(|e| {
-                e.direction == Direction::Event && e.kind == "purchase" && e.at >= *abandoned_at
-            });
-            let preferred = c
-                .attributes
-                .get(PREFERRED_CHANNEL)
-                .map(|a| a.value.as_str());
-            let mut routes: Vec<Route> = state.routes.values().cloned().collect();
-            let rank = |ch: &str| {
-                if Some(ch) == preferred {
-                    0
-                } else {
-                    1 + rules
-                        .channel_priority
-                        .iter()
-                        .position(|p| p == ch)
-                        .unwrap_or(rules.channel_priority.len())
+        self.unit(move |ctx, txn| {
+            Box::pin(async move {
+                if !ctx.still_ours(txn, job).await? {
+                    return Ok(None);
                 }
-            };
-            routes.sort_by_key(|r| (rank(&r.identity.channel), std::cmp::Reverse(r.at)));
-            let skip = if purchased {
-                Some(Skip::Purchased)
-            } else if !consent_granted(&c) {
-                Some(Skip::NoConsent)
-            } else if !state.may_send_proactive(rules.per_day, at) {
-                Some(Skip::FrequencyCap)
-            } else if routes.is_empty() {
-                Some(Skip::NoChannel)
-            } else {
-                None
-            };
-            if let Some(skip) = skip {
-                let mut entry = Entry::event(
-                    "reminder_skipped",
-                    serde_json::json!({"reason": skip.as_str()}),
-                    at,
-                );
-                entry.channel = "gateway".into();
-                ctx.append(txn, &c.id, entry).await?;
+                let at = now_ms / 1000;
+                let c = ctx.live_customer(txn, customer_id).await?;
+                let mut state = ctx.load_state(txn, &c.id).await?;
+                state.reminders.retain(|j| *j != job.id);
+                ctx.remove_job(txn, shard, &job.id).await?;
+                let history = ctx.timeline_of(txn, &c).await?;
+                let purchased = history.iter().any(|e| {
+                    e.direction == Direction::Event && e.kind == "purchase" && e.at >= *abandoned_at
+                });
+                let preferred = c
+                    .attributes
+                    .get(PREFERRED_CHANNEL)
+                    .map(|a| a.value.as_str());
+                let mut routes: Vec<Route> = state.routes.values().cloned().collect();
+                let rank = |ch: &str| {
+                    if Some(ch) == preferred {
+                        0
+                    } else {
+                        1 + rules
+                            .channel_priority
+                            .iter()
+                            .position(|p| p == ch)
+                            .unwrap_or(rules.channel_priority.len())
+                    }
+                };
+                routes.sort_by_key(|r| (rank(&r.identity.channel), std::cmp::Reverse(r.at)));
+                let skip = if purchased {
+                    Some(Skip::Purchased)
+                } else if !consent_granted(&c) {
+                    Some(Skip::NoConsent)
+                } else if !state.may_send_proactive(rules.per_day, at) {
+                    Some(Skip::FrequencyCap)
+                } else if routes.is_empty() {
+                    Some(Skip::NoChannel)
+                } else {
+                    None
+                };
+                if let Some(skip) = skip {
+                    let mut entry = Entry::event(
+                        "reminder_skipped",
+                        serde_json::json!({"reason": skip.as_str()}),
+                        at,
+                    );
+                    entry.channel = "gateway".into();
+                    ctx.append(txn, &c.id, entry).await?;
+                    ctx.save_state(txn, &c.id, &state);
+                    return Ok(Some(Err(skip)));
+                }
+                // A reminder answers no message: reply handles do not apply.
+                for r in &mut routes {
+                    r.reply_handle = None;
+                }
+                let name = c.attributes.get("name").map(|a| a.value.as_str());
+                let o = ctx
+                    .queue_outbound(
+                        txn,
+                        &c.id,
+                        &mut state,
+                        &text(name),
+                        "reminder",
+                        routes,
+                        now_ms,
+                    )
+                    .await?;
+                state.sent_proactive(at);
                 ctx.save_state(txn, &c.id, &state);
-                return Ok(Some(Err(skip)));
-            }
-            // A reminder answers no message: reply handles do not apply.
-            for r in &mut routes {
-                r.reply_handle = None;
-            }
-            let name = c.attributes.get("name").map(|a| a.value.as_str());
-            let o = ctx
-                .queue_outbound(
-                    txn,
-                    &c.id,
-                    &mut state,
-                    &text(name),
-                    "reminder",
-                    routes,
-                    now_ms,
-                )
-                .await?;
-            state.sent_proactive(at);
-            ctx.save_state(txn, &c.id, &state);
-            Ok(Some(Ok(o)))
+                Ok(Some(Ok(o)))
+            })
         })
+        .await
     }
 }

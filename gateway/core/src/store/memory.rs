@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use super::{Backend, BoxFuture, Dump, StoreError, Txn, Work, Write, WriteSet};
+use super::{Backend, BoxFuture, Dump, Scope, StoreError, Txn, Work, Write, WriteSet};
 
 /// Key → (value, the Unix second its retention ends).
 type Map = BTreeMap<String, (Vec<u8>, Option<u64>)>;
@@ -67,10 +67,6 @@ impl Txn for MemoryTxn {
         self.wrote = true;
         self.writes.put_expiring(key, value, expiry);
     }
-
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
-        self
-    }
 }
 
 impl Memory {
@@ -85,27 +81,25 @@ impl Memory {
         read_only: bool,
     ) -> Result<T, StoreError> {
         let _unit = lock(&self.writer);
-        let txn: Box<dyn Txn> = Box::new(MemoryTxn {
+        let mut txn = MemoryTxn {
             data: self.data.clone(),
             writes: WriteSet::default(),
             read_only,
             wrote: false,
-        });
+        };
         // Every read is ready at once, so a unit completes on its first
         // poll; anything else awaited something other than the store.
-        let mut fut = work(txn);
-        let (txn, out) = match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(r) => r,
-            Poll::Pending => {
-                return Err(StoreError::Unavailable(
-                    "memory: a unit of work awaited something other than the store".into(),
-                ));
+        let out = {
+            let mut fut = work(&mut txn, Scope::new());
+            match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready(r) => r,
+                Poll::Pending => {
+                    return Err(StoreError::Unavailable(
+                        "memory: a unit of work awaited something other than the store".into(),
+                    ));
+                }
             }
         };
-        let txn = txn
-            .into_any()
-            .downcast::<MemoryTxn>()
-            .map_err(|_| StoreError::Unavailable("memory: foreign transaction".into()))?;
         let out = out?;
         if txn.read_only && txn.wrote {
             return Err(StoreError::Unavailable(

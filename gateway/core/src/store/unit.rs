@@ -1,23 +1,19 @@
 //! What a unit of work needs besides its transaction ([`Ctx`]: the key
-//! table, sealing, random ids, the injected clock, the identity rules) and
-//! the [`unit!`] macro that runs one atomically on a backend.
-//!
-//! Why a macro and not a function taking a closure: a unit borrows its
-//! inputs (a sender, a message) and the context, and its future must be
-//! rebuilt for every retry of an optimistic backend. A closure returning a
-//! future that borrows both its captures and a per-attempt transaction
-//! needs a higher-ranked lifetime that today's closures cannot name; the
-//! macro writes the one closure shape that works (the transaction moved in
-//! and handed back with the result) at each call site instead.
+//! table, sealing, random ids, the injected clock, the identity rules), and
+//! [`Db::unit`] / [`Db::read_unit`], which run a closure as one atomic unit
+//! on the backend: `db.unit(move |ctx, txn| Box::pin(work(ctx, txn, input)))`.
+//! The closure borrows the transaction only for one attempt (an optimistic
+//! backend calls it again on conflict); [`crate::store::Scope`] is what
+//! lets its future borrow both that transaction and the unit's inputs.
 
 use ring::rand::SecureRandom;
 use serde::Serialize;
 
 use crate::Clock;
-use crate::db::DbError;
+use crate::db::{Db, DbError};
 use crate::identity::*;
 use crate::seal::Keyring;
-use crate::store::{Keys, StoreError, Txn, get};
+use crate::store::{Backend, BoxFuture, Keys, StoreError, Txn, Work, get};
 
 /// Everything a unit of work needs besides the transaction.
 pub(crate) struct Ctx<'a> {
@@ -99,47 +95,65 @@ impl Ctx<'_> {
     }
 }
 
-/// Runs `$body` (an expression using `$ctx: &Ctx` and `$txn: &mut dyn Txn`)
-/// as one atomic unit of work. Domain errors abort the unit without writing
-/// and travel out on the `Ok` side, so the backend never retries them.
-///
-/// `unit!(read graph, …)` runs a unit that only reads, on a snapshot of
-/// what is committed, where the backend can do that without taking part in
-/// writes (it fails if the unit writes).
-macro_rules! unit {
-    (read $graph:expr, |$ctx:ident, $txn:ident| $body:expr) => {
-        unit!(@run read, $graph, |$ctx, $txn| $body)
-    };
-    ($graph:expr, |$ctx:ident, $txn:ident| $body:expr) => {
-        unit!(@run transact, $graph, |$ctx, $txn| $body)
-    };
-    (@run $method:ident, $graph:expr, |$ctx:ident, $txn:ident| $body:expr) => {{
-        let ctx_owned = $graph.ctx();
-        let ctx_ref = &ctx_owned;
-        let work = move |mut boxed: Box<dyn Txn>| -> BoxFuture<
-            '_,
-            (Box<dyn Txn>, Result<Result<_, DbError>, StoreError>),
-        > {
+impl<B: Backend> Db<B> {
+    /// Runs `f` as one atomic unit of work, retried by the backend on
+    /// conflict (so `f` may run more than once and must only read, decide
+    /// and buffer writes). A domain error (anything but the store's own)
+    /// ends the unit without writing and is not retried.
+    pub(crate) async fn unit<'a, T, F>(&'a self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'a,
+        F: for<'t> Fn(&'t Ctx<'a>, &'t mut dyn Txn) -> BoxFuture<'t, Result<T, DbError>>
+            + Send
+            + Sync
+            + 'a,
+    {
+        self.run(f, false).await
+    }
+
+    /// [`Db::unit`] for a unit that only reads: on a snapshot of what is
+    /// committed, where the backend can do that without taking part in
+    /// writes (it fails if the unit writes).
+    pub(crate) async fn read_unit<'a, T, F>(&'a self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'a,
+        F: for<'t> Fn(&'t Ctx<'a>, &'t mut dyn Txn) -> BoxFuture<'t, Result<T, DbError>>
+            + Send
+            + Sync
+            + 'a,
+    {
+        self.run(f, true).await
+    }
+
+    async fn run<'a, T, F>(&'a self, f: F, read_only: bool) -> Result<T, DbError>
+    where
+        T: Send + 'a,
+        F: for<'t> Fn(&'t Ctx<'a>, &'t mut dyn Txn) -> BoxFuture<'t, Result<T, DbError>>
+            + Send
+            + Sync
+            + 'a,
+    {
+        let ctx = self.ctx();
+        let (ctx, f) = (&ctx, &f);
+        let work: &Work<'_, Result<T, DbError>> = &move |txn, _| {
             Box::pin(async move {
-                let result = {
-                    let $ctx: &Ctx<'_> = ctx_ref;
-                    let $txn: &mut dyn Txn = &mut *boxed;
-                    $body.await
-                };
-                let result = match result {
+                match f(ctx, txn).await {
+                    // The store's own failure: the backend's to retry or report.
                     Err(DbError::Store(e)) => Err(e),
                     Err(e) => {
                         // A domain error: nothing the unit wrote stays.
-                        boxed.discard();
+                        txn.discard();
                         Ok(Err(e))
                     }
                     ok => Ok(ok),
-                };
-                (boxed, result)
+                }
             })
         };
-        $graph.backend().$method(&work).await?
-    }};
+        let out = if read_only {
+            self.backend().read(work).await
+        } else {
+            self.backend().transact(work).await
+        };
+        out?
+    }
 }
-
-pub(crate) use unit;

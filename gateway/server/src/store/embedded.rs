@@ -17,7 +17,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use chatcrafter_core::store::{Backend, BoxFuture, Expiry, StoreError, Txn, Work, Write, WriteSet};
+use chatcrafter_core::store::{
+    Backend, BoxFuture, Expiry, Scope, StoreError, Txn, Work, Write, WriteSet,
+};
 use redb::{Database, Durability, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use tokio::sync::{Mutex, watch};
 
@@ -179,10 +181,6 @@ impl Txn for EmbeddedTxn {
     fn put_expiring(&mut self, key: &str, value: Vec<u8>, expiry: Expiry) {
         self.writes.put_expiring(key, value, expiry);
     }
-
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
-        self
-    }
 }
 
 /// Applies a unit's writes to the batch's transaction, keeping the
@@ -244,10 +242,6 @@ impl Txn for SnapshotTxn {
     fn discard(&mut self) {
         self.wrote = false;
     }
-
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
-        self
-    }
 }
 
 impl Backend for Embedded {
@@ -270,28 +264,24 @@ impl Backend for Embedded {
                     tx
                 }
             };
-            let txn: Box<dyn Txn> = Box::new(EmbeddedTxn {
+            let mut txn = EmbeddedTxn {
                 tx,
                 writes: WriteSet::default(),
-            });
+            };
             // Every read is synchronous, so the unit completes on its first
             // poll; anything else is a bug in the unit.
-            let (txn, out) = {
-                let mut fut = work(txn);
+            let out = {
+                let mut fut = work(&mut txn, Scope::new());
                 match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-                    Poll::Ready(r) => r,
-                    Poll::Pending => {
-                        // The batch's transaction went with the unit.
-                        g.done
-                            .send_replace(Some(Err("a unit of work stalled".into())));
-                        return Err(err("a unit of work awaited something other than the store"));
-                    }
+                    Poll::Ready(r) => Some(r),
+                    Poll::Pending => None,
                 }
             };
-            let mut txn = txn
-                .into_any()
-                .downcast::<EmbeddedTxn>()
-                .map_err(|_| err("foreign transaction"))?;
+            let Some(out) = out else {
+                // Nothing was applied: the batch's transaction goes back.
+                g.tx = Some(txn.tx);
+                return Err(err("a unit of work awaited something other than the store"));
+            };
             let writes = std::mem::take(&mut txn.writes);
             let relaxed = writes.is_relaxed();
             let tx = txn.tx;
@@ -363,12 +353,9 @@ impl Backend for Embedded {
             // …deleted in one unit, unless written again since.
             let keys: Vec<String> = expired.iter().map(|(k, _)| k.clone()).collect();
             let (keys, expired) = (&keys, &expired);
-            let work = move |mut txn: Box<dyn Txn>| -> BoxFuture<'_, (Box<dyn Txn>, Result<usize, StoreError>)> {
+            let work: &Work<'_, usize> = &move |txn, _| {
                 Box::pin(async move {
-                    let now_values = match txn.get_many(keys).await {
-                        Ok(v) => v,
-                        Err(e) => return (txn, Err(e)),
-                    };
+                    let now_values = txn.get_many(keys).await?;
                     let mut n = 0;
                     for ((key, then), current) in expired.iter().zip(now_values) {
                         if current.as_ref() == Some(then) {
@@ -376,10 +363,10 @@ impl Backend for Embedded {
                             n += 1;
                         }
                     }
-                    (txn, Ok(n))
+                    Ok(n)
                 })
             };
-            self.transact(&work).await
+            self.transact(work).await
         })
     }
 
@@ -390,9 +377,9 @@ impl Backend for Embedded {
         // A read transaction: the last commit's snapshot, beside the writer.
         Box::pin(std::future::ready((|| {
             let tx = self.db.begin_read().map_err(err)?;
-            let txn: Box<dyn Txn> = Box::new(SnapshotTxn { tx, wrote: false });
-            let (txn, out) = {
-                let mut fut = work(txn);
+            let mut txn = SnapshotTxn { tx, wrote: false };
+            let out = {
+                let mut fut = work(&mut txn, Scope::new());
                 match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
                     Poll::Ready(r) => r,
                     Poll::Pending => {
@@ -400,10 +387,6 @@ impl Backend for Embedded {
                     }
                 }
             };
-            let txn = txn
-                .into_any()
-                .downcast::<SnapshotTxn>()
-                .map_err(|_| err("foreign transaction"))?;
             if txn.wrote {
                 return Err(err("a read-only unit of work tried to write"));
             }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chatcrafter_core::store::{
-    Backend, BoxFuture, Expiry, MAX_ATTEMPTS, StoreError, Txn, Work, Write, WriteSet,
+    Backend, BoxFuture, Expiry, MAX_ATTEMPTS, Scope, StoreError, Txn, Work, Write, WriteSet,
 };
 use redis::AsyncCommands as _;
 use redis::aio::ConnectionManager;
@@ -207,10 +207,6 @@ impl Txn for RedisTxn {
         };
         self.writes.put_expiring(key, value, expiry);
     }
-
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
-        self
-    }
 }
 
 fn tagged(present: bool, value: &[u8]) -> Vec<u8> {
@@ -227,18 +223,13 @@ impl Backend for Redis {
     ) -> BoxFuture<'a, Result<T, StoreError>> {
         Box::pin(async move {
             for attempt in 0..MAX_ATTEMPTS {
-                let txn: Box<dyn Txn> = Box::new(RedisTxn {
+                let mut txn = RedisTxn {
                     conn: self.conn.clone(),
                     follow: self.follow.clone(),
                     reads: BTreeMap::new(),
                     writes: WriteSet::default(),
-                });
-                let (txn, out) = work(txn).await;
-                let out = out?;
-                let txn = txn
-                    .into_any()
-                    .downcast::<RedisTxn>()
-                    .map_err(|_| err("foreign transaction"))?;
+                };
+                let out = work(&mut txn, Scope::new()).await?;
                 if txn.writes.is_empty() {
                     return Ok(out);
                 }
