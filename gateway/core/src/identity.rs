@@ -20,7 +20,11 @@ pub mod merge;
 pub mod resolve;
 
 pub use conflicts::Conflict;
-pub use customer::{Attribute, Customer, How, LinkedIdentifier, LinkedIdentity};
+pub use customer::{
+    Attribute, Customer, How, LinkedIdentifier, LinkedIdentity, MARKETING_CONSENT,
+    PREFERRED_CHANNEL,
+};
+pub use identifier::Rules;
 pub use import::{ImportOutcome, ImportRow};
 pub use merge::{DroppedValue, MergeRecord};
-pub use resolve::{Resolution, Rules, Sender};
+pub use resolve::{Resolution, Sender};

@@ -2,10 +2,10 @@
 //! reply, and closing a hand-off.
 
 use crate::conversation::state::ConversationState;
+use crate::db::Ctx;
 use crate::db::{Db, DbError};
 use crate::delivery::Outbound;
-use crate::jobs::PREFERRED_CHANNEL;
-use crate::store::unit::Ctx;
+use crate::identity::PREFERRED_CHANNEL;
 use crate::store::{Backend, Txn};
 
 /// An open hand-off, for the inbox.

@@ -1,7 +1,7 @@
 //! What happens after an inbound message is stored, as decisions over the
 //! store: the durable job queue, the agent's answer turned into outbound
-//! messages, deliveries and their statuses, hand-offs, and abandoned-cart
-//! reminders under consent and a frequency cap.
+//! messages, deliveries and their statuses, and abandoned-cart reminders
+//! under consent and a frequency cap (hand-offs are [`crate::inbox`]'s).
 //!
 //! Everything here is a unit of work on the same store as the identity
 //! records, so each step is atomic with what it decides: an inbound message
@@ -20,10 +20,10 @@
 use crate::channel::InboundMessage;
 use crate::conversation::Entry;
 use crate::conversation::state::{ConversationState, Route};
+use crate::db::Ctx;
 use crate::db::{Db, DbError};
 use crate::delivery::{Job, JobKind, JobRef, Outbound, OutboundState, shard_of};
 use crate::identity::*;
-use crate::store::unit::Ctx;
 use crate::store::{Backend, Txn};
 
 mod agent;
@@ -33,15 +33,14 @@ mod reminders;
 
 pub use agent::{AgentInput, Answer};
 use agent::{agent_input_in, finish_agent_in};
-pub use outbound::PREFERRED_CHANNEL;
 pub use queue::WINDOW;
-pub use reminders::{MARKETING_CONSENT, ReminderRules, Skip};
+pub use reminders::{ReminderRules, Skip};
 
 /// An agent that answers without I/O (the built-in one), run inside the
 /// claiming unit.
 pub type InlineAgent = dyn Fn(&AgentInput) -> Answer + Send + Sync;
 
-/// How the worker claims a job (see [`Graph::claim_for_worker`]).
+/// How the worker claims a job (see [`Db::claim_for_worker`]).
 #[derive(Clone, Copy)]
 pub enum ClaimMode<'a> {
     /// Answer agent jobs inline with this agent.

@@ -3,8 +3,8 @@
 //! [`WriteSet`] is the buffer of writes every backend shares; [`memory`]
 //! is a small backend for the core's own unit tests. Every backend — `embedded` (redb) and `redis` in the native
 //! gateway, Spin's outbound Redis at the edge — implements [`Backend`]; all
-//! domain logic (resolution, merges, undo) is written once, in
-//! [`crate::identity`], against [`Txn`].
+//! domain logic is written once, in the rooms over [`crate::db::Db`],
+//! against [`Txn`].
 //!
 //! A unit of work reads keys, decides, and writes. Backends make it atomic:
 //! redb runs it inside one write transaction; Redis runs it optimistically —
@@ -18,7 +18,6 @@ use std::pin::Pin;
 
 pub mod keys;
 pub mod memory;
-pub(crate) mod unit;
 mod writeset;
 
 pub use keys::Keys;
@@ -177,8 +176,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'a, Result<T, StoreError>>;
 
     /// Runs `work`, which only reads, on a snapshot of what is committed.
-    /// Backends whose writers serialize can run it beside them; the default
-    /// runs it like any unit. A unit run here that writes fails.
+    /// Backends whose writers serialize can run it beside them, and refuse
+    /// a unit that writes here (embedded, memory); the default runs it like
+    /// any unit (Redis: a unit that only reads is one round trip anyway).
     fn read<'a, T: Send + 'a>(
         &'a self,
         work: &'a Work<'a, T>,

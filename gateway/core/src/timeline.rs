@@ -2,9 +2,9 @@
 //! those of every customer merged into it.
 
 use crate::conversation::Entry;
+use crate::db::Ctx;
 use crate::db::{Db, DbError};
 use crate::identity::*;
-use crate::store::unit::Ctx;
 use crate::store::{Backend, Txn, get};
 
 impl Ctx<'_> {

@@ -57,8 +57,14 @@ pub async fn handle(app: Arc<App>, mut req: Req) -> Resp {
         Err(e) => Err(webhook::unknown_channel(&app, &path).unwrap_or(e)),
     };
     let resp = result.unwrap_or_else(|e| {
-        if e.fault != Fault::Caller {
-            tracing::warn!(route, code = e.code, "{}", e.message);
+        match e.fault {
+            Fault::Caller => {}
+            // A plugin's or a remote service's words may quote the request:
+            // they go back to the caller, not to the log.
+            Fault::Plugin | Fault::Upstream => {
+                tracing::warn!(route, code = e.code, "request failed")
+            }
+            Fault::Store | Fault::Gateway => tracing::warn!(route, code = e.code, "{}", e.message),
         }
         e.into_response()
     });

@@ -806,8 +806,6 @@ pub fn secret_placeholders(path: &str) -> impl Iterator<Item = &str> {
         .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
 }
 
-/// The plugins compiled into the binary, and the test programs the host's
-/// tests load (built by `build.rs` from `plugins/`).
 /// Loads a plugin by its configuration spec: `builtin:NAME` for a bundled
 /// one, otherwise a path to a `.wasm` component, relative to `base_dir`.
 /// The one loader `gateway serve` and the `plugin` commands share.
@@ -826,6 +824,8 @@ pub fn load_spec(host: &PluginHost, spec: &str, base_dir: &Path) -> anyhow::Resu
     Ok(host.load_file(&path)?)
 }
 
+/// The plugins compiled into the binary, and the test programs the host's
+/// tests load (built by `build.rs` from `plugins/`).
 pub mod bundled {
     include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
 }

@@ -132,7 +132,7 @@ pub fn redis_client(config: &Config, base_dir: &Path) -> anyhow::Result<::redis:
 /// The identity rules from `[identity]`.
 pub fn rules(config: &Config) -> anyhow::Result<Rules> {
     let c = &config.identity;
-    for v in &c.blocked_values {
+    for (i, v) in c.blocked_values.iter().enumerate() {
         let kind = if v.contains('@') {
             IdentifierKind::Email
         } else {
@@ -144,7 +144,7 @@ pub fn rules(config: &Config) -> anyhow::Result<Rules> {
             // Accepted as written (any string may be blocked), but it can
             // only ever match a user id spelled the same: likely a typo.
             tracing::warn!(
-                "identity.blocked_values: `{v}` is not a valid {}; it blocks only that exact text",
+                "identity.blocked_values[{i}] is not a valid {}; it blocks only that exact text",
                 kind.as_str()
             );
         }

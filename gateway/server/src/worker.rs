@@ -43,6 +43,15 @@ pub struct Worker {
     wake: Arc<Notify>,
 }
 
+/// What a failure's text says happened, without what the other side said:
+/// failure texts put the former before the first `": "` (`POST
+/// https://… answered 400`) and the latter after it (a channel API's or an
+/// agent's body, which may quote a person's number or words). The whole
+/// text is kept with the job, sealed; only the summary is logged.
+fn summary(error: &str) -> &str {
+    error.split(": ").next().unwrap_or(error)
+}
+
 /// Why one step failed: retried (with backoff) or given up at once.
 #[derive(Debug)]
 enum Failure {
@@ -261,10 +270,15 @@ impl Worker {
             .await?;
         match step {
             Step::GaveUp => {
-                tracing::warn!(job = %job.id, attempts = job.attempts, "gave up: {error}")
+                tracing::warn!(attempts = job.attempts, "gave up: {}", summary(&error))
             }
             _ => {
-                tracing::info!(job = %job.id, attempts = job.attempts, ?step, "attempt failed: {error}")
+                tracing::info!(
+                    attempts = job.attempts,
+                    ?step,
+                    "attempt failed: {}",
+                    summary(&error)
+                )
             }
         }
         Ok(step)

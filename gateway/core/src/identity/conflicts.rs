@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::db::Ctx;
 use crate::db::{Db, DbError};
-use crate::store::unit::Ctx;
 use crate::store::{Backend, Txn, get};
 
 /// An item in the review queue.

@@ -6,10 +6,16 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::channel::ChannelIdentity;
+use crate::db::Ctx;
 use crate::db::{Db, DbError};
 use crate::identity::identifier::{Identifier, IdentifierKind};
-use crate::store::unit::Ctx;
 use crate::store::{Backend, Txn, get};
+
+/// The attribute naming a customer's preferred channel.
+pub const PREFERRED_CHANNEL: &str = "preferred_channel";
+
+/// The attribute holding marketing consent: `granted` or `denied`.
+pub const MARKETING_CONSENT: &str = "consent.marketing";
 
 /// How a link came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,6 +5,8 @@
 //! number is assigned; Mexico's legacy `+521` mobile form is the one rule
 //! written here.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// The kinds of identifier that can link identities.
@@ -106,6 +108,30 @@ impl BlockedValues {
     /// Whether `identifier` is one of the blocked values.
     pub fn contains(&self, identifier: &Identifier) -> bool {
         self.0.contains(&identifier.value)
+    }
+}
+
+/// Limits and blocks from `[identity]`.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// Tried first when linking by claims.
+    pub primary: IdentifierKind,
+    /// Values never linked.
+    pub blocked: BlockedValues,
+    /// Max distinct values per kind per customer.
+    pub limits: BTreeMap<IdentifierKind, usize>,
+    /// Cross-channel attribute overwrites inside this window are flagged, s.
+    pub conflict_window: u64,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            primary: IdentifierKind::Email,
+            blocked: BlockedValues::default(),
+            limits: BTreeMap::from([(IdentifierKind::Email, 3), (IdentifierKind::Phone, 3)]),
+            conflict_window: 86_400,
+        }
     }
 }
 

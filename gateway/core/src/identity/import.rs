@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use super::merge::merge_in;
+use crate::db::Ctx;
 use crate::db::{Db, DbError};
 use crate::identity::identifier::Identifier;
 use crate::identity::*;
-use crate::store::unit::Ctx;
 use crate::store::{Backend, Txn, get};
 
 /// One CSV row, normalized.

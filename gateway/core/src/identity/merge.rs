@@ -3,10 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::db::Ctx;
 use crate::db::{Db, DbError};
 use crate::identity::identifier::{Identifier, IdentifierKind};
 use crate::identity::*;
-use crate::store::unit::Ctx;
 use crate::store::{Backend, Txn, get};
 
 /// What a merge moved, so that undo is exact.

@@ -10,35 +10,11 @@ use serde::{Deserialize, Serialize};
 use super::link_token::LinkToken;
 use super::merge::merge_in;
 use crate::channel::{ChannelIdentity, Claim, ClaimKind};
+use crate::db::Ctx;
 use crate::db::{Db, DbError};
-use crate::identity::identifier::{BlockedValues, Identifier, IdentifierKind};
+use crate::identity::identifier::{Identifier, IdentifierKind};
 use crate::identity::*;
-use crate::store::unit::Ctx;
 use crate::store::{Backend, Txn, get};
-
-/// Limits and blocks from `[identity]`.
-#[derive(Debug, Clone)]
-pub struct Rules {
-    /// Tried first when linking by claims.
-    pub primary: IdentifierKind,
-    /// Values never linked.
-    pub blocked: BlockedValues,
-    /// Max distinct values per kind per customer.
-    pub limits: BTreeMap<IdentifierKind, usize>,
-    /// Cross-channel attribute overwrites inside this window are flagged, s.
-    pub conflict_window: u64,
-}
-
-impl Default for Rules {
-    fn default() -> Self {
-        Rules {
-            primary: IdentifierKind::Email,
-            blocked: BlockedValues::default(),
-            limits: BTreeMap::from([(IdentifierKind::Email, 3), (IdentifierKind::Phone, 3)]),
-            conflict_window: 86_400,
-        }
-    }
-}
 
 /// An inbound sender to resolve.
 #[derive(Debug, Clone)]

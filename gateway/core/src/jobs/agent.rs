@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::conversation::Entry;
+use crate::db::Ctx;
 use crate::db::{Db, DbError};
 use crate::delivery::{Job, JobKind};
-use crate::store::unit::Ctx;
 use crate::store::{Backend, Txn};
 
 /// The agent's answer to one message.
@@ -34,7 +34,7 @@ pub struct AgentInput {
     pub handed_off: bool,
 }
 
-/// What the agent needs to answer `job` (see [`Graph::agent_input`]).
+/// What the agent needs to answer `job` (see [`Db::agent_input`]).
 pub(crate) async fn agent_input_in(
     ctx: &Ctx<'_>,
     txn: &mut dyn Txn,
@@ -68,7 +68,7 @@ pub(crate) async fn agent_input_in(
     })
 }
 
-/// Acts on an agent's answer (see [`Graph::finish_agent`]).
+/// Acts on an agent's answer (see [`Db::finish_agent`]).
 pub(crate) async fn finish_agent_in(
     ctx: &Ctx<'_>,
     txn: &mut dyn Txn,

@@ -5,10 +5,10 @@ use super::*;
 use crate::channel::{DeliveryState, DeliveryStatus};
 use crate::conversation::Entry;
 use crate::conversation::state::{ConversationState, Route};
+use crate::db::Ctx;
 use crate::db::{Db, DbError};
 use crate::delivery::{Job, JobKind, Outbound, OutboundState, shard_of};
-use crate::store::unit::Ctx;
-use crate::store::{Backend, Txn, get};
+use crate::store::{Backend, Expiry, Txn, get};
 
 /// A delivery status that arrived before the send it reports on was
 /// recorded.
@@ -22,8 +22,11 @@ struct EarlyStatus {
 /// How long an early status waits for its send: a day.
 const EARLY_STATUS_KEPT_SECONDS: u64 = 86_400;
 
-/// The attribute naming a customer's preferred channel.
-pub const PREFERRED_CHANNEL: &str = "preferred_channel";
+/// How long the channel's id of a sent message is remembered to apply its
+/// statuses: 7 days, the longest the channels keep retrying a status
+/// webhook (WhatsApp). A status later than that is kept as an early one
+/// for a day, then dropped.
+const SENT_ID_KEPT_SECONDS: u64 = 7 * 86_400;
 
 impl Ctx<'_> {
     /// Stores an outbound message, its timeline entry and the job that
@@ -157,7 +160,11 @@ impl<B: Backend> Db<B> {
                 o.provider_message_id = provider_message_id.map(String::from);
                 if let (Some(pid), Some(route)) = (provider_message_id, o.routes.get(o.route)) {
                     let key = ctx.k().provider_id(&route.identity.channel, pid);
-                    txn.put(&key, o.id.as_bytes().to_vec());
+                    txn.put_expiring(
+                        &key,
+                        o.id.as_bytes().to_vec(),
+                        Expiry::after(now_ms / 1000, SENT_ID_KEPT_SECONDS),
+                    );
                     // A status that beat us here.
                     let early_key = ctx.k().early_status(&route.identity.channel, pid);
                     if let Some(b) = get(txn, &early_key).await? {

@@ -13,9 +13,9 @@
 //! Index entries hold ids and times only (no personal data). A claim moves
 //! the job's due time to the end of its lease, in place.
 
+use crate::db::Ctx;
 use crate::db::{Db, DbError};
 use crate::delivery::{Job, JobKind, JobRef, SHARDS};
-use crate::store::unit::Ctx;
 use crate::store::{Backend, StoreError, Txn, get};
 
 /// How many FIFO slots from the head the worker looks at per shard.

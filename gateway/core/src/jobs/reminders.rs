@@ -42,9 +42,6 @@ pub struct ReminderRules {
     pub channel_priority: Vec<String>,
 }
 
-/// The attribute holding marketing consent: `granted` or `denied`.
-pub const MARKETING_CONSENT: &str = "consent.marketing";
-
 pub(crate) fn consent_granted(c: &Customer) -> bool {
     c.attributes
         .get(MARKETING_CONSENT)

@@ -25,12 +25,12 @@
 //! | `P token:H(link-token, token)` | a one-time link token: customer, channel, expiry | that customer | until used (expiry checked on read) |
 //! | `P seen:H(dedup, channel␀provider_id)` | when a provider message id was recorded (plain second) | — | 7 days (expiring key) |
 //! | `P out:ID` | an outbound message: text, routes, state, attempts | its customer | until erased |
-//! | `P sent:H(provider-id, channel␀provider_id)` | the outbound id the channel's message id belongs to (plain) | its customer | 7 days (expiring key) |
+//! | `P sent:H(provider-id, channel␀provider_id)` | the outbound id the channel's message id belongs to (plain) | its customer | 7 days from the send (expiring key) |
 //! | `P early:H(early-status, channel␀provider_id)` | a delivery status that arrived before its send was recorded | its customer | 1 day (expiring key) |
 //! | `P handoffs` | the customers with an open hand-off | — | always |
 //! | `P job:ID` | a queued job: agent turn, delivery or reminder | its customer | until done |
 //! | `P qseq:S`, `P qhead:S` | queue shard S's next slot and first live slot (plain) | — | always |
-//! | `P q:S:N` | slot N of shard S: a job reference (plain) | — | until claimed |
+//! | `P q:S:N` | slot N of shard S: a job reference and its due time, moved to a lease's end when claimed (plain) | — | until the job is removed or postponed |
 //! | `P qlater:S` | shard S's jobs due later (plain references) | — | always |
 //! | `P malformed` | the newest malformed payloads, raw bodies as received | — | the newest 100 |
 

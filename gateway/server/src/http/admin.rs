@@ -169,7 +169,7 @@ fn check_attributes(app: &App, attrs: &BTreeMap<String, String>) -> Result<(), A
                 "attributes.{k}: `{v}` must be `granted` or `denied`"
             )));
         }
-        if k == chatcrafter_core::jobs::PREFERRED_CHANNEL
+        if k == chatcrafter_core::identity::PREFERRED_CHANNEL
             && !(app.config.channels.contains_key(v) || (v == "widget" && app.widget.is_some()))
         {
             return Err(bad(format!(
