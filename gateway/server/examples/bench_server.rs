@@ -81,7 +81,7 @@ async fn handle(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Respo
                     settings: vec![],
                 },
             };
-            state.plugin.parse_inbound_owned(request).is_ok()
+            state.plugin.parse_inbound_owned(request).await.is_ok()
         }
     };
     let status = if ok { 200 } else { 400 };

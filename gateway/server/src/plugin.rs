@@ -27,7 +27,10 @@ use chatcrafter_core::channel::{
     OutboundRequest,
 };
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
 
 use bindings::ChannelPluginPre;
 use instance::{CallState, MemoryCapExceeded};
@@ -258,40 +261,26 @@ impl PluginError {
     }
 }
 
-/// Runs `f` on `plugin` in tokio's blocking pool, once one of `permits` is
-/// free (see [`limits::MAX_CALLS_IN_FLIGHT`] for why plugin calls never run
-/// on the async workers). The permit goes with the call: if the caller is
-/// dropped (a client that hung up), the call still counts until it ends.
-/// Returns the result and how long the call itself ran.
-pub async fn call_blocking<R: Send + 'static>(
-    permits: &Arc<tokio::sync::Semaphore>,
-    plugin: &Arc<Plugin>,
-    f: impl FnOnce(&Plugin) -> Result<R, PluginError> + Send + 'static,
+/// Runs `f` on `plugin` once one of `permits` is free (see
+/// [`limits::MAX_CALLS_IN_FLIGHT`]), and times the call itself. The call is
+/// a future: it runs on the calling task and yields at every epoch tick.
+pub async fn call_bounded<R>(
+    permits: &tokio::sync::Semaphore,
+    plugin: &Plugin,
+    f: impl AsyncFnOnce(&Plugin) -> Result<R, PluginError>,
 ) -> (Result<R, PluginError>, std::time::Duration) {
-    let unavailable = |reason: String| PluginError::Instantiate {
-        id: plugin.manifest.id.clone(),
-        version: plugin.manifest.version.clone(),
-        export: "call",
-        reason,
+    let Ok(_permit) = permits.acquire().await else {
+        let e = PluginError::Instantiate {
+            id: plugin.manifest.id.clone(),
+            version: plugin.manifest.version.clone(),
+            export: "call",
+            reason: "the gateway is shutting down".into(),
+        };
+        return (Err(e), std::time::Duration::ZERO);
     };
-    let permit = match permits.clone().acquire_owned().await {
-        Ok(p) => p,
-        Err(_) => {
-            let e = unavailable("the gateway is shutting down".into());
-            return (Err(e), std::time::Duration::ZERO);
-        }
-    };
-    let p = plugin.clone();
-    let call = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let start = std::time::Instant::now();
-        let out = f(&p);
-        (out, start.elapsed())
-    });
-    call.await.unwrap_or_else(|e| {
-        let e = unavailable(format!("the call's thread failed: {e}"));
-        (Err(e), std::time::Duration::ZERO)
-    })
+    let start = std::time::Instant::now();
+    let out = f(plugin).await;
+    (out, start.elapsed())
 }
 
 struct HostInner {
@@ -347,7 +336,7 @@ impl PluginHost {
         let engine = Engine::new(&config)?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = {
@@ -438,14 +427,13 @@ impl PluginHost {
             warm: std::sync::Mutex::new(Vec::new()),
             reused_calls: std::sync::atomic::AtomicU64::new(0),
         };
-        let manifest = plugin
-            .call("describe", |p, store| {
-                p.chatcrafter_channel_plugin().call_describe(store)
-            })
-            .map_err(|error| LoadError::Describe {
-                source_name: source_name.to_string(),
-                error: Box::new(error),
-            })?;
+        let manifest = pollster::block_on(plugin.call("describe", async |p, store| {
+            p.chatcrafter_channel_plugin().call_describe(store).await
+        }))
+        .map_err(|error| LoadError::Describe {
+            source_name: source_name.to_string(),
+            error: Box::new(error),
+        })?;
         let manifest = convert::manifest(manifest);
         manifest.validate().map_err(|error| LoadError::Manifest {
             source_name: source_name.to_string(),
@@ -541,30 +529,38 @@ impl Plugin {
     /// Calls `describe` on a fresh instance: the smallest call there is, so
     /// its cost is the per-call instantiation overhead.
     pub fn describe_fresh(&self) -> Result<Manifest, PluginError> {
-        self.call("describe", |p, store| {
-            p.chatcrafter_channel_plugin().call_describe(store)
-        })
+        pollster::block_on(self.call("describe", async |p, store| {
+            p.chatcrafter_channel_plugin().call_describe(store).await
+        }))
         .map(convert::manifest)
     }
 
-    /// Runs `parse-inbound` on a verified request.
+    /// Runs `parse-inbound` on a verified request, blocking this thread
+    /// until it is done (the `plugin run` command's and the tests' way; the
+    /// server awaits [`Plugin::parse_inbound_owned`]).
     pub fn parse_inbound(&self, request: &InboundRequest) -> Result<Inbound, PluginError> {
-        self.parse_inbound_owned(request.clone())
+        pollster::block_on(self.parse_inbound_owned(request.clone()))
     }
 
-    /// [`Plugin::parse_inbound`] taking the request by value, which spares
-    /// a copy of its body and headers (the server's path).
-    pub fn parse_inbound_owned(&self, request: InboundRequest) -> Result<Inbound, PluginError> {
+    /// [`Plugin::parse_inbound`] as a future, taking the request by value,
+    /// which spares a copy of its body and headers (the server's path). A
+    /// call that runs long yields at every epoch tick, so it holds a server
+    /// thread for at most one tick at a time.
+    pub async fn parse_inbound_owned(
+        &self,
+        request: InboundRequest,
+    ) -> Result<Inbound, PluginError> {
         let wit_request = convert::inbound_request(request);
         if self.reuse
-            && let Some(out) = self.parse_on_warm(&wit_request)
+            && let Some(out) = self.parse_on_warm(&wit_request).await
         {
             return Ok(out);
         }
-        let (mut store, instance) = self.instantiate("parse-inbound")?;
+        let (mut store, instance) = self.instantiate("parse-inbound").await?;
         let result = instance
             .chatcrafter_channel_plugin()
             .call_parse_inbound(&mut store, &wit_request)
+            .await
             .map_err(|e| self.classify("parse-inbound", &store, &e))?;
         let out = result
             .map(convert::inbound)
@@ -603,15 +599,16 @@ impl Plugin {
 
     /// One call on a warm instance, if there is one and its result is
     /// acceptable under the isolation rule; `None` means: do it fresh.
-    fn parse_on_warm(&self, wit_request: &bindings::wit::InboundRequest) -> Option<Inbound> {
+    async fn parse_on_warm(&self, wit_request: &bindings::wit::InboundRequest) -> Option<Inbound> {
         let mut w = self.warm.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
-        w.store.set_epoch_deadline(limits::CALL_DEADLINE_TICKS);
+        start_deadline(&mut w.store);
         // Any failure on a reused instance is retried on a fresh one, which
         // reports it on its own terms.
         let out = w
             .instance
             .chatcrafter_channel_plugin()
             .call_parse_inbound(&mut w.store, wit_request)
+            .await
             .ok()?
             .ok()
             .map(convert::inbound)?;
@@ -644,9 +641,18 @@ impl Plugin {
         }
     }
 
+    /// Runs `render-outbound`, blocking this thread until it is done (the
+    /// tests' way; the server awaits [`Plugin::render_outbound_async`]).
+    pub fn render_outbound(
+        &self,
+        message: &OutboundMessage,
+    ) -> Result<OutboundRequest, PluginError> {
+        pollster::block_on(self.render_outbound_async(message))
+    }
+
     /// Runs `render-outbound`, and checks that any secret the result refers
     /// to is one the manifest declares.
-    pub fn render_outbound(
+    pub async fn render_outbound_async(
         &self,
         message: &OutboundMessage,
     ) -> Result<OutboundRequest, PluginError> {
@@ -655,10 +661,13 @@ impl Plugin {
         let mut message = message.clone();
         message.recipient.channel = self.manifest.id.clone();
         let wit_message = convert::outbound_message(&message);
-        let result = self.call("render-outbound", |p, store| {
-            p.chatcrafter_channel_plugin()
-                .call_render_outbound(store, &wit_message)
-        })?;
+        let result = self
+            .call("render-outbound", async |p, store| {
+                p.chatcrafter_channel_plugin()
+                    .call_render_outbound(store, &wit_message)
+                    .await
+            })
+            .await?;
         let request = result
             .map(convert::outbound_request)
             .map_err(|e| self.channel_error("render-outbound", e))?;
@@ -711,24 +720,35 @@ impl Plugin {
     }
 
     /// One call on a fresh instance in a fresh store.
-    fn call<R>(
+    async fn call<R>(
         &self,
         export: &'static str,
-        f: impl FnOnce(&bindings::ChannelPlugin, &mut Store<CallState>) -> wasmtime::Result<R>,
+        f: impl AsyncFnOnce(&bindings::ChannelPlugin, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        let (mut store, instance) = self.instantiate(export)?;
-        f(&instance, &mut store).map_err(|e| self.classify(export, &store, &e))
+        let (mut store, instance) = self.instantiate(export).await?;
+        let out = f(&instance, &mut store).await;
+        out.map_err(|e| self.classify(export, &store, &e))
     }
 
     /// A fresh store and instance, under the call limits.
-    fn instantiate(
+    async fn instantiate(
         &self,
         export: &'static str,
     ) -> Result<(Store<CallState>, bindings::ChannelPlugin), PluginError> {
         let mut store = Store::new(&self.host.inner.engine, CallState::new());
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(limits::CALL_DEADLINE_TICKS);
-        match self.pre.instantiate(&mut store) {
+        store.epoch_deadline_callback(|mut s| {
+            // One tick gone: yield to the executor, or stop at the deadline.
+            let state = s.data_mut();
+            state.ticks += 1;
+            Ok(if state.ticks >= limits::CALL_DEADLINE_TICKS {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        start_deadline(&mut store);
+        match self.pre.instantiate_async(&mut store).await {
             Ok(i) => Ok((store, i)),
             Err(e) => Err(match self.classify(export, &store, &e) {
                 PluginError::Trap {
@@ -797,6 +817,13 @@ impl Plugin {
             },
         }
     }
+}
+
+/// Starts a call's deadline: [`limits::CALL_DEADLINE_TICKS`] epoch ticks,
+/// yielding to the executor at each one (the store's deadline callback).
+fn start_deadline(store: &mut Store<CallState>) {
+    store.data_mut().ticks = 0;
+    store.set_epoch_deadline(1);
 }
 
 /// The secret names in a path's `{secret:NAME}` placeholders.

@@ -409,8 +409,8 @@ impl Worker {
             reply_handle: route.reply_handle.clone(),
         };
         let (rendered, _) =
-            crate::plugin::call_blocking(&self.app.plugin_calls, &plugin, move |p| {
-                p.render_outbound(&message)
+            crate::plugin::call_bounded(&self.app.plugin_calls, &plugin, async |p| {
+                p.render_outbound_async(&message).await
             })
             .await;
         let request = match rendered {

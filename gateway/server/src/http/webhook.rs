@@ -194,8 +194,8 @@ pub(super) async fn parse(
     plugin: &Arc<Plugin>,
     request: InboundRequest,
 ) -> Result<Inbound, ApiError> {
-    let (result, took) = crate::plugin::call_blocking(&app.plugin_calls, plugin, move |p| {
-        p.parse_inbound_owned(request)
+    let (result, took) = crate::plugin::call_bounded(&app.plugin_calls, plugin, async |p| {
+        p.parse_inbound_owned(request).await
     })
     .await;
     let manifest = plugin.manifest();

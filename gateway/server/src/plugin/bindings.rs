@@ -6,6 +6,9 @@
 wasmtime::component::bindgen!({
     path: "../../wit",
     world: "channel-plugin",
+    // Calls run on a fiber, so that one running long yields to the server
+    // at each epoch tick (see `limits::CALL_DEADLINE_TICKS`).
+    exports: { default: async },
 });
 
 pub(crate) use exports::chatcrafter::channel::plugin as wit;

@@ -20,6 +20,8 @@ pub(crate) struct CallState {
     wasi: Option<WasiCtx>,
     table: ResourceTable,
     pub(crate) limiter: MemoryCap,
+    /// Epoch ticks this call has run for (see `limits::CALL_DEADLINE_TICKS`).
+    pub(crate) ticks: u64,
 }
 
 impl std::fmt::Debug for CallState {
@@ -37,6 +39,7 @@ impl CallState {
             wasi: None,
             table: ResourceTable::new(),
             limiter: MemoryCap::default(),
+            ticks: 0,
         }
     }
 }

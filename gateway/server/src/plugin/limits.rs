@@ -9,6 +9,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// A plugin call may run for 20 ticks, about 100 ms. A bundled plugin parses a
 /// 1 MiB webhook in a few milliseconds; 100 ms leaves room for slow machines
 /// while keeping a runaway plugin far inside Discord's 3-second answer window.
+/// The call yields to the server's executor at each tick on its way there.
 pub const CALL_DEADLINE_TICKS: u64 = 20;
 
 /// The call deadline in milliseconds, for error messages.
@@ -27,14 +28,16 @@ pub const MAX_CONCURRENT_CALLS: u32 = 128;
 /// At most 64 plugin calls run at once, half the pool: the other half is
 /// for warm instances (8 per reusing plugin) and headroom.
 ///
-/// Where calls run: a plugin call is synchronous, CPU-bound work of up to
-/// the 100 ms deadline, so the server never runs one on a tokio worker
-/// thread (it would stall every other connection on that thread). Each
-/// call goes to tokio's blocking pool (`spawn_blocking`) after taking one
-/// of these permits; the epoch deadline still bounds it there. Wasmtime's
-/// async instantiation with epoch yields was the alternative: it keeps
-/// calls on the workers but cooperatively, at the cost of async bindings
-/// and a fiber stack per call, for no gain on calls this short.
+/// Where calls run: on the server task that needs them, as wasmtime async
+/// calls on a fiber (async bindings, `instantiate_async`), with an epoch
+/// deadline callback that **yields to the executor at every tick** and
+/// interrupts the call after [`CALL_DEADLINE_TICKS`]. So a plugin that runs
+/// long holds a server thread for at most one tick (5 ms) at a time, and
+/// every other connection keeps being served. The alternative, tokio's
+/// blocking pool (`spawn_blocking`), was measured: it moved every call to
+/// another thread and back, and cost the webhook path about a quarter of
+/// its throughput on 2 cores (docs/benchmarks.md), for calls that mostly
+/// take tens of microseconds.
 pub const MAX_CALLS_IN_FLIGHT: usize = 64;
 
 /// Core instances per component: a `wasm32-wasip2` component holds the
