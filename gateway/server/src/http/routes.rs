@@ -81,25 +81,49 @@ pub(crate) static ROUTES: &[Route] = &[
     route!(POST "/v1/link-tokens", Access::Roles(STAFF), admin::link_token),
 ];
 
+/// Each route's pattern as segments, split once.
+static SEGMENTS: std::sync::LazyLock<Vec<Vec<&'static str>>> = std::sync::LazyLock::new(|| {
+    ROUTES
+        .iter()
+        .map(|r| r.pattern.trim_start_matches('/').split('/').collect())
+        .collect()
+});
+
+/// Whether `path`'s segments fit `pattern`'s: as many, each equal or bound
+/// to a `{…}` (which takes any one non-empty segment).
+fn fits(pattern: &[&str], path: &[&str]) -> bool {
+    pattern.len() == path.len()
+        && pattern.iter().zip(path).all(|(w, h)| {
+            if w.starts_with('{') {
+                !h.is_empty()
+            } else {
+                w == h
+            }
+        })
+}
+
 /// The parameters `path` binds to `pattern`'s `{…}` segments, if it
 /// matches.
+#[cfg(test)]
 fn bind<'p>(pattern: &str, path: &'p str) -> Option<Vec<&'p str>> {
-    let mut want = pattern.trim_start_matches('/').split('/');
-    let mut have = path.trim_start_matches('/').split('/');
-    let mut params = Vec::new();
-    loop {
-        match (want.next(), have.next()) {
-            (None, None) => return Some(params),
-            (Some(w), Some(h)) if w.starts_with('{') && !h.is_empty() => params.push(h),
-            (Some(w), Some(h)) if w == h => {}
-            _ => return None,
-        }
-    }
+    let pattern: Vec<&str> = pattern.trim_start_matches('/').split('/').collect();
+    let path: Vec<&'p str> = path.trim_start_matches('/').split('/').collect();
+    fits(&pattern, &path).then(|| params(&pattern, &path))
+}
+
+fn params<'p>(pattern: &[&str], path: &[&'p str]) -> Vec<&'p str> {
+    pattern
+        .iter()
+        .zip(path)
+        .filter(|(w, _)| w.starts_with('{'))
+        .map(|(_, h)| *h)
+        .collect()
 }
 
 /// What the table says of a request: the route to run with its
 /// parameters, or the error to answer with. Also returns the matched
-/// pattern, for metrics (`(unknown)` when none matched).
+/// pattern, for metrics (`(unknown)` when none matched). The path is split
+/// once and compared with patterns split once, at first use.
 pub(crate) fn find<'p>(
     method: &Method,
     path: &'p str,
@@ -107,11 +131,12 @@ pub(crate) fn find<'p>(
     &'static str,
     Result<(&'static Route, Vec<&'p str>), ApiError>,
 ) {
+    let segments: Vec<&'p str> = path.trim_start_matches('/').split('/').collect();
     let mut allowed: Vec<&'static Route> = Vec::new();
-    for route in ROUTES {
-        if let Some(params) = bind(route.pattern, path) {
+    for (route, pattern) in ROUTES.iter().zip(SEGMENTS.iter()) {
+        if fits(pattern, &segments) {
             if route.method == *method {
-                return (route.pattern, Ok((route, params)));
+                return (route.pattern, Ok((route, params(pattern, &segments))));
             }
             allowed.push(route);
         }
