@@ -850,20 +850,12 @@ fn with_redis_down_webhooks_get_503_and_replies_resume_when_it_is_back() {
 #[test]
 fn phones_a_channel_vouches_for_always_link_and_replies_go_out_through_a_renamed_channel() {
     let apis = channel_apis();
-    let config = format!(
-        r#"version = 1
-[server]
-listen = "127.0.0.1:0"
-[store]
-{EMBEDDED}
-[security]
-data_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
-index_key = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM="
+    // The journey's configuration, plus WhatsApp again under the name `wa`
+    // and a blocked placeholder.
+    let extra = format!(
+        r#"{FAST}
 [identity]
 blocked_values = ["+10000000000", "test@example.com"]
-[widget]
-algorithms = ["HS256"]
-secret = "{WIDGET_SECRET}"
 [channels.wa]
 plugin = "builtin:whatsapp"
 api_base = "{wa}"
@@ -871,13 +863,14 @@ api_base = "{wa}"
 app_secret = "{APP_SECRET}"
 verify_token = "v"
 access_token = "{WA_TOKEN}"
-[[admin.tokens]]
-name = "ops"
-token_sha256 = "{admin}"
-role = "admin"
-{FAST}"#,
+"#,
         wa = apis.url("/wa/v21.0"),
-        admin = token_sha256(ADMIN),
+    );
+    let config = config(
+        EMBEDDED,
+        &apis,
+        &hex(discord_key().public_key().as_ref()),
+        &extra,
     );
     let gw = &Gateway::start_with_env(
         &scratch("phones-link"),
