@@ -72,6 +72,10 @@ allow_unverified = true
 plugin = "{impostor}"
 allow_unverified = true
 
+[channels.sleepy]
+plugin = "{sleeper}"
+allow_unverified = true
+
 [widget]
 algorithms = ["HS256", "RS256"]
 secret = "{WIDGET_SECRET}"
@@ -85,6 +89,7 @@ allowed_origins = ["https://shop.example"]
         slack = test_programs::SLACK_STYLE,
         trap = test_programs::TRAP,
         impostor = test_programs::IMPOSTOR,
+        sleeper = test_programs::SLEEPER,
         rsa = std::fs::read_to_string(repo_path("tests/fixtures/keys/rsa_public.pem")).unwrap(),
     )
 }
@@ -618,7 +623,7 @@ fn unknown_routes_methods_and_channels() {
     assert_eq!(
         r.json()["channels"],
         serde_json::json!([
-            "acme", "broken", "discord", "impostor", "telegram", "whatsapp", "widget"
+            "acme", "broken", "discord", "impostor", "sleepy", "telegram", "whatsapp", "widget"
         ])
     );
 }
@@ -774,6 +779,36 @@ fn a_plugin_answer_that_breaks_the_rules_is_502_and_stores_nothing() {
     assert_eq!(suggestions.len(), 1, "{conflicts}");
     assert_eq!(suggestions[0]["customer_id"], b);
     assert_eq!(suggestions[0]["other_customer_id"], a);
+}
+
+#[test]
+fn a_plugin_that_waits_is_stopped_at_the_deadline_and_the_gateway_keeps_serving() {
+    let s = setup("sleeper");
+    let started = Instant::now();
+    let slow = std::thread::spawn({
+        let addr = s.gw.addr;
+        move || request(addr, "POST", "/webhooks/sleepy", &[], b"{}")
+    });
+    // Served meanwhile: the waiting call holds no server thread.
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(s.gw.get("/healthz").status, 200);
+    let r = slow.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (502, "plugin_failed"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        r.text().contains("exceeded its 100 ms deadline"),
+        "{}",
+        r.text()
+    );
 }
 
 #[test]

@@ -264,22 +264,36 @@ impl PluginError {
 /// Runs `f` on `plugin` once one of `permits` is free (see
 /// [`limits::MAX_CALLS_IN_FLIGHT`]), and times the call itself. The call is
 /// a future: it runs on the calling task and yields at every epoch tick.
+/// The epoch deadline stops a guest that computes; a guest that waits (on a
+/// WASI timer) is stopped by the same deadline in wall-clock time here.
 pub async fn call_bounded<R>(
     permits: &tokio::sync::Semaphore,
     plugin: &Plugin,
+    export: &'static str,
     f: impl AsyncFnOnce(&Plugin) -> Result<R, PluginError>,
 ) -> (Result<R, PluginError>, std::time::Duration) {
     let Ok(_permit) = permits.acquire().await else {
         let e = PluginError::Instantiate {
             id: plugin.manifest.id.clone(),
             version: plugin.manifest.version.clone(),
-            export: "call",
+            export,
             reason: "the gateway is shutting down".into(),
         };
         return (Err(e), std::time::Duration::ZERO);
     };
     let start = std::time::Instant::now();
-    let out = f(plugin).await;
+    // Two ticks past the epoch deadline, so that a guest that computes is
+    // stopped (and reported) by the epoch, and this catches only waiting.
+    let wall = std::time::Duration::from_millis(limits::CALL_DEADLINE_MS) + 2 * limits::EPOCH_TICK;
+    let out = match tokio::time::timeout(wall, f(plugin)).await {
+        Ok(out) => out,
+        Err(_) => Err(PluginError::Deadline {
+            id: plugin.manifest.id.clone(),
+            version: plugin.manifest.version.clone(),
+            export,
+            deadline_ms: limits::CALL_DEADLINE_MS,
+        }),
+    };
     (out, start.elapsed())
 }
 
@@ -427,7 +441,7 @@ impl PluginHost {
             warm: std::sync::Mutex::new(Vec::new()),
             reused_calls: std::sync::atomic::AtomicU64::new(0),
         };
-        let manifest = pollster::block_on(plugin.call("describe", async |p, store| {
+        let manifest = block_on(plugin.call("describe", async |p, store| {
             p.chatcrafter_channel_plugin().call_describe(store).await
         }))
         .map_err(|error| LoadError::Describe {
@@ -529,7 +543,7 @@ impl Plugin {
     /// Calls `describe` on a fresh instance: the smallest call there is, so
     /// its cost is the per-call instantiation overhead.
     pub fn describe_fresh(&self) -> Result<Manifest, PluginError> {
-        pollster::block_on(self.call("describe", async |p, store| {
+        block_on(self.call("describe", async |p, store| {
             p.chatcrafter_channel_plugin().call_describe(store).await
         }))
         .map(convert::manifest)
@@ -539,7 +553,7 @@ impl Plugin {
     /// until it is done (the `plugin run` command's and the tests' way; the
     /// server awaits [`Plugin::parse_inbound_owned`]).
     pub fn parse_inbound(&self, request: &InboundRequest) -> Result<Inbound, PluginError> {
-        pollster::block_on(self.parse_inbound_owned(request.clone()))
+        block_on(self.parse_inbound_owned(request.clone()))
     }
 
     /// [`Plugin::parse_inbound`] as a future, taking the request by value,
@@ -647,7 +661,7 @@ impl Plugin {
         &self,
         message: &OutboundMessage,
     ) -> Result<OutboundRequest, PluginError> {
-        pollster::block_on(self.render_outbound_async(message))
+        block_on(self.render_outbound_async(message))
     }
 
     /// Runs `render-outbound`, and checks that any secret the result refers
@@ -816,6 +830,18 @@ impl Plugin {
                 reason: error.root_cause().to_string(),
             },
         }
+    }
+}
+
+/// Runs a plugin call to completion on this thread (the `plugin` commands,
+/// loading at start-up, the tests). Inside a tokio runtime the thread just
+/// waits for it; outside one, the call runs in wasmtime-wasi's runtime, so
+/// that a guest's WASI timers have a reactor to run on.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        pollster::block_on(f)
+    } else {
+        wasmtime_wasi::runtime::in_tokio(f)
     }
 }
 

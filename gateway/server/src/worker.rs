@@ -408,11 +408,13 @@ impl Worker {
             text: o.text.clone(),
             reply_handle: route.reply_handle.clone(),
         };
-        let (rendered, _) =
-            crate::plugin::call_bounded(&self.app.plugin_calls, &plugin, async |p| {
-                p.render_outbound_async(&message).await
-            })
-            .await;
+        let (rendered, _) = crate::plugin::call_bounded(
+            &self.app.plugin_calls,
+            &plugin,
+            "render-outbound",
+            async |p| p.render_outbound_async(&message).await,
+        )
+        .await;
         let request = match rendered {
             Ok(r) => r,
             Err(PluginError::Channel {

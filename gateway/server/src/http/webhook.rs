@@ -194,10 +194,11 @@ pub(super) async fn parse(
     plugin: &Arc<Plugin>,
     request: InboundRequest,
 ) -> Result<Inbound, ApiError> {
-    let (result, took) = crate::plugin::call_bounded(&app.plugin_calls, plugin, async |p| {
-        p.parse_inbound_owned(request).await
-    })
-    .await;
+    let (result, took) =
+        crate::plugin::call_bounded(&app.plugin_calls, plugin, "parse-inbound", async |p| {
+            p.parse_inbound_owned(request).await
+        })
+        .await;
     let manifest = plugin.manifest();
     app.metrics.observe(
         "gateway_plugin_call_seconds",
