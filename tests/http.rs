@@ -95,11 +95,16 @@ allowed_origins = ["https://shop.example"]
 }
 
 fn setup(name: &str) -> Setup {
+    setup_with(name, |config| config)
+}
+
+/// [`setup`] with the configuration edited by `edit` first.
+fn setup_with(name: &str, edit: impl FnOnce(String) -> String) -> Setup {
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
     let discord = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
     let dir = scratch(name);
-    let gw = Gateway::start(&dir, &config(&hex(discord.public_key().as_ref()), ""));
+    let gw = Gateway::start(&dir, &edit(config(&hex(discord.public_key().as_ref()), "")));
     Setup { gw, discord }
 }
 
@@ -691,16 +696,13 @@ fn a_plugin_answer_that_breaks_the_rules_is_502_and_stores_nothing() {
         "[[admin.tokens]]\nname = \"ops\"\ntoken_sha256 = \"{}\"\nrole = \"admin\"\n",
         token_sha256(admin)
     );
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-    let discord = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-    let gw = Gateway::start(
-        &scratch("guest-answers"),
-        &config(&hex(discord.public_key().as_ref()), &extra).replace(
+    let gw = setup_with("guest-answers", |config| {
+        config.replace(
             "shutdown_grace_ms = 5000",
             "shutdown_grace_ms = 5000\nmax_events_per_request = 3",
-        ),
-    );
+        ) + &extra
+    })
+    .gw;
     let lookup = |identifier: &str| {
         with_bearer(
             &gw,
