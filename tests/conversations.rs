@@ -128,7 +128,8 @@ fn discord_key() -> Ed25519KeyPair {
 
 fn widget_message(gw: &Gateway, text: &str) -> Response {
     let claims = json!({"sub": "user-42", "exp": now() + 600, "email": "sarah@example.com",
-                        "phone": "+16505551234", "name": "Sarah Kim"});
+                        "email_verified": true, "phone": "+16505551234",
+                        "phone_number_verified": true, "name": "Sarah Kim"});
     let body = json!({"text": text}).to_string();
     with_bearer(
         gw,

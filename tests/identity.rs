@@ -70,7 +70,8 @@ role = "analyst"
 }
 
 fn widget_message(gw: &Gateway, sub: &str, email: &str, phone: &str, text: &str) -> Response {
-    let claims = serde_json::json!({"sub": sub, "exp": now() + 600, "email": email, "phone": phone, "name": "Sarah Kim"});
+    let claims = serde_json::json!({"sub": sub, "exp": now() + 600, "email": email,
+        "email_verified": true, "phone": phone, "phone_number_verified": true, "name": "Sarah Kim"});
     let body = serde_json::json!({"text": text}).to_string();
     with_bearer(
         gw,
@@ -443,8 +444,8 @@ fn two_gateways_on_one_redis_converge_on_one_customer() {
                     request(addr, method, path, h, body)
                 };
                 let sub = format!("user-{i}");
-                let claims =
-                    serde_json::json!({"sub": sub, "exp": now() + 600, "phone": "+16505551234"});
+                let claims = serde_json::json!({"sub": sub, "exp": now() + 600,
+                    "phone": "+16505551234", "phone_number_verified": true});
                 let token = widget_jwt(WIDGET_SECRET, &claims);
                 let r = gw_like(
                     "POST",
@@ -815,4 +816,74 @@ fn the_timeline_is_one_conversation_across_channels_and_a_retry_is_recorded_once
     let not_replies = history.iter().filter(|e| e["direction"] != "outbound");
     assert_eq!(not_replies.count(), 4);
     assert_eq!(gw.get("/widget/v1/history").status, 401);
+}
+
+/// The red-team finding: a widget token carrying a phone the business has
+/// not verified must not hand its bearer someone else's conversation.
+#[test]
+fn an_unverified_widget_phone_is_a_suggestion_not_a_takeover() {
+    let dir = scratch("identity-takeover");
+    let gw = Gateway::start(&dir, &config(EMBEDDED));
+    // Sarah writes on WhatsApp: WhatsApp vouches for her number.
+    assert_eq!(
+        whatsapp_message(
+            &gw,
+            "14155552671",
+            "wamid.SARAH1",
+            "Where is my order #1042?"
+        )
+        .status,
+        200
+    );
+    let sarah = admin(
+        &gw,
+        ADMIN,
+        "GET",
+        "/admin/v1/customers?identifier=whatsapp:14155552671",
+        b"",
+    );
+    assert_eq!(sarah.status, 200, "{}", sarah.text());
+    let sarah = sarah.json();
+    // Mallory's token carries Sarah's phone, unverified.
+    let mallory = widget_jwt(
+        WIDGET_SECRET,
+        &serde_json::json!({"sub": "mallory-1", "exp": now() + 600, "phone": "+14155552671", "name": "Mallory"}),
+    );
+    let r = with_bearer(
+        &gw,
+        &mallory,
+        "POST",
+        "/widget/v1/messages",
+        br#"{"text":"hi"}"#,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+
+    // Mallory sees only her own message.
+    let history = with_bearer(&gw, &mallory, "GET", "/widget/v1/history", b"").json();
+    let entries = history["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{history}");
+    assert_eq!(entries[0]["text"], "hi");
+    assert_ne!(history["customer_id"], sarah["id"]);
+    // Sarah's profile is as it was: her name, her phone, no widget identity.
+    let now_sarah = admin(
+        &gw,
+        ADMIN,
+        "GET",
+        &format!("/admin/v1/customers/{}", sarah["id"].as_str().unwrap()),
+        b"",
+    )
+    .json();
+    assert_eq!(now_sarah["attributes"], sarah["attributes"]);
+    assert_eq!(now_sarah["identities"], sarah["identities"]);
+    // The match waits for a person in the review queue.
+    let conflicts = admin(&gw, ADMIN, "GET", "/admin/v1/conflicts", b"").json();
+    let suggestion = conflicts["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "suggestion")
+        .unwrap_or_else(|| panic!("{conflicts}"))
+        .clone();
+    assert_eq!(suggestion["customer_id"], history["customer_id"]);
+    assert_eq!(suggestion["other_customer_id"], sarah["id"]);
 }

@@ -205,6 +205,19 @@ pub struct Widget {
     /// Origins allowed to call the widget routes from a browser.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Claims (`email`, `phone`) this business always verifies before it
+    /// signs a token, so they link without `email_verified` /
+    /// `phone_number_verified`.
+    #[serde(default)]
+    pub verified_claims: Vec<String>,
+    /// Longest token lifetime accepted: `exp − iat`, or `exp − now` when
+    /// `iat` is absent, seconds.
+    #[serde(default = "default_max_token_lifetime")]
+    pub max_token_lifetime_seconds: u64,
+}
+
+fn default_max_token_lifetime() -> u64 {
+    crate::verify::jwt::DEFAULT_MAX_TOKEN_LIFETIME_SECONDS
 }
 
 fn default_leeway() -> u64 {

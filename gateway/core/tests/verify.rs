@@ -2,7 +2,7 @@
 //! their bad twins.
 
 use base64::Engine as _;
-use chatcrafter_core::channel::{Encoding, Header, Verification};
+use chatcrafter_core::channel::{ClaimKind, Encoding, Header, Verification};
 use chatcrafter_core::verify::hex_encode;
 use chatcrafter_core::verify::jwt::{KeySource, TokenError, WidgetAuth};
 use chatcrafter_core::verify::signature::{SetupError, Verifier, VerifyError};
@@ -359,7 +359,8 @@ fn sign(alg: Algorithm, key: &EncodingKey, claims: serde_json::Value, kid: Optio
 
 fn claims() -> serde_json::Value {
     serde_json::json!({"sub": "user-42", "exp": NOW + 600, "iss": "https://shop.example", "aud": "chatcrafter-widget",
-                       "email": "sarah@example.com", "phone": "+16505551234", "name": "Sarah"})
+                       "email": "sarah@example.com", "email_verified": true,
+                       "phone": "+16505551234", "phone_number_verified": true, "name": "Sarah"})
 }
 
 fn auth(algs: &[&str], keys: KeySource<'_>) -> WidgetAuth {
@@ -624,4 +625,99 @@ fn setup_refuses_weak_secrets_and_algorithms_without_keys() {
         )
         .is_err()
     );
+}
+
+fn hs_auth() -> WidgetAuth {
+    auth(
+        &["HS256"],
+        KeySource {
+            secret: Some(HS_SECRET),
+            ..Default::default()
+        },
+    )
+}
+
+fn hs_token(claims: serde_json::Value) -> String {
+    sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(HS_SECRET.as_bytes()),
+        claims,
+        None,
+    )
+}
+
+fn verified(user: &chatcrafter_core::channel::AuthenticatedUser, kind: ClaimKind) -> Option<bool> {
+    user.claims
+        .iter()
+        .find(|c| c.kind == kind)
+        .map(|c| c.verified)
+}
+
+#[test]
+fn an_email_or_phone_is_verified_only_when_the_token_or_the_business_says_so() {
+    let base = serde_json::json!({"sub": "mallory-1", "exp": NOW + 600, "iss": "https://shop.example",
+        "aud": "chatcrafter-widget", "email": "sarah@example.com", "phone": "+14155552671"});
+    // Bare claims: a sign-up phone the business has not confirmed.
+    let user = hs_auth()
+        .verify(Some(&hs_token(base.clone())), NOW)
+        .unwrap();
+    assert_eq!(verified(&user, ClaimKind::Email), Some(false));
+    assert_eq!(verified(&user, ClaimKind::Phone), Some(false));
+    // `*_verified: false` is as good as absent.
+    let mut no = base.clone();
+    no["email_verified"] = serde_json::json!(false);
+    let user = hs_auth().verify(Some(&hs_token(no)), NOW).unwrap();
+    assert_eq!(verified(&user, ClaimKind::Email), Some(false));
+    // OIDC's flags, and its `phone_number` spelling.
+    let mut oidc = base.clone();
+    oidc.as_object_mut().unwrap().remove("phone");
+    oidc["phone_number"] = serde_json::json!("+14155552671");
+    oidc["phone_number_verified"] = serde_json::json!(true);
+    oidc["email_verified"] = serde_json::json!(true);
+    let user = hs_auth().verify(Some(&hs_token(oidc)), NOW).unwrap();
+    assert_eq!(verified(&user, ClaimKind::Email), Some(true));
+    assert_eq!(verified(&user, ClaimKind::Phone), Some(true));
+    // A business whose backend only ever signs verified values says so once.
+    let trusting = hs_auth().with_verified_claims(&["phone".into()]).unwrap();
+    let user = trusting.verify(Some(&hs_token(base)), NOW).unwrap();
+    assert_eq!(verified(&user, ClaimKind::Phone), Some(true));
+    assert_eq!(verified(&user, ClaimKind::Email), Some(false));
+    assert_eq!(
+        hs_auth()
+            .with_verified_claims(&["name".into()])
+            .unwrap_err()
+            .to_string(),
+        "widget.verified_claims: `name` is not `email` or `phone`"
+    );
+}
+
+#[test]
+fn a_token_may_not_live_longer_than_the_configured_lifetime_nor_be_issued_in_the_future() {
+    let claims = |exp: u64, iat: Option<u64>| {
+        let mut c = serde_json::json!({"sub": "u", "exp": exp, "iss": "https://shop.example",
+            "aud": "chatcrafter-widget"});
+        if let Some(iat) = iat {
+            c["iat"] = serde_json::json!(iat);
+        }
+        hs_token(c)
+    };
+    let a = hs_auth().with_max_lifetime(3_600);
+    assert!(a.verify(Some(&claims(NOW + 3_600, None)), NOW).is_ok());
+    assert!(
+        a.verify(Some(&claims(NOW + 600, Some(NOW - 2_000))), NOW)
+            .is_ok()
+    );
+    let e = a.verify(Some(&claims(NOW + 3_601, None)), NOW).unwrap_err();
+    assert_eq!(e.reason(), "lifetime");
+    let e = a.verify(Some(&claims(u64::MAX, None)), NOW).unwrap_err();
+    assert_eq!(e.reason(), "lifetime");
+    let e = a
+        .verify(Some(&claims(NOW + 60, Some(NOW + 3_000))), NOW)
+        .unwrap_err();
+    assert_eq!(e.reason(), "issued_in_future");
+    // The default is a day.
+    let e = hs_auth()
+        .verify(Some(&claims(NOW + 2 * 86_400, None)), NOW)
+        .unwrap_err();
+    assert_eq!(e.reason(), "lifetime");
 }

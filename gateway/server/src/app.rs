@@ -270,5 +270,7 @@ fn widget_auth(w: &Widget, base_dir: &Path) -> anyhow::Result<WidgetAuth> {
         w.issuer.clone(),
         w.audience.clone(),
         w.leeway_seconds,
-    )?)
+    )?
+    .with_verified_claims(&w.verified_claims)?
+    .with_max_lifetime(w.max_token_lifetime_seconds))
 }

@@ -153,6 +153,9 @@ impl DevSecrets {
                 "http://localhost:8080".into(),
                 "http://127.0.0.1:8080".into(),
             ],
+            verified_claims: Vec::new(),
+            max_token_lifetime_seconds:
+                chatcrafter_core::verify::jwt::DEFAULT_MAX_TOKEN_LIFETIME_SECONDS,
         });
         let digest = ring::digest::digest(&ring::digest::SHA256, self.admin_token.as_bytes());
         config.admin.tokens.push(AdminToken {

@@ -51,6 +51,13 @@ pub enum TokenError {
     /// A required claim is absent.
     #[error("claim `{0}` is required")]
     MissingClaim(&'static str),
+    /// `exp` is further from `iat` (or from now) than the configured
+    /// maximum lifetime.
+    #[error("the token lives longer than the {0} s widget.max_token_lifetime_seconds allows")]
+    Lifetime(u64),
+    /// `iat` is in the future.
+    #[error("the token was issued in the future")]
+    IssuedInFuture,
 }
 
 impl TokenError {
@@ -67,6 +74,8 @@ impl TokenError {
             TokenError::Audience => "audience",
             TokenError::UnknownKid(_) => "unknown_kid",
             TokenError::MissingClaim(_) => "missing_claim",
+            TokenError::Lifetime(_) => "lifetime",
+            TokenError::IssuedInFuture => "issued_in_future",
         }
     }
 }
@@ -86,6 +95,10 @@ pub enum JwtSetupError {
     /// An HMAC secret shorter than the hash (RFC 7518 §3.2).
     #[error("widget.secret is {0} bytes; HS256 needs at least 32")]
     WeakSecret(usize),
+    /// `widget.verified_claims` names something that is not `email` or
+    /// `phone`.
+    #[error("widget.verified_claims: `{0}` is not `email` or `phone`")]
+    UnknownVerifiedClaim(String),
 }
 
 /// Key material from the configuration.
@@ -130,7 +143,15 @@ pub struct WidgetAuth {
     jwks: BTreeMap<String, (DecodingKey, Option<Algorithm>)>,
     issuer: Option<String>,
     leeway: u64,
+    /// Claims the business always verifies before signing (`email`,
+    /// `phone`): they count as verified without a `*_verified` claim.
+    verified_claims: Vec<ClaimKind>,
+    /// Longest `exp − (iat or now)` accepted, seconds.
+    max_lifetime: u64,
 }
+
+/// The longest widget token lifetime accepted by default: 24 hours.
+pub const DEFAULT_MAX_TOKEN_LIFETIME_SECONDS: u64 = 86_400;
 
 impl std::fmt::Debug for WidgetAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -165,9 +186,14 @@ struct Claims {
     sub: Option<String>,
     exp: Option<u64>,
     nbf: Option<u64>,
+    iat: Option<u64>,
     iss: Option<String>,
     email: Option<String>,
+    email_verified: Option<bool>,
     phone: Option<String>,
+    /// OIDC's name for `phone`.
+    phone_number: Option<String>,
+    phone_number_verified: Option<bool>,
     name: Option<String>,
 }
 
@@ -279,7 +305,30 @@ impl WidgetAuth {
             issuer,
 
             leeway: leeway_seconds,
+            verified_claims: Vec::new(),
+            max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME_SECONDS,
         })
+    }
+
+    /// Claims (`email`, `phone`) this business always verifies before it
+    /// signs a token: they link without a `*_verified` claim. An unknown
+    /// name is refused.
+    pub fn with_verified_claims(mut self, names: &[String]) -> Result<Self, JwtSetupError> {
+        for n in names {
+            self.verified_claims.push(match n.as_str() {
+                "email" => ClaimKind::Email,
+                "phone" => ClaimKind::Phone,
+                other => return Err(JwtSetupError::UnknownVerifiedClaim(other.to_string())),
+            });
+        }
+        Ok(self)
+    }
+
+    /// The longest lifetime (`exp − iat`, or `exp − now` without `iat`)
+    /// accepted, seconds.
+    pub fn with_max_lifetime(mut self, seconds: u64) -> Self {
+        self.max_lifetime = seconds;
+        self
     }
 
     /// Verifies `token` at Unix time `now` and returns the user it names.
@@ -365,6 +414,15 @@ impl WidgetAuth {
         {
             return Err(TokenError::NotYetValid);
         }
+        if let Some(iat) = c.iat
+            && iat > now.saturating_add(self.leeway)
+        {
+            return Err(TokenError::IssuedInFuture);
+        }
+        // A token that lives for ever is a password that never changes.
+        if exp.saturating_sub(c.iat.unwrap_or(now)) > self.max_lifetime {
+            return Err(TokenError::Lifetime(self.max_lifetime));
+        }
         let subject = c
             .sub
             .filter(|s| !s.is_empty())
@@ -374,16 +432,31 @@ impl WidgetAuth {
             value: subject.clone(),
             verified: true,
         }];
-        for (kind, value) in [
-            (ClaimKind::Email, c.email),
-            (ClaimKind::Phone, c.phone),
-            (ClaimKind::Name, c.name),
+        // An email or phone links on its own only when the business says it
+        // verified it: in the token (OIDC's `*_verified`), or once for all
+        // in `[widget] verified_claims`. Otherwise it is only a suggestion.
+        let vouched = |kind: ClaimKind, flag: Option<bool>| {
+            flag == Some(true) || self.verified_claims.contains(&kind)
+        };
+        let phone = c.phone.or(c.phone_number);
+        for (kind, value, verified) in [
+            (
+                ClaimKind::Email,
+                c.email,
+                vouched(ClaimKind::Email, c.email_verified),
+            ),
+            (
+                ClaimKind::Phone,
+                phone,
+                vouched(ClaimKind::Phone, c.phone_number_verified),
+            ),
+            (ClaimKind::Name, c.name, true),
         ] {
             if let Some(value) = value.filter(|v| !v.is_empty()) {
                 claims.push(Claim {
                     kind,
                     value,
-                    verified: true,
+                    verified,
                 });
             }
         }
