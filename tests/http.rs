@@ -421,6 +421,39 @@ fn widget_post(gw: &Gateway, token: Option<&str>, body: &[u8]) -> Response {
 }
 
 #[test]
+fn a_widget_retry_key_names_one_user_and_one_client_id_unambiguously() {
+    let s = setup("widget-dedup");
+    let hs = jsonwebtoken::EncodingKey::from_secret(WIDGET_SECRET.as_bytes());
+    let token = |sub: &str| {
+        let mut c = claims(600);
+        c["sub"] = sub.into();
+        jwt(jsonwebtoken::Algorithm::HS256, &hs, c)
+    };
+    // Before, both were `acme:1:x`: the second was dropped as a retry.
+    for (sub, client_id) in [("acme", "1:x"), ("acme:1", "x")] {
+        let body = serde_json::json!({"text": format!("from {sub}"), "client_id": client_id});
+        let r = widget_post(&s.gw, Some(&token(sub)), body.to_string().as_bytes());
+        assert_eq!(r.status, 202, "{}", r.text());
+        let h = s.gw.request(
+            "GET",
+            "/widget/v1/history",
+            &[("authorization", &format!("Bearer {}", token(sub)))],
+            b"",
+        );
+        // (The agent's reply may be there too.)
+        let inbound: Vec<serde_json::Value> = h.json()["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["direction"] == "inbound")
+            .cloned()
+            .collect();
+        assert_eq!(inbound.len(), 1, "{sub}: {}", h.text());
+        assert_eq!(inbound[0]["text"], format!("from {sub}"));
+    }
+}
+
+#[test]
 fn widget_tokens_good_and_every_bad_twin() {
     let s = setup("widget");
     let hs = jsonwebtoken::EncodingKey::from_secret(WIDGET_SECRET.as_bytes());
@@ -432,7 +465,7 @@ fn widget_tokens_good_and_every_bad_twin() {
         body,
     );
     assert_eq!(r.status, 202, "{}", r.text());
-    assert_eq!(r.json()["id"], "user-42:c-1");
+    assert_eq!(r.json()["id"], "7:user-42:c-1");
     let rsa = jsonwebtoken::EncodingKey::from_rsa_pem(&fixture("keys/rsa_private.pem")).unwrap();
     let r = widget_post(
         &s.gw,

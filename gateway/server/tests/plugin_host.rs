@@ -509,7 +509,7 @@ fn widget_frame_becomes_a_message_from_the_verified_user() {
             id: "user-42".into()
         }
     );
-    assert_eq!(m.provider_message_id, "user-42:c-1");
+    assert_eq!(m.provider_message_id, "7:user-42:c-1");
     assert!(m.claims.iter().all(|c| c.verified));
     assert_eq!(m.display_name.as_deref(), Some("Sarah"));
     assert_eq!(out.response.status, 202);

@@ -5,7 +5,9 @@
 //! already verified the widget's JWT and passes the user in the request
 //! context; the sender is `(widget, issuer, sub)` and the token's claims are
 //! verified claims. `client_id` makes a retried send idempotent: the provider
-//! message id is `{sub}:{client_id}`, else the host's request id.
+//! message id is `{len(sub)}:{sub}:{client_id}` (the length keeps the pair
+//! unambiguous: user `acme` with `1:x` is not user `acme:1` with `x`), else
+//! the host's request id.
 //!
 //! Verification: none declared — the host authenticates widget users with
 //! their JWT before this plugin runs.
@@ -75,7 +77,7 @@ impl Guest for WebWidget {
                     "body: `client_id` must be 1 to {MAX_CLIENT_ID} bytes"
                 )));
             }
-            Some(c) => format!("{}:{c}", user.subject),
+            Some(c) => format!("{}:{}:{c}", user.subject.len(), user.subject),
             None => req.context.request_id.clone(),
         };
         let display_name = user
