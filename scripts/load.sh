@@ -12,10 +12,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chatcrafter/target}"
 cargo build --release --example bench_server --bin gateway -q
 BIN="$CARGO_TARGET_DIR/release"
 SECRET=load-test-app-secret
-BODY=tests/fixtures/whatsapp_text.json
-SIG=$(python3 -c "import hmac,hashlib,sys;print(hmac.new(sys.argv[1].encode(),open(sys.argv[2],'rb').read(),hashlib.sha256).hexdigest())" "$SECRET" "$BODY")
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+# The fixture, dated now: a message older than the dedup retention is
+# refused as a possible replay, and this measures redeliveries.
+BODY="$work/whatsapp_text.json"
+python3 -c "import re,sys,time;print(re.sub(r'\"timestamp\": *\"[0-9]+\"', '\"timestamp\":\"%d\"' % time.time(), open(sys.argv[1]).read()), end='')" tests/fixtures/whatsapp_text.json > "$BODY"
+SIG=$(python3 -c "import hmac,hashlib,sys;print(hmac.new(sys.argv[1].encode(),open(sys.argv[2],'rb').read(),hashlib.sha256).hexdigest())" "$SECRET" "$BODY")
 python3 - "$BODY" "$SIG" > "$work/post.lua" <<'PY'
 import json, sys
 body = open(sys.argv[1]).read()

@@ -887,3 +887,41 @@ fn an_unverified_widget_phone_is_a_suggestion_not_a_takeover() {
     assert_eq!(suggestion["customer_id"], history["customer_id"]);
     assert_eq!(suggestion["other_customer_id"], sarah["id"]);
 }
+
+/// A signed WhatsApp delivery replayed after the dedup retention: its id
+/// may be forgotten, so it is refused — 200 so that the channel stops, a
+/// metric, nothing stored.
+#[test]
+fn a_delivery_older_than_the_dedup_retention_is_refused_not_stored() {
+    let dir = scratch("identity-replay");
+    let gw = Gateway::start(&dir, &config(EMBEDDED));
+    let eight_days_ago = (now() - 8 * 86_400).to_string();
+    let mut value = whatsapp_text("14155550000", "wamid.REPLAY", "refund me again");
+    value["messages"][0]["timestamp"] = serde_json::json!(eight_days_ago);
+    let r = post_whatsapp(&gw, APP_SECRET, value);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let lookup = admin(
+        &gw,
+        ADMIN,
+        "GET",
+        "/admin/v1/customers?identifier=whatsapp:14155550000",
+        b"",
+    );
+    assert_eq!(lookup.status, 404, "{}", lookup.text());
+    let metrics = gw.get("/metrics").text();
+    assert!(
+        metrics.contains("gateway_replays_refused_total{channel=\"whatsapp\"} 1"),
+        "{metrics}"
+    );
+    // The same message, dated now, is stored.
+    let r = whatsapp_message(&gw, "14155550000", "wamid.FRESH", "hello");
+    assert_eq!(r.status, 200);
+    let lookup = admin(
+        &gw,
+        ADMIN,
+        "GET",
+        "/admin/v1/customers?identifier=whatsapp:14155550000",
+        b"",
+    );
+    assert_eq!(lookup.status, 200, "{}", lookup.text());
+}

@@ -15,6 +15,11 @@ use crate::store::{Backend, Expiry, get};
 pub enum Recorded {
     /// The provider id was recorded before: nothing changed.
     Duplicate,
+    /// The message is older than [`DEDUP_RETENTION_SECONDS`] by the
+    /// injected clock: its id may have been forgotten, so it cannot be told
+    /// from a replay. Nothing changed (the channel is answered as if it
+    /// were stored, so that it stops retrying).
+    Stale,
     /// Resolved and appended.
     Stored {
         /// The resolution.
@@ -44,6 +49,10 @@ impl<B: Backend> Db<B> {
         let sender = &sender;
         self.unit(move |ctx, txn| {
             Box::pin(async move {
+                let age = ctx.clock.now_secs().saturating_sub(message.timestamp);
+                if age >= DEDUP_RETENTION_SECONDS {
+                    return Ok(Recorded::Stale);
+                }
                 let dk = ctx
                     .k()
                     .dedup(&message.sender.channel, &message.provider_message_id);
@@ -109,9 +118,8 @@ mod tests {
             run(db.backend().sweep_expired(clock.now_secs(), 100)).unwrap(),
             1
         );
-        assert!(matches!(
-            run(db.record_inbound(&m)).unwrap(),
-            Recorded::Stored { .. }
-        ));
+        // Its id forgotten, a redelivery cannot be told from a replay.
+        assert_eq!(run(db.record_inbound(&m)).unwrap(), Recorded::Stale);
+        assert_eq!(run(db.timeline(&resolution.customer_id)).unwrap().len(), 1);
     }
 }

@@ -43,6 +43,12 @@ impl Sink for StoreSink {
             for event in &inbound.events {
                 if let InboundEvent::Message(m) = event {
                     let recorded = self.db.record_inbound(m).await?;
+                    if recorded == Recorded::Stale {
+                        self.metrics
+                            .inc("gateway_replays_refused_total", &[("channel", channel)]);
+                        tracing::info!("message older than the dedup retention refused");
+                        continue;
+                    }
                     let Recorded::Stored {
                         resolution: r,
                         entry_id,

@@ -63,6 +63,10 @@ const HELP: &[(&str, &str)] = &[
         "gateway_dedup_hits_total",
         "Inbound messages dropped as redeliveries, by channel",
     ),
+    (
+        "gateway_replays_refused_total",
+        "Inbound messages refused as older than the dedup retention, by channel",
+    ),
 ];
 
 impl Metrics {
