@@ -304,6 +304,22 @@ fn telegram_contact_the_user_shared_about_themselves_is_a_verified_phone() {
         value: "+447700900123".into(),
         verified: true
     }));
+    // Telegram's usual form has no `+`: the same international number.
+    let without_plus = String::from_utf8(fixture("telegram_contact.json"))
+        .unwrap()
+        .replace("\"+447700900123\"", "\"447700900123\"");
+    let out = bundled_plugin("telegram")
+        .parse_inbound(&{
+            let mut r = telegram_request("telegram_contact.json");
+            r.body = without_plus.into_bytes();
+            r
+        })
+        .unwrap();
+    assert!(messages(&out.events)[0].claims.contains(&Claim {
+        kind: ClaimKind::Phone,
+        value: "+447700900123".into(),
+        verified: true
+    }));
 }
 
 #[test]

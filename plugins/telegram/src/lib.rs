@@ -250,7 +250,15 @@ fn message(id: String, scope: &str, m: Message, edited: bool) -> InboundEvent {
         // Only a contact the user shared about themselves says anything
         // about the sender; Telegram vouches for the number it carries.
         if c.user_id == Some(from.id) {
-            claims.push(Claim::verified(ClaimKind::Phone, c.phone_number.clone()));
+            // Telegram usually sends the number without its `+`; it is
+            // always international.
+            let phone = c.phone_number.trim();
+            let phone = if phone.starts_with('+') {
+                phone.to_string()
+            } else {
+                format!("+{phone}")
+            };
+            claims.push(Claim::verified(ClaimKind::Phone, phone));
         }
         Content::Postback(Postback {
             payload: "contact".into(),
