@@ -283,11 +283,15 @@ pub fn prepare(
         .ok_or_else(|| PrepareError::NoApiBase(channel.to_string()))?;
     let path = &call.path;
     let bad = |why: &str| PrepareError::Destination(format!("{why} in path `{path}`"));
-    if !path.starts_with('/') || path.starts_with("//") {
+    if !path.starts_with('/') || path.contains("//") {
         return Err(bad("not a path under api_base"));
     }
-    let route = path.split_once('?').map_or(path.as_str(), |(r, _)| r);
-    if escapes(route) {
+    // No query: a `?` that data brought into a segment would turn the rest
+    // of the path into a query (`/{id}/messages` with an id `1/x?`).
+    if path.contains('?') {
+        return Err(bad("a query"));
+    }
+    if escapes(path) {
         return Err(bad("a dot segment, backslash or percent-escape"));
     }
     if path
@@ -325,8 +329,7 @@ pub fn prepare(
     }
     filled.push_str(rest);
     // And once more with the secrets in, however they combine.
-    let filled_route = filled.split_once('?').map_or(filled.as_str(), |(r, _)| r);
-    if escapes(filled_route) {
+    if escapes(&filled) || filled.contains("//") {
         return Err(PrepareError::Destination(
             "the path with its secrets filled in leaves api_base".into(),
         ));
@@ -474,8 +477,17 @@ mod tests {
             prepare("whatsapp", &c, base, &secrets()).unwrap_err(),
             PrepareError::Header("Host".into())
         );
-        let ok = prepare("whatsapp", &call("/1/messages?x=1"), base, &secrets()).unwrap();
-        assert_eq!(ok.url, "https://graph.facebook.com/v21.0/1/messages?x=1");
+        // A query, or an empty segment, is refused: data in a segment could
+        // otherwise cut the path short (`1/x?` as a phone_number_id).
+        for path in ["/1/x?/messages", "/1/messages?x=1", "/1//messages"] {
+            assert!(
+                matches!(
+                    prepare("whatsapp", &call(path), base, &secrets()),
+                    Err(PrepareError::Destination(_))
+                ),
+                "{path}"
+            );
+        }
     }
 
     #[test]

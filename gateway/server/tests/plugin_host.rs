@@ -245,6 +245,28 @@ fn whatsapp_renders_a_text_reply_without_credentials() {
 }
 
 #[test]
+fn whatsapp_refuses_a_phone_number_id_that_is_not_digits() {
+    let msg = OutboundMessage {
+        message_id: "out-3".into(),
+        recipient: ChannelIdentity {
+            channel: "whatsapp".into(),
+            scope: "123/other/endpoint?".into(),
+            id: "16505551234".into(),
+        },
+        text: "hi".into(),
+        reply_handle: None,
+    };
+    let err = bundled_plugin("whatsapp")
+        .render_outbound(&msg)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("invalid outbound message: the phone_number_id scope must be digits"),
+        "{err}"
+    );
+}
+
+#[test]
 fn whatsapp_refuses_a_reply_over_its_length_limit() {
     let msg = OutboundMessage {
         message_id: "out-2".into(),

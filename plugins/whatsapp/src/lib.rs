@@ -249,6 +249,13 @@ impl Guest for WhatsApp {
                 "recipient needs a phone_number_id scope and a WhatsApp id".into(),
             ));
         }
+        // The phone_number_id becomes a path segment: Meta's ids are digits,
+        // and anything else could move the call within api_base.
+        if !msg.recipient.scope.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ChannelError::InvalidOutbound(
+                "the phone_number_id scope must be digits".into(),
+            ));
+        }
         let body = json!({
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
