@@ -124,6 +124,11 @@ pub(crate) async fn resolve_in(
     if let Some(known) = &owners[0] {
         customer = ctx.live_customer(txn, known).await?;
         original = Some(customer.clone());
+        // A link token is one-time whoever presents it: a known identity
+        // that carries one uses it up, so no one else can.
+        if let (Some(tk), Some(_)) = (&token_key, &token_value) {
+            txn.delete(tk);
+        }
     } else {
         // A link token the message carries, if valid for this channel.
         let mut by_token = None;
@@ -399,6 +404,24 @@ mod tests {
             .map(|c| c.kind)
             .collect();
         assert_eq!(kinds, ["blocked", "blocked"]);
+    }
+
+    #[test]
+    fn a_link_token_is_used_up_by_whoever_presents_it_even_a_known_identity() {
+        let (db, _) = db(Rules::default());
+        let tg = sender("telegram", "42", vec![], T0);
+        let sarah = run(db.resolve(&tg)).unwrap().customer_id;
+        let token = run(db.create_link_token(&sarah, "telegram", 900, T0)).unwrap();
+        // Sarah's own, known Telegram identity sends the token.
+        let mut again = sender("telegram", "42", vec![], T0 + 1);
+        again.link_token = Some(token.clone());
+        assert_eq!(run(db.resolve(&again)).unwrap().customer_id, sarah);
+        // Spent: a stranger presenting it next links to no one.
+        let mut stranger = sender("telegram", "666", vec![], T0 + 2);
+        stranger.link_token = Some(token);
+        let r = run(db.resolve(&stranger)).unwrap();
+        assert_ne!(r.customer_id, sarah);
+        assert!(r.created);
     }
 
     #[test]
