@@ -487,7 +487,16 @@ impl Worker {
             .map_err(|e| Failure::Permanent(format!("{channel}: {e}")))?;
         let mut headers = prepared.headers.clone();
         headers.push(("idempotency-key".into(), outbound_id.to_string()));
-        let where_to = prepared.redacted_url(&cfg.secrets);
+        // Where it went, without the path: a path can carry data (Discord's
+        // interaction token, valid 15 minutes) that must not reach the log
+        // or the hand-off inbox.
+        let where_to = format!(
+            "{}/…",
+            cfg.api_base
+                .as_deref()
+                .unwrap_or_default()
+                .trim_end_matches('/')
+        );
         let answer = self
             .client
             .call(
