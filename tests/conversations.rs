@@ -130,14 +130,7 @@ fn widget_message(gw: &Gateway, text: &str) -> Response {
     let claims = json!({"sub": "user-42", "exp": now() + 600, "email": "sarah@example.com",
                         "email_verified": true, "phone": "+16505551234",
                         "phone_number_verified": true, "name": "Sarah Kim"});
-    let body = json!({"text": text}).to_string();
-    with_bearer(
-        gw,
-        &widget_jwt(WIDGET_SECRET, &claims),
-        "POST",
-        "/widget/v1/messages",
-        body.as_bytes(),
-    )
+    post_widget(gw, &widget_jwt(WIDGET_SECRET, &claims), text)
 }
 
 fn whatsapp_message(gw: &Gateway, wamid: &str, text: &str) -> Response {
@@ -883,14 +876,7 @@ access_token = "{WA_TOKEN}"
     let widget = |sub: &str, phone: &str, text: &str| {
         let claims = json!({"sub": sub, "exp": now() + 600, "phone": phone,
                             "phone_number_verified": true, "name": "Sarah Kim"});
-        let body = json!({"text": text}).to_string();
-        with_bearer(
-            gw,
-            &widget_jwt(WIDGET_SECRET, &claims),
-            "POST",
-            "/widget/v1/messages",
-            body.as_bytes(),
-        )
+        post_widget(gw, &widget_jwt(WIDGET_SECRET, &claims), text)
     };
     let cases = [
         ("user-555", "+15551234567", "15551234567"),

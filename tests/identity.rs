@@ -72,14 +72,7 @@ role = "analyst"
 fn widget_message(gw: &Gateway, sub: &str, email: &str, phone: &str, text: &str) -> Response {
     let claims = serde_json::json!({"sub": sub, "exp": now() + 600, "email": email,
         "email_verified": true, "phone": phone, "phone_number_verified": true, "name": "Sarah Kim"});
-    let body = serde_json::json!({"text": text}).to_string();
-    with_bearer(
-        gw,
-        &widget_jwt(WIDGET_SECRET, &claims),
-        "POST",
-        "/widget/v1/messages",
-        body.as_bytes(),
-    )
+    post_widget(gw, &widget_jwt(WIDGET_SECRET, &claims), text)
 }
 
 fn whatsapp_message(gw: &Gateway, wa_id: &str, wamid: &str, text: &str) -> Response {
@@ -849,13 +842,7 @@ fn an_unverified_widget_phone_is_a_suggestion_not_a_takeover() {
         WIDGET_SECRET,
         &serde_json::json!({"sub": "mallory-1", "exp": now() + 600, "phone": "+14155552671", "name": "Mallory"}),
     );
-    let r = with_bearer(
-        &gw,
-        &mallory,
-        "POST",
-        "/widget/v1/messages",
-        br#"{"text":"hi"}"#,
-    );
+    let r = post_widget(&gw, &mallory, "hi");
     assert_eq!(r.status, 202, "{}", r.text());
 
     // Mallory sees only her own message.

@@ -402,6 +402,12 @@ pub fn post_telegram(
     )
 }
 
+/// POSTs a widget message `{"text": text}` with the widget JWT `token`.
+pub fn post_widget(gw: &Gateway, token: &str, text: &str) -> Response {
+    let body = serde_json::json!({"text": text}).to_string();
+    with_bearer(gw, token, "POST", "/widget/v1/messages", body.as_bytes())
+}
+
 /// A request with a bearer token.
 pub fn with_bearer(gw: &Gateway, token: &str, method: &str, path: &str, body: &[u8]) -> Response {
     gw.request(

@@ -239,18 +239,6 @@ pub struct Prepared {
     pub body: Vec<u8>,
 }
 
-impl Prepared {
-    /// The URL with every secret value replaced by `***`, for logs and
-    /// errors.
-    pub fn redacted_url(&self, secrets: &BTreeMap<String, String>) -> String {
-        let mut url = self.url.clone();
-        for v in secrets.values().filter(|v| !v.is_empty()) {
-            url = url.replace(v.as_str(), "***");
-        }
-        url
-    }
-}
-
 /// Why a rendered call cannot be sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PrepareError {
@@ -414,10 +402,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.url, "https://api.telegram.org/bot123:ABC-def/sendMessage");
-        assert_eq!(
-            p.redacted_url(&secrets()),
-            "https://api.telegram.org/bot***/sendMessage"
-        );
         c.path = "/1234/messages".into();
         c.credential = Some(CredentialHeader {
             name: "authorization".into(),

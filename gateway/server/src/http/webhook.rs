@@ -53,8 +53,8 @@ async fn serve(
     plugin: Arc<Plugin>,
     request_id: String,
 ) -> Result<Resp, ApiError> {
-    let query = req.uri().query().unwrap_or("").to_string();
-    match rt.handshake.respond(req.method().as_str(), &query) {
+    let query = req.uri().query().unwrap_or("");
+    match rt.handshake.respond(req.method().as_str(), query) {
         Outcome::Accept(challenge) => return Ok(ops::text(200, "text/plain", challenge)),
         Outcome::Reject => {
             app.metrics.inc(
