@@ -1026,3 +1026,165 @@ fn tls_serves_tls13_and_refuses_tls12() {
         "TLS 1.2 must be refused"
     );
 }
+
+// --- Connections and bodies under attack (issue 10, findings 2 and 3) ------
+
+/// A gateway with one WhatsApp channel, `server` added to its `[server]`
+/// table, under `ulimit -n nofile` when given.
+fn limited_gateway(name: &str, server: &str, nofile: Option<u32>) -> Gateway {
+    let config = format!(
+        r#"version = 1
+
+[server]
+listen = "127.0.0.1:0"
+{server}
+
+[security]
+data_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
+index_key = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM="
+
+[channels.whatsapp]
+plugin = "builtin:whatsapp"
+api_base = "http://127.0.0.1:9/whatsapp"
+[channels.whatsapp.secrets]
+app_secret = "{APP_SECRET}"
+verify_token = "{VERIFY_TOKEN}"
+access_token = "wa-access"
+"#
+    );
+    Gateway::start_with(&scratch(name), &config, &[], nofile)
+}
+
+/// Whether the server closed `c` (EOF or reset) within `within`.
+fn closed_by_server(c: &mut TcpStream, within: Duration) -> bool {
+    c.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 64];
+    match c.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+#[test]
+fn silent_connections_are_closed_and_healthz_answers_under_a_low_fd_limit() {
+    let gw = limited_gateway(
+        "idle-flood",
+        "first_byte_timeout_ms = 1500",
+        Some(256),
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || gw
+            .stderr()
+            .contains("server.max_connections lowered from 20000 to 168")),
+        "{}",
+        gw.stderr()
+    );
+    // More silent sockets than the process may open files.
+    let mut idle: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(gw.addr).unwrap())
+        .collect();
+    // Health checks keep answering while the flood is on: each new
+    // connection closes the oldest silent one if it must.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(1) {
+        let r = gw.get("/healthz");
+        assert_eq!(r.status, 200, "{}", r.text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Every silent socket is closed by first_byte_timeout_ms at the latest.
+    for c in &mut idle {
+        assert!(closed_by_server(c, Duration::from_secs(5)));
+    }
+    // …and a second wave is served the same way.
+    let _again: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(gw.addr).unwrap())
+        .collect();
+    assert_eq!(gw.get("/healthz").status, 200);
+    let log = gw.stderr();
+    assert!(
+        log.matches("accept failed").count() <= 1,
+        "the log is flooded: {log}"
+    );
+}
+
+#[test]
+fn over_the_connection_limit_a_client_hears_503_overloaded_with_retry_after() {
+    let gw = limited_gateway(
+        "conn-limit",
+        "max_connections = 4\nheader_timeout_ms = 10000",
+        None,
+    );
+    // Four connections that have begun a request (so none is silent).
+    let mut busy: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut c = TcpStream::connect(gw.addr).unwrap();
+            c.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = gw.get("/healthz");
+    assert_eq!((r.status, r.code().as_str()), (503, "overloaded"));
+    assert_eq!(r.header("retry-after"), Some("1"));
+    // The busy ones are still served.
+    busy[0].write_all(b"connection: close\r\n\r\n").unwrap();
+    let done = read_response(&mut busy[0]);
+    assert_eq!(done.status, 200);
+    drop(busy);
+    assert!(eventually(Duration::from_secs(5), || gw.get("/healthz").status == 200));
+}
+
+#[test]
+fn stalled_bodies_stay_within_the_body_budget_and_memory_stays_bounded() {
+    const MIB: usize = 1 << 20;
+    let gw = limited_gateway(
+        "body-budget",
+        "max_body_bytes = 1048576\nmax_inflight_body_bytes = 8388608\nbody_timeout_ms = 30000",
+        Some(256),
+    );
+    let before = gw.rss_bytes();
+    // 100 unsigned bodies that announce 1 MiB, send half and stall.
+    let half = vec![b'x'; MIB / 2];
+    let mut stalled: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut c = TcpStream::connect(gw.addr).unwrap();
+            let head = format!(
+                "POST /webhooks/whatsapp HTTP/1.1\r\nhost: x\r\ncontent-length: {MIB}\r\n\r\n"
+            );
+            c.write_all(head.as_bytes()).unwrap();
+            c.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+            let _ = c.write_all(&half);
+            c
+        })
+        .collect();
+    // The budget holds 8 of them; the rest are told to come back.
+    let mut overloaded = 0;
+    for c in &mut stalled {
+        c.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let mut buf = [0u8; 512];
+        if let Ok(n) = c.read(&mut buf)
+            && n > 0
+        {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+            assert!(text.contains("overloaded"), "{text}");
+            assert!(text.to_ascii_lowercase().contains("retry-after: 1"), "{text}");
+            overloaded += 1;
+        }
+    }
+    assert!(overloaded >= 90, "only {overloaded} of 100 were refused");
+    assert_eq!(gw.get("/healthz").status, 200);
+    let grown = gw.rss_bytes().saturating_sub(before);
+    eprintln!("RSS {} MiB before, grew by {} KiB", before >> 20, grown >> 10);
+    assert!(
+        grown < 48 * MIB as u64,
+        "RSS grew by {} MiB under an 8 MiB body budget",
+        grown / MIB as u64
+    );
+    let metrics = gw.get("/metrics").text();
+    assert!(
+        metrics.contains("gateway_overloaded_total{limit=\"inflight_body_bytes\"}"),
+        "{metrics}"
+    );
+}

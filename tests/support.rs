@@ -46,10 +46,31 @@ impl Gateway {
     }
 
     pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::start_with(dir, config, env, None)
+    }
+
+    /// Starts the gateway, under `ulimit -n nofile` when given one (soft
+    /// and hard: the gateway cannot raise it).
+    pub fn start_with(
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+        nofile: Option<u32>,
+    ) -> Gateway {
         let path = dir.join("gateway.toml");
         std::fs::write(&path, config).unwrap();
         let stderr_path = dir.join("gateway.stderr");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        let mut command = match nofile {
+            None => Command::new(env!("CARGO_BIN_EXE_gateway")),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_gateway"));
+                c
+            }
+        };
+        let mut child = command
             .args(["serve", "--config"])
             .arg(&path)
             .current_dir(dir)
@@ -82,6 +103,17 @@ impl Gateway {
             dir: dir.to_path_buf(),
             stderr_path,
         }
+    }
+
+    /// The gateway's resident memory, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status");
+        kb * 1024
     }
 
     pub fn stderr(&self) -> String {

@@ -64,6 +64,18 @@ pub struct Server {
     pub max_import_bytes: u64,
     /// Time allowed for a client to send the request headers, ms.
     pub header_timeout_ms: u64,
+    /// Time a new connection may stay silent before its first byte, ms;
+    /// a connection that sends nothing is closed.
+    pub first_byte_timeout_ms: u64,
+    /// Most connections open at once. Over it a new connection is answered
+    /// 503 `overloaded` with `Retry-After` (a connection still silent is
+    /// closed first to make room), never a failed `accept`. Lowered at
+    /// start-up to what the process's file-descriptor limit allows.
+    pub max_connections: u32,
+    /// Bytes of request bodies held at once before verification, all
+    /// connections together; a body that would pass it is answered 503
+    /// `overloaded` with `Retry-After`.
+    pub max_inflight_body_bytes: u64,
     /// Time allowed for a client to send the request body, ms.
     pub body_timeout_ms: u64,
     /// Time in-flight requests get to finish on shutdown, ms.
@@ -82,6 +94,11 @@ impl Default for Server {
             max_body_bytes: 1 << 20,
             max_import_bytes: 64 << 20,
             header_timeout_ms: 10_000,
+            first_byte_timeout_ms: 5_000,
+            // Room for the widget's 10,000 live sessions and as many
+            // webhook and API connections again.
+            max_connections: 20_000,
+            max_inflight_body_bytes: 256 << 20,
             body_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
             // WhatsApp batches at most 1000 updates a call, the largest
@@ -482,6 +499,25 @@ impl Config {
             return Err(ConfigError::at(
                 "server.max_body_bytes",
                 "must be at least 1",
+            ));
+        }
+        for (field, value) in [
+            ("server.first_byte_timeout_ms", self.server.first_byte_timeout_ms),
+            ("server.header_timeout_ms", self.server.header_timeout_ms),
+            ("server.body_timeout_ms", self.server.body_timeout_ms),
+            ("server.max_connections", u64::from(self.server.max_connections)),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::at(field, "must be at least 1"));
+            }
+        }
+        if self.server.max_inflight_body_bytes < self.server.max_body_bytes {
+            return Err(ConfigError::at(
+                "server.max_inflight_body_bytes",
+                format!(
+                    "{} is less than server.max_body_bytes ({}): a body of the largest allowed size could never be read",
+                    self.server.max_inflight_body_bytes, self.server.max_body_bytes
+                ),
             ));
         }
         if self.server.max_events_per_request == 0 {

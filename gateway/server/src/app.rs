@@ -83,6 +83,8 @@ pub struct App {
     pub wake: Arc<tokio::sync::Notify>,
     /// Plugin calls in flight (see `plugin::limits::MAX_CALLS_IN_FLIGHT`).
     pub plugin_calls: Arc<tokio::sync::Semaphore>,
+    /// Request bodies held at once (`server.max_inflight_body_bytes`).
+    pub body_budget: crate::http::BodyBudget,
 }
 
 fn check_declared(
@@ -228,6 +230,7 @@ impl App {
                 ),
             })
             .collect();
+        let body_budget = crate::http::BodyBudget::new(config.server.max_inflight_body_bytes);
         Ok(App {
             config,
             plugins,
@@ -244,6 +247,7 @@ impl App {
             plugin_calls: Arc::new(tokio::sync::Semaphore::new(
                 crate::plugin::limits::MAX_CALLS_IN_FLIGHT,
             )),
+            body_budget,
         })
     }
 }

@@ -2,14 +2,19 @@
 //! (HTTP/1.1 and HTTP/2), optional TLS 1.3 via rustls, and the routes of
 //! INTERFACE §3.1–3.3.
 //!
-//! Limits: request headers must arrive within `server.header_timeout_ms` (a
-//! slow client is cut off), a body within `server.body_timeout_ms` and under
-//! `server.max_body_bytes` (413 before the rest is read). On SIGTERM or
+//! Limits: a connection must send its first byte within
+//! `server.first_byte_timeout_ms` and at most `server.max_connections` are
+//! open (see [`conn`]); request headers must arrive within
+//! `server.header_timeout_ms` (a slow client is cut off), a body within `server.body_timeout_ms` and under
+//! `server.max_body_bytes` (413 before the rest is read), and bodies held
+//! at once stay under `server.max_inflight_body_bytes` (503 `overloaded`
+//! over it). On SIGTERM or
 //! SIGINT the listener closes and in-flight requests get
 //! `server.shutdown_grace_ms` to finish.
 
 mod admin;
 mod body;
+mod conn;
 mod error;
 mod ops;
 mod routes;
@@ -31,6 +36,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::app::App;
+pub use body::BodyBudget;
 pub use error::{ApiError, Fault};
 
 /// Response type of every handler.
@@ -95,17 +101,33 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(30));
+    let limits = conn::Limits::within(server.max_connections, conn::raise_fd_limit());
+    if limits.open < server.max_connections as usize {
+        tracing::info!(
+            "server.max_connections lowered from {} to {}: the process may open too few files (ulimit -n) for more",
+            server.max_connections,
+            limits.open
+        );
+    }
+    let gate = conn::Gate::new(limits);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let grace = Duration::from_millis(server.shutdown_grace_ms);
     let handshake_timeout = Duration::from_millis(server.header_timeout_ms);
+    let first_byte_timeout = Duration::from_millis(server.first_byte_timeout_ms);
+    let mut accept_errors = conn::AcceptErrors::new(Duration::from_secs(10));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off briefly.
-                    tracing::warn!("accept failed: {e}");
+                    // Out of file descriptors and the like (the connection
+                    // limit keeps room, but other files count too): back
+                    // off briefly, and say so now and then, not each time.
+                    app.metrics.inc("gateway_accept_errors_total", &[]);
+                    if let Some(n) = accept_errors.failed(std::time::Instant::now()) {
+                        tracing::warn!("accept failed {n} time(s) since the last report: {e}");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -113,47 +135,46 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let slot = match gate.admit() {
+            conn::Admission::Open(slot) => slot,
+            conn::Admission::Overflow(slot) => {
+                app.metrics
+                    .inc("gateway_connections_refused_total", &[("answer", "503")]);
+                let (builder, tls) = (builder.clone(), tls.clone());
+                tokio::spawn(async move {
+                    let answer = async {
+                        serve_one(builder, stream, tls, service_fn(overloaded), None)
+                            .await
+                            .await
+                    };
+                    let _ = tokio::time::timeout(conn::OVERFLOW_DEADLINE, answer).await;
+                    drop(slot);
+                });
+                continue;
+            }
+            conn::Admission::Refused => {
+                app.metrics
+                    .inc("gateway_connections_refused_total", &[("answer", "none")]);
+                continue;
+            }
+        };
         let app = app.clone();
         let service = service_fn(move |req| {
             let app = app.clone();
             async move { Ok::<_, Infallible>(handle(app, req).await) }
         });
-        let builder = builder.clone();
-        match &tls {
-            None => {
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, "connection: {e}");
-                    }
-                });
+        let (builder, tls, watcher) = (builder.clone(), tls.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            if let Err(why) = slot.first_byte(&stream, first_byte_timeout).await {
+                return tracing::debug!(%peer, ?why, "connection closed before its first byte");
             }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(
-                        handshake_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake: {e}"),
-                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                    };
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, "connection: {e}");
-                    }
-                });
+            let serve = serve_one(builder, stream, tls, service, Some(watcher));
+            match tokio::time::timeout(handshake_timeout, serve).await {
+                Ok(served) => served.await,
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
-        }
+            drop(slot);
+        });
     }
     drop(listener);
     tracing::info!(
@@ -167,6 +188,69 @@ pub async fn serve(
         tracing::warn!("grace period over; closing the remaining connections");
     }
     Ok(())
+}
+
+/// Completes the TLS handshake when there is one, then returns the future
+/// that serves the connection (watched for graceful shutdown when given a
+/// watcher).
+async fn serve_one<S>(
+    builder: auto::Builder<TokioExecutor>,
+    stream: tokio::net::TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    service: S,
+    watcher: Option<hyper_util::server::graceful::Watcher>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+where
+    S: hyper::service::Service<Req, Response = Resp, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    async fn run<C>(conn: C, watcher: Option<hyper_util::server::graceful::Watcher>)
+    where
+        C: hyper_util::server::graceful::GracefulConnection,
+        C::Error: std::fmt::Display,
+    {
+        let served = match watcher {
+            Some(w) => w.watch(conn).await,
+            None => conn.await,
+        };
+        if let Err(e) = served {
+            tracing::debug!("connection: {e}");
+        }
+    }
+    match tls {
+        None => {
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            Box::pin(run(conn, watcher))
+        }
+        Some(acceptor) => match acceptor.accept(stream).await {
+            Ok(stream) => {
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                Box::pin(run(conn, watcher))
+            }
+            Err(e) => {
+                tracing::debug!("TLS handshake: {e}");
+                Box::pin(async {})
+            }
+        },
+    }
+}
+
+/// The answer to a connection over `server.max_connections`.
+async fn overloaded(_: Req) -> Result<Resp, Infallible> {
+    let mut resp = ApiError::overloaded(
+        "the gateway is serving as many connections as it may (server.max_connections); retry shortly",
+        conn::RETRY_AFTER_SECONDS,
+    )
+    .into_response();
+    resp.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    Ok(resp)
 }
 
 /// A TLS 1.3-only acceptor (rustls with ring) from PEM files, offering h2

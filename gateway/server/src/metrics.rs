@@ -67,6 +67,18 @@ const HELP: &[(&str, &str)] = &[
         "gateway_replays_refused_total",
         "Inbound messages refused as older than the dedup retention, by channel",
     ),
+    (
+        "gateway_connections_refused_total",
+        "Connections over server.max_connections, by answer (503, or none when even those are spent)",
+    ),
+    (
+        "gateway_accept_errors_total",
+        "Failed accepts of new connections (out of file descriptors and the like)",
+    ),
+    (
+        "gateway_overloaded_total",
+        "Requests answered 503 overloaded, by the limit reached",
+    ),
 ];
 
 impl Metrics {

@@ -67,7 +67,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     app: &App,
     req: &mut Req,
 ) -> Result<T, ApiError> {
-    let raw = body::read_capped(&app.config.server, req).await?;
+    let raw = body::read_capped(app, req).await?;
     let de = &mut serde_json::Deserializer::from_slice(&raw);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

@@ -53,6 +53,15 @@ impl ApiError {
         }
     }
 
+    /// 503 `overloaded` with `Retry-After`: a limit that protects the
+    /// gateway is reached; the same request may succeed shortly.
+    pub fn overloaded(message: impl Into<String>, retry_after_seconds: u64) -> Self {
+        let mut e = Self::caller(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message);
+        e.headers
+            .push((header::RETRY_AFTER, retry_after_seconds.to_string()));
+        e
+    }
+
     /// 404 for a route that does not exist.
     pub fn not_found(path: &str) -> Self {
         Self::caller(

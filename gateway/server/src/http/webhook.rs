@@ -72,7 +72,7 @@ async fn serve(
     if req.method() != Method::POST {
         return Err(ApiError::method_not_allowed(req.method(), "POST"));
     }
-    let raw = body::read_capped(&app.config.server, req).await?;
+    let raw = body::read_capped(app, req).await?;
     let headers = headers_of(req);
     let now_ms = app.clock.now_ms();
     if let Err(e) = rt.verifier.verify(&headers, &raw, now_ms / 1000) {
@@ -98,7 +98,7 @@ async fn serve(
             settings: rt.settings.clone(),
         },
     );
-    let kept_body = raw.clone();
+    let kept_body = raw.bytes.clone();
     let inbound = match parse(app, channel, &plugin, request).await {
         Ok(i) => i,
         Err(e) => {

@@ -34,7 +34,7 @@ pub(super) async fn post_message(
     let serve = async {
         let now_ms = app.clock.now_ms();
         let user = authenticate(app, auth, req, now_ms / 1000)?;
-        let raw = body::read_capped(&app.config.server, req).await?;
+        let raw = body::read_capped(app, req).await?;
         let request = plugin_request(
             req,
             headers_of(req),

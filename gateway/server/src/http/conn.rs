@@ -1,0 +1,311 @@
+//! Admission of connections: how many may be open, how long a new one may
+//! stay silent, and what a connection over the limit hears.
+//!
+//! - A connection must send its first byte within
+//!   `server.first_byte_timeout_ms`, else it is closed (hyper's header
+//!   timeout only starts once a request has begun).
+//! - At most `server.max_connections` are open, lowered at start-up to what
+//!   the file-descriptor limit leaves room for. A connection arriving at the
+//!   limit first closes the oldest one that has not sent a byte yet; if none
+//!   is silent, it is answered 503 `overloaded` with `Retry-After` (a few
+//!   descriptors are kept for that), and closed. `accept` itself never
+//!   fails for want of descriptors, so the listener is never stuck in an
+//!   error loop.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+/// Descriptors kept back from connections: the store, Redis, outbound
+/// HTTP, the log, plugin files.
+const RESERVED_FDS: u64 = 64;
+
+/// Connections over the limit answered at once, at most (more are closed
+/// without an answer).
+const MAX_OVERFLOW: usize = 256;
+
+/// How long an over-limit connection has to send its request and read the
+/// 503.
+pub(super) const OVERFLOW_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Seconds a refused client is told to wait.
+pub(super) const RETRY_AFTER_SECONDS: u64 = 1;
+
+/// The limits as they apply to this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Limits {
+    /// Connections served at once.
+    pub(super) open: usize,
+    /// Over-limit connections answered 503 at once.
+    pub(super) overflow: usize,
+}
+
+impl Limits {
+    /// `configured` connections, within what `nofile` descriptors allow
+    /// (`None`: unlimited).
+    pub(super) fn within(configured: u32, nofile: Option<u64>) -> Limits {
+        let configured = configured as usize;
+        let Some(nofile) = nofile else {
+            return Limits {
+                open: configured,
+                overflow: MAX_OVERFLOW,
+            };
+        };
+        let usable = nofile.saturating_sub(RESERVED_FDS).max(2) as usize;
+        let overflow = (usable / 8).clamp(1, MAX_OVERFLOW);
+        Limits {
+            open: configured.min(usable - overflow).max(1),
+            overflow,
+        }
+    }
+}
+
+/// Raises the soft file-descriptor limit to the hard one (as Go's runtime
+/// does) and returns the soft limit now in force; `None` when unlimited.
+pub(super) fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current != lim.maximum {
+        let raised = rustix::process::Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            lim = raised;
+        }
+    }
+    lim.current
+}
+
+/// What a new connection gets.
+#[derive(Debug)]
+pub(super) enum Admission {
+    /// Served; the slot is given back when dropped.
+    Open(Slot),
+    /// Answered 503 and closed; the slot is given back when dropped.
+    Overflow(OverflowSlot),
+    /// Closed at once: even the over-limit answers are all in use.
+    Refused,
+}
+
+/// Counts open connections and knows the silent ones.
+#[derive(Debug)]
+pub(super) struct Gate {
+    limits: Limits,
+    open: AtomicUsize,
+    overflow: AtomicUsize,
+    next_id: AtomicU64,
+    /// Connections that have not sent a byte yet, oldest first.
+    silent: Mutex<BTreeMap<u64, oneshot::Sender<()>>>,
+}
+
+impl Gate {
+    pub(super) fn new(limits: Limits) -> Arc<Gate> {
+        Arc::new(Gate {
+            limits,
+            open: AtomicUsize::new(0),
+            overflow: AtomicUsize::new(0),
+            next_id: AtomicU64::new(0),
+            silent: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Connections open now (served, not over the limit).
+    #[cfg(test)]
+    fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Admits a new connection, closing the oldest silent one when at the
+    /// limit.
+    pub(super) fn admit(self: &Arc<Self>) -> Admission {
+        let open = self.open.fetch_add(1, Ordering::AcqRel);
+        if open < self.limits.open || self.evict_oldest_silent() {
+            return Admission::Open(Slot {
+                gate: self.clone(),
+                id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            });
+        }
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        let over = self.overflow.fetch_add(1, Ordering::AcqRel);
+        if over < self.limits.overflow {
+            return Admission::Overflow(OverflowSlot { gate: self.clone() });
+        }
+        self.overflow.fetch_sub(1, Ordering::AcqRel);
+        Admission::Refused
+    }
+
+    fn evict_oldest_silent(&self) -> bool {
+        let oldest = self
+            .silent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_first();
+        oldest.is_some_and(|(_, evict)| evict.send(()).is_ok())
+    }
+}
+
+/// An admitted connection's place.
+#[derive(Debug)]
+pub(super) struct Slot {
+    gate: Arc<Gate>,
+    id: u64,
+}
+
+/// Why a connection was closed before its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Silent {
+    /// Nothing within `first_byte_timeout_ms`.
+    TimedOut,
+    /// Closed by the client.
+    Closed,
+    /// Closed to make room for a newer connection.
+    Evicted,
+}
+
+impl Slot {
+    /// Waits for the connection's first byte (without reading it), at
+    /// most `timeout`; while it waits, a newer connection may evict it.
+    pub(super) async fn first_byte(
+        &self,
+        stream: &TcpStream,
+        timeout: Duration,
+    ) -> Result<(), Silent> {
+        let (tx, rx) = oneshot::channel();
+        self.silent().insert(self.id, tx);
+        let mut byte = [0u8; 1];
+        let outcome = tokio::select! {
+            peeked = tokio::time::timeout(timeout, stream.peek(&mut byte)) => match peeked {
+                Ok(Ok(n)) if n > 0 => Ok(()),
+                Ok(_) => Err(Silent::Closed),
+                Err(_) => Err(Silent::TimedOut),
+            },
+            _ = rx => Err(Silent::Evicted),
+        };
+        self.silent().remove(&self.id);
+        outcome
+    }
+
+    fn silent(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, oneshot::Sender<()>>> {
+        self.gate.silent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.silent().remove(&self.id);
+        self.gate.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An over-limit connection's place.
+#[derive(Debug)]
+pub(super) struct OverflowSlot {
+    gate: Arc<Gate>,
+}
+
+impl Drop for OverflowSlot {
+    fn drop(&mut self) {
+        self.gate.overflow.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Logs failed `accept`s at most once per interval, with how many there
+/// were, instead of once per failure.
+#[derive(Debug)]
+pub(super) struct AcceptErrors {
+    every: Duration,
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    pub(super) fn new(every: Duration) -> Self {
+        AcceptErrors {
+            every,
+            last: None,
+            unlogged: 0,
+        }
+    }
+
+    /// Records one failure; returns how many to report now, if it is time.
+    pub(super) fn failed(&mut self, now: Instant) -> Option<u64> {
+        self.unlogged += 1;
+        let due = self.last.is_none_or(|t| now.duration_since(t) >= self.every);
+        due.then(|| {
+            self.last = Some(now);
+            std::mem::take(&mut self.unlogged)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_leaves_room_for_the_reserve_and_the_overflow_answers() {
+        assert_eq!(
+            Limits::within(20_000, Some(256)),
+            Limits {
+                open: 168,
+                overflow: 24
+            }
+        );
+        assert_eq!(
+            Limits::within(20_000, Some(1_048_576)),
+            Limits {
+                open: 20_000,
+                overflow: 256
+            }
+        );
+        assert_eq!(Limits::within(100, None).open, 100);
+        // A limit too small for the reserve still serves one connection.
+        assert_eq!(Limits::within(100, Some(10)).open, 1);
+    }
+
+    #[test]
+    fn at_the_limit_the_oldest_silent_connection_makes_room() {
+        let gate = Gate::new(Limits {
+            open: 2,
+            overflow: 1,
+        });
+        let Admission::Open(a) = gate.admit() else {
+            panic!("under the limit")
+        };
+        let Admission::Open(_b) = gate.admit() else {
+            panic!("under the limit")
+        };
+        // `a` waits silently; `b` has spoken (is not in the silent set).
+        let (tx, mut rx) = oneshot::channel();
+        a.silent().insert(a.id, tx);
+        let Admission::Open(_c) = gate.admit() else {
+            panic!("the silent connection makes room")
+        };
+        assert_eq!(rx.try_recv(), Ok(()), "the silent one was told to close");
+        drop(a);
+        // Nobody silent now: over the limit is answered, then refused.
+        let Admission::Overflow(o) = gate.admit() else {
+            panic!("over the limit is answered 503")
+        };
+        assert!(matches!(gate.admit(), Admission::Refused));
+        drop(o);
+        assert!(matches!(gate.admit(), Admission::Overflow(_)));
+        assert_eq!(gate.open(), 2);
+    }
+
+    #[test]
+    fn accept_failures_are_logged_once_per_interval_with_their_count() {
+        let mut errors = AcceptErrors::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(errors.failed(t0), Some(1));
+        assert_eq!(errors.failed(t0 + Duration::from_secs(1)), None);
+        assert_eq!(errors.failed(t0 + Duration::from_secs(2)), None);
+        assert_eq!(errors.failed(t0 + Duration::from_secs(10)), Some(3));
+    }
+}
