@@ -116,7 +116,16 @@ fn setup(name: &str, store: &str, apis: &MockApi, extra: &str) -> Setup {
     let discord = discord_key();
     let config = config(store, apis, &hex(discord.public_key().as_ref()), extra);
     Setup {
-        gw: Gateway::start(&dir, &config),
+        // Our own crates at debug: the log must hold no personal data or
+        // secret even there (the journey checks).
+        gw: Gateway::start_with_env(
+            &dir,
+            &config,
+            &[(
+                "GATEWAY_LOG",
+                "info,chatcrafter_gateway=debug,chatcrafter_core=debug",
+            )],
+        ),
         discord,
     }
 }
@@ -368,6 +377,34 @@ fn the_journey(store: &str, name: &str) {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(apis.to("/wa/").len(), 1);
     assert_eq!(apis.received().len(), 3, "{:?}", apis.received());
+
+    // 6. Nothing personal and no secret in the log, at debug level: ids
+    // only (issue 10, finding 6).
+    let log = gw.stderr();
+    assert!(log.contains("inbound message"), "the log is empty? {log}");
+    let never = [
+        APP_SECRET,
+        WA_TOKEN,
+        TG_SECRET,
+        TG_BOT,
+        WIDGET_SECRET,
+        ADMIN,
+        DISCORD_TOKEN,
+        &token,
+        &jwt,
+        "sarah@example.com",
+        "6505551234",
+        "Sarah",
+        "office chair",
+        "still in stock",
+        "shipped",
+        "user-42",
+        "123456789",
+        DISCORD_USER,
+    ];
+    for value in never {
+        assert!(!log.contains(value), "the log holds `{value}`:\n{log}");
+    }
 }
 
 #[test]
@@ -967,4 +1004,49 @@ access_token = "{WA_TOKEN}"
     ] {
         assert!(!log.contains(secret), "`{secret}` in the log:\n{log}");
     }
+}
+
+#[test]
+fn a_batch_of_messages_is_answered_once_per_customer() {
+    let apis = channel_apis();
+    let s = setup("batch-once", EMBEDDED, &apis, FAST);
+    // One signed delivery: five messages from Sarah, two from Ana, and a
+    // reaction from Sarah last (reactions get no answer of their own).
+    let msg = |from: &str, n: usize, text: &str| {
+        json!({"from": from, "id": format!("wamid.batch.{from}.{n}"), "timestamp": now().to_string(),
+               "type": "text", "text": {"body": text}})
+    };
+    let mut messages: Vec<Value> = (0..5)
+        .map(|n| msg("16505551234", n, &format!("question {n}")))
+        .collect();
+    messages.push(msg("15551112222", 0, "hola"));
+    messages.push(msg("15551112222", 1, "¿tienen sillas?"));
+    messages.push(
+        json!({"from": "16505551234", "id": "wamid.batch.reaction", "timestamp": now().to_string(),
+                         "type": "reaction", "reaction": {"message_id": "wamid.x", "emoji": "👍"}}),
+    );
+    let value = json!({"messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID},
+        "contacts": [{"profile": {"name": "Sarah"}, "wa_id": "16505551234"},
+                     {"profile": {"name": "Ana"}, "wa_id": "15551112222"}],
+        "messages": messages});
+    let r = post_whatsapp(&s.gw, APP_SECRET, value);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sarah = customer_id(&s.gw, "whatsapp:16505551234");
+    let ana = customer_id(&s.gw, "whatsapp:15551112222");
+    assert_eq!(timeline(&s.gw, &sarah).len(), 6);
+    assert_eq!(timeline(&s.gw, &ana).len(), 2);
+    let sent = wait_for(&apis, "/wa/", 2, &s.gw);
+    let mut to: Vec<String> = sent
+        .iter()
+        .map(|r| r.json()["to"].as_str().unwrap().to_string())
+        .collect();
+    to.sort();
+    assert_eq!(to, ["15551112222", "16505551234"]);
+    // Each answered once, after the last of its messages; nothing more
+    // comes.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(apis.to("/wa/").len(), 2);
+    assert_eq!(outbound(&timeline(&s.gw, &sarah)).len(), 1);
+    assert_eq!(outbound(&timeline(&s.gw, &ana)).len(), 1);
 }

@@ -1068,11 +1068,7 @@ fn closed_by_server(c: &mut TcpStream, within: Duration) -> bool {
 
 #[test]
 fn silent_connections_are_closed_and_healthz_answers_under_a_low_fd_limit() {
-    let gw = limited_gateway(
-        "idle-flood",
-        "first_byte_timeout_ms = 1500",
-        Some(256),
-    );
+    let gw = limited_gateway("idle-flood", "first_byte_timeout_ms = 1500", Some(256));
     assert!(
         eventually(Duration::from_secs(5), || gw
             .stderr()
@@ -1102,10 +1098,8 @@ fn silent_connections_are_closed_and_healthz_answers_under_a_low_fd_limit() {
         .collect();
     assert_eq!(gw.get("/healthz").status, 200);
     let log = gw.stderr();
-    assert!(
-        log.matches("accept failed").count() <= 1,
-        "the log is flooded: {log}"
-    );
+    // The limit keeps room for every descriptor: accept never failed.
+    assert!(!log.contains("accept failed"), "{log}");
 }
 
 #[test]
@@ -1119,7 +1113,8 @@ fn over_the_connection_limit_a_client_hears_503_overloaded_with_retry_after() {
     let mut busy: Vec<TcpStream> = (0..4)
         .map(|_| {
             let mut c = TcpStream::connect(gw.addr).unwrap();
-            c.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").unwrap();
+            c.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+                .unwrap();
             c
         })
         .collect();
@@ -1132,7 +1127,10 @@ fn over_the_connection_limit_a_client_hears_503_overloaded_with_retry_after() {
     let done = read_response(&mut busy[0]);
     assert_eq!(done.status, 200);
     drop(busy);
-    assert!(eventually(Duration::from_secs(5), || gw.get("/healthz").status == 200));
+    assert!(eventually(Duration::from_secs(5), || gw
+        .get("/healthz")
+        .status
+        == 200));
 }
 
 #[test]
@@ -1153,7 +1151,8 @@ fn stalled_bodies_stay_within_the_body_budget_and_memory_stays_bounded() {
                 "POST /webhooks/whatsapp HTTP/1.1\r\nhost: x\r\ncontent-length: {MIB}\r\n\r\n"
             );
             c.write_all(head.as_bytes()).unwrap();
-            c.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+            c.set_write_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
             let _ = c.write_all(&half);
             c
         })
@@ -1161,7 +1160,8 @@ fn stalled_bodies_stay_within_the_body_budget_and_memory_stays_bounded() {
     // The budget holds 8 of them; the rest are told to come back.
     let mut overloaded = 0;
     for c in &mut stalled {
-        c.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         let mut buf = [0u8; 512];
         if let Ok(n) = c.read(&mut buf)
             && n > 0
@@ -1169,16 +1169,23 @@ fn stalled_bodies_stay_within_the_body_budget_and_memory_stays_bounded() {
             let text = String::from_utf8_lossy(&buf[..n]);
             assert!(text.starts_with("HTTP/1.1 503"), "{text}");
             assert!(text.contains("overloaded"), "{text}");
-            assert!(text.to_ascii_lowercase().contains("retry-after: 1"), "{text}");
+            assert!(
+                text.to_ascii_lowercase().contains("retry-after: 1"),
+                "{text}"
+            );
             overloaded += 1;
         }
     }
     assert!(overloaded >= 90, "only {overloaded} of 100 were refused");
     assert_eq!(gw.get("/healthz").status, 200);
     let grown = gw.rss_bytes().saturating_sub(before);
-    eprintln!("RSS {} MiB before, grew by {} KiB", before >> 20, grown >> 10);
+    eprintln!(
+        "RSS {} MiB before, grew by {} KiB",
+        before >> 20,
+        grown >> 10
+    );
     assert!(
-        grown < 48 * MIB as u64,
+        grown < 32 * MIB as u64,
         "RSS grew by {} MiB under an 8 MiB body budget",
         grown / MIB as u64
     );

@@ -194,6 +194,66 @@ fn widget_whatsapp_telegram_and_csv_make_one_customer_through_the_admin_api() {
         id.as_str()
     );
 
+    // A WhatsApp link token, as the wa.me link prefills it, links a phone
+    // no claim would have linked (a second number of Sarah's)…
+    let r = admin(
+        &gw,
+        AGENT,
+        "POST",
+        "/v1/link-tokens",
+        serde_json::json!({"customer_id": id, "channel": "whatsapp"})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let token = r.json()["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        r.json()["link"],
+        format!("https://wa.me/15550783881?text={token}")
+    );
+    assert_eq!(
+        whatsapp_message(&gw, "4915112345678", "wamid.link-1", &token).status,
+        200
+    );
+    let linked = |identifier: &str| {
+        admin(
+            &gw,
+            ADMIN,
+            "GET",
+            &format!("/admin/v1/customers?identifier={identifier}"),
+            b"",
+        )
+        .json()["id"]
+            .clone()
+    };
+    assert_eq!(linked("whatsapp:4915112345678"), id.as_str());
+    // …and so does the sentence form `… ref:<token>`, once per token.
+    let r = admin(
+        &gw,
+        AGENT,
+        "POST",
+        "/v1/link-tokens",
+        serde_json::json!({"customer_id": id, "channel": "whatsapp"})
+            .to_string()
+            .as_bytes(),
+    );
+    let token = r.json()["token"].as_str().unwrap().to_string();
+    let text = format!("Hi! Please link my order ref:{token}");
+    assert_eq!(
+        whatsapp_message(&gw, "4915112345679", "wamid.link-2", &text).status,
+        200
+    );
+    assert_eq!(linked("whatsapp:4915112345679"), id.as_str());
+    assert_eq!(
+        whatsapp_message(&gw, "4915112345670", "wamid.link-3", &text).status,
+        200
+    );
+    assert_ne!(
+        linked("whatsapp:4915112345670"),
+        id.as_str(),
+        "a token links once"
+    );
+
     // A CSV row links a Discord id; a bad row is reported by line.
     let csv = "email,discord_user_id,customer_name,attr:tier\nsarah@example.com,80351110224678912,Sarah Kim,gold\nnot-an-email,1,Bob,\n";
     let r = admin(&gw, ADMIN, "POST", "/admin/v1/import", csv.as_bytes());
@@ -640,7 +700,58 @@ fn a_malformed_payload_is_refused_with_400_and_kept_for_inspection() {
     let sig = format!("sha256={}", hmac_hex(APP_SECRET.as_bytes(), body));
     let r = gw.post("/webhooks/whatsapp", &[("x-hub-signature-256", &sig)], body);
     assert_eq!((r.status, r.code().as_str()), (400, "malformed_payload"));
-    let kept = admin(&gw, ADMIN, "GET", "/admin/v1/malformed", b"").json();
+    // The answer names the request, never the plugin's words (which may
+    // quote the payload)…
+    let card = br#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"1"},"messages":[{"from":"15551234567","id":"wamid.c","timestamp":"1","type":4111111111111111}]}}]}]}"#;
+    let card_sig = format!("sha256={}", hmac_hex(APP_SECRET.as_bytes(), card));
+    let r2 = gw.post(
+        "/webhooks/whatsapp",
+        &[("x-hub-signature-256", &card_sig)],
+        card,
+    );
+    assert_eq!((r2.status, r2.code().as_str()), (400, "malformed_payload"));
+    assert!(
+        r2.text().contains("kept for inspection as request"),
+        "{}",
+        r2.text()
+    );
+    for leaked in ["4111111111111111", "15551234567"] {
+        assert!(!r2.text().contains(leaked), "{}", r2.text());
+        assert!(!gw.stderr().contains(leaked), "{}", gw.stderr());
+    }
+    // …which the admin reads, newest first, a page at a time.
+    let kept = admin(&gw, ADMIN, "GET", "/admin/v1/malformed?limit=1", b"").json();
+    assert!(
+        kept["malformed"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("4111111111111111"),
+        "{kept}"
+    );
+    let after = kept["next"].as_str().expect("a second page").to_string();
+    let kept = admin(
+        &gw,
+        ADMIN,
+        "GET",
+        &format!("/admin/v1/malformed?limit=1&after={after}"),
+        b"",
+    )
+    .json();
+    assert_eq!(kept["next"], serde_json::Value::Null, "{kept}");
+    for bad in ["limit=0", "limit=101", "after=x"] {
+        let r = admin(
+            &gw,
+            ADMIN,
+            "GET",
+            &format!("/admin/v1/malformed?{bad}"),
+            b"",
+        );
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (400, "invalid_query"),
+            "{bad}"
+        );
+    }
     let item = &kept["malformed"][0];
     assert_eq!(item["channel"], "whatsapp");
     assert_eq!(item["body"], String::from_utf8_lossy(body).as_ref());

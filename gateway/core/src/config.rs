@@ -85,6 +85,31 @@ pub struct Server {
     pub max_events_per_request: u32,
 }
 
+/// `line N, column M: ` for a span of `text`, or nothing without one.
+fn at_line(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else {
+        return String::new();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("line {line}, column {column}: ")
+}
+
+/// A type error without the value that caused it (`invalid type: string
+/// "…", expected u64` → `invalid type: string, expected u64`): the value
+/// may be a secret written under the wrong key.
+fn without_value(message: &str) -> String {
+    for lead in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(lead) {
+            let kind = rest.split([' ', ',']).next().unwrap_or_default();
+            let expected = rest.find(", expected").map_or("", |i| &rest[i..]);
+            return format!("{lead}{kind}{expected}");
+        }
+    }
+    message.to_string()
+}
+
 impl Default for Server {
     fn default() -> Self {
         Server {
@@ -424,8 +449,15 @@ impl ConfigError {
 impl Config {
     /// Parses and checks `gateway.toml` text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let de = toml::Deserializer::parse(text)
-            .map_err(|e| ConfigError::at("(file)", e.to_string().trim()))?;
+        // Errors name the line and the key, never the text around them:
+        // toml's rendering quotes the offending line, which may hold a
+        // secret.
+        let de = toml::Deserializer::parse(text).map_err(|e| {
+            ConfigError::at(
+                "(file)",
+                format!("{}{}", at_line(text, e.span()), e.message().trim()),
+            )
+        })?;
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let path = if path == "." {
@@ -433,7 +465,13 @@ impl Config {
             } else {
                 path
             };
-            ConfigError::at(&path, e.into_inner().message().trim())
+            let inner = e.into_inner();
+            let line = at_line(text, inner.span());
+            let message = without_value(inner.message().trim());
+            match line.strip_suffix(": ") {
+                Some(line) => ConfigError::at(&path, format!("{message} ({line})")),
+                None => ConfigError::at(&path, message),
+            }
         })?;
         config.check()?;
         Ok(config)
@@ -502,10 +540,16 @@ impl Config {
             ));
         }
         for (field, value) in [
-            ("server.first_byte_timeout_ms", self.server.first_byte_timeout_ms),
+            (
+                "server.first_byte_timeout_ms",
+                self.server.first_byte_timeout_ms,
+            ),
             ("server.header_timeout_ms", self.server.header_timeout_ms),
             ("server.body_timeout_ms", self.server.body_timeout_ms),
-            ("server.max_connections", u64::from(self.server.max_connections)),
+            (
+                "server.max_connections",
+                u64::from(self.server.max_connections),
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::at(field, "must be at least 1"));
@@ -631,6 +675,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn config_errors_name_the_line_and_key_but_never_quote_a_value() {
+        let secret = "EAAG-super-secret-token";
+        // A syntax error on a secret's line (an unclosed string)…
+        let text = format!(
+            "version = 1\n[channels.whatsapp]\nplugin = \"builtin:whatsapp\"\n[channels.whatsapp.secrets]\naccess_token = \"{secret}\n"
+        );
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.starts_with("(file): line 5, column"), "{err}");
+        assert!(!err.contains(secret), "{err}");
+        // …and a secret pasted under a key that wants a number.
+        let text = format!("version = 1\n[server]\nmax_connections = \"{secret}\"\n");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(
+            err.starts_with("server.max_connections: invalid type: string"),
+            "{err}"
+        );
+        assert!(!err.contains(secret), "{err}");
+    }
+
+    #[test]
     fn an_unknown_key_is_rejected_with_its_path() {
         let err = Config::parse("version = 1\n[server]\nlisen = \"0.0.0.0:80\"\n").unwrap_err();
         let msg = err.to_string();
@@ -670,6 +734,10 @@ mod tests {
     #[test]
     fn a_wrong_type_names_the_key() {
         let err = Config::parse("version = 1\n[server]\nmax_body_bytes = \"big\"\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "server.max_body_bytes: invalid type: string, expected u64 (line 3, column 18)"
+        );
         assert!(
             err.to_string()
                 .starts_with("server.max_body_bytes: invalid type"),

@@ -3,7 +3,9 @@
 //! turn. Above the identity, timeline and jobs rooms; nothing below calls
 //! up into it.
 
-use crate::channel::InboundMessage;
+use std::collections::BTreeSet;
+
+use crate::channel::{Content, InboundMessage};
 use crate::conversation::Entry;
 use crate::db::{Db, DbError};
 use crate::identity::resolve::resolve_in;
@@ -34,11 +36,63 @@ pub enum Recorded {
 /// for up to 7 days). An id seen longer ago counts as new.
 pub const DEDUP_RETENTION_SECONDS: u64 = 7 * 86_400;
 
+/// Whether recording a message gives the agent a turn.
+#[derive(Debug, Clone, Copy)]
+pub enum Turn<'a> {
+    /// Queue the agent's turn — unless the message is a reaction or an
+    /// edit, or its customer is in `answered` (customers already given a
+    /// turn for the same inbound request).
+    Answer {
+        /// Customers already answered in this request.
+        answered: &'a BTreeSet<String>,
+    },
+    /// Record only: a later message of the same request gets the turn.
+    Quiet,
+}
+
+/// Whether `m` is a message the agent answers (not a reaction, not an edit).
+pub fn wants_answer(m: &InboundMessage) -> bool {
+    !m.edited && !matches!(m.content, Content::Reaction { .. })
+}
+
+/// The agent's turns for the messages of one inbound request, in order:
+/// only each sender's last answerable message gets one (so a batch is
+/// answered once, with all of it in the timeline), and [`Turn::Answer`]
+/// also skips a customer already answered under another identity.
+pub fn turns_for_batch(messages: &[&InboundMessage]) -> Vec<bool> {
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            wants_answer(m)
+                && !messages[i + 1..]
+                    .iter()
+                    .any(|n| n.sender == m.sender && wants_answer(n))
+        })
+        .collect()
+}
+
 impl<B: Backend> Db<B> {
     /// Records one inbound message atomically: drops it if its provider id
     /// was already recorded (a channel's retry), else resolves the sender
-    /// and appends it to the customer's timeline — all or nothing.
+    /// and appends it to the customer's timeline — all or nothing — and
+    /// queues the agent's turn.
     pub async fn record_inbound(&self, message: &InboundMessage) -> Result<Recorded, DbError> {
+        self.record_inbound_with(
+            message,
+            Turn::Answer {
+                answered: &BTreeSet::new(),
+            },
+        )
+        .await
+    }
+
+    /// [`Db::record_inbound`], the agent's turn taken as `turn` says.
+    pub async fn record_inbound_with(
+        &self,
+        message: &InboundMessage,
+        turn: Turn<'_>,
+    ) -> Result<Recorded, DbError> {
         let sender = Sender {
             identity: message.sender.clone(),
             display_name: message.display_name.clone(),
@@ -69,7 +123,11 @@ impl<B: Backend> Db<B> {
                     .await?;
                 let entry = Entry::inbound(message, resolution.linked == Some(How::LinkToken));
                 let (entry, _) = ctx.append(txn, &resolution.customer_id, entry).await?;
-                ctx.after_inbound(txn, &resolution.customer_id, &entry, message)
+                let answer = match turn {
+                    Turn::Answer { answered } => !answered.contains(&resolution.customer_id),
+                    Turn::Quiet => false,
+                };
+                ctx.after_inbound(txn, &resolution.customer_id, &entry, message, answer)
                     .await?;
                 txn.put_expiring(
                     &dk,

@@ -140,11 +140,12 @@ impl Ctx<'_> {
         customer: &str,
         entry: &Entry,
         m: &InboundMessage,
+        answer: bool,
     ) -> Result<(), DbError> {
         let mut state = self.load_state(txn, customer).await?;
         state.saw(&m.sender, m.reply_handle.as_deref(), m.timestamp);
         self.save_state(txn, customer, &state);
-        if entry.kind != "reaction" && !m.edited {
+        if answer && entry.kind != "reaction" && !m.edited {
             // The answer goes back to this message's sender, with its
             // handle (not the channel's latest route: a late redelivery may
             // come from another of the customer's identities there).

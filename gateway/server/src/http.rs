@@ -135,7 +135,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let slot = match gate.admit() {
+        let slot = match gate.admit().await {
             conn::Admission::Open(slot) => slot,
             conn::Admission::Overflow(slot) => {
                 app.metrics

@@ -6,9 +6,11 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use chatcrafter_core::channel::{Inbound, InboundEvent};
+use std::collections::BTreeSet;
+
+use chatcrafter_core::channel::{Inbound, InboundEvent, InboundMessage};
 use chatcrafter_core::db::DbError;
-use chatcrafter_core::inbound::Recorded;
+use chatcrafter_core::inbound::{Recorded, Turn, turns_for_batch};
 
 /// A boxed future, as the sink returns. Its error says whose fault the
 /// failure is (a store that is down: 503, and the channel retries).
@@ -40,46 +42,66 @@ pub struct StoreSink {
 impl Sink for StoreSink {
     fn accept<'a>(&'a self, channel: &'a str, inbound: &'a Inbound) -> SinkFuture<'a> {
         Box::pin(async move {
-            for event in &inbound.events {
-                if let InboundEvent::Message(m) = event {
-                    let recorded = self.db.record_inbound(m).await?;
-                    if recorded == Recorded::Stale {
-                        self.metrics
-                            .inc("gateway_replays_refused_total", &[("channel", channel)]);
-                        tracing::info!("message older than the dedup retention refused");
-                        continue;
+            // One agent turn per customer per request: a batch is answered
+            // once, after its last message, with all of it in the timeline.
+            let messages: Vec<&InboundMessage> = inbound
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    InboundEvent::Message(m) => Some(m),
+                    _ => None,
+                })
+                .collect();
+            let turns = turns_for_batch(&messages);
+            let mut answered = BTreeSet::new();
+            for (m, gets_turn) in messages.into_iter().zip(turns) {
+                let turn = if gets_turn {
+                    Turn::Answer {
+                        answered: &answered,
                     }
-                    let Recorded::Stored {
-                        resolution: r,
-                        entry_id,
-                    } = recorded
-                    else {
-                        self.metrics
-                            .inc("gateway_dedup_hits_total", &[("channel", channel)]);
-                        // Provider ids are not logged: WhatsApp's encode the
-                        // sender's phone number.
-                        tracing::info!("redelivery dropped");
-                        continue;
-                    };
-                    tracing::Span::current()
-                        .record("customer_id", tracing::field::display(&r.customer_id));
-                    let kind = if r.merges.is_empty() {
-                        crate::notify::ChangeKind::Message
-                    } else {
-                        crate::notify::ChangeKind::Merge
-                    };
-                    self.notifier
-                        .publish(crate::notify::Change {
-                            customer_id: r.customer_id.clone(),
-                            kind,
-                        })
-                        .await;
-                    tracing::info!(
-                        entry_id = %entry_id,
-                        created = r.created,
-                        "inbound message"
-                    );
+                } else {
+                    Turn::Quiet
+                };
+                let recorded = self.db.record_inbound_with(m, turn).await?;
+                if recorded == Recorded::Stale {
+                    self.metrics
+                        .inc("gateway_replays_refused_total", &[("channel", channel)]);
+                    tracing::info!("message older than the dedup retention refused");
+                    continue;
                 }
+                let Recorded::Stored {
+                    resolution: r,
+                    entry_id,
+                } = recorded
+                else {
+                    self.metrics
+                        .inc("gateway_dedup_hits_total", &[("channel", channel)]);
+                    // Provider ids are not logged: WhatsApp's encode the
+                    // sender's phone number.
+                    tracing::info!("redelivery dropped");
+                    continue;
+                };
+                tracing::Span::current()
+                    .record("customer_id", tracing::field::display(&r.customer_id));
+                if gets_turn {
+                    answered.insert(r.customer_id.clone());
+                }
+                let kind = if r.merges.is_empty() {
+                    crate::notify::ChangeKind::Message
+                } else {
+                    crate::notify::ChangeKind::Merge
+                };
+                self.notifier
+                    .publish(crate::notify::Change {
+                        customer_id: r.customer_id.clone(),
+                        kind,
+                    })
+                    .await;
+                tracing::info!(
+                    entry_id = %entry_id,
+                    created = r.created,
+                    "inbound message"
+                );
             }
             self.wake.notify_one();
             for event in &inbound.events {

@@ -15,6 +15,9 @@
 //! Outbound: `POST {api_base}/{phone_number_id}/messages` with a text body and
 //! `Authorization: Bearer {access_token}` added by the host.
 //!
+//! Link tokens: a text that is a one-time link token, or ends with
+//! `ref:<token>`, carries it (see [`link_token`]).
+//!
 //! Not handled here: templates (needed outside the 24-hour window), media
 //! download, and outbound media.
 
@@ -314,13 +317,17 @@ fn collect(
         }
         let timestamp = seconds(m.timestamp.as_deref(), received);
         let content = content(&m);
+        let link_token = match &content {
+            Content::Text(t) => link_token(t),
+            _ => None,
+        };
         events.push(InboundEvent::Message(InboundMessage {
             provider_message_id: m.id,
             sender: ChannelIdentity::new(CHANNEL, scope.clone(), id),
             display_name,
             claims,
             content,
-            link_token: None,
+            link_token,
             timestamp,
             edited: false,
             reply_handle: None,
@@ -371,6 +378,24 @@ fn media(kind: MediaKind, m: &MediaObject) -> Content {
         caption: m.caption.clone(),
         filename: m.filename.clone(),
     })
+}
+
+/// The one-time link token a text carries, in one of two documented forms:
+/// the whole text is the token (what `https://wa.me/<number>?text=<token>`,
+/// as `POST /v1/link-tokens` returns it, prefills), or the text's last word
+/// is `ref:<token>` (for a business that prefills a sentence). A token is
+/// 22 characters of `A-Z a-z 0-9 _ -`.
+fn link_token(text: &str) -> Option<String> {
+    let text = text.trim();
+    let candidate = match text.rsplit_once(char::is_whitespace) {
+        None => text.strip_prefix("ref:").unwrap_or(text),
+        Some((_, last)) => last.strip_prefix("ref:")?,
+    };
+    let shaped = candidate.len() == 22
+        && candidate
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    shaped.then(|| candidate.to_string())
 }
 
 fn content(m: &Message) -> Content {

@@ -32,7 +32,8 @@
 //! | `P qseq:S`, `P qhead:S` | queue shard S's next slot and first live slot (plain) | — | always |
 //! | `P q:S:N` | slot N of shard S: a job reference and its due time, moved to a lease's end when claimed (plain) | — | until the job is removed or postponed |
 //! | `P qlater:S` | shard S's jobs due later (plain references) | — | always |
-//! | `P malformed` | the newest malformed payloads, raw bodies as received | — | the newest 100 |
+//! | `P malformed` | the index of kept malformed payloads: sequence numbers and sizes | — | always |
+//! | `P malformed:N` | malformed payload N: channel, plugin error, raw body as received | — | the newest 100, 16 MiB of bodies at most |
 
 use crate::channel::ChannelIdentity;
 use crate::identity::identifier::Identifier;
@@ -182,6 +183,11 @@ impl<'a> Keys<'a> {
     /// `P malformed`.
     pub fn malformed(&self) -> String {
         format!("{}malformed", self.prefix)
+    }
+
+    /// `P malformed:N`.
+    pub fn malformed_item(&self, seq: u64) -> String {
+        format!("{}malformed:{seq}", self.prefix)
     }
 }
 

@@ -357,17 +357,47 @@ pub(super) async fn resolve_conflict(
     ))
 }
 
-/// `GET /admin/v1/malformed`.
-pub(super) async fn malformed(app: &App, _: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
-    let list = app.db.malformed().await.map_err(ApiError::from)?;
-    let items: Vec<Value> = list
+/// `GET /admin/v1/malformed?after=<cursor>&limit=<n>`: kept payloads,
+/// newest first, a page at a time (`limit` 1–100, default 20); `next` is
+/// the `after` of the following page, `null` on the last.
+pub(super) async fn malformed(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
+    let bad = |name: &str, why: &str| {
+        ApiError::caller(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("{name}: {why}"),
+        )
+    };
+    let after = query(req, "after")
+        .map(|a| a.parse::<u64>())
+        .transpose()
+        .map_err(|_| bad("after", "not a cursor from a previous page's `next`"))?;
+    let limit = match query(req, "limit") {
+        None => 20,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=100).contains(l))
+            .ok_or_else(|| bad("limit", "a whole number from 1 to 100"))?,
+    };
+    let page = app
+        .db
+        .malformed_page(after, limit)
+        .await
+        .map_err(ApiError::from)?;
+    let items: Vec<Value> = page
+        .items
         .iter()
-        .map(|m| {
-            json!({"request_id": m.request_id, "channel": m.channel, "at": rfc3339(m.at),
-                   "error": m.error, "body": String::from_utf8_lossy(&m.body)})
+        .map(|(seq, m)| {
+            json!({"id": seq.to_string(), "request_id": m.request_id, "channel": m.channel,
+                   "at": rfc3339(m.at), "error": m.error,
+                   "body": String::from_utf8_lossy(&m.body), "truncated": m.truncated})
         })
         .collect();
-    Ok(json_resp(200, &json!({"malformed": items})))
+    Ok(json_resp(
+        200,
+        &json!({"malformed": items, "next": page.next.map(|n| n.to_string())}),
+    ))
 }
 
 /// `POST /admin/v1/import`: the CSV import of INTERFACE §5.

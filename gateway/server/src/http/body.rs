@@ -93,8 +93,10 @@ pub(super) async fn read_capped(app: &App, req: &mut Request<Incoming>) -> Resul
         Duration::from_millis(server.body_timeout_ms),
         |total| {
             app.body_budget.take(total, &mut room).inspect_err(|_| {
-                app.metrics
-                    .inc("gateway_overloaded_total", &[("limit", "inflight_body_bytes")]);
+                app.metrics.inc(
+                    "gateway_overloaded_total",
+                    &[("limit", "inflight_body_bytes")],
+                );
             })
         },
     )

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 /// Descriptors kept back from connections: the store, Redis, outbound
 /// HTTP, the log, plugin files.
@@ -32,6 +32,9 @@ const MAX_OVERFLOW: usize = 256;
 /// How long an over-limit connection has to send its request and read the
 /// 503.
 pub(super) const OVERFLOW_DEADLINE: Duration = Duration::from_secs(2);
+
+/// How long a new connection waits for an evicted one to be gone.
+const EVICTION_WAIT: Duration = Duration::from_millis(100);
 
 /// Seconds a refused client is told to wait.
 pub(super) const RETRY_AFTER_SECONDS: u64 = 1;
@@ -102,6 +105,8 @@ pub(super) struct Gate {
     next_id: AtomicU64,
     /// Connections that have not sent a byte yet, oldest first.
     silent: Mutex<BTreeMap<u64, oneshot::Sender<()>>>,
+    /// Told whenever an admitted connection is gone.
+    closed: Notify,
 }
 
 impl Gate {
@@ -112,6 +117,7 @@ impl Gate {
             overflow: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
             silent: Mutex::new(BTreeMap::new()),
+            closed: Notify::new(),
         })
     }
 
@@ -121,17 +127,33 @@ impl Gate {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Admits a new connection, closing the oldest silent one when at the
-    /// limit.
-    pub(super) fn admit(self: &Arc<Self>) -> Admission {
-        let open = self.open.fetch_add(1, Ordering::AcqRel);
-        if open < self.limits.open || self.evict_oldest_silent() {
-            return Admission::Open(Slot {
-                gate: self.clone(),
-                id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            });
+    /// Admits a new connection. At the limit it closes the oldest silent
+    /// connection and waits (briefly) for it to be gone, so that the
+    /// descriptors in use never pass the limit.
+    pub(super) async fn admit(self: &Arc<Self>) -> Admission {
+        loop {
+            let open = self.open.load(Ordering::Acquire);
+            if open < self.limits.open {
+                if self
+                    .open
+                    .compare_exchange(open, open + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Admission::Open(Slot {
+                        gate: self.clone(),
+                        id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                    });
+                }
+                continue;
+            }
+            let closed = self.closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if !self.evict_oldest_silent() {
+                break;
+            }
+            let _ = tokio::time::timeout(EVICTION_WAIT, closed).await;
         }
-        self.open.fetch_sub(1, Ordering::AcqRel);
         let over = self.overflow.fetch_add(1, Ordering::AcqRel);
         if over < self.limits.overflow {
             return Admission::Overflow(OverflowSlot { gate: self.clone() });
@@ -200,6 +222,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.silent().remove(&self.id);
         self.gate.open.fetch_sub(1, Ordering::AcqRel);
+        self.gate.closed.notify_waiters();
     }
 }
 
@@ -236,7 +259,9 @@ impl AcceptErrors {
     /// Records one failure; returns how many to report now, if it is time.
     pub(super) fn failed(&mut self, now: Instant) -> Option<u64> {
         self.unlogged += 1;
-        let due = self.last.is_none_or(|t| now.duration_since(t) >= self.every);
+        let due = self
+            .last
+            .is_none_or(|t| now.duration_since(t) >= self.every);
         due.then(|| {
             self.last = Some(now);
             std::mem::take(&mut self.unlogged)
@@ -269,33 +294,37 @@ mod tests {
         assert_eq!(Limits::within(100, Some(10)).open, 1);
     }
 
-    #[test]
-    fn at_the_limit_the_oldest_silent_connection_makes_room() {
+    #[tokio::test]
+    async fn at_the_limit_the_oldest_silent_connection_makes_room() {
         let gate = Gate::new(Limits {
             open: 2,
             overflow: 1,
         });
-        let Admission::Open(a) = gate.admit() else {
+        let Admission::Open(a) = gate.admit().await else {
             panic!("under the limit")
         };
-        let Admission::Open(_b) = gate.admit() else {
+        let Admission::Open(_b) = gate.admit().await else {
             panic!("under the limit")
         };
-        // `a` waits silently; `b` has spoken (is not in the silent set).
-        let (tx, mut rx) = oneshot::channel();
+        // `a` waits silently (and closes when told); `b` has spoken.
+        let (tx, rx) = oneshot::channel();
         a.silent().insert(a.id, tx);
-        let Admission::Open(_c) = gate.admit() else {
+        let closer = tokio::spawn(async move {
+            let _ = rx.await;
+            drop(a);
+        });
+        let Admission::Open(_c) = gate.admit().await else {
             panic!("the silent connection makes room")
         };
-        assert_eq!(rx.try_recv(), Ok(()), "the silent one was told to close");
-        drop(a);
+        closer.await.unwrap();
+        assert_eq!(gate.open(), 2, "never more open than the limit");
         // Nobody silent now: over the limit is answered, then refused.
-        let Admission::Overflow(o) = gate.admit() else {
+        let Admission::Overflow(o) = gate.admit().await else {
             panic!("over the limit is answered 503")
         };
-        assert!(matches!(gate.admit(), Admission::Refused));
+        assert!(matches!(gate.admit().await, Admission::Refused));
         drop(o);
-        assert!(matches!(gate.admit(), Admission::Overflow(_)));
+        assert!(matches!(gate.admit().await, Admission::Overflow(_)));
         assert_eq!(gate.open(), 2);
     }
 

@@ -101,17 +101,18 @@ async fn serve(
     let kept_body = raw.bytes.clone();
     let inbound = match parse(app, channel, &plugin, request).await {
         Ok(i) => i,
-        Err(e) => {
+        Err(mut e) => {
             if e.code == "malformed_payload" {
-                keep_malformed(
-                    app,
-                    channel,
-                    request_id,
-                    &e.message,
-                    &kept_body,
-                    now_ms / 1000,
-                )
-                .await;
+                // The plugin's words may quote the payload (a card number
+                // in a message): they go to the sealed quarantine, and the
+                // answer names only the request.
+                let m = plugin.manifest();
+                let answer = format!(
+                    "plugin {}@{} could not parse the request; it is kept for inspection as request {request_id} (GET /admin/v1/malformed)",
+                    m.id, m.version
+                );
+                let error = std::mem::replace(&mut e.message, answer);
+                keep_malformed(app, channel, request_id, &error, &kept_body, now_ms / 1000).await;
             }
             return Err(e);
         }
@@ -178,6 +179,7 @@ async fn keep_malformed(
         at,
         error: error.to_string(),
         body: body.to_vec(),
+        truncated: false,
     };
     if let Err(e) = app.db.keep_malformed(&item).await {
         tracing::warn!(channel, "malformed payload not kept: {e}");
