@@ -495,6 +495,11 @@ fn widget_tokens_good_and_every_bad_twin() {
         (claim("aud", "someone-else".into()), "audience"),
         (claim("iss", "https://evil.example".into()), "issuer"),
         (claim("nbf", (now() + 3600).into()), "not_yet_valid"),
+        // No token lives forever (finding 10): over 24 h, or issued later
+        // than now.
+        (claim("exp", u64::MAX.into()), "lifetime"),
+        (claims(2 * 86_400), "lifetime"),
+        (claim("iat", (now() + 3600).into()), "issued_in_future"),
     ] {
         let t = jwt(jsonwebtoken::Algorithm::HS256, &hs, c);
         assert_eq!(reason(widget_post(&s.gw, Some(&t), body)), why);
