@@ -497,6 +497,24 @@ fn discord_reply_goes_to_the_follow_up_webhook() {
         call.credential.is_none(),
         "follow-up webhooks need no bot token"
     );
+    // A handle that would move the call elsewhere in the API is refused,
+    // by name, before the host's own check.
+    for handle in ["..", "tok/../../channels/1", "tok?x=1", ""] {
+        let bad = OutboundMessage {
+            reply_handle: Some(handle.into()),
+            ..msg.clone()
+        };
+        let err = bundled_plugin("discord")
+            .render_outbound(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with(
+                "the interaction token is not a single URL path segment (A-Z a-z 0-9 - . _ ~)"
+            ),
+            "{handle}: {err}"
+        );
+    }
     let without = OutboundMessage {
         reply_handle: None,
         ..msg

@@ -204,19 +204,11 @@ impl Guest for Discord {
                     .into(),
             )
         })?;
-        let safe = |s: &str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-        };
-        if !safe(&msg.recipient.scope) || !safe(token) {
-            return Err(ChannelError::InvalidOutbound(
-                "application id or interaction token has characters a URL path cannot hold".into(),
-            ));
-        }
+        let app = path_segment("the application id", &msg.recipient.scope)?;
+        let token = path_segment("the interaction token", token)?;
         Ok(json_call(
             Method::Post,
-            format!("/webhooks/{}/{token}", msg.recipient.scope),
+            format!("/webhooks/{app}/{token}"),
             &json!({"content": text, "allowed_mentions": {"parse": []}}),
             None,
             Some("/id"),

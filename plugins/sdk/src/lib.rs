@@ -66,7 +66,7 @@ pub mod prelude {
     };
     pub use crate::{
         Handshake, IntoMalformed, header, json_body, json_call, json_response, query_param,
-        setting, text_limit,
+        path_segment, setting, text_limit,
     };
 }
 
@@ -178,6 +178,22 @@ pub fn json_call(
         credential,
         sent_id: sent_id.map(String::from),
     })
+}
+
+/// Checks a value that goes into an outbound path as one segment (an id, a
+/// token from the channel): it must be non-empty, not `.` or `..`, and
+/// only URL-unreserved characters (`A-Z a-z 0-9 - . _ ~`), so that data can
+/// never move a request elsewhere in the API. The host refuses such paths
+/// anyway (a query, an empty or dot segment, a percent-escape); this names
+/// the field instead. `what` names the value in the error.
+pub fn path_segment<'a>(what: &str, value: &'a str) -> Result<&'a str, ChannelError> {
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    if value.is_empty() || value == "." || value == ".." || !value.bytes().all(unreserved) {
+        return Err(ChannelError::InvalidOutbound(format!(
+            "{what} is not a single URL path segment (A-Z a-z 0-9 - . _ ~)"
+        )));
+    }
+    Ok(value)
 }
 
 /// Checks an outbound text against the channel's length limit, counted in
