@@ -1200,3 +1200,262 @@ fn stalled_bodies_stay_within_the_body_budget_and_memory_stays_bounded() {
         "{metrics}"
     );
 }
+
+// --- The widget's live session (issue 11) ---------------------------------
+
+use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest as _};
+
+type WsClient = tungstenite::WebSocket<TcpStream>;
+
+/// Opens `/widget/v1/ws` with `origin`; the HTTP status when refused.
+fn ws_open(gw: &Gateway, origin: &str) -> Result<WsClient, u16> {
+    let stream = TcpStream::connect(gw.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut req = format!("ws://{}/widget/v1/ws", gw.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("origin", origin.parse().unwrap());
+    match tungstenite::client(req, stream) {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => {
+            Err(r.status().as_u16())
+        }
+        Err(e) => panic!("handshake: {e}"),
+    }
+}
+
+fn ws_send(ws: &mut WsClient, frame: serde_json::Value) {
+    ws.send(Message::text(frame.to_string())).unwrap();
+}
+
+/// The next JSON frame (pings skipped); panics on a close.
+fn ws_next(ws: &mut WsClient) -> serde_json::Value {
+    loop {
+        match ws.read().unwrap() {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// The next frame of `kind`, skipping others.
+fn ws_next_of(ws: &mut WsClient, kind: &str) -> serde_json::Value {
+    loop {
+        let f = ws_next(ws);
+        if f["type"] == kind {
+            return f;
+        }
+    }
+}
+
+/// Reads until the server closes; its code and reason.
+fn ws_closed(ws: &mut WsClient) -> (u16, String) {
+    loop {
+        match ws.read() {
+            Ok(Message::Close(Some(c))) => return (c.code.into(), c.reason.to_string()),
+            Ok(Message::Close(None)) => return (1005, String::new()),
+            Ok(_) => {}
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    }
+}
+
+fn hs_token(c: serde_json::Value) -> String {
+    let hs = jsonwebtoken::EncodingKey::from_secret(WIDGET_SECRET.as_bytes());
+    jwt(jsonwebtoken::Algorithm::HS256, &hs, c)
+}
+
+const SHOP: &str = "https://shop.example";
+
+#[test]
+fn a_live_session_sends_history_acks_messages_and_streams_the_reply() {
+    let s = setup("ws-live");
+    let mut ws = ws_open(&s.gw, SHOP).unwrap();
+    ws_send(
+        &mut ws,
+        serde_json::json!({"type": "auth", "token": hs_token(claims(600))}),
+    );
+    let session = ws_next(&mut ws);
+    assert_eq!(session["type"], "session", "{session}");
+    assert_eq!(session["customer_id"], serde_json::Value::Null);
+    ws_send(
+        &mut ws,
+        serde_json::json!({"type": "message", "text": "Do you have the office chair in black?", "client_id": "c-1"}),
+    );
+    let ack = ws_next_of(&mut ws, "ack");
+    assert_eq!(ack["client_id"], "c-1");
+    assert_eq!(ack["id"], "7:user-42:c-1");
+    // The message itself, then the agent's reply, without asking.
+    let mine = ws_next_of(&mut ws, "message");
+    assert_eq!(
+        (mine["direction"].as_str(), mine["text"].as_str()),
+        (
+            Some("inbound"),
+            Some("Do you have the office chair in black?")
+        )
+    );
+    let reply = ws_next_of(&mut ws, "message");
+    assert_eq!(reply["direction"], "outbound", "{reply}");
+    assert_eq!(reply["channel"], "widget");
+    // A resend of the same client_id is acknowledged, never doubled.
+    ws_send(
+        &mut ws,
+        serde_json::json!({"type": "message", "text": "Do you have the office chair in black?", "client_id": "c-1"}),
+    );
+    assert_eq!(ws_next_of(&mut ws, "ack")["client_id"], "c-1");
+    // Resuming after the inbound entry brings only what followed it.
+    let mut again = ws_open(&s.gw, SHOP).unwrap();
+    ws_send(
+        &mut again,
+        serde_json::json!({"type": "auth", "token": hs_token(claims(600)), "after": mine["id"]}),
+    );
+    assert_eq!(ws_next(&mut again)["type"], "session");
+    let first = ws_next_of(&mut again, "message");
+    assert_eq!(first["id"], reply["id"], "only what followed `after`");
+    // The REST history holds the message once.
+    let h = s.gw.request(
+        "GET",
+        "/widget/v1/history",
+        &[(
+            "authorization",
+            &format!("Bearer {}", hs_token(claims(600))),
+        )],
+        b"",
+    );
+    let inbound = h.json()["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["direction"] == "inbound")
+        .count();
+    assert_eq!(inbound, 1, "{}", h.text());
+}
+
+#[test]
+fn a_session_without_auth_or_with_a_bad_token_is_closed_with_its_code() {
+    let s = setup("ws-auth");
+    // Wrong origin: refused before the upgrade.
+    assert_eq!(ws_open(&s.gw, "https://evil.example").err(), Some(403));
+    // A plain GET is told to upgrade.
+    assert_eq!(s.gw.get("/widget/v1/ws").status, 426);
+    // Something else first.
+    let mut ws = ws_open(&s.gw, SHOP).unwrap();
+    ws_send(
+        &mut ws,
+        serde_json::json!({"type": "message", "text": "hi"}),
+    );
+    assert_eq!(ws_closed(&mut ws).0, 4001);
+    // Bad, expired and alg:none tokens, each with its reason.
+    use base64::Engine as _;
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let none = format!(
+        "{}.{}.",
+        b64(serde_json::json!({"alg": "none"})),
+        b64(claims(600))
+    );
+    let wrong_key = jwt(
+        jsonwebtoken::Algorithm::HS256,
+        &jsonwebtoken::EncodingKey::from_secret(b"not-the-widget-secret"),
+        claims(600),
+    );
+    for (token, reason) in [
+        (wrong_key, "bad_signature"),
+        (hs_token(claims(-120)), "expired"),
+        (none, "algorithm"),
+    ] {
+        let mut ws = ws_open(&s.gw, SHOP).unwrap();
+        ws_send(&mut ws, serde_json::json!({"type": "auth", "token": token}));
+        let (code, why) = ws_closed(&mut ws);
+        assert_eq!(code, 4003);
+        assert!(why.starts_with(reason), "{why}");
+    }
+    // Nothing at all: closed after 5 s.
+    let mut ws = ws_open(&s.gw, SHOP).unwrap();
+    let t0 = Instant::now();
+    assert_eq!(ws_closed(&mut ws).0, 4001);
+    assert!(t0.elapsed() >= Duration::from_secs(4), "{:?}", t0.elapsed());
+}
+
+#[test]
+fn oversized_frames_are_closed_and_a_flood_is_slowed_but_survives() {
+    let s = setup("ws-limits");
+    let mut ws = ws_open(&s.gw, SHOP).unwrap();
+    ws_send(
+        &mut ws,
+        serde_json::json!({"type": "auth", "token": hs_token(claims(600))}),
+    );
+    assert_eq!(ws_next(&mut ws)["type"], "session");
+    // 40 messages at once: the burst goes through, the rest are paced,
+    // the client is told once, and every one is acknowledged.
+    for n in 0..40 {
+        ws_send(
+            &mut ws,
+            serde_json::json!({"type": "message", "text": format!("flood {n}"), "client_id": format!("f-{n}")}),
+        );
+    }
+    let mut acks = 0;
+    let mut told = 0;
+    while acks < 40 {
+        let f = ws_next(&mut ws);
+        match f["type"].as_str() {
+            Some("ack") => acks += 1,
+            Some("error") if f["code"] == "rate_limited" => told += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(told, 1);
+    // A frame over 16 KiB closes the session with 4009.
+    let big = "x".repeat(20_000);
+    ws_send(&mut ws, serde_json::json!({"type": "message", "text": big}));
+    assert_eq!(ws_closed(&mut ws).0, 4009);
+}
+
+#[test]
+fn a_session_ends_when_its_token_expires_unless_refreshed() {
+    let s = setup_with("ws-expiry", |c| {
+        c.replace(
+            "allowed_origins = [\"https://shop.example\"]",
+            "allowed_origins = [\"https://shop.example\"]\nleeway_seconds = 0",
+        )
+    });
+    // Not refreshed: closed at `exp`.
+    let mut ws = ws_open(&s.gw, SHOP).unwrap();
+    ws_send(
+        &mut ws,
+        serde_json::json!({"type": "auth", "token": hs_token(claims(2))}),
+    );
+    assert_eq!(ws_next(&mut ws)["type"], "session");
+    let (code, why) = ws_closed(&mut ws);
+    assert_eq!(code, 4003);
+    assert!(why.starts_with("expired"), "{why}");
+    // Refreshed in time: it goes on; a refresh for someone else ends it.
+    let mut ws = ws_open(&s.gw, SHOP).unwrap();
+    ws_send(
+        &mut ws,
+        serde_json::json!({"type": "auth", "token": hs_token(claims(2))}),
+    );
+    assert_eq!(ws_next(&mut ws)["type"], "session");
+    ws_send(
+        &mut ws,
+        serde_json::json!({"type": "refresh", "token": hs_token(claims(600))}),
+    );
+    assert_eq!(ws_next(&mut ws)["type"], "refreshed");
+    std::thread::sleep(Duration::from_secs(3));
+    ws_send(
+        &mut ws,
+        serde_json::json!({"type": "message", "text": "still here", "client_id": "r-1"}),
+    );
+    assert_eq!(ws_next_of(&mut ws, "ack")["client_id"], "r-1");
+    let mut other = claims(600);
+    other["sub"] = "someone-else".into();
+    ws_send(
+        &mut ws,
+        serde_json::json!({"type": "refresh", "token": hs_token(other)}),
+    );
+    assert_eq!(ws_closed(&mut ws).0, 4003);
+}

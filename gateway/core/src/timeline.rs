@@ -91,4 +91,20 @@ impl<B: Backend> Db<B> {
         })
         .await
     }
+
+    /// The last `limit` entries of a customer's unified timeline, oldest
+    /// first (what a live widget session reads to catch up).
+    pub async fn timeline_tail(
+        &self,
+        customer_id: &str,
+        limit: usize,
+    ) -> Result<Vec<Entry>, DbError> {
+        self.read_unit(move |ctx, txn| {
+            Box::pin(async move {
+                let c = ctx.live_customer(txn, customer_id).await?;
+                ctx.timeline_tail(txn, &c, limit).await
+            })
+        })
+        .await
+    }
 }

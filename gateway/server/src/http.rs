@@ -20,6 +20,7 @@ mod ops;
 mod routes;
 mod webhook;
 mod widget;
+mod ws;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -159,8 +160,13 @@ pub async fn serve(
             }
         };
         let app = app.clone();
-        let service = service_fn(move |req| {
+        // Each request carries the connection's slot, so a WebSocket
+        // session keeps it once hyper has let the socket go.
+        let slot = Arc::new(slot);
+        let held = slot.clone();
+        let service = service_fn(move |mut req: Req| {
             let app = app.clone();
+            req.extensions_mut().insert(ws::ConnSlot(held.clone()));
             async move { Ok::<_, Infallible>(handle(app, req).await) }
         });
         let (builder, tls, watcher) = (builder.clone(), tls.clone(), graceful.watcher());
@@ -220,14 +226,14 @@ where
     match tls {
         None => {
             let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned();
             Box::pin(run(conn, watcher))
         }
         Some(acceptor) => match acceptor.accept(stream).await {
             Ok(stream) => {
                 let conn = builder
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .into_owned();
                 Box::pin(run(conn, watcher))
             }

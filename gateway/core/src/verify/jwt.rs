@@ -333,6 +333,16 @@ impl WidgetAuth {
 
     /// Verifies `token` at Unix time `now` and returns the user it names.
     pub fn verify(&self, token: Option<&str>, now: u64) -> Result<AuthenticatedUser, TokenError> {
+        self.verify_until(token, now).map(|(user, _)| user)
+    }
+
+    /// [`WidgetAuth::verify`], and the last second the token is accepted
+    /// (`exp` plus the leeway): when a live session on it must end.
+    pub fn verify_until(
+        &self,
+        token: Option<&str>,
+        now: u64,
+    ) -> Result<(AuthenticatedUser, u64), TokenError> {
         let token = token
             .map(str::trim)
             .filter(|t| !t.is_empty())
@@ -404,7 +414,7 @@ impl WidgetAuth {
 
     /// The checks after the signature: times against the injected clock,
     /// required claims, and the user the token names.
-    fn finish(&self, c: Claims, now: u64) -> Result<AuthenticatedUser, TokenError> {
+    fn finish(&self, c: Claims, now: u64) -> Result<(AuthenticatedUser, u64), TokenError> {
         let exp = c.exp.ok_or(TokenError::MissingClaim("exp"))?;
         if now > exp.saturating_add(self.leeway) {
             return Err(TokenError::Expired);
@@ -464,10 +474,14 @@ impl WidgetAuth {
             .iss
             .or_else(|| self.issuer.clone())
             .unwrap_or_else(|| "widget".into());
-        Ok(AuthenticatedUser {
-            issuer,
-            subject,
-            claims,
-        })
+        let until = exp.saturating_add(self.leeway);
+        Ok((
+            AuthenticatedUser {
+                issuer,
+                subject,
+                claims,
+            },
+            until,
+        ))
     }
 }

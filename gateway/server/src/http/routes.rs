@@ -6,7 +6,7 @@
 use chatcrafter_core::config::Role;
 use hyper::Method;
 
-use super::{ApiError, Params, Req, Resp, admin, ops, webhook, widget};
+use super::{ApiError, Params, Req, Resp, admin, ops, webhook, widget, ws};
 use crate::app::App;
 use chatcrafter_core::store::BoxFuture;
 
@@ -22,8 +22,11 @@ pub(crate) enum Access {
 
 /// A handler: the app, the request and the path's `{…}` parameters, in
 /// order.
-pub(crate) type Handler =
-    for<'a> fn(&'a App, &'a mut Req, Params<'a>) -> BoxFuture<'a, Result<Resp, ApiError>>;
+pub(crate) type Handler = for<'a> fn(
+    &'a std::sync::Arc<App>,
+    &'a mut Req,
+    Params<'a>,
+) -> BoxFuture<'a, Result<Resp, ApiError>>;
 
 /// One row of the table.
 #[derive(Debug)]
@@ -63,6 +66,7 @@ pub(crate) static ROUTES: &[Route] = &[
     route!(POST "/widget/v1/messages", Access::Open, widget::post_message),
     route!(OPTIONS "/widget/v1/messages", Access::Open, widget::post_message),
     route!(GET "/widget/v1/history", Access::Open, widget::history),
+    route!(GET "/widget/v1/ws", Access::Open, ws::upgrade),
     route!(OPTIONS "/widget/v1/history", Access::Open, widget::history),
     route!(GET "/admin/v1/customers", Access::Roles(STAFF), admin::find_customer),
     route!(POST "/admin/v1/customers/merge", Access::Roles(ADMIN), admin::merge),

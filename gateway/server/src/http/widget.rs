@@ -47,11 +47,22 @@ pub(super) async fn post_message(
                 settings: vec![],
             },
         );
-        let inbound = parse(app, "widget", &plugin, request).await?;
-        accept(app, "widget", &inbound).await?;
+        let inbound = take(app, &plugin, request).await?;
         Ok(with_cors(plugin_response(&inbound)))
     };
     serve.instrument(span).await
+}
+
+/// A widget message, from the REST route or a live session: parsed by the
+/// widget plugin and recorded; only then is it acknowledged.
+pub(super) async fn take(
+    app: &App,
+    plugin: &std::sync::Arc<crate::plugin::Plugin>,
+    request: chatcrafter_core::channel::InboundRequest,
+) -> Result<chatcrafter_core::channel::Inbound, ApiError> {
+    let inbound = parse(app, "widget", plugin, request).await?;
+    accept(app, "widget", &inbound).await?;
+    Ok(inbound)
 }
 
 /// `GET /widget/v1/history`: the caller's unified cross-channel timeline,
@@ -88,7 +99,7 @@ pub(super) async fn history(app: &App, req: &mut Req, _: Params<'_>) -> Result<R
 
 /// The request's `Origin`, if it sent one and `widget.allowed_origins` lists
 /// it; 403 `origin_not_allowed` for any other origin.
-fn allowed_origin(
+pub(super) fn allowed_origin(
     config: &chatcrafter_core::config::Widget,
     req: &Req,
 ) -> Result<Option<String>, ApiError> {
