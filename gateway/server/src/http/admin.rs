@@ -20,7 +20,7 @@ use crate::notify::{Change, ChangeKind};
 
 /// How long a link token lives: 15 minutes, long enough to open a deep link
 /// on another device, short enough that a leaked one is soon useless.
-const LINK_TOKEN_TTL_SECONDS: u64 = 900;
+pub(super) const LINK_TOKEN_TTL_SECONDS: u64 = 900;
 
 /// The admin token a request carries (`Authorization: Bearer …`).
 pub(super) fn authenticate<'a>(app: &'a App, req: &Req) -> Result<&'a AdminToken, ApiError> {
@@ -544,6 +544,29 @@ pub(super) async fn event(app: &App, req: &mut Req, _: Params<'_>) -> Result<Res
     ))
 }
 
+/// The deep link that carries `token` into `name`'s channel, by the kind
+/// of channel (its plugin), whatever name the operator configured it
+/// under; `None` when the channel has none or lacks the setting.
+pub(super) fn deep_link(
+    app: &App,
+    name: &str,
+    channel: &chatcrafter_core::config::Channel,
+    token: &str,
+) -> Option<String> {
+    let kind = app.plugins.get(name).map(|p| p.manifest().id.clone());
+    match kind.as_deref().unwrap_or_default() {
+        "telegram" => channel
+            .settings
+            .get("bot_username")
+            .map(|u| format!("https://t.me/{u}?start={token}")),
+        "whatsapp" => channel
+            .settings
+            .get("display_phone_number")
+            .map(|n| format!("https://wa.me/{}?text={token}", n.trim_start_matches('+'))),
+        _ => None,
+    }
+}
+
 /// `POST /v1/link-tokens`.
 pub(super) async fn link_token(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
     #[derive(Deserialize)]
@@ -566,20 +589,7 @@ pub(super) async fn link_token(app: &App, req: &mut Req, _: Params<'_>) -> Resul
         .create_link_token(&b.customer_id, &b.channel, LINK_TOKEN_TTL_SECONDS, now)
         .await
         .map_err(ApiError::from)?;
-    // Deep links by the kind of channel (its plugin), whatever name the
-    // operator configured it under.
-    let kind = app.plugins.get(&b.channel).map(|p| p.manifest().id.clone());
-    let link = match kind.as_deref().unwrap_or_default() {
-        "telegram" => channel
-            .settings
-            .get("bot_username")
-            .map(|u| format!("https://t.me/{u}?start={token}")),
-        "whatsapp" => channel
-            .settings
-            .get("display_phone_number")
-            .map(|n| format!("https://wa.me/{}?text={token}", n.trim_start_matches('+'))),
-        _ => None,
-    };
+    let link = deep_link(app, &b.channel, channel, &token);
     Ok(json_resp(
         201,
         &json!({"token": token, "expires_at": rfc3339(now + LINK_TOKEN_TTL_SECONDS), "link": link}),

@@ -181,3 +181,121 @@ fn authenticate(
         err
     })
 }
+
+/// The widget script, built into the binary.
+const SCRIPT: &str = include_str!("../../assets/widget.js");
+
+/// The script's ETag: a hash of its content.
+static SCRIPT_ETAG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let d = ring::digest::digest(&ring::digest::SHA256, SCRIPT.as_bytes());
+    let hex: String = d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+});
+
+/// `GET /widget/v1/widget.js`: the embeddable client, with a content-hash
+/// ETag (304 when the browser has it) and a day's cache.
+pub(super) async fn script(_: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
+    let etag = SCRIPT_ETAG.as_str();
+    let fresh = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let mut resp = if fresh {
+        ops::text(304, "text/javascript; charset=utf-8", String::new())
+    } else {
+        ops::text(200, "text/javascript; charset=utf-8", SCRIPT.to_string())
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        header::ETAG,
+        header::HeaderValue::from_str(etag).expect("hex"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("public, max-age=86400, stale-while-revalidate=604800"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    Ok(resp)
+}
+
+/// `POST /widget/v1/continue` `{"channel":"whatsapp"|"telegram"|…}` with the
+/// widget's Bearer JWT: a one-time link token for the caller's customer, its
+/// deep link and the link as a QR code (SVG), so the conversation moves to
+/// the phone and stays one conversation. 409 `no_conversation` before the
+/// user has written; 422 when the channel has no deep link.
+pub(super) async fn continue_on(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
+    let (Some(config), Some(auth)) = (&app.config.widget, &app.widget) else {
+        return Err(ApiError::caller(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the widget is not configured ([widget])",
+        ));
+    };
+    let origin = allowed_origin(config, req)?;
+    if req.method() == Method::OPTIONS {
+        return Ok(with_cors(preflight("POST, OPTIONS"), origin.as_deref()));
+    }
+    let now = app.clock.now_secs();
+    let user = authenticate(app, auth, req, now)?;
+    let raw = body::read_capped(app, req).await?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        channel: String,
+    }
+    let b: Body = serde_json::from_slice(&raw).map_err(|e| {
+        ApiError::caller(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("the body must be {{\"channel\": \"…\"}}: {e}"),
+        )
+    })?;
+    let unprocessable = |m: String| ApiError::caller(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", m);
+    let channel = app
+        .config
+        .channels
+        .get(&b.channel)
+        .ok_or_else(|| unprocessable(format!("channel: `{}` is not configured", b.channel)))?;
+    let customer = app
+        .db
+        .find_identity("widget", &user.subject)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or_else(|| {
+            ApiError::caller(
+                StatusCode::CONFLICT,
+                "no_conversation",
+                "send a first message here before continuing on another channel",
+            )
+        })?;
+    let token = app
+        .db
+        .create_link_token(&customer, &b.channel, super::admin::LINK_TOKEN_TTL_SECONDS, now)
+        .await
+        .map_err(ApiError::from)?;
+    let link = super::admin::deep_link(app, &b.channel, channel, &token).ok_or_else(|| {
+        unprocessable(format!(
+            "channel `{}` has no deep link (Telegram needs settings.bot_username, WhatsApp settings.display_phone_number)",
+            b.channel
+        ))
+    })?;
+    let qr = qrcode::QrCode::new(link.as_bytes())
+        .map_err(|e| ApiError::fault(super::Fault::Gateway, "qr_failed", format!("QR code: {e}")))?
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(160, 160)
+        .build();
+    let body = serde_json::json!({
+        "token": token,
+        "link": link,
+        "qr_svg": qr,
+        "expires_at": chatcrafter_core::rfc3339(now + super::admin::LINK_TOKEN_TTL_SECONDS),
+    });
+    Ok(with_cors(
+        ops::text(201, "application/json", body.to_string()),
+        origin.as_deref(),
+    ))
+}
