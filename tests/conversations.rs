@@ -1050,3 +1050,218 @@ fn a_batch_of_messages_is_answered_once_per_customer() {
     assert_eq!(outbound(&timeline(&s.gw, &sarah)).len(), 1);
     assert_eq!(outbound(&timeline(&s.gw, &ana)).len(), 1);
 }
+
+// --- The widget in a real browser (issue 11) -------------------------------
+
+/// A free port on loopback, for a node that must come back on the same one.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `chromedriver` on a free port, stopped on drop.
+struct Chromedriver {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Chromedriver {
+    fn start() -> Chromedriver {
+        let port = free_port();
+        let child = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver is needed for the browser tests: apt-get install chromium chromium-driver");
+        assert!(
+            eventually(Duration::from_secs(10), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
+            "chromedriver did not start"
+        );
+        Chromedriver { child, port }
+    }
+}
+
+/// Polls `script` (which returns a boolean) in the page until it is true.
+async fn until(c: &fantoccini::Client, what: &str, script: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = c.execute(script, vec![]).await.unwrap();
+        if v == Value::Bool(true) {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let log = c
+                .execute("const l = document.querySelector('.cc-log'); return l ? l.innerText : '(no chat)';", vec![])
+                .await
+                .unwrap();
+            panic!("waited 15 s for {what}; the chat shows: {log}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn screenshot(c: &fantoccini::Client, dir: &std::path::Path, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "{name} is a PNG");
+    std::fs::write(dir.join(name), png).unwrap();
+}
+
+/// How many messages in the chat hold `text` (an exact count, so a
+/// doubled message shows).
+fn count_of(text: &str) -> String {
+    format!(
+        "Array.from(document.querySelectorAll('.cc-log .cc-text')).filter(e => e.textContent === {}).length",
+        Value::String(text.into())
+    )
+}
+
+#[test]
+fn the_widget_in_a_real_browser_across_two_nodes_a_cut_network_and_a_new_user() {
+    let apis = channel_apis();
+    let dir = scratch("browser");
+    let shots = repo_path("target/browser-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let redis = RedisServer::start(&dir, 0, None);
+    let store = format!(
+        "kind = \"redis\"\nurl = \"redis://127.0.0.1:{}\"\nkey_prefix = \"cc:\"",
+        redis.port
+    );
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let base = config(
+        &store,
+        &apis,
+        &hex(discord_key().public_key().as_ref()),
+        FAST,
+    )
+    .replace(
+        &format!("secret = \"{WIDGET_SECRET}\""),
+        &format!("secret = \"{WIDGET_SECRET}\"\nallowed_origins = [\"{origin}\"]"),
+    );
+    // Node A serves the shop and the widget's session; node B gets the
+    // customer's WhatsApp webhook. One Redis between them.
+    let config_a = base.replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\"\ndemo = true"),
+    );
+    let dir_a = scratch("browser-node-a");
+    let mut node_a = Some(Gateway::start(&dir_a, &config_a));
+    let node_b = Gateway::start(&scratch("browser-node-b"), &base);
+    let driver = Chromedriver::start();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({"binary": "/usr/bin/chromium",
+                   "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900"]}),
+        );
+        let c = fantoccini::ClientBuilder::new(
+            hyper_util::client::legacy::connect::HttpConnector::new(),
+        )
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a headless Chromium session");
+        use fantoccini::Locator;
+
+        // 1. Log in on the demo shop as Sarah, write, see the agent's reply.
+        c.goto(&format!("{origin}/demo")).await.unwrap();
+        c.find(Locator::Id("login")).await.unwrap().click().await.unwrap();
+        until(&c, "the chat to open", "const p = document.querySelector('.cc-panel'); return !!p && !p.hidden;").await;
+        let question = "Do you have the office chair in black?";
+        c.find(Locator::Css(".cc-input")).await.unwrap().send_keys(question).await.unwrap();
+        c.find(Locator::Css(".cc-send")).await.unwrap().click().await.unwrap();
+        until(&c, "the agent's greeting", "return document.querySelector('.cc-log').innerText.includes('Thanks for reaching out');").await;
+        screenshot(&c, &shots, "1-widget-reply.png").await;
+
+        // 2. Sarah writes on WhatsApp; node B takes the webhook. The open
+        // chat on node A shows it and the reply, without a reload.
+        let r = whatsapp_message_from(&node_b, "14155552671", "wamid.BROWSER1", "Is it still in stock?");
+        assert_eq!(r.status, 200, "{}", r.text());
+        until(&c, "the WhatsApp message", &format!("return {} === 1;", count_of("Is it still in stock?"))).await;
+        until(&c, "the reply that recalls the web chat", "return document.querySelector('.cc-log').innerText.includes('Welcome back, Sarah! Earlier on the web chat');").await;
+        let meta: String = c
+            .execute("return Array.from(document.querySelectorAll('.cc-meta')).map(e => e.textContent).join('|');", vec![])
+            .await
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(meta.contains("On WhatsApp"), "{meta}");
+        screenshot(&c, &shots, "2-whatsapp-on-another-node.png").await;
+
+        // 3. The network is cut while a message is being sent: node A dies
+        // as the message leaves, and comes back on the same port.
+        let resend = "Can I pick it up at the store?";
+        c.find(Locator::Css(".cc-input")).await.unwrap().send_keys(resend).await.unwrap();
+        c.find(Locator::Css(".cc-send")).await.unwrap().click().await.unwrap();
+        if let Some(mut a) = node_a.take() {
+            let _ = a.child.kill();
+            let _ = a.child.wait();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        node_a = Some(Gateway::start(&dir_a, &config_a));
+        until(&c, "the resent message to be acknowledged", "return Array.from(document.querySelectorAll('.cc-meta')).some(e => e.textContent === 'Sent') || document.querySelectorAll('.cc-log [data-message-id]').length >= 2;").await;
+        until(&c, "the resent message on the timeline", &format!("return {} === 1;", count_of(resend))).await;
+        // …exactly once, in the browser and in the store.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(c.execute(&format!("return {};", count_of(resend)), vec![]).await.unwrap(), json!(1));
+        let id = customer_id(&node_b, "phone:%2B14155552671");
+        let stored = timeline(&node_b, &id)
+            .iter()
+            .filter(|e| e["text"] == resend)
+            .count();
+        assert_eq!(stored, 1);
+        screenshot(&c, &shots, "3-after-reconnect.png").await;
+
+        // 4. Another user logs in: nothing of Sarah's stays on the page.
+        // (The open chat covers the form: close it first, as a person would.)
+        c.find(Locator::Css(".cc-x")).await.unwrap().click().await.unwrap();
+        c.find(Locator::Id("logout")).await.unwrap().click().await.unwrap();
+        for (field, value) in [("login-sub", "user-77"), ("login-name", "Bob"), ("login-email", "bob@example.com"), ("login-phone", "")] {
+            let e = c.find(Locator::Id(field)).await.unwrap();
+            e.clear().await.unwrap();
+            if !value.is_empty() {
+                e.send_keys(value).await.unwrap();
+            }
+        }
+        c.find(Locator::Id("login")).await.unwrap().click().await.unwrap();
+        until(&c, "Bob's chat", "return document.querySelectorAll('[data-chatcrafter]').length === 1 && !document.querySelector('.cc-panel').hidden;").await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let text: String = c
+            .execute("return document.querySelector('[data-chatcrafter]').innerText;", vec![])
+            .await
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string();
+        for sarahs in ["office chair", "still in stock", "Sarah", "pick it up"] {
+            assert!(!text.contains(sarahs), "Bob sees `{sarahs}`: {text}");
+        }
+        screenshot(&c, &shots, "4-another-user.png").await;
+        c.close().await.unwrap();
+    });
+    drop(node_a);
+}
+
+/// A WhatsApp text from `wa_id`, to `gw`.
+fn whatsapp_message_from(gw: &Gateway, wa_id: &str, wamid: &str, text: &str) -> Response {
+    post_whatsapp(gw, APP_SECRET, whatsapp_text(wa_id, wamid, text))
+}

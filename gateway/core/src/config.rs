@@ -83,6 +83,11 @@ pub struct Server {
     /// Most events a plugin may return for one request; a plugin answer
     /// with more is refused as the plugin's fault (502 `plugin_failed`).
     pub max_events_per_request: u32,
+    /// Serves the `/demo` pages, which mint widget tokens for anyone with
+    /// `[widget] secret` and sign channel requests with the channels'
+    /// secrets: for a developer's machine only, so it is refused on any
+    /// address but loopback. Dev mode turns it on.
+    pub demo: bool,
 }
 
 /// `line N, column M: ` for a span of `text`, or nothing without one.
@@ -129,6 +134,7 @@ impl Default for Server {
             // WhatsApp batches at most 1000 updates a call, the largest
             // batch the bundled channels document.
             max_events_per_request: 1000,
+            demo: false,
         }
     }
 }
@@ -563,6 +569,27 @@ impl Config {
                     self.server.max_inflight_body_bytes, self.server.max_body_bytes
                 ),
             ));
+        }
+        if self.server.demo {
+            let host = self
+                .server
+                .listen
+                .rsplit_once(':')
+                .map_or(self.server.listen.as_str(), |(h, _)| h)
+                .trim_matches(['[', ']']);
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                return Err(ConfigError::at(
+                    "server.demo",
+                    format!(
+                        "the demo mints widget tokens for anyone: it serves only on a loopback address, not `{}`",
+                        self.server.listen
+                    ),
+                ));
+            }
         }
         if self.server.max_events_per_request == 0 {
             return Err(ConfigError::at(

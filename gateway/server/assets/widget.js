@@ -30,7 +30,7 @@
 
   var CSS =
     ".cc-root{--cc-accent:#3b5bdb;--cc-bg:#fff;--cc-fg:#1c1c1c;--cc-muted:#6b6b6b;--cc-in:#f1f3f5;--cc-out:var(--cc-accent);--cc-out-fg:#fff;--cc-radius:12px;--cc-font:system-ui,sans-serif;" +
-    "position:fixed;right:20px;bottom:20px;z-index:2147483000;font:14px/1.4 var(--cc-font);color:var(--cc-fg)}" +
+    "position:fixed;right:20px;bottom:20px;z-index:2147483000;display:flex;flex-direction:column;align-items:flex-end;font:14px/1.4 var(--cc-font);color:var(--cc-fg)}" +
     ".cc-root *{box-sizing:border-box}" +
     ".cc-launcher{background:var(--cc-accent);color:var(--cc-out-fg);border:0;border-radius:999px;padding:12px 18px;font:inherit;font-weight:600;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.2)}" +
     ".cc-panel{display:flex;flex-direction:column;width:min(360px,calc(100vw - 40px));height:min(520px,calc(100vh - 100px));background:var(--cc-bg);border-radius:var(--cc-radius);box-shadow:0 8px 30px rgba(0,0,0,.25);overflow:hidden;margin-bottom:12px}" +

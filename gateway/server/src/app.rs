@@ -85,6 +85,9 @@ pub struct App {
     pub plugin_calls: Arc<tokio::sync::Semaphore>,
     /// Request bodies held at once (`server.max_inflight_body_bytes`).
     pub body_budget: crate::http::BodyBudget,
+    /// What the `/demo` pages sign with, when `[server] demo` is on (dev
+    /// mode); `None`, and `/demo` is 404, otherwise.
+    pub demo: Option<crate::http::DemoKeys>,
 }
 
 fn check_declared(
@@ -231,6 +234,10 @@ impl App {
             })
             .collect();
         let body_budget = crate::http::BodyBudget::new(config.server.max_inflight_body_bytes);
+        let demo = match config.server.demo {
+            true => Some(crate::http::DemoKeys::from_config(&config)?),
+            false => None,
+        };
         Ok(App {
             config,
             plugins,
@@ -248,6 +255,7 @@ impl App {
                 crate::plugin::limits::MAX_CALLS_IN_FLIGHT,
             )),
             body_budget,
+            demo,
         })
     }
 }

@@ -44,6 +44,12 @@ pub struct DevSecrets {
     pub discord_private_key_pkcs8: String,
 }
 
+/// The demo's Telegram bot and WhatsApp business number (deep links only:
+/// dev mode sends nothing to the real APIs it cannot reach).
+pub const DEMO_BOT_USERNAME: &str = "chatcrafter_demo_bot";
+/// See [`DEMO_BOT_USERNAME`].
+pub const DEMO_WHATSAPP_NUMBER: &str = "+15550100000";
+
 fn token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes())
 }
@@ -95,6 +101,8 @@ impl DevSecrets {
     pub fn config(&self, data_dir: &Path) -> Config {
         let mut config = Config::parse("version = 1").expect("a minimal config parses");
         config.store.path = data_dir.display().to_string();
+        // On 127.0.0.1 only, as the demo requires.
+        config.server.demo = true;
         config.security.data_key = Some(self.data_key.clone());
         config.security.index_key = Some(self.index_key.clone());
         let channel = |plugin: &str, api: &str, secrets: &[(&str, &str)]| Channel {
@@ -132,6 +140,16 @@ impl DevSecrets {
         if let Some((id, _)) = self.telegram_bot_token.split_once(':') {
             telegram.settings.insert("bot_id".into(), id.to_string());
         }
+        // Deep links for the demo's "Continue on …" offers.
+        telegram
+            .settings
+            .insert("bot_username".into(), DEMO_BOT_USERNAME.into());
+        config
+            .channels
+            .get_mut("whatsapp")
+            .expect("inserted above")
+            .settings
+            .insert("display_phone_number".into(), DEMO_WHATSAPP_NUMBER.into());
         config.channels.insert("telegram".into(), telegram);
         config.channels.insert(
             "discord".into(),

@@ -15,6 +15,7 @@
 mod admin;
 mod body;
 mod conn;
+mod demo;
 mod error;
 mod ops;
 mod routes;
@@ -38,6 +39,7 @@ use tokio::net::TcpListener;
 
 use crate::app::App;
 pub use body::BodyBudget;
+pub use demo::DemoKeys;
 pub use error::{ApiError, Fault};
 
 /// Response type of every handler.

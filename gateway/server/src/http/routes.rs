@@ -6,7 +6,7 @@
 use chatcrafter_core::config::Role;
 use hyper::Method;
 
-use super::{ApiError, Params, Req, Resp, admin, ops, webhook, widget, ws};
+use super::{ApiError, Params, Req, Resp, admin, demo, ops, webhook, widget, ws};
 use crate::app::App;
 use chatcrafter_core::store::BoxFuture;
 
@@ -70,6 +70,12 @@ pub(crate) static ROUTES: &[Route] = &[
     route!(GET "/widget/v1/widget.js", Access::Open, widget::script),
     route!(POST "/widget/v1/continue", Access::Open, widget::continue_on),
     route!(OPTIONS "/widget/v1/continue", Access::Open, widget::continue_on),
+    // Dev mode only (404 otherwise).
+    route!(GET "/demo", Access::Open, demo::shop),
+    route!(GET "/demo/phone", Access::Open, demo::phone),
+    route!(POST "/demo/token", Access::Open, demo::token),
+    route!(POST "/demo/send", Access::Open, demo::send),
+    route!(GET "/demo/timeline", Access::Open, demo::timeline),
     route!(OPTIONS "/widget/v1/history", Access::Open, widget::history),
     route!(GET "/admin/v1/customers", Access::Roles(STAFF), admin::find_customer),
     route!(POST "/admin/v1/customers/merge", Access::Roles(ADMIN), admin::merge),

@@ -121,6 +121,49 @@ async fn serve(
     Ok(plugin_response(&inbound))
 }
 
+/// A request to `channel`'s webhook made inside the gateway (the dev-mode
+/// demo plays a customer's phone this way): verified on its bytes, parsed
+/// and recorded exactly as one from the network.
+pub(super) async fn inject(
+    app: &App,
+    channel: &str,
+    headers: Vec<Header>,
+    body: Vec<u8>,
+) -> Result<Inbound, ApiError> {
+    let (Some(rt), Some(plugin)) = (app.channels.get(channel), app.plugins.get(channel)) else {
+        return Err(unknown(channel));
+    };
+    let now_ms = app.clock.now_ms();
+    rt.verifier
+        .verify(&headers, &body, now_ms / 1000)
+        .map_err(|e| ApiError::caller(StatusCode::UNAUTHORIZED, e.code(), e.to_string()))?;
+    let request_id = request_id();
+    let span = inbound_span(channel, &plugin, &request_id);
+    let request = InboundRequest {
+        method: "POST".into(),
+        path: format!("/webhooks/{channel}"),
+        query: String::new(),
+        headers: headers
+            .into_iter()
+            .filter(|h| Some(h.name.as_str()) != rt.verifier.secret_header())
+            .collect(),
+        body,
+        context: RequestContext {
+            received_at_ms: now_ms,
+            request_id,
+            user: None,
+            settings: rt.settings.clone(),
+        },
+    };
+    async {
+        let inbound = parse(app, channel, &plugin, request).await?;
+        accept(app, channel, &inbound).await?;
+        Ok(inbound)
+    }
+    .instrument(span)
+    .await
+}
+
 fn unknown(channel: &str) -> ApiError {
     ApiError::caller(
         StatusCode::NOT_FOUND,

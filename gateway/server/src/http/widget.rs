@@ -254,7 +254,8 @@ pub(super) async fn continue_on(app: &App, req: &mut Req, _: Params<'_>) -> Resu
             format!("the body must be {{\"channel\": \"…\"}}: {e}"),
         )
     })?;
-    let unprocessable = |m: String| ApiError::caller(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", m);
+    let unprocessable =
+        |m: String| ApiError::caller(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", m);
     let channel = app
         .config
         .channels
@@ -274,7 +275,12 @@ pub(super) async fn continue_on(app: &App, req: &mut Req, _: Params<'_>) -> Resu
         })?;
     let token = app
         .db
-        .create_link_token(&customer, &b.channel, super::admin::LINK_TOKEN_TTL_SECONDS, now)
+        .create_link_token(
+            &customer,
+            &b.channel,
+            super::admin::LINK_TOKEN_TTL_SECONDS,
+            now,
+        )
         .await
         .map_err(ApiError::from)?;
     let link = super::admin::deep_link(app, &b.channel, channel, &token).ok_or_else(|| {
