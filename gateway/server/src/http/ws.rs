@@ -597,13 +597,16 @@ mod tests {
         // A second later the bucket has refilled ten.
         let later = t0 + Duration::from_secs(1);
         let mut going = 0;
-        while b.take(later) == Pace::Go {
-            going += 1;
-        }
+        let stopped = loop {
+            match b.take(later) {
+                Pace::Go => going += 1,
+                wait => break wait,
+            }
+        };
         assert_eq!(going, 8, "ten refilled, two already owed");
         assert!(
-            matches!(b.take(later), Pace::Wait { tell: true, .. }),
-            "told again"
+            matches!(stopped, Pace::Wait { tell: true, .. }),
+            "told again, after going"
         );
     }
 }
