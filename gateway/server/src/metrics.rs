@@ -76,6 +76,10 @@ const HELP: &[(&str, &str)] = &[
         "Failed accepts of new connections (out of file descriptors and the like)",
     ),
     (
+        "gateway_widget_sessions_total",
+        "Widget WebSocket sessions opened (upgrades)",
+    ),
+    (
         "gateway_overloaded_total",
         "Requests answered 503 overloaded, by the limit reached",
     ),
