@@ -1459,3 +1459,62 @@ fn a_session_ends_when_its_token_expires_unless_refreshed() {
     );
     assert_eq!(ws_closed(&mut ws).0, 4003);
 }
+
+#[test]
+fn a_customer_known_from_whatsapp_is_greeted_with_that_context_once_a_day() {
+    let s = setup("ws-greeting");
+    let r = post_whatsapp(
+        &s.gw,
+        APP_SECRET,
+        whatsapp_text("16505551234", "wamid.GREET1", "Is the chair in stock?"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut c = claims(600);
+    c["sub"] = "user-sarah".into();
+    c["phone"] = "+16505551234".into();
+    c["phone_number_verified"] = true.into();
+    let token = hs_token(c);
+    // The first visit: linked by the verified phone, and greeted.
+    let mut ws = ws_open(&s.gw, SHOP).unwrap();
+    ws_send(&mut ws, serde_json::json!({"type": "auth", "token": token}));
+    let session = ws_next_of(&mut ws, "session");
+    assert!(session["customer_id"].is_string(), "{session}");
+    let greeting = loop {
+        let m = ws_next_of(&mut ws, "message");
+        if m["direction"] == "outbound" && m["channel"] == "widget" {
+            break m;
+        }
+    };
+    assert!(
+        greeting["text"]
+            .as_str()
+            .unwrap()
+            .contains("Earlier on WhatsApp you asked about “Is the chair in stock?”"),
+        "{greeting}"
+    );
+    // Opening again the same day: the history, no second greeting.
+    let mut again = ws_open(&s.gw, SHOP).unwrap();
+    ws_send(
+        &mut again,
+        serde_json::json!({"type": "auth", "token": hs_token({
+            let mut c = claims(600);
+            c["sub"] = "user-sarah".into();
+            c
+        })}),
+    );
+    ws_next_of(&mut again, "session");
+    again
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut outbound = 0;
+    while let Ok(m) = again.read() {
+        if let Message::Text(t) = m {
+            let f: serde_json::Value = serde_json::from_str(&t).unwrap();
+            if f["type"] == "message" && f["direction"] == "outbound" && f["channel"] == "widget" {
+                outbound += 1;
+            }
+        }
+    }
+    assert_eq!(outbound, 1, "the one greeting, from the history");
+}

@@ -382,3 +382,62 @@ impl<B: Backend> Db<B> {
         .await
     }
 }
+
+/// How often a widget session opening gives the agent a turn: once a day.
+pub const SESSION_OPENED_EVERY_SECONDS: u64 = 86_400;
+
+impl<B: Backend> Db<B> {
+    /// A widget session opened for `customer_id` (as `identity`): when the
+    /// customer has written on another channel and no session opened in
+    /// the last day, records a `session_opened` event on the timeline and
+    /// queues the agent's turn on it, in one unit — the agent may greet
+    /// with what was said elsewhere. Returns whether a turn was queued.
+    pub async fn widget_session_opened(
+        &self,
+        customer_id: &str,
+        identity: &crate::channel::ChannelIdentity,
+        now_ms: u64,
+    ) -> Result<bool, DbError> {
+        let at = now_ms / 1000;
+        self.unit(move |ctx, txn| {
+            Box::pin(async move {
+                let customer = ctx.live_customer(txn, customer_id).await?;
+                let mut state = ctx.load_state(txn, &customer.id).await?;
+                let recently = state
+                    .widget_opened_at
+                    .is_some_and(|t| at.saturating_sub(t) < SESSION_OPENED_EVERY_SECONDS);
+                let elsewhere = state.routes.keys().any(|c| c != &identity.channel);
+                if recently || !elsewhere || state.handoff.is_some() {
+                    return Ok(false);
+                }
+                state.widget_opened_at = Some(at);
+                ctx.save_state(txn, &customer.id, &state);
+                let event = Entry::event(
+                    "session_opened",
+                    serde_json::json!({"channel": identity.channel}),
+                    at,
+                );
+                let (event, _) = ctx.append(txn, &customer.id, event).await?;
+                let route = Route {
+                    identity: identity.clone(),
+                    reply_handle: None,
+                    at,
+                };
+                ctx.enqueue(
+                    txn,
+                    shard_of(&customer.id),
+                    JobKind::Agent {
+                        customer_id: customer.id.clone(),
+                        entry_id: event.id,
+                        route,
+                    },
+                    0,
+                    now_ms,
+                )
+                .await?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+}

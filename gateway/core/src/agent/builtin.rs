@@ -57,6 +57,12 @@ fn first_name(name: Option<&str>) -> Option<&str> {
 /// `history` (oldest first; it may or may not contain `incoming` itself).
 pub fn respond(name: Option<&str>, history: &[Entry], incoming: &Entry) -> Reply {
     let first = first_name(name);
+    if incoming.kind == "session_opened" {
+        return Reply {
+            text: on_open(first, history).unwrap_or_default(),
+            handoff: false,
+        };
+    }
     let text = incoming.text.as_deref().unwrap_or("").to_lowercase();
     if HUMAN_WORDS.iter().any(|w| text.contains(w)) {
         return Reply {
@@ -106,6 +112,28 @@ pub fn respond(name: Option<&str>, history: &[Entry], incoming: &Entry) -> Reply
         text,
         handoff: false,
     }
+}
+
+/// The greeting when a widget session opens (`session_opened`): when the
+/// customer last wrote on another channel, it recalls what they asked
+/// there; otherwise nothing is said (an empty reply sends nothing).
+fn on_open(first: Option<&str>, history: &[Entry]) -> Option<String> {
+    let last = history.iter().rev().find(|e| {
+        e.direction == Direction::Inbound
+            && e.kind == "text"
+            && e.text.as_deref().is_some_and(|t| !t.trim().is_empty())
+    })?;
+    if last.channel == "widget" {
+        return None;
+    }
+    let greeting = first
+        .map(|n| format!("Welcome back, {n}!"))
+        .unwrap_or_else(|| "Welcome back!".into());
+    Some(format!(
+        "{greeting} Earlier on {} you asked about “{}”. How can I help with that?",
+        channel_name(&last.channel),
+        quote(last.text.as_deref().unwrap_or_default())
+    ))
 }
 
 /// The abandoned-cart reminder, by first name when known.
@@ -207,6 +235,27 @@ mod tests {
                 .contains(&format!("“{}…”", "a".repeat(QUOTE_MAX - 1))),
             "{}",
             r.text
+        );
+    }
+
+    #[test]
+    fn a_session_opening_recalls_only_what_was_said_elsewhere() {
+        let opened = Entry {
+            direction: Direction::Event,
+            kind: "session_opened".into(),
+            text: None,
+            ..entry("e9", 9, "api", "session_opened", "")
+        };
+        let asked = entry("e1", 1, "whatsapp", "text", "Is the chair in stock?");
+        assert_eq!(
+            respond(Some("Sarah Kim"), &[asked.clone(), opened.clone()], &opened).text,
+            "Welcome back, Sarah! Earlier on WhatsApp you asked about “Is the chair in stock?”. How can I help with that?"
+        );
+        // Last heard on the web chat itself: nothing to recall, nothing said.
+        let here = entry("e2", 2, "widget", "text", "thanks");
+        assert_eq!(
+            respond(Some("Sarah"), &[asked, here, opened.clone()], &opened).text,
+            ""
         );
     }
 }

@@ -58,6 +58,10 @@ pub struct ConversationState {
     /// Outbound messages not yet sent, in the order they go out.
     #[serde(default)]
     pub outbox: Vec<String>,
+    /// Unix seconds of the last widget session opened with the agent's
+    /// turn (at most one a day).
+    #[serde(default)]
+    pub widget_opened_at: Option<u64>,
 }
 
 impl ConversationState {

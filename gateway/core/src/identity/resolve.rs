@@ -80,6 +80,30 @@ impl<B: Backend> Db<B> {
         self.unit(move |ctx, txn| Box::pin(resolve_in(ctx, txn, sender)))
             .await
     }
+
+    /// [`Db::resolve`], only when a verified claim of `sender` already
+    /// belongs to a customer (a widget user opening a session, known from
+    /// another channel by a verified phone or email): then the sender is
+    /// linked as resolution links it; otherwise nothing changes and no
+    /// customer is created. `None` when nothing matched.
+    pub async fn resolve_if_known(&self, sender: &Sender) -> Result<Option<Resolution>, DbError> {
+        self.unit(move |ctx, txn| {
+            Box::pin(async move {
+                let verified = identifiers(&sender.claims, true, ctx.rules.primary);
+                let keys: Vec<String> = verified.iter().map(|i| ctx.k().identifier(i)).collect();
+                let owners = txn.get_many(&keys).await?;
+                let known = verified
+                    .iter()
+                    .zip(&owners)
+                    .any(|(i, o)| o.is_some() && !ctx.rules.blocked.contains(i));
+                if !known {
+                    return Ok(None);
+                }
+                resolve_in(ctx, txn, sender).await.map(Some)
+            })
+        })
+        .await
+    }
 }
 
 pub(crate) async fn resolve_in(

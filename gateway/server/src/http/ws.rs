@@ -307,6 +307,40 @@ async fn authenticate(app: &Arc<App>, ws: &mut Ws) -> Result<Live, Ended> {
         bucket: Bucket::new(),
     };
     live.resolve().await;
+    let identity = chatcrafter_core::channel::ChannelIdentity {
+        channel: "widget".into(),
+        scope: live.user.issuer.clone(),
+        id: live.user.subject.clone(),
+    };
+    // A first visit by someone known from another channel by a verified
+    // phone or email: linked now, as their first message would link them.
+    if live.customer.is_none() {
+        let sender = chatcrafter_core::identity::Sender {
+            identity: identity.clone(),
+            display_name: None,
+            claims: live.user.claims.clone(),
+            link_token: None,
+            at: app.clock.now_secs(),
+        };
+        match app.db.resolve_if_known(&sender).await {
+            Ok(Some(r)) => live.customer = Some(r.customer_id),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("resolving a widget session failed: {e}"),
+        }
+    }
+    // A customer known from another channel: the agent may greet with what
+    // was said there (at most once a day).
+    if let Some(c) = &live.customer {
+        match app
+            .db
+            .widget_session_opened(c, &identity, app.clock.now_ms())
+            .await
+        {
+            Ok(true) => app.wake.notify_one(),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(customer_id = %c, "session_opened not recorded: {e}"),
+        }
+    }
     // Resuming: the client already has `after` and what came before it.
     if let (Some(after), Some(c)) = (&after, &live.customer)
         && let Ok(entries) = app.db.timeline_tail(c, HISTORY).await
