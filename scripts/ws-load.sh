@@ -26,7 +26,7 @@ data_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
 index_key = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM="
 [widget]
 algorithms = ["HS256"]
-secret = "ws-load-widget-secret"
+secret = "ws-load-widget-secret-0123456789abcdef"
 [channels.whatsapp]
 plugin = "builtin:whatsapp"
 api_base = "http://127.0.0.1:9"
@@ -38,5 +38,6 @@ TOML
 GATEWAY_LOG=warn "$BIN/gateway" serve --config "$work/gateway.toml" > "$work/out" 2> "$work/err" &
 GW=$!
 sleep 1.5
-"$BIN/examples/ws_load" 127.0.0.1:18095 "$GW" ws-load-widget-secret ws-load-app-secret "$N" "$K" "$M"
+kill -0 "$GW" 2>/dev/null || { cat "$work/err" >&2; exit 1; }
+"$BIN/examples/ws_load" 127.0.0.1:18095 "$GW" ws-load-widget-secret-0123456789abcdef ws-load-app-secret "$N" "$K" "$M"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); fd limit $(ulimit -n)"
