@@ -1114,21 +1114,28 @@ fn over_the_connection_limit_a_client_hears_503_overloaded_with_retry_after() {
         "max_connections = 4\nheader_timeout_ms = 10000",
         None,
     );
-    // Four connections that have begun a request (so none is silent).
+    // Four kept-alive connections that have made a request (so none is
+    // silent: a connection still sending its first request is, and would
+    // be closed to make room).
     let mut busy: Vec<TcpStream> = (0..4)
         .map(|_| {
             let mut c = TcpStream::connect(gw.addr).unwrap();
-            c.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
                 .unwrap();
+            let mut buf = [0u8; 256];
+            let n = c.read(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
             c
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
     let r = gw.get("/healthz");
     assert_eq!((r.status, r.code().as_str()), (503, "overloaded"));
     assert_eq!(r.header("retry-after"), Some("1"));
     // The busy ones are still served.
-    busy[0].write_all(b"connection: close\r\n\r\n").unwrap();
+    busy[0]
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
     let done = read_response(&mut busy[0]);
     assert_eq!(done.status, 200);
     drop(busy);
@@ -1136,6 +1143,16 @@ fn over_the_connection_limit_a_client_hears_503_overloaded_with_retry_after() {
         .get("/healthz")
         .status
         == 200));
+}
+
+#[test]
+fn a_connection_that_starts_an_http2_preface_and_stops_is_closed() {
+    let gw = limited_gateway("half-preface", "header_timeout_ms = 1000", None);
+    let mut c = TcpStream::connect(gw.addr).unwrap();
+    c.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
+    let t0 = Instant::now();
+    assert!(closed_by_server(&mut c, Duration::from_secs(5)));
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
 }
 
 #[test]

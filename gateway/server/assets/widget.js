@@ -18,6 +18,7 @@
     delivered: "Delivered",
     read: "Read",
     failed: "Not delivered",
+    tooLong: "too long",
     offline: "Connection lost — reconnecting…",
     ended: "Session ended",
     you: "You",
@@ -54,6 +55,7 @@
     ".cc-launcher:focus-visible,.cc-send:focus-visible,.cc-x:focus-visible,.cc-link:focus-visible,.cc-input:focus-visible{outline:3px solid #f08c00;outline-offset:2px}";
 
   var current = null;
+  var MAX_FRAME = 16384;
 
   function merge(base, extra) {
     var out = {};
@@ -198,7 +200,7 @@
   };
 
   Session.prototype.connect = function () {
-    if (this.closed) return;
+    if (this.closed || (this.ws && this.ws.readyState <= 1)) return;
     var self = this;
     var url = this.base.replace(/^http/, "ws") + "/widget/v1/ws";
     var ws;
@@ -247,6 +249,11 @@
       .then(function () { return self.opts.getToken(); })
       .then(function (token) {
         if (self.closed || !token) return;
+        if (userOf(token) !== userOf(self.token)) {
+          // Someone else now: nothing of this user's session may stay.
+          self.destroy();
+          return;
+        }
         self.token = token;
         if (self.ws && self.ws.readyState === 1) self.ws.send(JSON.stringify({ type: "refresh", token: token }));
         if (then) then();
@@ -258,14 +265,16 @@
     var self = this;
     switch (f.type) {
       case "session":
-        this.attempt = 0;
+        // Backoff starts over only once the session has held for 10 s.
+        clearTimeout(this.stableTimer);
+        this.stableTimer = this.later(function () { self.attempt = 0; }, 10000);
         this.say("");
-        this.schedule(f.expires_at);
+        this.schedule(f.expires_at, f.now);
         // Whatever was sent and not acknowledged goes again, same client_id.
         Object.keys(this.pending).forEach(function (id) { self.push(id); });
         break;
       case "refreshed":
-        this.schedule(f.expires_at);
+        this.schedule(f.expires_at, f.now);
         break;
       case "message":
         this.entry(f);
@@ -283,12 +292,15 @@
           delete this.pending[f.client_id];
           p.node.setAttribute("data-message-id", f.id);
           p.state.textContent = this.t.sent;
-          this.acked.push(p);
+          if (!p.entryId) this.acked.push(p);
           this.typing(true);
         }
         break;
       case "error":
-        if (f.client_id && this.pending[f.client_id] && f.code !== "overloaded") {
+        if (f.client_id && this.pending[f.client_id] && f.code === "overloaded") {
+          // Busy: the same message again, a little later.
+          this.later(function () { self.push(f.client_id); }, 1000 + Math.random() * 2000);
+        } else if (f.client_id && this.pending[f.client_id]) {
           var q = this.pending[f.client_id];
           delete this.pending[f.client_id];
           q.state.textContent = this.t.failed + " (" + f.message + ")";
@@ -297,12 +309,14 @@
     }
   };
 
-  /* Refreshes the token a minute before it expires, through getToken(). */
-  Session.prototype.schedule = function (expiresAt) {
+  /* Refreshes the token a minute before it expires, through getToken();
+   * counted on the gateway's clock (its `now`), not this machine's. */
+  Session.prototype.schedule = function (expiresAt, serverNow) {
     if (!this.opts.getToken || !expiresAt) return;
     var self = this;
     clearTimeout(this.refreshTimer);
-    var ms = Math.max(1000, expiresAt * 1000 - Date.now() - 60000);
+    var left = expiresAt - (serverNow || Date.now() / 1000);
+    var ms = Math.max(5000, (left - 60) * 1000, left * 500);
     this.refreshTimer = this.later(function () { self.refreshToken(); }, ms);
   };
 
@@ -347,13 +361,19 @@
     // one with the same text takes the entry.
     var shown = null;
     if (mine && f.channel === "widget") {
-      for (var i = 0; i < this.acked.length; i++) {
-        if (this.acked[i].text === f.text) {
-          shown = this.acked.splice(i, 1)[0].node;
-          shown.setAttribute("data-id", f.id);
-          break;
+      for (var i = 0; i < this.acked.length && !shown; i++) {
+        if (this.acked[i].text === f.text) shown = this.acked.splice(i, 1)[0].node;
+      }
+      // Stored before a lost connection, not yet acknowledged: the resend's
+      // ack will only confirm it.
+      for (var id in this.pending) {
+        var p = this.pending[id];
+        if (!shown && !p.entryId && p.text === f.text) {
+          p.entryId = f.id;
+          shown = p.node;
         }
       }
+      if (shown) shown.setAttribute("data-id", f.id);
     }
     var node = shown || el("div", "cc-msg " + (mine ? "cc-in" : "cc-out"), { "data-id": f.id });
     if (!shown) {
@@ -391,6 +411,11 @@
     node.appendChild(state);
     this.log.appendChild(node);
     this.log.scrollTop = this.log.scrollHeight;
+    var frame = JSON.stringify({ type: "message", text: text, client_id: id });
+    if (new TextEncoder().encode(frame).length > MAX_FRAME) {
+      state.textContent = this.t.failed + " (" + this.t.tooLong + ")";
+      return;
+    }
     this.pending[id] = { text: text, node: node, state: state };
     this.push(id);
   };
@@ -423,7 +448,8 @@
           box.appendChild(p);
           var img = el("img", null, { alt: "QR code", width: "160", height: "160", src: "data:image/svg+xml;charset=utf-8," + encodeURIComponent(r.body.qr_svg) });
           box.appendChild(img);
-          var a = el("a", null, { href: r.body.link, target: "_blank", rel: "noopener" });
+          var safe = /^https?:\/\//.test(r.body.link) ? r.body.link : "#";
+          var a = el("a", null, { href: safe, target: "_blank", rel: "noopener" });
           a.textContent = r.body.link;
           box.appendChild(el("br"));
           box.appendChild(a);
@@ -461,7 +487,13 @@
     var same = current && current.base === String(opts.gateway).replace(/\/+$/, "") &&
       (current.token === opts.token || (userOf(opts.token) !== null && userOf(opts.token) === userOf(current.token)));
     if (same) {
+      var fresh = current.token !== opts.token;
       current.token = opts.token;
+      if (fresh && current.ws && current.ws.readyState === 1) {
+        current.ws.send(JSON.stringify({ type: "refresh", token: opts.token }));
+      } else if (fresh && !current.ws) {
+        current.connect();
+      }
       return current.api;
     }
     // Another user (or a log-out): nothing of the old session stays.

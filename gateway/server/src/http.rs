@@ -168,18 +168,42 @@ pub async fn serve(
         let held = slot.clone();
         let service = service_fn(move |mut req: Req| {
             let app = app.clone();
+            held.spoke();
             req.extensions_mut().insert(ws::ConnSlot(held.clone()));
             async move { Ok::<_, Infallible>(handle(app, req).await) }
         });
         let (builder, tls, watcher) = (builder.clone(), tls.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(why) = slot.first_byte(&stream, first_byte_timeout).await {
+            let mut evicted = slot.watch_silent();
+            if let Err(why) = slot
+                .first_byte(&stream, first_byte_timeout, &mut evicted)
+                .await
+            {
                 return tracing::debug!(%peer, ?why, "connection closed before its first byte");
             }
-            let serve = serve_one(builder, stream, tls, service, Some(watcher));
-            match tokio::time::timeout(handshake_timeout, serve).await {
-                Ok(served) => served.await,
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            let serve = async {
+                let serve = serve_one(builder, stream, tls, service, Some(watcher));
+                match tokio::time::timeout(handshake_timeout, serve).await {
+                    Ok(served) => served.await,
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            };
+            // Until its first request reaches the service the connection
+            // stays evictable, and it has header_timeout_ms to get there
+            // (a TLS handshake, or an HTTP/2 preface, that never ends).
+            let first_request = async {
+                tokio::select! {
+                    told = &mut evicted => if told.is_err() {
+                        std::future::pending::<()>().await
+                    },
+                    () = tokio::time::sleep(handshake_timeout) => if slot.has_spoken() {
+                        std::future::pending::<()>().await
+                    },
+                }
+            };
+            tokio::select! {
+                () = serve => {}
+                () = first_request => tracing::debug!(%peer, "connection closed before its first request"),
             }
             drop(slot);
         });

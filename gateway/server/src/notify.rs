@@ -3,6 +3,14 @@
 //! pub/sub when the store is Redis, an in-process broadcast otherwise. A
 //! notification carries a customer id and what changed, never the data:
 //! subscribers read the store (with its access checks) to see what it is.
+//!
+//! Each subscriber follows one customer: a change wakes only the
+//! subscribers of its customer (ten thousand open widget sessions cost a
+//! message nothing), while merges — which move customers — and a lost
+//! Redis subscription (`Resync`) reach every subscriber.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 
 use std::time::Duration;
 
@@ -23,6 +31,9 @@ pub enum ChangeKind {
     Profile,
     /// The customer was merged, or a merge undone.
     Merge,
+    /// Notifications may have been missed (the Redis subscription was
+    /// lost): every subscriber reads the store again. Never published.
+    Resync,
 }
 
 /// One notification.
@@ -34,10 +45,99 @@ pub struct Change {
     pub kind: ChangeKind,
 }
 
+/// Hands each change to the subscribers it concerns, on this node.
+#[derive(Debug)]
+struct Router {
+    /// Merges and resyncs: every subscriber.
+    everyone: broadcast::Sender<Change>,
+    /// Per followed customer.
+    customers: Mutex<HashMap<String, broadcast::Sender<Change>>>,
+}
+
+impl Router {
+    fn new() -> Arc<Router> {
+        Arc::new(Router {
+            everyone: broadcast::channel(BACKLOG).0,
+            customers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, broadcast::Sender<Change>>> {
+        self.customers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn dispatch(&self, change: Change) {
+        if matches!(change.kind, ChangeKind::Merge | ChangeKind::Resync) {
+            let _ = self.everyone.send(change.clone());
+        }
+        if let Some(tx) = self.map().get(&change.customer_id) {
+            let _ = tx.send(change);
+        }
+    }
+}
+
+/// One subscriber: every merge and resync, and the changes of the
+/// customer it follows.
+#[derive(Debug)]
+pub struct Subscription {
+    router: Arc<Router>,
+    everyone: broadcast::Receiver<Change>,
+    customer: Option<(String, broadcast::Receiver<Change>)>,
+}
+
+impl Subscription {
+    /// Follows `customer` from now on (none: only merges and resyncs).
+    pub fn follow(&mut self, customer: Option<&str>) {
+        if self.customer.as_ref().map(|(c, _)| c.as_str()) == customer {
+            return;
+        }
+        self.unfollow();
+        self.customer = customer.map(|c| {
+            let rx = self
+                .router
+                .map()
+                .entry(c.to_string())
+                .or_insert_with(|| broadcast::channel(BACKLOG / 16).0)
+                .subscribe();
+            (c.to_string(), rx)
+        });
+    }
+
+    fn unfollow(&mut self) {
+        if let Some((c, rx)) = self.customer.take() {
+            drop(rx);
+            let mut map = self.router.map();
+            if map.get(&c).is_some_and(|tx| tx.receiver_count() == 0) {
+                map.remove(&c);
+            }
+        }
+    }
+
+    /// The next change for this subscriber.
+    pub async fn recv(&mut self) -> Result<Change, broadcast::error::RecvError> {
+        let Subscription {
+            everyone, customer, ..
+        } = self;
+        match customer {
+            Some((_, rx)) => tokio::select! {
+                r = everyone.recv() => r,
+                r = rx.recv() => r,
+            },
+            None => everyone.recv().await,
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.unfollow();
+    }
+}
+
 /// Publishes and delivers changes.
 #[derive(Debug)]
 pub struct Notifier {
-    local: broadcast::Sender<Change>,
+    router: Arc<Router>,
     redis: Option<(redis::aio::ConnectionManager, String)>,
 }
 
@@ -45,7 +145,7 @@ impl Notifier {
     /// In-process only (the embedded store: one node).
     pub fn local() -> Self {
         Notifier {
-            local: broadcast::channel(BACKLOG).0,
+            router: Router::new(),
             redis: None,
         }
     }
@@ -61,35 +161,38 @@ impl Notifier {
     pub async fn redis_with(client: redis::Client, prefix: &str) -> redis::RedisResult<Self> {
         let conn = client.get_connection_manager().await?;
         let channel = format!("{prefix}changes");
-        let (local, _) = broadcast::channel(BACKLOG);
+        let router = Router::new();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(subscribe_loop(
             client,
             channel.clone(),
-            local.downgrade(),
+            Arc::downgrade(&router),
             ready_tx,
         ));
         // Wait for the first subscription, so nothing published after this
         // returns is missed.
         let _ = tokio::time::timeout(Duration::from_secs(5), ready_rx).await;
         Ok(Notifier {
-            local,
+            router,
             redis: Some((conn, channel)),
         })
     }
 
-    /// A receiver of every change from now on (filter by customer).
-    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
-        self.local.subscribe()
+    /// A subscriber of merges and resyncs; [`Subscription::follow`] a
+    /// customer for their changes.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription {
+            router: self.router.clone(),
+            everyone: self.router.everyone.subscribe(),
+            customer: None,
+        }
     }
 
     /// Announces a change to every node. Best effort: a lost notification
     /// costs a subscriber a refresh, never data.
     pub async fn publish(&self, change: Change) {
         match &self.redis {
-            None => {
-                let _ = self.local.send(change);
-            }
+            None => self.router.dispatch(change),
             Some((conn, channel)) => {
                 let payload = serde_json::to_string(&change).unwrap_or_default();
                 let mut conn = conn.clone();
@@ -110,7 +213,7 @@ impl Notifier {
 async fn subscribe_loop(
     client: redis::Client,
     channel: String,
-    local: broadcast::WeakSender<Change>,
+    router: Weak<Router>,
     ready: tokio::sync::oneshot::Sender<()>,
 ) {
     use futures_util::StreamExt as _;
@@ -127,20 +230,31 @@ async fn subscribe_loop(
                     let mut messages = pubsub.on_message();
                     while let Some(msg) = messages.next().await {
                         let payload: String = msg.get_payload().unwrap_or_default();
-                        let Some(local) = local.upgrade() else { return };
-                        if let Ok(change) = serde_json::from_str::<Change>(&payload) {
-                            let _ = local.send(change);
+                        let Some(router) = router.upgrade() else {
+                            return;
+                        };
+                        if let Ok(change) = serde_json::from_str::<Change>(&payload)
+                            && change.kind != ChangeKind::Resync
+                        {
+                            router.dispatch(change);
                         }
                     }
                 }
                 tracing::warn!("change subscription lost; reconnecting");
+                // What was published meanwhile is lost: everyone re-reads.
+                if let Some(router) = router.upgrade() {
+                    router.dispatch(Change {
+                        customer_id: String::new(),
+                        kind: ChangeKind::Resync,
+                    });
+                }
             }
             Err(e) => tracing::warn!(
                 "change subscription: {e}; retrying in {} ms",
                 backoff.as_millis()
             ),
         }
-        if local.upgrade().is_none() {
+        if router.upgrade().is_none() {
             return;
         }
         tokio::time::sleep(backoff).await;

@@ -836,18 +836,31 @@ async fn changes_reach_subscribers_on_every_node() {
         customer_id: "c_0123456789abcdef0123456789abcdef".into(),
         kind: ChangeKind::Profile,
     };
-    // Embedded: one node, an in-process broadcast.
+    // Embedded: one node, in process. A change reaches the subscribers
+    // that follow its customer, and no one else; a merge reaches everyone.
     let local = Notifier::local();
     let mut rx = local.subscribe();
+    rx.follow(Some(&change.customer_id));
+    let mut other = local.subscribe();
+    other.follow(Some("c_someone_else"));
     local.publish(change.clone()).await;
     assert_eq!(rx.recv().await.unwrap(), change);
+    let merge = Change {
+        customer_id: "c_survivor".into(),
+        kind: ChangeKind::Merge,
+    };
+    local.publish(merge.clone()).await;
+    assert_eq!(other.recv().await.unwrap(), merge, "only the merge");
+    assert_eq!(rx.recv().await.unwrap(), merge);
     // Redis: a change published on node B reaches node A's subscribers.
     let server = redis_server("pubsub");
     let url = format!("redis://127.0.0.1:{}/0", server.port);
     let a = Notifier::redis(&url, "cc:").await.unwrap();
     let b = Notifier::redis(&url, "cc:").await.unwrap();
     let mut on_a = a.subscribe();
+    on_a.follow(Some(&change.customer_id));
     let mut on_b = b.subscribe();
+    on_b.follow(Some(&change.customer_id));
     b.publish(change.clone()).await;
     let got = tokio::time::timeout(Duration::from_secs(5), on_a.recv())
         .await

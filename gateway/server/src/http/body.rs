@@ -33,7 +33,9 @@ impl BodyBudget {
     /// A budget of `bytes`.
     pub fn new(bytes: u64) -> Self {
         BodyBudget {
-            units: Arc::new(Semaphore::new((bytes / UNIT) as usize)),
+            // Rounded up, as each body's share is: a budget equal to
+            // `max_body_bytes` always fits the largest body.
+            units: Arc::new(Semaphore::new(bytes.div_ceil(UNIT) as usize)),
             bytes,
         }
     }

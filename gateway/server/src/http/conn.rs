@@ -2,8 +2,10 @@
 //! stay silent, and what a connection over the limit hears.
 //!
 //! - A connection must send its first byte within
-//!   `server.first_byte_timeout_ms`, else it is closed (hyper's header
-//!   timeout only starts once a request has begun).
+//!   `server.first_byte_timeout_ms`, and its first request within
+//!   `server.header_timeout_ms` after that (hyper's own header timeout does
+//!   not cover the wait for an HTTP/2 preface), else it is closed. Until its
+//!   first request it counts as silent.
 //! - At most `server.max_connections` are open, lowered at start-up to what
 //!   the file-descriptor limit leaves room for. A connection arriving at the
 //!   limit first closes the oldest one that has not sent a byte yet; if none
@@ -142,6 +144,7 @@ impl Gate {
                     return Admission::Open(Slot {
                         gate: self.clone(),
                         id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                        spoken: std::sync::atomic::AtomicBool::new(false),
                     });
                 }
                 continue;
@@ -162,13 +165,16 @@ impl Gate {
         Admission::Refused
     }
 
+    /// Tells the oldest silent connection that is still waiting to close;
+    /// false when none is.
     fn evict_oldest_silent(&self) -> bool {
-        let oldest = self
-            .silent
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop_first();
-        oldest.is_some_and(|(_, evict)| evict.send(()).is_ok())
+        let mut silent = self.silent.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((_, evict)) = silent.pop_first() {
+            if evict.send(()).is_ok() {
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -177,6 +183,7 @@ impl Gate {
 pub(super) struct Slot {
     gate: Arc<Gate>,
     id: u64,
+    spoken: std::sync::atomic::AtomicBool,
 }
 
 /// Why a connection was closed before its first byte.
@@ -191,26 +198,48 @@ pub(super) enum Silent {
 }
 
 impl Slot {
+    /// Counts the connection as silent (evictable) until [`Slot::spoke`];
+    /// the receiver resolves `Ok` when a newer connection evicts it, and
+    /// fails once it has spoken.
+    pub(super) fn watch_silent(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        if !self.has_spoken() {
+            self.silent().insert(self.id, tx);
+        }
+        rx
+    }
+
+    /// The connection's first request reached the service: it is no
+    /// longer silent.
+    pub(super) fn spoke(&self) {
+        if !self.spoken.swap(true, Ordering::AcqRel) {
+            self.silent().remove(&self.id);
+        }
+    }
+
+    /// Whether a request has reached the service.
+    pub(super) fn has_spoken(&self) -> bool {
+        self.spoken.load(Ordering::Acquire)
+    }
+
     /// Waits for the connection's first byte (without reading it), at
-    /// most `timeout`; while it waits, a newer connection may evict it.
+    /// most `timeout`, unless `evicted` says a newer connection needs the
+    /// place.
     pub(super) async fn first_byte(
         &self,
         stream: &TcpStream,
         timeout: Duration,
+        evicted: &mut oneshot::Receiver<()>,
     ) -> Result<(), Silent> {
-        let (tx, rx) = oneshot::channel();
-        self.silent().insert(self.id, tx);
         let mut byte = [0u8; 1];
-        let outcome = tokio::select! {
+        tokio::select! {
             peeked = tokio::time::timeout(timeout, stream.peek(&mut byte)) => match peeked {
                 Ok(Ok(n)) if n > 0 => Ok(()),
                 Ok(_) => Err(Silent::Closed),
                 Err(_) => Err(Silent::TimedOut),
             },
-            _ = rx => Err(Silent::Evicted),
-        };
-        self.silent().remove(&self.id);
-        outcome
+            _ = evicted => Err(Silent::Evicted),
+        }
     }
 
     fn silent(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, oneshot::Sender<()>>> {
@@ -307,8 +336,8 @@ mod tests {
             panic!("under the limit")
         };
         // `a` waits silently (and closes when told); `b` has spoken.
-        let (tx, rx) = oneshot::channel();
-        a.silent().insert(a.id, tx);
+        let rx = a.watch_silent();
+        _b.spoke();
         let closer = tokio::spawn(async move {
             let _ = rx.await;
             drop(a);

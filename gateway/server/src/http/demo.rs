@@ -54,14 +54,44 @@ impl DemoKeys {
     }
 }
 
-fn secrets(app: &App) -> Result<&DemoKeys, ApiError> {
-    app.demo.as_ref().ok_or_else(|| {
+/// The demo's keys — only for a request made on this machine: the demo
+/// must be on, the `Host` a loopback name (no DNS rebinding), and nothing
+/// in between (a proxy's `Forwarded`/`X-Forwarded-For`/`X-Real-IP`).
+fn secrets<'a>(app: &'a App, req: &Req) -> Result<&'a DemoKeys, ApiError> {
+    let not_here = |why: &str| {
         ApiError::caller(
             StatusCode::NOT_FOUND,
             "not_found",
-            "the demo runs in dev mode (gateway serve without --config) or with [server] demo = true",
+            format!(
+                "the demo runs in dev mode (gateway serve without --config) or with [server] demo = true, {why}"
+            ),
         )
-    })
+    };
+    let keys = app.demo.as_ref().ok_or_else(|| not_here("and is off"))?;
+    let h = req.headers();
+    if ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|name| h.contains_key(*name))
+    {
+        return Err(not_here("never through a proxy"));
+    }
+    let host = h
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().host())
+        .unwrap_or_default();
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    let loopback = name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return Err(not_here("for a loopback Host only"));
+    }
+    Ok(keys)
 }
 
 fn html(page: &'static str) -> Resp {
@@ -74,14 +104,14 @@ fn html(page: &'static str) -> Resp {
 }
 
 /// `GET /demo`: the shop.
-pub(super) async fn shop(app: &App, _: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
-    secrets(app)?;
+pub(super) async fn shop(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
+    secrets(app, req)?;
     Ok(html(SHOP))
 }
 
 /// `GET /demo/phone`: the customer's phone.
-pub(super) async fn phone(app: &App, _: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
-    secrets(app)?;
+pub(super) async fn phone(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
+    secrets(app, req)?;
     Ok(html(PHONE))
 }
 
@@ -115,7 +145,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(
 /// signed with the dev secret, as a business's backend would mint one for
 /// a logged-in user (its email and phone marked verified).
 pub(super) async fn token(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
-    let s = secrets(app)?;
+    let s = secrets(app, req)?;
     let login: Login = json_body(app, req).await?;
     if login.sub.trim().is_empty() {
         return Err(ApiError::caller(
@@ -167,7 +197,7 @@ struct PhoneMessage {
 /// channel builds it, signed with the dev secret, verified and recorded
 /// like one from the network.
 pub(super) async fn send(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
-    let s = secrets(app)?;
+    let s = secrets(app, req)?;
     let m: PhoneMessage = json_body(app, req).await?;
     let now = app.clock.now_secs();
     let bad = |what: &str| {
@@ -250,7 +280,7 @@ pub(super) async fn send(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp
 /// `GET /demo/timeline?sub=<user>`: the logged-in demo user's unified
 /// timeline, as the admin API shows it.
 pub(super) async fn timeline(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
-    secrets(app)?;
+    secrets(app, req)?;
     let sub = chatcrafter_core::verify::query_param(req.uri().query().unwrap_or(""), "sub")
         .unwrap_or_default();
     let customer = app

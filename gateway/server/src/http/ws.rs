@@ -175,11 +175,16 @@ type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 #[derive(Debug)]
 struct Ended;
 
-/// Sends `frame`; a failed send ends the session.
+/// How long one frame may take to leave: a client that stops reading
+/// ends its session rather than holding it for ever.
+pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends `frame`; a failed or stuck send ends the session.
 async fn send(ws: &mut Ws, frame: Value) -> Result<(), Ended> {
-    ws.send(Message::text(frame.to_string()))
-        .await
-        .map_err(|_| Ended)
+    match tokio::time::timeout(SEND_TIMEOUT, ws.send(Message::text(frame.to_string()))).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(Ended),
+    }
 }
 
 /// Closes with `code` and `reason` (at most 123 bytes, as the protocol
@@ -193,12 +198,11 @@ async fn close(ws: &mut Ws, code: u16, reason: &str) -> Ended {
         }
         reason.truncate(cut);
     }
-    let _ = ws
-        .close(Some(CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        }))
-        .await;
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(SEND_TIMEOUT, ws.close(Some(frame))).await;
     Ended
 }
 
@@ -220,30 +224,29 @@ async fn run(app: Arc<App>, mut ws: Ws) {
     };
     // Subscribe before reading the history, so nothing falls in between.
     let mut changes = app.notifier.subscribe();
+    changes.follow(live.customer.as_deref());
     if live.catch_up(&mut ws).await.is_err() {
         return;
     }
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     let mut heard = Instant::now();
     loop {
-        let left = live.until.saturating_sub(app.clock.now_secs());
+        // `until` is the last second the token is accepted.
+        let left = (live.until + 1).saturating_sub(app.clock.now_secs());
         let outcome = tokio::select! {
             frame = ws.next() => {
                 heard = Instant::now();
                 live.on_frame(&mut ws, frame).await
             }
             change = changes.recv() => match change {
-                Ok(c) => {
-                    let ours = live.customer.as_deref() == Some(c.customer_id.as_str());
-                    if c.kind == ChangeKind::Merge || (ours && live.customer.is_some()) {
-                        if c.kind == ChangeKind::Merge {
-                            live.resolve().await;
-                        }
-                        live.catch_up(&mut ws).await
-                    } else {
-                        Ok(())
-                    }
+                // A merge (anyone's) may have moved this user; a resync
+                // means notifications were lost.
+                Ok(c) if matches!(c.kind, ChangeKind::Merge | ChangeKind::Resync) => {
+                    live.resolve().await;
+                    live.catch_up(&mut ws).await
                 }
+                // Only the followed customer's changes come here.
+                Ok(_) => live.catch_up(&mut ws).await,
                 // Fell behind: the timeline says what was missed.
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     live.resolve().await;
@@ -254,8 +257,15 @@ async fn run(app: Arc<App>, mut ws: Ws) {
             _ = ping.tick() => {
                 if heard.elapsed() > IDLE_CLOSE {
                     Err(close(&mut ws, 1001, "no frame or pong for 75 s").await)
+                } else if tokio::time::timeout(SEND_TIMEOUT, ws.send(Message::Ping(Default::default()))).await.is_ok_and(|r| r.is_ok()) {
+                    // A customer made elsewhere (another tab, another
+                    // node) since: found now, and caught up.
+                    if live.customer.is_none() {
+                        live.resolve().await;
+                    }
+                    live.catch_up(&mut ws).await
                 } else {
-                    ws.send(Message::Ping(Default::default())).await.map_err(|_| Ended)
+                    Err(Ended)
                 }
             }
             () = tokio::time::sleep(Duration::from_secs(left)) => {
@@ -265,6 +275,8 @@ async fn run(app: Arc<App>, mut ws: Ws) {
         if outcome.is_err() {
             return;
         }
+        // The customer may have been found, or moved by a merge.
+        changes.follow(live.customer.as_deref());
     }
 }
 
@@ -352,7 +364,7 @@ async fn authenticate(app: &Arc<App>, ws: &mut Ws) -> Result<Live, Ended> {
     }
     send(
         ws,
-        json!({"type": "session", "customer_id": live.customer, "expires_at": until}),
+        json!({"type": "session", "customer_id": live.customer, "expires_at": until, "now": app.clock.now_secs()}),
     )
     .await?;
     Ok(live)
@@ -438,12 +450,26 @@ impl Live {
             }
             Some(Err(_)) => return Err(Ended),
             Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(_))) => return Err(Ended),
+            Some(Ok(Message::Close(_))) => {
+                // Answer the close (tungstenite queued the reply).
+                let _ = tokio::time::timeout(SEND_TIMEOUT, ws.close(None)).await;
+                return Err(Ended);
+            }
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return Ok(()),
             Some(Ok(Message::Binary(_))) => {
                 return send(ws, json!({"type": "error", "code": "bad_frame", "message": "frames are JSON text"})).await;
             }
         };
+        if self.app.clock.now_secs() > self.until {
+            return Err(close(
+                ws,
+                close::TOKEN_REFUSED,
+                "expired: send a refresh frame before the token expires",
+            )
+            .await);
+        }
+        // Every frame counts against the rate, not only messages.
+        self.pace(ws).await?;
         let up = match serde_json::from_str::<Up>(&text) {
             Ok(up) => up,
             Err(e) => {
@@ -469,15 +495,12 @@ impl Live {
                 {
                     self.user = user;
                     self.until = until;
-                    send(ws, json!({"type": "refreshed", "expires_at": until})).await
+                    send(ws, json!({"type": "refreshed", "expires_at": until, "now": self.app.clock.now_secs()})).await
                 }
                 Ok(_) => Err(close(ws, close::TOKEN_REFUSED, "a refresh must name the same user; open a new session for another").await),
                 Err(reason) => Err(close(ws, close::TOKEN_REFUSED, &reason).await),
             },
-            Up::Message {} => {
-                self.pace(ws).await?;
-                self.message(ws, text.as_bytes()).await
-            }
+            Up::Message {} => self.message(ws, text.as_bytes()).await,
         }
     }
 
