@@ -1224,8 +1224,16 @@ fn the_widget_in_a_real_browser_across_two_nodes_a_cut_network_and_a_new_user() 
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         node_a = Some(Gateway::start(&dir_a, &config_a));
-        until(&c, "the resent message to be acknowledged", "return Array.from(document.querySelectorAll('.cc-meta')).some(e => e.textContent === 'Sent') || document.querySelectorAll('.cc-log [data-message-id]').length >= 2;").await;
-        until(&c, "the resent message on the timeline", &format!("return {} === 1;", count_of(resend))).await;
+        // Stored and back from the timeline: its bubble carries the entry id.
+        until(
+            &c,
+            "the resent message on the timeline",
+            &format!(
+                "return Array.from(document.querySelectorAll('.cc-log .cc-msg[data-id]')).some(n => n.querySelector('.cc-text').textContent === {});",
+                Value::String(resend.into())
+            ),
+        )
+        .await;
         // …exactly once, in the browser and in the store.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert_eq!(c.execute(&format!("return {};", count_of(resend)), vec![]).await.unwrap(), json!(1));

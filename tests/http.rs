@@ -679,6 +679,11 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/webhooks/telegram", &["GET", "POST"]),
     ("/widget/v1/messages", &["OPTIONS", "POST"]),
     ("/widget/v1/history", &["GET", "OPTIONS"]),
+    ("/widget/v1/ws", &["GET"]),
+    ("/widget/v1/widget.js", &["GET"]),
+    ("/widget/v1/continue", &["OPTIONS", "POST"]),
+    ("/demo", &["GET"]),
+    ("/demo/token", &["POST"]),
     ("/admin/v1/customers", &["GET"]),
     ("/admin/v1/customers/merge", &["POST"]),
     ("/admin/v1/customers/c_1", &["GET", "PATCH"]),
@@ -1534,4 +1539,28 @@ fn a_customer_known_from_whatsapp_is_greeted_with_that_context_once_a_day() {
         }
     }
     assert_eq!(outbound, 1, "the one greeting, from the history");
+}
+
+#[test]
+fn the_widget_script_is_served_with_a_content_hash_etag_and_a_long_cache() {
+    let s = setup("widget-js");
+    let r = s.gw.get("/widget/v1/widget.js");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert!(r.text().contains("window.ChatCrafter"));
+    let etag = r.header("etag").unwrap().to_string();
+    assert!(r.header("cache-control").unwrap().contains("max-age=86400"));
+    let again = s.gw.request(
+        "GET",
+        "/widget/v1/widget.js",
+        &[("if-none-match", &etag)],
+        b"",
+    );
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+    // The demo is off without [server] demo.
+    assert_eq!(s.gw.get("/demo").status, 404);
 }

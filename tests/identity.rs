@@ -1023,3 +1023,54 @@ fn a_delivery_older_than_the_dedup_retention_is_refused_not_stored() {
     );
     assert_eq!(lookup.status, 200, "{}", lookup.text());
 }
+
+#[test]
+fn continue_on_the_phone_gives_a_one_time_deep_link_and_its_qr_code() {
+    let gw = Gateway::start(&scratch("identity-continue"), &config(EMBEDDED));
+    let claims = serde_json::json!({"sub": "user-cont", "exp": now() + 600, "name": "Sarah Kim"});
+    let token = widget_jwt(WIDGET_SECRET, &claims);
+    let ask = |channel: &str| {
+        with_bearer(
+            &gw,
+            &token,
+            "POST",
+            "/widget/v1/continue",
+            serde_json::json!({"channel": channel})
+                .to_string()
+                .as_bytes(),
+        )
+    };
+    // Before a first message there is no conversation to continue.
+    let r = ask("telegram");
+    assert_eq!((r.status, r.code().as_str()), (409, "no_conversation"));
+    assert_eq!(post_widget(&gw, &token, "hi").status, 202);
+    let r = ask("telegram");
+    assert_eq!(r.status, 201, "{}", r.text());
+    let body = r.json();
+    let link = body["link"].as_str().unwrap();
+    assert!(link.starts_with("https://t.me/shop_bot?start="), "{link}");
+    let svg = body["qr_svg"].as_str().unwrap();
+    assert!(svg.contains("<svg") && svg.contains("</svg>"), "{svg}");
+    // The token links Telegram to the widget user's customer.
+    let start = link.split("start=").nth(1).unwrap();
+    assert_eq!(
+        telegram_message(&gw, 9001, 555000111, &format!("/start {start}")).status,
+        200
+    );
+    let find = |identifier: &str| {
+        admin(
+            &gw,
+            ADMIN,
+            "GET",
+            &format!("/admin/v1/customers?identifier={identifier}"),
+            b"",
+        )
+        .json()["id"]
+            .clone()
+    };
+    assert_eq!(find("telegram:555000111"), find("widget:user-cont"));
+    // A channel without a deep link, or not configured, is named.
+    let r = ask("myspace");
+    assert_eq!((r.status, r.code().as_str()), (422, "invalid_body"));
+    assert!(r.text().contains("myspace"), "{}", r.text());
+}

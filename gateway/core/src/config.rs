@@ -702,6 +702,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_demo_is_refused_off_loopback() {
+        let on = |listen: &str| {
+            Config::parse(&format!(
+                "version = 1\n[server]\nlisten = \"{listen}\"\ndemo = true\n"
+            ))
+        };
+        assert!(on("127.0.0.1:8080").is_ok());
+        assert!(on("[::1]:8080").is_ok());
+        assert!(on("localhost:8080").is_ok());
+        let err = on("0.0.0.0:8080").unwrap_err().to_string();
+        assert!(
+            err.starts_with("server.demo: the demo mints widget tokens"),
+            "{err}"
+        );
+        assert!(on("10.0.0.5:8080").is_err());
+    }
+
+    #[test]
     fn config_errors_name_the_line_and_key_but_never_quote_a_value() {
         let secret = "EAAG-super-secret-token";
         // A syntax error on a secret's line (an unclosed string)…

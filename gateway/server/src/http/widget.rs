@@ -18,11 +18,7 @@ pub(super) async fn post_message(
     let (Some(config), Some(auth), Some(plugin)) =
         (&app.config.widget, &app.widget, app.plugins.get("widget"))
     else {
-        return Err(ApiError::caller(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "the widget is not configured ([widget])",
-        ));
+        return Err(not_configured());
     };
     let origin = allowed_origin(config, req)?;
     let with_cors = |resp: Resp| with_cors(resp, origin.as_deref());
@@ -65,21 +61,51 @@ pub(super) async fn take(
     Ok(inbound)
 }
 
-/// `GET /widget/v1/history`: the caller's unified cross-channel timeline,
-/// newest last.
-pub(super) async fn history(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
+/// 404 for every widget route of a gateway without `[widget]`.
+pub(super) fn not_configured() -> ApiError {
+    ApiError::caller(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "the widget is not configured ([widget])",
+    )
+}
+
+/// Who calls an authenticated widget route.
+enum Caller {
+    /// A CORS preflight, answered.
+    Preflight(Resp),
+    /// A user with a valid token, from an allowed origin (if any).
+    User {
+        user: chatcrafter_core::channel::AuthenticatedUser,
+        origin: Option<String>,
+    },
+}
+
+/// The start of every authenticated widget route: the widget configured
+/// (404), the origin allowed (403), a preflight answered for `methods`, the
+/// Bearer token verified (401).
+fn caller(app: &App, req: &Req, methods: &'static str) -> Result<Caller, ApiError> {
     let (Some(config), Some(auth)) = (&app.config.widget, &app.widget) else {
-        return Err(ApiError::caller(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "the widget is not configured ([widget])",
-        ));
+        return Err(not_configured());
     };
     let origin = allowed_origin(config, req)?;
     if req.method() == Method::OPTIONS {
-        return Ok(with_cors(preflight("GET, OPTIONS"), origin.as_deref()));
+        return Ok(Caller::Preflight(with_cors(
+            preflight(methods),
+            origin.as_deref(),
+        )));
     }
     let user = authenticate(app, auth, req, app.clock.now_secs())?;
+    Ok(Caller::User { user, origin })
+}
+
+/// `GET /widget/v1/history`: the caller's unified cross-channel timeline,
+/// newest last.
+pub(super) async fn history(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
+    let (user, origin) = match caller(app, req, "GET, OPTIONS")? {
+        Caller::Preflight(resp) => return Ok(resp),
+        Caller::User { user, origin } => (user, origin),
+    };
     let customer = app
         .db
         .find_identity("widget", &user.subject)
@@ -228,19 +254,11 @@ pub(super) async fn script(_: &App, req: &mut Req, _: Params<'_>) -> Result<Resp
 /// the phone and stays one conversation. 409 `no_conversation` before the
 /// user has written; 422 when the channel has no deep link.
 pub(super) async fn continue_on(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
-    let (Some(config), Some(auth)) = (&app.config.widget, &app.widget) else {
-        return Err(ApiError::caller(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "the widget is not configured ([widget])",
-        ));
+    let (user, origin) = match caller(app, req, "POST, OPTIONS")? {
+        Caller::Preflight(resp) => return Ok(resp),
+        Caller::User { user, origin } => (user, origin),
     };
-    let origin = allowed_origin(config, req)?;
-    if req.method() == Method::OPTIONS {
-        return Ok(with_cors(preflight("POST, OPTIONS"), origin.as_deref()));
-    }
     let now = app.clock.now_secs();
-    let user = authenticate(app, auth, req, now)?;
     let raw = body::read_capped(app, req).await?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -95,11 +95,7 @@ pub(super) async fn upgrade(
     _: Params<'_>,
 ) -> Result<Resp, ApiError> {
     let Some(config) = &app.config.widget else {
-        return Err(ApiError::caller(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "the widget is not configured ([widget])",
-        ));
+        return Err(super::widget::not_configured());
     };
     super::widget::allowed_origin(config, req)?;
     let h = req.headers();
