@@ -276,6 +276,9 @@
       case "refreshed":
         this.schedule(f.expires_at, f.now);
         break;
+      case "history":
+        (f.entries || []).forEach(function (e) { self.entry(e); });
+        break;
       case "message":
         this.entry(f);
         break;

@@ -221,7 +221,7 @@ async fn run(app: Arc<App>, mut ws: Ws) {
     // Subscribe before reading the history, so nothing falls in between.
     let mut changes = app.notifier.subscribe();
     changes.follow(live.customer.as_deref());
-    if live.catch_up(&mut ws).await.is_err() {
+    if live.history(&mut ws).await.is_err() {
         return;
     }
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
@@ -391,6 +391,35 @@ impl Live {
         {
             self.customer = found;
         }
+    }
+
+    /// The `history` frame that opens a session: the newest entries (or
+    /// those after the client's `after`), oldest first — `[]` for a user
+    /// with no conversation yet.
+    async fn history(&mut self, ws: &mut Ws) -> Result<(), Ended> {
+        let entries = match &self.customer {
+            None => Vec::new(),
+            Some(c) => match self.app.db.timeline_tail(c, HISTORY).await {
+                Ok(e) => e,
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    send(ws, json!({"type": "error", "code": e.code, "message": "the history could not be read; it will be sent when the store answers"})).await?;
+                    Vec::new()
+                }
+            },
+        };
+        let mut frames = Vec::new();
+        for e in &entries {
+            if !self.seen.contains_key(&e.id) {
+                frames.push(super::admin::entry_json(e));
+                self.seen.insert(e.id.clone(), e.status.clone());
+            }
+        }
+        send(
+            ws,
+            json!({"type": "history", "customer_id": self.customer, "entries": frames}),
+        )
+        .await
     }
 
     /// Sends what the client does not have yet: new entries as `message`
