@@ -15,6 +15,7 @@ const WIDGET_SECRET: &str = "widget-secret-widget-secret-0123456789";
 const ADMIN: &str = "admin-token-for-tests";
 const AGENT: &str = "agent-token-for-tests";
 const ANALYST: &str = "analyst-token-for-tests";
+const AUDITOR: &str = "auditor-token-for-tests";
 /// The `[store]` of a gateway on its own embedded store.
 const EMBEDDED: &str = "kind = \"embedded\"\npath = \"data\"";
 
@@ -62,10 +63,15 @@ role = "agent"
 name = "bi"
 token_sha256 = "{}"
 role = "analyst"
+[[admin.tokens]]
+name = "audit"
+token_sha256 = "{}"
+role = "auditor"
 "#,
         token_sha256(ADMIN),
         token_sha256(AGENT),
-        token_sha256(ANALYST)
+        token_sha256(ANALYST),
+        token_sha256(AUDITOR)
     )
 }
 
@@ -1073,4 +1079,203 @@ fn continue_on_the_phone_gives_a_one_time_deep_link_and_its_qr_code() {
     let r = ask("myspace");
     assert_eq!((r.status, r.code().as_str()), (422, "invalid_body"));
     assert!(r.text().contains("myspace"), "{}", r.text());
+}
+
+/// The route table of docs/security.md: (method, path pattern, who of
+/// admin/agent/analyst/auditor may call it).
+fn roles_table() -> Vec<(String, String, [bool; 4])> {
+    let doc = std::fs::read_to_string(repo_path("docs/security.md")).unwrap();
+    let section = doc
+        .split("## Who may call what")
+        .nth(1)
+        .expect("docs/security.md has the roles table");
+    section
+        .lines()
+        .take_while(|l| !l.starts_with("## "))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let route = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            let (method, path) = route.split_once(' ')?;
+            let yes = |i: usize| match cells[i] {
+                "yes" => true,
+                "no" => false,
+                other => panic!("`{other}` in the roles table of docs/security.md"),
+            };
+            Some((
+                method.to_string(),
+                path.to_string(),
+                [yes(2), yes(3), yes(4), yes(5)],
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn every_admin_and_business_route_answers_each_role_as_docs_security_md_says() {
+    let gw = Gateway::start(&scratch("identity-roles"), &config(EMBEDDED));
+    let table = roles_table();
+    assert!(table.len() >= 16, "{table:?}");
+    for (method, pattern, allowed) in &table {
+        let path = pattern.replace("{id}", "c_00000000000000000000000000000000");
+        let no_token = gw.request(method, &path, &[], b"{}");
+        assert_eq!(no_token.status, 401, "{method} {path} without a token");
+        for (token, may) in [ADMIN, AGENT, ANALYST, AUDITOR].iter().zip(allowed) {
+            let r = admin(&gw, token, method, &path, b"{}");
+            if *may {
+                assert!(
+                    r.status != 401 && r.status != 403,
+                    "{method} {path} as {token}: {} {}",
+                    r.status,
+                    r.text()
+                );
+            } else {
+                assert_eq!(r.status, 403, "{method} {path} as {token}: {}", r.text());
+            }
+        }
+    }
+}
+
+/// One Redis command over a plain connection.
+fn redis_cmd(port: u16, args: &[&str]) -> redis::Value {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(&mut conn).unwrap()
+}
+
+#[test]
+fn the_audit_log_records_reads_changes_and_refusals_and_verify_names_a_tampered_entry() {
+    let dir = scratch("identity-audit");
+    let redis = RedisServer::start(&dir, 0, None);
+    let store = format!(
+        "kind = \"redis\"\nurl = \"redis://127.0.0.1:{}\"\nkey_prefix = \"cc:\"",
+        redis.port
+    );
+    let config_text = config(&store);
+    let gw = Gateway::start(&dir, &config_text);
+    assert_eq!(
+        widget_message(&gw, "user-audit", "audit@example.com", "+15550001234", "hi").status,
+        202
+    );
+    let id = admin(
+        &gw,
+        ADMIN,
+        "GET",
+        "/admin/v1/customers?identifier=widget:user-audit",
+        b"",
+    )
+    .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        admin(&gw, AGENT, "GET", &format!("/admin/v1/customers/{id}"), b"").status,
+        200
+    );
+    let patch = admin(
+        &gw,
+        ADMIN,
+        "PATCH",
+        &format!("/admin/v1/customers/{id}"),
+        br#"{"attributes":{"tier":"gold"}}"#,
+    );
+    assert_eq!(patch.status, 200, "{}", patch.text());
+    // Refused: the analyst may not read a profile; no token at all.
+    assert_eq!(
+        admin(
+            &gw,
+            ANALYST,
+            "GET",
+            &format!("/admin/v1/customers/{id}"),
+            b""
+        )
+        .status,
+        403
+    );
+    assert_eq!(gw.get(&format!("/admin/v1/customers/{id}")).status, 401);
+    // The agent may not read the log; the auditor may.
+    assert_eq!(admin(&gw, AGENT, "GET", "/admin/v1/audit", b"").status, 403);
+    let log = admin(
+        &gw,
+        AUDITOR,
+        "GET",
+        &format!("/admin/v1/audit?customer_id={id}"),
+        b"",
+    );
+    assert_eq!(log.status, 200, "{}", log.text());
+    let entries = log.json()["entries"].as_array().unwrap().clone();
+    let seen: Vec<(String, String, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_string(),
+                e["action"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expect = |actor: &str, action: &str, outcome: &str| {
+        assert!(
+            seen.contains(&(actor.into(), action.into(), outcome.into())),
+            "no ({actor}, {action}, {outcome}) in {seen:?}"
+        );
+    };
+    expect("ops", "customer.lookup", "ok");
+    expect("desk", "customer.read", "ok");
+    expect("ops", "customer.update", "ok");
+    expect("bi", "customer.read", "refused");
+    expect("-", "customer.read", "unauthenticated");
+    // No personal data in the log: not the email, phone, sub or name.
+    let raw = log.text();
+    for personal in ["audit@example.com", "15550001234", "user-audit", "Sarah"] {
+        assert!(!raw.contains(personal), "{personal} in {raw}");
+    }
+    // Filters: by actor and action.
+    let refused = admin(
+        &gw,
+        AUDITOR,
+        "GET",
+        "/admin/v1/audit?actor=bi&action=customer.read",
+        b"",
+    )
+    .json();
+    assert_eq!(refused["entries"].as_array().unwrap().len(), 1, "{refused}");
+    assert_eq!(
+        admin(&gw, AUDITOR, "GET", "/admin/v1/audit?from=yesterday", b"").status,
+        400
+    );
+    drop(gw);
+
+    // The chain verifies; an edited entry is named.
+    let verify = |config: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(["audit", "verify", "--config"])
+            .arg(config)
+            .output()
+            .unwrap()
+    };
+    let config_path = dir.join("gateway.toml");
+    let ok = verify(&config_path);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("audit log intact:"));
+    let redis::Value::BulkString(bytes) = redis_cmd(redis.port, &["GET", "cc:audit:2"]) else {
+        panic!("entry 2 is stored")
+    };
+    let mut entry: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    entry["outcome"] = "refused".into();
+    redis_cmd(redis.port, &["SET", "cc:audit:2", &entry.to_string()]);
+    let broken = verify(&config_path);
+    assert!(!broken.status.success());
+    let err = String::from_utf8_lossy(&broken.stderr);
+    assert!(
+        err.contains("audit entry 2 is not as it was written: edited"),
+        "{err}"
+    );
 }

@@ -22,10 +22,12 @@
 //!   per-customer conversation state.
 //! - [`jobs`]: the durable job queue — agent answers, deliveries,
 //!   statuses, reminders; [`inbox`]: hand-offs to people.
+//! - [`audit`]: the hash-chained audit log of reads and changes.
 //! - [`quarantine`]: malformed payloads kept for inspection.
 //! - [`delivery`]: retry policy and the requests the host sends.
 
 pub mod agent;
+pub mod audit;
 pub mod channel;
 pub mod config;
 pub mod conversation;
@@ -117,8 +119,84 @@ pub fn rfc3339(secs: u64) -> String {
     )
 }
 
+/// Unix seconds of an RFC 3339 time (`2026-11-30T12:00:00Z`, with an
+/// optional fraction, `Z` or a `±HH:MM` offset); `None` for anything else
+/// or a time before 1970.
+pub fn parse_rfc3339(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = text.get(r)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let mut rest = &text[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
+            let oh: i64 = o[1..3].parse().ok()?;
+            let om: i64 = o[4..6].parse().ok()?;
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            sign * (oh * 3600 + om * 60)
+        }
+        _ => return None,
+    };
+    // Days from civil (proleptic Gregorian), after Howard Hinnant's
+    // public-domain description of the algorithm.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss - offset;
+    u64::try_from(secs).ok()
+}
+
 #[cfg(test)]
 mod time_tests {
+    #[test]
+    fn rfc3339_parses_what_it_formats_and_offsets() {
+        for t in [0u64, 951_782_400, 1_764_460_800, 4_102_444_799] {
+            assert_eq!(super::parse_rfc3339(&super::rfc3339(t)), Some(t));
+        }
+        assert_eq!(
+            super::parse_rfc3339("2026-11-30T13:00:00+01:00"),
+            super::parse_rfc3339("2026-11-30T12:00:00Z")
+        );
+        assert_eq!(
+            super::parse_rfc3339("2026-11-30T12:00:00.250Z"),
+            super::parse_rfc3339("2026-11-30T12:00:00Z")
+        );
+        for bad in [
+            "2026-11-30",
+            "2026-13-01T00:00:00Z",
+            "yesterday",
+            "2026-11-30T12:00:00",
+        ] {
+            assert_eq!(super::parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
     #[test]
     fn rfc3339_formats_known_instants() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");

@@ -292,3 +292,36 @@ pub fn import(file: &Path, config_path: Option<&Path>) -> anyhow::Result<String>
         Ok(out)
     })
 }
+
+/// `gateway audit verify [--config FILE]`: walks the audit log's hash chain.
+pub fn audit_verify(config_path: Option<&Path>) -> anyhow::Result<String> {
+    use crate::ids::SystemClock;
+    use crate::load::load_config;
+    use crate::store::open_db;
+    use chatcrafter_core::audit::AuditVerdict;
+
+    let crate::load::Loaded {
+        mut config,
+        base_dir,
+        ..
+    } = load_config(config_path)?;
+    config.apply_env(|k| std::env::var(k).ok(), |_| Vec::new());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let db = open_db(&config, &base_dir, std::sync::Arc::new(SystemClock))
+            .await
+            .context(
+                "opening the store (an embedded store is locked while `gateway serve` runs)",
+            )?;
+        match db.verify_audit().await? {
+            AuditVerdict::Intact { entries, head } => Ok(format!(
+                "audit log intact: {entries} entries, head {head}\n"
+            )),
+            AuditVerdict::Broken { seq, reason } => {
+                anyhow::bail!("audit entry {seq} is not as it was written: {reason}")
+            }
+        }
+    })
+}

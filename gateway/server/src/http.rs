@@ -59,8 +59,29 @@ pub async fn handle(app: Arc<App>, mut req: Req) -> Resp {
     let (route, found) = routes::find(req.method(), &path);
     let result = match found {
         Ok((r, params)) => match routes::authorize(&app, r, &req) {
-            Ok(()) => (r.handler)(&app, &mut req, &params).await,
-            Err(e) => Err(e),
+            Ok(actor) => {
+                let result = (r.handler)(&app, &mut req, &params).await;
+                match (r.audit, actor) {
+                    (Some(action), Some(actor)) => {
+                        audited(&app, r, action, actor, &params, result).await
+                    }
+                    _ => result,
+                }
+            }
+            Err((e, actor)) => {
+                if let Some(action) = r.audit {
+                    let outcome = if actor == "-" {
+                        "unauthenticated"
+                    } else {
+                        "refused"
+                    };
+                    let draft = audit_draft(r, action, actor, &params, None, outcome);
+                    if let Err(failed) = app.db.audit(&draft).await {
+                        tracing::warn!(route, "a refused request was not audited: {failed}");
+                    }
+                }
+                Err(*e)
+            }
         },
         // An unknown channel is 404 whatever the method (INTERFACE §3.2).
         Err(e) => Err(webhook::unknown_channel(&app, &path).unwrap_or(e)),
@@ -82,6 +103,63 @@ pub async fn handle(app: Arc<App>, mut req: Req) -> Resp {
         &[("route", route), ("status", resp.status().as_str())],
     );
     resp
+}
+
+/// The customer an answer concerns, when the route's parameters do not
+/// say (a lookup by identifier): set by the handler for the audit log.
+#[derive(Debug, Clone)]
+pub(crate) struct AuditCustomer(pub(crate) String);
+
+fn audit_draft(
+    r: &routes::Route,
+    action: &str,
+    actor: &str,
+    params: Params<'_>,
+    found: Option<String>,
+    outcome: &str,
+) -> chatcrafter_core::audit::AuditDraft {
+    // `{id}` is a customer on the customer and conversation routes.
+    let by_path = (r.pattern.starts_with("/admin/v1/customers/{id}")
+        || r.pattern.starts_with("/admin/v1/conversations/{id}"))
+    .then(|| params.first().map(|p| p.to_string()))
+    .flatten();
+    chatcrafter_core::audit::AuditDraft {
+        actor: actor.to_string(),
+        action: action.to_string(),
+        route: format!("{} {}", r.method, r.pattern),
+        customer_id: by_path.or(found),
+        outcome: outcome.to_string(),
+    }
+}
+
+/// Writes the audit entry of an answered admin request before the answer
+/// leaves: a read whose entry cannot be written is not answered (503).
+async fn audited(
+    app: &App,
+    r: &routes::Route,
+    action: &str,
+    actor: &str,
+    params: Params<'_>,
+    result: Result<Resp, ApiError>,
+) -> Result<Resp, ApiError> {
+    let (outcome, found) = match &result {
+        Ok(resp) => (
+            "ok".to_string(),
+            resp.extensions()
+                .get::<AuditCustomer>()
+                .map(|c| c.0.clone()),
+        ),
+        Err(e) => (format!("error:{}", e.code), None),
+    };
+    let draft = audit_draft(r, action, actor, params, found, &outcome);
+    match app.db.audit(&draft).await {
+        Ok(_) => result,
+        Err(e) if result.is_ok() => Err(ApiError::from(e)),
+        Err(e) => {
+            tracing::warn!(action, "a failed request was not audited: {e}");
+            result
+        }
+    }
 }
 
 /// How the server stops.

@@ -34,6 +34,20 @@ enum Command {
     /// Work with channel plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Work with the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain; name the first entry that was edited, removed or
+    /// moved (exit 1), or print how many entries and the head hash.
+    Verify {
+        /// The configuration file (gateway.toml); without it, dev mode's store.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +81,7 @@ fn main() -> ExitCode {
             cli::serve(config.as_deref()).map(|()| String::new())
         }
         Command::Import { file, config } => cli::import(&file, config.as_deref()),
+        Command::Audit(AuditCommand::Verify { config }) => cli::audit_verify(config.as_deref()),
         Command::Plugin(PluginCommand::Check { file, json }) => cli::plugin_check(&file, json),
         Command::Plugin(PluginCommand::Run {
             file,

@@ -32,6 +32,8 @@
 //! | `P qseq:S`, `P qhead:S` | queue shard S's next slot and first live slot (plain) | — | always |
 //! | `P q:S:N` | slot N of shard S: a job reference and its due time, moved to a lease's end when claimed (plain) | — | until the job is removed or postponed |
 //! | `P qlater:S` | shard S's jobs due later (plain references) | — | always |
+//! | `P auditseq` | how many audit entries there are (plain number) | — | always |
+//! | `P audit:N` | audit entry N: at, actor, action, route, customer id, outcome, hash chain (plain JSON, no personal data) | — | always |
 //! | `P malformed` | the index of kept malformed payloads: sequence numbers and sizes | — | always |
 //! | `P malformed:N` | malformed payload N: channel, plugin error, raw body as received | — | the newest 100, 16 MiB of bodies at most |
 
@@ -183,6 +185,16 @@ impl<'a> Keys<'a> {
     /// `P malformed`.
     pub fn malformed(&self) -> String {
         format!("{}malformed", self.prefix)
+    }
+
+    /// `P auditseq`.
+    pub fn audit_seq(&self) -> String {
+        format!("{}auditseq", self.prefix)
+    }
+
+    /// `P audit:N`.
+    pub fn audit_entry(&self, seq: u64) -> String {
+        format!("{}audit:{seq}", self.prefix)
     }
 
     /// `P malformed:N`.

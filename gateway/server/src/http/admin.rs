@@ -231,7 +231,69 @@ pub(super) async fn find_customer(
     })?;
     let id = lookup(app, &identifier).await?;
     let c = app.db.customer(&id).await.map_err(ApiError::from)?;
-    Ok(json_resp(200, &customer_json(&c, app.primary_identifier)))
+    let mut resp = json_resp(200, &customer_json(&c, app.primary_identifier));
+    resp.extensions_mut()
+        .insert(super::AuditCustomer(c.id.clone()));
+    Ok(resp)
+}
+
+/// `GET /admin/v1/audit?after=&limit=&customer_id=&actor=&action=&from=&to=`:
+/// the audit log, oldest first, a page at a time (INTERFACE §3.6).
+pub(super) async fn audit_log(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
+    let bad = |name: &str, why: &str| {
+        ApiError::caller(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("{name}: {why}"),
+        )
+    };
+    let after = query(req, "after")
+        .map(|a| a.parse::<u64>())
+        .transpose()
+        .map_err(|_| bad("after", "not a cursor from a previous page's `next`"))?;
+    let limit = match query(req, "limit") {
+        None => 100,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| bad("limit", "a whole number from 1 to 1000"))?,
+    };
+    let time = |name: &str| -> Result<Option<u64>, ApiError> {
+        query(req, name)
+            .map(|t| {
+                chatcrafter_core::parse_rfc3339(&t)
+                    .ok_or_else(|| bad(name, "an RFC 3339 time, like 2026-11-30T12:00:00Z"))
+            })
+            .transpose()
+    };
+    let filter = chatcrafter_core::audit::AuditFilter {
+        customer_id: query(req, "customer_id"),
+        actor: query(req, "actor"),
+        action: query(req, "action"),
+        from: time("from")?,
+        to: time("to")?,
+    };
+    let (entries, next) = app
+        .db
+        .audit_page(after, limit, &filter)
+        .await
+        .map_err(ApiError::from)?;
+    let entries: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            let mut v = json!({"seq": e.seq, "at": rfc3339(e.at), "actor": e.actor, "action": e.action,
+                               "route": e.route, "outcome": e.outcome, "prev": e.prev, "hash": e.hash});
+            if let Some(c) = &e.customer_id {
+                v["customer_id"] = json!(c);
+            }
+            v
+        })
+        .collect();
+    Ok(json_resp(
+        200,
+        &json!({"entries": entries, "next": next.map(|n| n.to_string())}),
+    ))
 }
 
 /// `POST /admin/v1/customers/merge`.

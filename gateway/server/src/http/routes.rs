@@ -39,10 +39,14 @@ pub(crate) struct Route {
     pub(crate) access: Access,
     /// What answers it.
     pub(crate) handler: Handler,
+    /// The audit log's name for what it does (every admin and business
+    /// route has one: docs/security.md); `None` for open routes.
+    pub(crate) audit: Option<&'static str>,
 }
 
 const ADMIN: &[Role] = &[Role::Admin];
 const STAFF: &[Role] = &[Role::Admin, Role::Agent];
+const AUDIT: &[Role] = &[Role::Admin, Role::Auditor];
 
 macro_rules! route {
     ($method:ident $pattern:literal, $access:expr, $handler:path) => {
@@ -51,6 +55,16 @@ macro_rules! route {
             pattern: $pattern,
             access: $access,
             handler: |app, req, params| Box::pin($handler(app, req, params)),
+            audit: None,
+        }
+    };
+    ($method:ident $pattern:literal, $access:expr, $handler:path, audit $action:literal) => {
+        Route {
+            method: Method::$method,
+            pattern: $pattern,
+            access: $access,
+            handler: |app, req, params| Box::pin($handler(app, req, params)),
+            audit: Some($action),
         }
     };
 }
@@ -77,21 +91,22 @@ pub(crate) static ROUTES: &[Route] = &[
     route!(POST "/demo/send", Access::Open, demo::send),
     route!(GET "/demo/timeline", Access::Open, demo::timeline),
     route!(OPTIONS "/widget/v1/history", Access::Open, widget::history),
-    route!(GET "/admin/v1/customers", Access::Roles(STAFF), admin::find_customer),
-    route!(POST "/admin/v1/customers/merge", Access::Roles(ADMIN), admin::merge),
-    route!(GET "/admin/v1/customers/{id}", Access::Roles(STAFF), admin::customer),
-    route!(PATCH "/admin/v1/customers/{id}", Access::Roles(STAFF), admin::patch_customer),
-    route!(GET "/admin/v1/customers/{id}/timeline", Access::Roles(STAFF), admin::timeline),
-    route!(POST "/admin/v1/merges/{id}/undo", Access::Roles(ADMIN), admin::undo),
-    route!(GET "/admin/v1/conflicts", Access::Roles(ADMIN), admin::conflicts),
-    route!(POST "/admin/v1/conflicts/{id}/resolve", Access::Roles(ADMIN), admin::resolve_conflict),
-    route!(GET "/admin/v1/malformed", Access::Roles(ADMIN), admin::malformed),
-    route!(POST "/admin/v1/import", Access::Roles(ADMIN), admin::import),
-    route!(GET "/admin/v1/handoffs", Access::Roles(STAFF), admin::handoffs),
-    route!(POST "/admin/v1/conversations/{id}/reply", Access::Roles(STAFF), admin::reply),
-    route!(POST "/admin/v1/conversations/{id}/close", Access::Roles(STAFF), admin::close),
-    route!(POST "/v1/events", Access::Roles(STAFF), admin::event),
-    route!(POST "/v1/link-tokens", Access::Roles(STAFF), admin::link_token),
+    route!(GET "/admin/v1/customers", Access::Roles(STAFF), admin::find_customer, audit "customer.lookup"),
+    route!(POST "/admin/v1/customers/merge", Access::Roles(ADMIN), admin::merge, audit "customer.merge"),
+    route!(GET "/admin/v1/customers/{id}", Access::Roles(STAFF), admin::customer, audit "customer.read"),
+    route!(PATCH "/admin/v1/customers/{id}", Access::Roles(STAFF), admin::patch_customer, audit "customer.update"),
+    route!(GET "/admin/v1/customers/{id}/timeline", Access::Roles(STAFF), admin::timeline, audit "timeline.read"),
+    route!(POST "/admin/v1/merges/{id}/undo", Access::Roles(ADMIN), admin::undo, audit "merge.undo"),
+    route!(GET "/admin/v1/conflicts", Access::Roles(ADMIN), admin::conflicts, audit "conflicts.read"),
+    route!(POST "/admin/v1/conflicts/{id}/resolve", Access::Roles(ADMIN), admin::resolve_conflict, audit "conflict.resolve"),
+    route!(GET "/admin/v1/malformed", Access::Roles(ADMIN), admin::malformed, audit "malformed.read"),
+    route!(POST "/admin/v1/import", Access::Roles(ADMIN), admin::import, audit "import"),
+    route!(GET "/admin/v1/handoffs", Access::Roles(STAFF), admin::handoffs, audit "handoffs.read"),
+    route!(POST "/admin/v1/conversations/{id}/reply", Access::Roles(STAFF), admin::reply, audit "conversation.reply"),
+    route!(POST "/admin/v1/conversations/{id}/close", Access::Roles(STAFF), admin::close, audit "conversation.close"),
+    route!(POST "/v1/events", Access::Roles(STAFF), admin::event, audit "event.record"),
+    route!(POST "/v1/link-tokens", Access::Roles(STAFF), admin::link_token, audit "link_token.create"),
+    route!(GET "/admin/v1/audit", Access::Roles(AUDIT), admin::audit_log, audit "audit.read"),
 ];
 
 /// Each route's pattern as segments, split once.
@@ -174,10 +189,20 @@ pub(crate) fn find<'p>(
 }
 
 /// Checks `route`'s access rule against the request's credentials.
-pub(crate) fn authorize(app: &App, route: &Route, req: &Req) -> Result<(), ApiError> {
+/// Who called, as far as the audit log is concerned: the token's name, or
+/// `-` without a valid one.
+pub(crate) fn authorize<'a>(
+    app: &'a App,
+    route: &Route,
+    req: &Req,
+) -> Result<Option<&'a str>, (Box<ApiError>, &'a str)> {
     match route.access {
-        Access::Open => Ok(()),
-        Access::Roles(roles) => admin::require(admin::authenticate(app, req)?, roles),
+        Access::Open => Ok(None),
+        Access::Roles(roles) => {
+            let token = admin::authenticate(app, req).map_err(|e| (Box::new(e), "-"))?;
+            admin::require(token, roles).map_err(|e| (Box::new(e), token.name.as_str()))?;
+            Ok(Some(token.name.as_str()))
+        }
     }
 }
 
