@@ -1279,3 +1279,112 @@ fn the_audit_log_records_reads_changes_and_refusals_and_verify_names_a_tampered_
         "{err}"
     );
 }
+
+#[test]
+fn an_export_holds_everything_in_json_and_csv_and_is_audited() {
+    let gw = Gateway::start(&scratch("identity-export"), &config(EMBEDDED));
+    assert_eq!(
+        widget_message(
+            &gw,
+            "user-exp",
+            "exp@example.com",
+            "+15550009876",
+            "Where is my order?"
+        )
+        .status,
+        202
+    );
+    assert_eq!(
+        whatsapp_message(&gw, "15550009876", "wamid.EXP1", "Any news?").status,
+        200
+    );
+    let id = admin(
+        &gw,
+        ADMIN,
+        "GET",
+        "/admin/v1/customers?identifier=widget:user-exp",
+        b"",
+    )
+    .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let patch = admin(
+        &gw,
+        ADMIN,
+        "PATCH",
+        &format!("/admin/v1/customers/{id}"),
+        br#"{"attributes":{"note":"=HYPERLINK(\"http://evil.example\",\"click\")","consent.marketing":"granted"}}"#,
+    );
+    assert_eq!(patch.status, 200, "{}", patch.text());
+    let path = format!("/admin/v1/customers/{id}/export");
+    assert_eq!(admin(&gw, AGENT, "GET", &path, b"").status, 403);
+    let json = admin(&gw, ADMIN, "GET", &path, b"");
+    assert_eq!(json.status, 200, "{}", json.text());
+    assert!(
+        json.header("content-disposition")
+            .unwrap()
+            .contains(&format!("customer-{id}.json"))
+    );
+    let doc = json.json();
+    assert_eq!(doc["format"], "chatcrafter-export/1");
+    assert_eq!(doc["customer_id"], id.as_str());
+    let texts: Vec<&str> = doc["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    assert!(
+        texts.contains(&"Where is my order?") && texts.contains(&"Any news?"),
+        "{texts:?}"
+    );
+    let channels: Vec<&str> = doc["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["channel"].as_str().unwrap())
+        .collect();
+    assert!(
+        channels.contains(&"widget") && channels.contains(&"whatsapp"),
+        "{channels:?}"
+    );
+    assert_eq!(doc["consent"]["marketing"]["granted"], true);
+    assert!(doc["identifiers"].to_string().contains("exp@example.com"));
+    // CSV: long format, formulas neutralized.
+    let csv = admin(&gw, ADMIN, "GET", &format!("{path}?format=csv"), b"");
+    assert_eq!(csv.status, 200);
+    assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
+    let text = csv.text();
+    assert!(text.starts_with("section,item,field,value\r\n"), "{text}");
+    assert!(
+        text.contains("attribute,note,value,\"'=HYPERLINK("),
+        "{text}"
+    );
+    assert!(!text.contains(",=HYPERLINK"), "{text}");
+    assert!(text.contains("Where is my order?"), "{text}");
+    assert_eq!(
+        admin(&gw, ADMIN, "GET", &format!("{path}?format=xml"), b"").status,
+        400
+    );
+    // Audited, without the data.
+    let log = admin(
+        &gw,
+        AUDITOR,
+        "GET",
+        &format!("/admin/v1/audit?action=customer.export&customer_id={id}"),
+        b"",
+    )
+    .json();
+    let outcomes: Vec<&str> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["refused", "ok", "ok", "error:invalid_query"],
+        "{log}"
+    );
+}

@@ -18,6 +18,7 @@ mod conn;
 mod demo;
 mod error;
 mod ops;
+mod privacy;
 mod routes;
 mod webhook;
 mod widget;

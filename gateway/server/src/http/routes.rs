@@ -6,7 +6,7 @@
 use chatcrafter_core::config::Role;
 use hyper::Method;
 
-use super::{ApiError, Params, Req, Resp, admin, demo, ops, webhook, widget, ws};
+use super::{ApiError, Params, Req, Resp, admin, demo, ops, privacy, webhook, widget, ws};
 use crate::app::App;
 use chatcrafter_core::store::BoxFuture;
 
@@ -96,6 +96,7 @@ pub(crate) static ROUTES: &[Route] = &[
     route!(GET "/admin/v1/customers/{id}", Access::Roles(STAFF), admin::customer, audit "customer.read"),
     route!(PATCH "/admin/v1/customers/{id}", Access::Roles(STAFF), admin::patch_customer, audit "customer.update"),
     route!(GET "/admin/v1/customers/{id}/timeline", Access::Roles(STAFF), admin::timeline, audit "timeline.read"),
+    route!(GET "/admin/v1/customers/{id}/export", Access::Roles(ADMIN), privacy::export, audit "customer.export"),
     route!(POST "/admin/v1/merges/{id}/undo", Access::Roles(ADMIN), admin::undo, audit "merge.undo"),
     route!(GET "/admin/v1/conflicts", Access::Roles(ADMIN), admin::conflicts, audit "conflicts.read"),
     route!(POST "/admin/v1/conflicts/{id}/resolve", Access::Roles(ADMIN), admin::resolve_conflict, audit "conflict.resolve"),

@@ -1,0 +1,175 @@
+//! Customer data as a liability: the export (GDPR access and
+//! portability). docs/privacy.md documents the format.
+
+use serde_json::{Value, json};
+
+use super::{ApiError, Params, Req, Resp, ops};
+use crate::app::App;
+use chatcrafter_core::rfc3339;
+use hyper::{StatusCode, header};
+
+/// The export format's name and version, first in every export.
+const FORMAT: &str = "chatcrafter-export/1";
+
+/// `GET /admin/v1/customers/{id}/export?format=json|csv`: everything held
+/// about the customer, decrypted — profile with each attribute's source and
+/// time, linked identities and identifiers with how and when, consent,
+/// merges, conflicts involving them, and the full cross-channel timeline.
+pub(super) async fn export(app: &App, req: &mut Req, p: Params<'_>) -> Result<Resp, ApiError> {
+    let format = chatcrafter_core::verify::query_param(req.uri().query().unwrap_or(""), "format")
+        .unwrap_or_else(|| "json".into());
+    if format != "json" && format != "csv" {
+        return Err(ApiError::caller(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("format: `{format}` — json or csv"),
+        ));
+    }
+    let c = app.db.customer(p[0]).await.map_err(ApiError::from)?;
+    let timeline = app.db.timeline(&c.id).await.map_err(ApiError::from)?;
+    let conflicts: Vec<Value> = app
+        .db
+        .conflicts()
+        .await
+        .map_err(ApiError::from)?
+        .into_iter()
+        .filter(|k| k.customer_id == c.id || k.other_customer_id.as_deref() == Some(&c.id))
+        .map(|k| {
+            json!({"id": k.id, "at": rfc3339(k.at), "kind": k.kind, "customer_id": k.customer_id,
+                   "other_customer_id": k.other_customer_id, "detail": k.detail,
+                   "resolved_at": k.resolved_at.map(rfc3339)})
+        })
+        .collect();
+    let profile = super::admin::customer_json(&c, app.primary_identifier);
+    let attributes: Vec<Value> = c
+        .attributes
+        .iter()
+        .map(|(name, a)| {
+            json!({"name": name, "value": a.value, "source": a.source, "updated_at": rfc3339(a.updated_at)})
+        })
+        .collect();
+    let doc = json!({
+        "format": FORMAT,
+        "exported_at": rfc3339(app.clock.now_secs()),
+        "customer_id": c.id,
+        "created_at": rfc3339(c.created_at),
+        "primary_identifier": profile["primary_identifier"],
+        "attributes": attributes,
+        "consent": profile["consent"],
+        "identities": profile["identities"],
+        "identifiers": profile["identifiers"],
+        "merges": {"absorbed": c.absorbed, "merged_into": c.merged_into},
+        "conflicts": conflicts,
+        "timeline": timeline.iter().map(super::admin::entry_json).collect::<Vec<_>>(),
+    });
+    let (body, kind, ext) = if format == "json" {
+        (
+            serde_json::to_string_pretty(&doc).unwrap_or_default(),
+            "application/json",
+            "json",
+        )
+    } else {
+        (csv(&doc), "text/csv; charset=utf-8", "csv")
+    };
+    let mut resp = ops::text(200, kind, body);
+    if let Ok(v) =
+        header::HeaderValue::from_str(&format!("attachment; filename=\"customer-{}.{ext}\"", c.id))
+    {
+        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    Ok(resp)
+}
+
+/// The export as one long-format CSV: `section,item,field,value`, one row
+/// per value (RFC 4180 quoting; cells a spreadsheet would run as a formula
+/// are neutralized).
+fn csv(doc: &Value) -> String {
+    let mut out = String::from("section,item,field,value\r\n");
+    let mut row = |section: &str, item: &str, field: &str, value: &Value| {
+        let value = match value {
+            Value::Null => return,
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        out.push_str(&[section, item, field, &value].map(cell).join(","));
+        out.push_str("\r\n");
+    };
+    for field in ["format", "exported_at", "customer_id", "created_at"] {
+        row("customer", "", field, &doc[field]);
+    }
+    if let Some(p) = doc["primary_identifier"].as_object() {
+        row(
+            "customer",
+            "",
+            "primary_identifier",
+            &json!(format!(
+                "{}:{}",
+                p.get("kind").and_then(Value::as_str).unwrap_or_default(),
+                p.get("value").and_then(Value::as_str).unwrap_or_default()
+            )),
+        );
+    }
+    let mut items = |section: &str, list: &Value, key: &str| {
+        for (n, item) in list.as_array().into_iter().flatten().enumerate() {
+            let name = item[key]
+                .as_str()
+                .map_or_else(|| n.to_string(), String::from);
+            for (field, value) in item.as_object().into_iter().flatten() {
+                if field != key {
+                    row(section, &name, field, value);
+                }
+            }
+        }
+    };
+    items("attribute", &doc["attributes"], "name");
+    items("identity", &doc["identities"], "id");
+    items("identifier", &doc["identifiers"], "value");
+    items("conflict", &doc["conflicts"], "id");
+    items("timeline", &doc["timeline"], "id");
+    for (purpose, c) in doc["consent"].as_object().into_iter().flatten() {
+        for (field, value) in c.as_object().into_iter().flatten() {
+            row("consent", purpose, field, value);
+        }
+    }
+    for absorbed in doc["merges"]["absorbed"].as_array().into_iter().flatten() {
+        row("merge", "", "absorbed", absorbed);
+    }
+    row("merge", "", "merged_into", &doc["merges"]["merged_into"]);
+    out
+}
+
+/// One CSV cell: quoted when it must be, and a leading `=`, `+`, `-`, `@`,
+/// tab or carriage return (a formula to a spreadsheet) neutralized with a
+/// leading `'`.
+fn cell(v: &str) -> String {
+    let v = if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{v}")
+    } else {
+        v.to_string()
+    };
+    if v.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cell;
+
+    #[test]
+    fn csv_cells_are_quoted_and_formulas_neutralized() {
+        assert_eq!(cell("plain"), "plain");
+        assert_eq!(cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(cell("+1 555"), "'+1 555");
+        assert_eq!(cell("-2"), "'-2");
+        assert_eq!(cell("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(cell("a,b"), "\"a,b\"");
+        assert_eq!(cell("line\nbreak"), "\"line\nbreak\"");
+    }
+}
