@@ -1233,6 +1233,16 @@ fn the_audit_log_records_reads_changes_and_refusals_and_verify_names_a_tampered_
     for personal in ["audit@example.com", "15550001234", "user-audit", "Sarah"] {
         assert!(!raw.contains(personal), "{personal} in {raw}");
     }
+    // The change was recorded once, by the unit that made it.
+    let updates = admin(
+        &gw,
+        AUDITOR,
+        "GET",
+        "/admin/v1/audit?action=customer.update",
+        b"",
+    )
+    .json();
+    assert_eq!(updates["entries"].as_array().unwrap().len(), 1, "{updates}");
     // Filters: by actor and action.
     let refused = admin(
         &gw,

@@ -260,6 +260,7 @@ impl<B: Backend> Db<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::AuditHook as _;
     use crate::db::testing::{db, run};
     use crate::identity::Rules;
 
@@ -377,5 +378,45 @@ mod tests {
                 reason: "removed: the entry is missing".into()
             }
         );
+    }
+
+    /// A host's hook holding one pending draft.
+    #[derive(Debug, Default)]
+    struct OneDraft(std::sync::Mutex<Option<AuditDraft>>);
+
+    impl crate::db::AuditHook for OneDraft {
+        fn pending(&self) -> Option<AuditDraft> {
+            self.0.lock().unwrap().clone()
+        }
+        fn committed(&self) {
+            self.0.lock().unwrap().take();
+        }
+    }
+
+    #[test]
+    fn a_change_carries_its_entry_in_its_own_unit_once() {
+        let (db, _) = db(Rules::default());
+        let hook = std::sync::Arc::new(OneDraft::default());
+        let db = db.with_audit_hook(hook.clone());
+        *hook.0.lock().unwrap() = Some(draft(1));
+        // A unit that fails carries nothing; the draft waits.
+        let failed: Result<(), DbError> = run(db.unit(|ctx, txn| {
+            Box::pin(async move {
+                txn.put(&ctx.k().audit_seq(), b"999".to_vec());
+                Err(DbError::Invalid("no".into()))
+            })
+        }));
+        assert!(failed.is_err());
+        assert!(hook.pending().is_some());
+        // Reads carry nothing either.
+        run(db.audit_page(None, 10, &AuditFilter::default())).unwrap();
+        assert!(hook.pending().is_some());
+        // The first write unit that commits carries it, and only it.
+        run(db.unit(|_, _| Box::pin(async { Ok(()) }))).unwrap();
+        run(db.unit(|_, _| Box::pin(async { Ok(()) }))).unwrap();
+        let (entries, _) = run(db.audit_page(None, 10, &AuditFilter::default())).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].action, "merge");
+        assert!(hook.pending().is_none());
     }
 }

@@ -120,6 +120,17 @@ pub struct Db<B> {
     prefix: String,
     rules: Rules,
     pub(crate) rng: Arc<dyn SecureRandom + Send + Sync>,
+    audit_hook: Option<Arc<dyn AuditHook>>,
+}
+
+/// Where a change's audit entry comes from: the host says, for the unit
+/// about to commit, which entry records it (the admin request it serves),
+/// so the entry is written in the same unit as the change, or not at all.
+pub trait AuditHook: Send + Sync + std::fmt::Debug {
+    /// The entry the next committing write unit must carry, if any.
+    fn pending(&self) -> Option<crate::audit::AuditDraft>;
+    /// The unit that carried it committed: no other unit carries it.
+    fn committed(&self);
 }
 
 impl<B: std::fmt::Debug> std::fmt::Debug for Db<B> {
@@ -149,7 +160,15 @@ impl<B: Backend> Db<B> {
             prefix: prefix.to_string(),
             rules,
             rng,
+            audit_hook: None,
         }
+    }
+
+    /// Writes each change's audit entry, as `hook` names it, in the change's
+    /// own unit (see [`AuditHook`]).
+    pub fn with_audit_hook(mut self, hook: Arc<dyn AuditHook>) -> Self {
+        self.audit_hook = Some(hook);
+        self
     }
 
     /// The backend.
@@ -293,7 +312,12 @@ impl<B: Backend> Db<B> {
             + 'a,
     {
         let ctx = self.ctx();
-        let (ctx, f) = (&ctx, &f);
+        // A change carries the audit entry of the request it serves.
+        let audit = match read_only {
+            true => None,
+            false => self.audit_hook.as_ref().and_then(|h| h.pending()),
+        };
+        let (ctx, f, audit) = (&ctx, &f, &audit);
         let work: &Work<'_, Result<T, DbError>> = &move |txn, _| {
             Box::pin(async move {
                 match f(ctx, txn).await {
@@ -304,7 +328,19 @@ impl<B: Backend> Db<B> {
                         txn.discard();
                         Ok(Err(e))
                     }
-                    ok => Ok(ok),
+                    Ok(v) => {
+                        if let Some(draft) = audit {
+                            match ctx.append_audit(txn, draft).await {
+                                Err(DbError::Store(e)) => return Err(e),
+                                Err(e) => {
+                                    txn.discard();
+                                    return Ok(Err(e));
+                                }
+                                Ok(_) => {}
+                            }
+                        }
+                        Ok(Ok(v))
+                    }
                 }
             })
         };
@@ -313,6 +349,12 @@ impl<B: Backend> Db<B> {
         } else {
             self.backend().transact(work).await
         };
+        if audit.is_some()
+            && matches!(out, Ok(Ok(_)))
+            && let Some(h) = &self.audit_hook
+        {
+            h.committed();
+        }
         out?
     }
 }

@@ -61,12 +61,29 @@ pub async fn handle(app: Arc<App>, mut req: Req) -> Resp {
     let result = match found {
         Ok((r, params)) => match routes::authorize(&app, r, &req) {
             Ok(actor) => {
-                let result = (r.handler)(&app, &mut req, &params).await;
                 match (r.audit, actor) {
+                    // A change: its audit entry is written in the unit
+                    // that makes it (see `RequestAudit`); a read's, before
+                    // the answer leaves.
+                    (Some(action), Some(actor)) if r.method != hyper::Method::GET => {
+                        let draft = audit_draft(r, action, actor, &params, None, "ok");
+                        let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(draft)));
+                        let result = CHANGE_AUDIT
+                            .scope(slot.clone(), (r.handler)(&app, &mut req, &params))
+                            .await;
+                        let unwritten = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                        match unwritten {
+                            // No unit carried it (nothing changed, or the
+                            // change failed): written on its own.
+                            Some(_) => audited(&app, r, action, actor, &params, result).await,
+                            None => result,
+                        }
+                    }
                     (Some(action), Some(actor)) => {
+                        let result = (r.handler)(&app, &mut req, &params).await;
                         audited(&app, r, action, actor, &params, result).await
                     }
-                    _ => result,
+                    _ => (r.handler)(&app, &mut req, &params).await,
                 }
             }
             Err((e, actor)) => {
@@ -104,6 +121,30 @@ pub async fn handle(app: Arc<App>, mut req: Req) -> Resp {
         &[("route", route), ("status", resp.status().as_str())],
     );
     resp
+}
+
+tokio::task_local! {
+    /// The audit entry of the admin change this task serves, until a unit
+    /// has carried it.
+    static CHANGE_AUDIT: std::sync::Arc<std::sync::Mutex<Option<chatcrafter_core::audit::AuditDraft>>>;
+}
+
+/// The store's [`chatcrafter_core::db::AuditHook`]: the first write unit
+/// that commits while an admin change is being served carries its entry.
+#[derive(Debug)]
+pub struct RequestAudit;
+
+impl chatcrafter_core::db::AuditHook for RequestAudit {
+    fn pending(&self) -> Option<chatcrafter_core::audit::AuditDraft> {
+        CHANGE_AUDIT
+            .try_with(|slot| slot.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .ok()
+            .flatten()
+    }
+
+    fn committed(&self) {
+        let _ = CHANGE_AUDIT.try_with(|slot| slot.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
 }
 
 /// The customer an answer concerns, when the route's parameters do not

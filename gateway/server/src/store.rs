@@ -104,7 +104,8 @@ pub async fn open_db(
         &config.store.key_prefix,
         rules(config)?,
         Arc::new(ring::rand::SystemRandom::new()),
-    ))
+    )
+    .with_audit_hook(Arc::new(crate::http::RequestAudit)))
 }
 
 /// A Redis client for `store.url`, trusting `store.tls_ca_file` for
