@@ -1398,3 +1398,58 @@ fn an_export_holds_everything_in_json_and_csv_and_is_audited() {
         "{log}"
     );
 }
+
+#[test]
+fn a_widget_user_exports_their_own_data_and_asks_to_be_erased() {
+    let gw = Gateway::start(&scratch("identity-self-service"), &config(EMBEDDED));
+    let claims = serde_json::json!({"sub": "user-self", "exp": now() + 600});
+    let token = widget_jwt(WIDGET_SECRET, &claims);
+    let me = |method: &str, path: &str| with_bearer(&gw, &token, method, path, b"");
+    assert_eq!(me("GET", "/widget/v1/me/export").status, 404);
+    assert_eq!(post_widget(&gw, &token, "my question").status, 202);
+    let export = me("GET", "/widget/v1/me/export");
+    assert_eq!(export.status, 200, "{}", export.text());
+    let doc = export.json();
+    assert_eq!(doc["format"], "chatcrafter-export/1");
+    assert!(doc["timeline"].to_string().contains("my question"));
+    // Someone else's token sees only their own (nothing).
+    let other = widget_jwt(
+        WIDGET_SECRET,
+        &serde_json::json!({"sub": "user-other", "exp": now() + 600}),
+    );
+    assert_eq!(
+        with_bearer(&gw, &other, "GET", "/widget/v1/me/export", b"").status,
+        404
+    );
+    assert_eq!(gw.get("/widget/v1/me/export").status, 401);
+    // The erasure request waits for an admin, once.
+    let asked = me("POST", "/widget/v1/me/erasure-request");
+    assert_eq!(asked.status, 202, "{}", asked.text());
+    let again = me("POST", "/widget/v1/me/erasure-request");
+    assert_eq!(again.json()["request_id"], asked.json()["request_id"]);
+    let queue = admin(&gw, ADMIN, "GET", "/admin/v1/conflicts", b"").json();
+    let requests: Vec<&serde_json::Value> = queue["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["kind"] == "erasure_request")
+        .collect();
+    assert_eq!(requests.len(), 1, "{queue}");
+    assert_eq!(requests[0]["id"], asked.json()["request_id"]);
+    // Both in the audit log, as the widget, without the user's id.
+    let log = admin(&gw, AUDITOR, "GET", "/admin/v1/audit?actor=widget", b"");
+    let entries = log.json()["entries"].as_array().unwrap().clone();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "self.export",
+            "self.erasure_request",
+            "self.erasure_request"
+        ]
+    );
+    assert!(!log.text().contains("user-self"), "{}", log.text());
+}

@@ -57,6 +57,46 @@ impl Ctx<'_> {
 }
 
 impl<B: Backend> Db<B> {
+    /// A customer's own request to be erased (from the widget), queued for
+    /// an admin in the review queue as kind `erasure_request`: erasure
+    /// stays the business's decision. Asking again while one is open
+    /// returns the open one.
+    pub async fn request_erasure(
+        &self,
+        customer_id: &str,
+        source: &str,
+        at: u64,
+    ) -> Result<String, DbError> {
+        self.unit(move |ctx, txn| {
+            Box::pin(async move {
+                let c = ctx.live_customer(txn, customer_id).await?;
+                let index: Vec<String> = ctx.open_or_default(txn, &ctx.k().conflicts()).await?;
+                for id in index.iter().rev() {
+                    let key = ctx.k().conflict(id);
+                    if let Some(bytes) = crate::store::get(txn, &key).await? {
+                        let k: Conflict = ctx.open(&key, &bytes)?;
+                        if k.kind == "erasure_request"
+                            && k.customer_id == c.id
+                            && k.resolved_at.is_none()
+                        {
+                            return Ok(k.id);
+                        }
+                    }
+                }
+                ctx.record_conflict(
+                    txn,
+                    "erasure_request",
+                    &c.id,
+                    None,
+                    format!("the customer asked to be erased ({source})"),
+                    at,
+                )
+                .await
+            })
+        })
+        .await
+    }
+
     /// The review queue, oldest first.
     pub async fn conflicts(&self) -> Result<Vec<Conflict>, DbError> {
         self.read_unit(move |ctx, txn| {

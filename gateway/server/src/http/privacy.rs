@@ -25,7 +25,38 @@ pub(super) async fn export(app: &App, req: &mut Req, p: Params<'_>) -> Result<Re
             format!("format: `{format}` — json or csv"),
         ));
     }
-    let c = app.db.customer(p[0]).await.map_err(ApiError::from)?;
+    let doc = export_doc(app, p[0]).await?;
+    let id = doc["customer_id"].as_str().unwrap_or_default().to_string();
+    let (body, kind, ext) = if format == "json" {
+        (
+            serde_json::to_string_pretty(&doc).unwrap_or_default(),
+            "application/json",
+            "json",
+        )
+    } else {
+        (csv(&doc), "text/csv; charset=utf-8", "csv")
+    };
+    Ok(attachment(
+        ops::text(200, kind, body),
+        &format!("customer-{id}.{ext}"),
+    ))
+}
+
+/// An export's answer headers: a download, never cached.
+fn attachment(mut resp: Resp, name: &str) -> Resp {
+    if let Ok(v) = header::HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+/// The export document of docs/privacy.md.
+async fn export_doc(app: &App, customer_id: &str) -> Result<Value, ApiError> {
+    let c = app.db.customer(customer_id).await.map_err(ApiError::from)?;
     let timeline = app.db.timeline(&c.id).await.map_err(ApiError::from)?;
     let conflicts: Vec<Value> = app
         .db
@@ -62,26 +93,98 @@ pub(super) async fn export(app: &App, req: &mut Req, p: Params<'_>) -> Result<Re
         "conflicts": conflicts,
         "timeline": timeline.iter().map(super::admin::entry_json).collect::<Vec<_>>(),
     });
-    let (body, kind, ext) = if format == "json" {
-        (
-            serde_json::to_string_pretty(&doc).unwrap_or_default(),
-            "application/json",
-            "json",
-        )
-    } else {
-        (csv(&doc), "text/csv; charset=utf-8", "csv")
+    Ok(doc)
+}
+
+/// The widget user's own customer, or 404 when nothing is held about them.
+async fn own_customer(
+    app: &App,
+    user: &chatcrafter_core::channel::AuthenticatedUser,
+) -> Result<String, ApiError> {
+    app.db
+        .find_identity("widget", &user.subject)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or_else(|| {
+            ApiError::caller(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "nothing is held about you yet",
+            )
+        })
+}
+
+/// Records a widget user's own privacy request in the audit log (actor
+/// `widget`, never their id).
+async fn audit_self(app: &App, action: &str, route: &str, customer: &str) -> Result<(), ApiError> {
+    let draft = chatcrafter_core::audit::AuditDraft {
+        actor: "widget".into(),
+        action: action.into(),
+        route: route.into(),
+        customer_id: Some(customer.to_string()),
+        outcome: "ok".into(),
     };
-    let mut resp = ops::text(200, kind, body);
-    if let Ok(v) =
-        header::HeaderValue::from_str(&format!("attachment; filename=\"customer-{}.{ext}\"", c.id))
-    {
-        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
-    }
-    resp.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
+    app.db
+        .audit(&draft)
+        .await
+        .map(|_| ())
+        .map_err(ApiError::from)
+}
+
+/// `GET /widget/v1/me/export`: the widget user's own data, as the admin
+/// export's JSON (Bearer JWT).
+pub(super) async fn my_export(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
+    let (user, origin) = match super::widget::caller(app, req, "GET, OPTIONS")? {
+        super::widget::Caller::Preflight(resp) => return Ok(resp),
+        super::widget::Caller::User { user, origin } => (user, origin),
+    };
+    let id = own_customer(app, &user).await?;
+    let doc = export_doc(app, &id).await?;
+    audit_self(app, "self.export", "GET /widget/v1/me/export", &id).await?;
+    let resp = ops::text(
+        200,
+        "application/json",
+        serde_json::to_string_pretty(&doc).unwrap_or_default(),
     );
-    Ok(resp)
+    Ok(super::widget::with_cors(
+        attachment(resp, "my-data.json"),
+        origin.as_deref(),
+    ))
+}
+
+/// `POST /widget/v1/me/erasure-request`: the widget user asks to be
+/// forgotten; the request waits in the admin's review queue (kind
+/// `erasure_request`) — 202 `{"request_id"}`.
+pub(super) async fn my_erasure_request(
+    app: &App,
+    req: &mut Req,
+    _: Params<'_>,
+) -> Result<Resp, ApiError> {
+    let (user, origin) = match super::widget::caller(app, req, "POST, OPTIONS")? {
+        super::widget::Caller::Preflight(resp) => return Ok(resp),
+        super::widget::Caller::User { user, origin } => (user, origin),
+    };
+    let id = own_customer(app, &user).await?;
+    let request = app
+        .db
+        .request_erasure(&id, "web widget", app.clock.now_secs())
+        .await
+        .map_err(ApiError::from)?;
+    audit_self(
+        app,
+        "self.erasure_request",
+        "POST /widget/v1/me/erasure-request",
+        &id,
+    )
+    .await?;
+    Ok(super::widget::with_cors(
+        ops::text(
+            202,
+            "application/json",
+            json!({"request_id": request}).to_string(),
+        ),
+        origin.as_deref(),
+    ))
 }
 
 /// The export as one long-format CSV: `section,item,field,value`, one row

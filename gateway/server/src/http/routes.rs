@@ -84,6 +84,10 @@ pub(crate) static ROUTES: &[Route] = &[
     route!(GET "/widget/v1/widget.js", Access::Open, widget::script),
     route!(POST "/widget/v1/continue", Access::Open, widget::continue_on),
     route!(OPTIONS "/widget/v1/continue", Access::Open, widget::continue_on),
+    route!(GET "/widget/v1/me/export", Access::Open, privacy::my_export),
+    route!(OPTIONS "/widget/v1/me/export", Access::Open, privacy::my_export),
+    route!(POST "/widget/v1/me/erasure-request", Access::Open, privacy::my_erasure_request),
+    route!(OPTIONS "/widget/v1/me/erasure-request", Access::Open, privacy::my_erasure_request),
     // Dev mode only (404 otherwise).
     route!(GET "/demo", Access::Open, demo::shop),
     route!(GET "/demo/phone", Access::Open, demo::phone),

@@ -71,7 +71,7 @@ pub(super) fn not_configured() -> ApiError {
 }
 
 /// Who calls an authenticated widget route.
-enum Caller {
+pub(super) enum Caller {
     /// A CORS preflight, answered.
     Preflight(Resp),
     /// A user with a valid token, from an allowed origin (if any).
@@ -84,7 +84,7 @@ enum Caller {
 /// The start of every authenticated widget route: the widget configured
 /// (404), the origin allowed (403), a preflight answered for `methods`, the
 /// Bearer token verified (401).
-fn caller(app: &App, req: &Req, methods: &'static str) -> Result<Caller, ApiError> {
+pub(super) fn caller(app: &App, req: &Req, methods: &'static str) -> Result<Caller, ApiError> {
     let (Some(config), Some(auth)) = (&app.config.widget, &app.widget) else {
         return Err(not_configured());
     };
@@ -147,7 +147,7 @@ pub(super) fn allowed_origin(
 }
 
 /// Adds the CORS answer for an allowed origin.
-fn with_cors(mut resp: Resp, origin: Option<&str>) -> Resp {
+pub(super) fn with_cors(mut resp: Resp, origin: Option<&str>) -> Resp {
     if let Some(o) = origin {
         let h = resp.headers_mut();
         if let Ok(v) = header::HeaderValue::from_str(o) {
