@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# What the audit log costs an admin read (docs/benchmarks.md, issue 12):
+# `GET /admin/v1/customers/{id}` under wrk, on the embedded store and on
+# Redis, with this tree's gateway (every read audited before it is
+# answered) beside BASELINE_BIN, a build without the audit log (say,
+# 62f5104 built in a worktree). Needs wrk and redis-server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-16}
+: "${BASELINE_BIN:?set BASELINE_BIN to a gateway built without the audit log}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chatcrafter/target}"
+cargo build --release --bin gateway -q
+CURRENT_BIN="$CARGO_TARGET_DIR/release/gateway"
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+TOKEN=audit-cost-admin-token
+SHA=$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)
+WIDGET=audit-cost-widget-secret-0123456789abcdef
+redis-server --port 18097 --save '' --appendonly no --daemonize no > "$work/redis.log" 2>&1 &
+sleep 0.5
+config() { # store-section
+  cat <<TOML
+version = 1
+[server]
+listen = "127.0.0.1:18096"
+[store]
+$1
+[security]
+data_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
+index_key = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM="
+[widget]
+algorithms = ["HS256"]
+secret = "$WIDGET"
+[[admin.tokens]]
+name = "bench"
+token_sha256 = "$SHA"
+role = "admin"
+TOML
+}
+jwt=$(python3 - "$WIDGET" <<'PY'
+import base64, hashlib, hmac, json, sys, time
+b = lambda d: base64.urlsafe_b64encode(json.dumps(d, separators=(",", ":")).encode()).rstrip(b"=")
+h, p = b({"alg": "HS256", "typ": "JWT"}), b({"sub": "bench-user", "exp": int(time.time()) + 3600})
+s = base64.urlsafe_b64encode(hmac.new(sys.argv[1].encode(), h + b"." + p, hashlib.sha256).digest()).rstrip(b"=")
+print((h + b"." + p + b"." + s).decode())
+PY
+)
+run() { # label binary store-section
+  local label=$1 bin=$2
+  rm -rf "$work/data"; redis-cli -p 18097 FLUSHALL > /dev/null
+  config "$3" > "$work/gateway.toml"
+  GATEWAY_LOG=warn "$bin" serve --config "$work/gateway.toml" > "$work/out" 2> "$work/err" &
+  local pid=$!
+  sleep 1.5
+  curl -sf -XPOST localhost:18096/widget/v1/messages -H "authorization: Bearer $jwt" -d '{"text":"hi","client_id":"1"}' > /dev/null
+  local id
+  id=$(curl -sf "localhost:18096/admin/v1/customers?identifier=widget:bench-user" -H "authorization: Bearer $TOKEN" | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
+  printf 'wrk.headers["authorization"] = "Bearer %s"\n' "$TOKEN" > "$work/get.lua"
+  echo "== $label"
+  wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s "$work/get.lua" "http://127.0.0.1:18096/admin/v1/customers/$id" | grep -E "Requests/sec|50%|99%|Non-2xx" || true
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+EMBEDDED="path = \"$work/data\""
+REDIS="kind = \"redis\"
+url = \"redis://127.0.0.1:18097\""
+run "embedded, no audit log (baseline)" "$BASELINE_BIN" "$EMBEDDED"
+run "embedded, audited" "$CURRENT_BIN" "$EMBEDDED"
+run "redis, no audit log (baseline)" "$BASELINE_BIN" "$REDIS"
+run "redis, audited" "$CURRENT_BIN" "$REDIS"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
