@@ -173,6 +173,22 @@ impl<B: Backend> Db<B> {
             .await
     }
 
+    /// Appends several entries, in order, in one unit (a host batching the
+    /// entries of concurrent requests: one chain update instead of many
+    /// contending ones).
+    pub async fn audit_all(&self, drafts: &[AuditDraft]) -> Result<Vec<AuditEntry>, DbError> {
+        self.unit(move |ctx, txn| {
+            Box::pin(async move {
+                let mut out = Vec::with_capacity(drafts.len());
+                for d in drafts {
+                    out.push(ctx.append_audit(txn, d).await?);
+                }
+                Ok(out)
+            })
+        })
+        .await
+    }
+
     /// Up to `limit` entries kept by `filter`, oldest first, after the
     /// entry `after` (a page's `next`); and the next page's cursor.
     pub async fn audit_page(

@@ -85,6 +85,8 @@ pub struct App {
     pub plugin_calls: Arc<tokio::sync::Semaphore>,
     /// Request bodies held at once (`server.max_inflight_body_bytes`).
     pub body_budget: crate::http::BodyBudget,
+    /// Appends audit entries in batches (reads, refusals, failures).
+    pub audit: crate::audit::AuditWriter,
     /// What the `/demo` pages sign with, when `[server] demo` is on (dev
     /// mode); `None`, and `/demo` is 404, otherwise.
     pub demo: Option<crate::http::DemoKeys>,
@@ -234,6 +236,7 @@ impl App {
             })
             .collect();
         let body_budget = crate::http::BodyBudget::new(config.server.max_inflight_body_bytes);
+        let audit = crate::audit::AuditWriter::start(graph.clone());
         let demo = match config.server.demo {
             true => Some(crate::http::DemoKeys::from_config(&config)?),
             false => None,
@@ -255,6 +258,7 @@ impl App {
                 crate::plugin::limits::MAX_CALLS_IN_FLIGHT,
             )),
             body_budget,
+            audit,
             demo,
         })
     }

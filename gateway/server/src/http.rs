@@ -94,7 +94,7 @@ pub async fn handle(app: Arc<App>, mut req: Req) -> Resp {
                         "refused"
                     };
                     let draft = audit_draft(r, action, actor, &params, None, outcome);
-                    if let Err(failed) = app.db.audit(&draft).await {
+                    if let Err(failed) = app.audit.append(draft).await {
                         tracing::warn!(route, "a refused request was not audited: {failed}");
                     }
                 }
@@ -194,9 +194,13 @@ async fn audited(
         Err(e) => (format!("error:{}", e.code), None),
     };
     let draft = audit_draft(r, action, actor, params, found, &outcome);
-    match app.db.audit(&draft).await {
-        Ok(_) => result,
-        Err(e) if result.is_ok() => Err(ApiError::from(e)),
+    match app.audit.append(draft).await {
+        Ok(()) => result,
+        Err(e) if result.is_ok() => Err(ApiError::fault(
+            Fault::Store,
+            "store_unavailable",
+            format!("the read was not answered: its audit entry could not be written ({e})"),
+        )),
         Err(e) => {
             tracing::warn!(action, "a failed request was not audited: {e}");
             result

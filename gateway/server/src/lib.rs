@@ -3,6 +3,7 @@
 //! - [`plugin`]: the sandboxed WebAssembly plugin host and registry.
 //! - [`app`]: the running gateway's state, built from the configuration.
 //! - [`http`]: the hyper server and its routes.
+//! - [`audit`]: the node's batching writer of audit entries.
 //! - [`inbound`]: where verified events go: recorded in the store before
 //!   the channel hears 2xx.
 //! - [`worker`]: the job queue's worker — agent answers, deliveries,
@@ -11,6 +12,7 @@
 //! - [`cli`]: the command-line commands.
 
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod dev;
 pub mod http;

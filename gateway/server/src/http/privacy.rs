@@ -124,11 +124,13 @@ async fn audit_self(app: &App, action: &str, route: &str, customer: &str) -> Res
         customer_id: Some(customer.to_string()),
         outcome: "ok".into(),
     };
-    app.db
-        .audit(&draft)
-        .await
-        .map(|_| ())
-        .map_err(ApiError::from)
+    app.audit.append(draft).await.map_err(|e| {
+        ApiError::fault(
+            super::Fault::Store,
+            "store_unavailable",
+            format!("not answered: its audit entry could not be written ({e})"),
+        )
+    })
 }
 
 /// `GET /widget/v1/me/export`: the widget user's own data, as the admin
