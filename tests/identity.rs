@@ -1453,3 +1453,88 @@ fn a_widget_user_exports_their_own_data_and_asks_to_be_erased() {
     );
     assert!(!log.text().contains("user-self"), "{}", log.text());
 }
+
+#[test]
+fn consent_is_kept_with_its_history_and_source_and_shown_in_the_export() {
+    let gw = Gateway::start(&scratch("identity-consent"), &config(EMBEDDED));
+    assert_eq!(
+        widget_message(&gw, "user-c", "consent@example.com", "+15550004321", "hi").status,
+        202
+    );
+    let consent = |granted: bool| {
+        admin(
+            &gw,
+            AGENT,
+            "POST",
+            "/v1/consent",
+            serde_json::json!({"identifier": {"kind": "email", "value": "consent@example.com"},
+                               "purpose": "marketing", "granted": granted})
+            .to_string()
+            .as_bytes(),
+        )
+    };
+    let r = consent(true);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["consent"]["marketing"]["granted"], true);
+    assert_eq!(r.json()["consent"]["marketing"]["source"], "api");
+    assert_eq!(
+        consent(false).json()["consent"]["marketing"]["granted"],
+        false
+    );
+    let id = r.json()["customer_id"].as_str().unwrap().to_string();
+    let patch = admin(
+        &gw,
+        ADMIN,
+        "PATCH",
+        &format!("/admin/v1/customers/{id}"),
+        br#"{"attributes":{"consent.analytics":"denied"}}"#,
+    );
+    assert_eq!(patch.status, 200, "{}", patch.text());
+    let bad = admin(
+        &gw,
+        AGENT,
+        "POST",
+        "/v1/consent",
+        br#"{"identifier":{"kind":"email","value":"consent@example.com"},"purpose":"Mark eting","granted":true}"#,
+    );
+    assert_eq!((bad.status, bad.code().as_str()), (422, "invalid_body"));
+    assert!(bad.text().contains("purpose"), "{}", bad.text());
+    let doc = admin(
+        &gw,
+        ADMIN,
+        "GET",
+        &format!("/admin/v1/customers/{id}/export"),
+        b"",
+    )
+    .json();
+    let history: Vec<(String, bool, String)> = doc["consent_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["purpose"].as_str().unwrap().to_string(),
+                h["granted"].as_bool().unwrap(),
+                h["source"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("marketing".into(), true, "api".into()),
+            ("marketing".into(), false, "api".into()),
+            ("analytics".into(), false, "admin".into()),
+        ]
+    );
+    // The change is audited with its customer, found from the body.
+    let log = admin(
+        &gw,
+        AUDITOR,
+        "GET",
+        &format!("/admin/v1/audit?action=consent.update&customer_id={id}"),
+        b"",
+    )
+    .json();
+    assert_eq!(log["entries"].as_array().unwrap().len(), 2, "{log}");
+}

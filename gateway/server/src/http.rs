@@ -129,6 +129,16 @@ tokio::task_local! {
     static CHANGE_AUDIT: std::sync::Arc<std::sync::Mutex<Option<chatcrafter_core::audit::AuditDraft>>>;
 }
 
+/// Names the customer of the admin change being served (found from its
+/// body, not its path), for its audit entry.
+pub(crate) fn note_audit_customer(id: &str) {
+    let _ = CHANGE_AUDIT.try_with(|slot| {
+        if let Some(d) = slot.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            d.customer_id = Some(id.to_string());
+        }
+    });
+}
+
 /// The store's [`chatcrafter_core::db::AuditHook`]: the first write unit
 /// that commits while an admin change is being served carries its entry.
 #[derive(Debug)]

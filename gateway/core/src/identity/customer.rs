@@ -93,11 +93,45 @@ pub struct Customer {
     /// Customers merged into this one (their timelines are part of its).
     #[serde(default)]
     pub absorbed: Vec<String>,
+    /// Every consent given or withdrawn, oldest first (the newest
+    /// [`CONSENT_HISTORY_KEPT`]); the current state is the
+    /// `consent.<purpose>` attributes.
+    #[serde(default)]
+    pub consent_history: Vec<ConsentChange>,
+}
+
+/// How many consent changes a customer keeps.
+pub const CONSENT_HISTORY_KEPT: usize = 200;
+
+/// One consent given or withdrawn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentChange {
+    /// The purpose (`marketing`, `data_sharing`, `analytics`, …).
+    pub purpose: String,
+    /// Given (`true`) or withdrawn.
+    pub granted: bool,
+    /// Unix seconds.
+    pub at: u64,
+    /// Where it came from (a channel, `admin`, `api`, `csv`, `agent`).
+    pub source: String,
 }
 
 impl Customer {
     /// Sets an attribute, recording when and from where.
     pub fn set_attribute(&mut self, name: &str, value: &str, source: &str, at: u64) {
+        if let Some(purpose) = name.strip_prefix("consent.") {
+            self.consent_history.push(ConsentChange {
+                purpose: purpose.to_string(),
+                granted: value == "granted",
+                at,
+                source: source.to_string(),
+            });
+            let excess = self
+                .consent_history
+                .len()
+                .saturating_sub(CONSENT_HISTORY_KEPT);
+            self.consent_history.drain(..excess);
+        }
         self.attributes.insert(
             name.to_string(),
             Attribute {

@@ -79,6 +79,7 @@ pub(crate) async fn import_in(
             attributes: BTreeMap::new(),
             merged_into: None,
             absorbed: Vec::new(),
+            consent_history: Vec::new(),
         },
     };
     for other in owners.iter().skip(1) {

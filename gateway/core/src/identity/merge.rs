@@ -152,6 +152,9 @@ pub(crate) async fn merge_in(
             });
         }
     }
+    // Both consent histories, in time order.
+    s2.consent_history.extend(m.consent_history.iter().cloned());
+    s2.consent_history.sort_by_key(|c| c.at);
     let mut m2 = m.clone();
     m2.merged_into = Some(s2.id.clone());
     s2.absorbed.push(m2.id.clone());
@@ -217,6 +220,10 @@ pub(crate) async fn undo_in(
     s.attributes.retain(|name, a| {
         record.surviving_before.attributes.contains_key(name) || a.updated_at > record.at
     });
+    // The merged customer's consent history goes back with it; what was
+    // given since the merge stays.
+    s.consent_history
+        .retain(|c| c.at > record.at || !record.merged_before.consent_history.contains(c));
     let m = record.merged_before.clone();
     ctx.point_links_at(txn, &m, &m.id);
     // Identifiers both had before the merge stay with the survivor.

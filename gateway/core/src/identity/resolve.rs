@@ -193,6 +193,7 @@ pub(crate) async fn resolve_in(
                 attributes: BTreeMap::new(),
                 merged_into: None,
                 absorbed: Vec::new(),
+                consent_history: Vec::new(),
             };
             res.created = true;
             res.linked = Some(How::Channel);

@@ -180,7 +180,7 @@ fn check_attributes(app: &App, attrs: &BTreeMap<String, String>) -> Result<(), A
     Ok(())
 }
 
-async fn lookup(app: &App, identifier: &str) -> Result<String, ApiError> {
+pub(super) async fn lookup(app: &App, identifier: &str) -> Result<String, ApiError> {
     let bad =
         |msg: String| ApiError::caller(StatusCode::UNPROCESSABLE_ENTITY, "invalid_identifier", msg);
     let (kind, value) = identifier.split_once(':').ok_or_else(|| {
@@ -305,6 +305,7 @@ pub(super) async fn merge(app: &App, req: &mut Req, _: Params<'_>) -> Result<Res
         merged: String,
     }
     let b: MergeBody = json_body(app, req).await?;
+    super::note_audit_customer(&b.surviving);
     let r = app
         .db
         .merge(
@@ -580,6 +581,7 @@ pub(super) async fn event(app: &App, req: &mut Req, _: Params<'_>) -> Result<Res
         &format!("{}:{}", b.identifier.kind, b.identifier.value),
     )
     .await?;
+    super::note_audit_customer(&customer);
     let entry =
         chatcrafter_core::conversation::Entry::event(&b.kind, b.properties, app.clock.now_secs());
     let stored = app

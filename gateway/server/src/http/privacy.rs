@@ -87,6 +87,9 @@ async fn export_doc(app: &App, customer_id: &str) -> Result<Value, ApiError> {
         "primary_identifier": profile["primary_identifier"],
         "attributes": attributes,
         "consent": profile["consent"],
+        "consent_history": c.consent_history.iter().map(|h| json!({
+            "purpose": h.purpose, "granted": h.granted, "at": rfc3339(h.at), "source": h.source,
+        })).collect::<Vec<_>>(),
         "identities": profile["identities"],
         "identifiers": profile["identifiers"],
         "merges": {"absorbed": c.absorbed, "merged_into": c.merged_into},
@@ -235,6 +238,7 @@ fn csv(doc: &Value) -> String {
     items("identifier", &doc["identifiers"], "value");
     items("conflict", &doc["conflicts"], "id");
     items("timeline", &doc["timeline"], "id");
+    items("consent_history", &doc["consent_history"], "");
     for (purpose, c) in doc["consent"].as_object().into_iter().flatten() {
         for (field, value) in c.as_object().into_iter().flatten() {
             row("consent", purpose, field, value);
@@ -277,4 +281,70 @@ mod tests {
         assert_eq!(cell("a,b"), "\"a,b\"");
         assert_eq!(cell("line\nbreak"), "\"line\nbreak\"");
     }
+}
+
+/// `POST /v1/consent` `{"identifier":{"kind","value"},"purpose","granted"}`:
+/// a consent given or withdrawn through the business's own systems (source
+/// `api`), kept with its time in the customer's consent history; 200 with
+/// the customer's consent now.
+pub(super) async fn set_consent(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Ident {
+        kind: String,
+        value: String,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        identifier: Ident,
+        purpose: String,
+        granted: bool,
+    }
+    let raw = super::body::read_capped(app, req).await?;
+    let b: Body = serde_json::from_slice(&raw).map_err(|e| {
+        ApiError::caller(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("body: {e}"),
+        )
+    })?;
+    let valid = !b.purpose.is_empty()
+        && b.purpose.len() <= 64
+        && b.purpose
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
+    if !valid {
+        return Err(ApiError::caller(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!(
+                "purpose: `{}` must be 1 to 64 of a-z, 0-9 and `_`",
+                b.purpose
+            ),
+        ));
+    }
+    let id = super::admin::lookup(
+        app,
+        &format!("{}:{}", b.identifier.kind, b.identifier.value),
+    )
+    .await?;
+    super::note_audit_customer(&id);
+    let attrs = std::collections::BTreeMap::from([(
+        format!("consent.{}", b.purpose),
+        if b.granted { "granted" } else { "denied" }.to_string(),
+    )]);
+    let c = app
+        .db
+        .set_attributes(&id, &attrs, "api", app.clock.now_secs())
+        .await
+        .map_err(ApiError::from)?;
+    let mut resp = ops::text(
+        200,
+        "application/json",
+        json!({"customer_id": c.id, "consent": super::admin::customer_json(&c, app.primary_identifier)["consent"]}).to_string(),
+    );
+    resp.extensions_mut()
+        .insert(super::AuditCustomer(c.id.clone()));
+    Ok(resp)
 }

@@ -111,6 +111,7 @@ pub(crate) static ROUTES: &[Route] = &[
     route!(POST "/admin/v1/conversations/{id}/close", Access::Roles(STAFF), admin::close, audit "conversation.close"),
     route!(POST "/v1/events", Access::Roles(STAFF), admin::event, audit "event.record"),
     route!(POST "/v1/link-tokens", Access::Roles(STAFF), admin::link_token, audit "link_token.create"),
+    route!(POST "/v1/consent", Access::Roles(STAFF), privacy::set_consent, audit "consent.update"),
     route!(GET "/admin/v1/audit", Access::Roles(AUDIT), admin::audit_log, audit "audit.read"),
 ];
 
