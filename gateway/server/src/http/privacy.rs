@@ -267,22 +267,6 @@ fn cell(v: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::cell;
-
-    #[test]
-    fn csv_cells_are_quoted_and_formulas_neutralized() {
-        assert_eq!(cell("plain"), "plain");
-        assert_eq!(cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(cell("+1 555"), "'+1 555");
-        assert_eq!(cell("-2"), "'-2");
-        assert_eq!(cell("@SUM(A1)"), "'@SUM(A1)");
-        assert_eq!(cell("a,b"), "\"a,b\"");
-        assert_eq!(cell("line\nbreak"), "\"line\nbreak\"");
-    }
-}
-
 /// `POST /v1/consent` `{"identifier":{"kind","value"},"purpose","granted"}`:
 /// a consent given or withdrawn through the business's own systems (source
 /// `api`), kept with its time in the customer's consent history; 200 with
@@ -347,4 +331,20 @@ pub(super) async fn set_consent(app: &App, req: &mut Req, _: Params<'_>) -> Resu
     resp.extensions_mut()
         .insert(super::AuditCustomer(c.id.clone()));
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cell;
+
+    #[test]
+    fn csv_cells_are_quoted_and_formulas_neutralized() {
+        assert_eq!(cell("plain"), "plain");
+        assert_eq!(cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(cell("+1 555"), "'+1 555");
+        assert_eq!(cell("-2"), "'-2");
+        assert_eq!(cell("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(cell("a,b"), "\"a,b\"");
+        assert_eq!(cell("line\nbreak"), "\"line\nbreak\"");
+    }
 }
