@@ -962,11 +962,20 @@ fn an_unverified_widget_phone_is_a_suggestion_not_a_takeover() {
     let r = post_widget(&gw, &mallory, "hi");
     assert_eq!(r.status, 202, "{}", r.text());
 
-    // Mallory sees only her own message.
+    // Mallory sees only her own message (and, if it came already, the
+    // agent's answer to it) — nothing of Sarah's.
     let history = with_bearer(&gw, &mallory, "GET", "/widget/v1/history", b"").json();
     let entries = history["entries"].as_array().unwrap();
-    assert_eq!(entries.len(), 1, "{history}");
-    assert_eq!(entries[0]["text"], "hi");
+    let inbound: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|e| e["direction"] == "inbound")
+        .collect();
+    assert_eq!(inbound.len(), 1, "{history}");
+    assert_eq!(inbound[0]["text"], "hi");
+    assert!(
+        entries.iter().all(|e| e["channel"] == "widget"),
+        "{history}"
+    );
     assert_ne!(history["customer_id"], sarah["id"]);
     // Sarah's profile is as it was: her name, her phone, no widget identity.
     let now_sarah = admin(

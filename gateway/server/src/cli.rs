@@ -245,20 +245,11 @@ pub fn import(file: &Path, config_path: Option<&Path>) -> anyhow::Result<String>
     use std::io::Write as _;
 
     use crate::ids::SystemClock;
-    use crate::load::load_config;
     use crate::store::open_db;
     use chatcrafter_core::Clock as _;
 
     let bytes = std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
-    let crate::load::Loaded {
-        mut config,
-        base_dir,
-        ..
-    } = load_config(config_path)?;
-    config.apply_env(|k| std::env::var(k).ok(), |_| Vec::new());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let (config, base_dir, runtime) = offline(config_path)?;
     runtime.block_on(async move {
         let graph = open_db(&config, &base_dir, std::sync::Arc::new(SystemClock))
             .await
@@ -293,22 +284,35 @@ pub fn import(file: &Path, config_path: Option<&Path>) -> anyhow::Result<String>
     })
 }
 
-/// `gateway audit verify [--config FILE]`: walks the audit log's hash chain.
-pub fn audit_verify(config_path: Option<&Path>) -> anyhow::Result<String> {
-    use crate::ids::SystemClock;
-    use crate::load::load_config;
-    use crate::store::open_db;
-    use chatcrafter_core::audit::AuditVerdict;
-
+/// What an offline command (import, audit verify) works with: the
+/// configuration (secrets from the environment too), its folder, and a
+/// one-thread runtime.
+fn offline(
+    config_path: Option<&Path>,
+) -> anyhow::Result<(
+    chatcrafter_core::config::Config,
+    PathBuf,
+    tokio::runtime::Runtime,
+)> {
     let crate::load::Loaded {
         mut config,
         base_dir,
         ..
-    } = load_config(config_path)?;
+    } = crate::load::load_config(config_path)?;
     config.apply_env(|k| std::env::var(k).ok(), |_| Vec::new());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    Ok((config, base_dir, runtime))
+}
+
+/// `gateway audit verify [--config FILE]`: walks the audit log's hash chain.
+pub fn audit_verify(config_path: Option<&Path>) -> anyhow::Result<String> {
+    use crate::ids::SystemClock;
+    use crate::store::open_db;
+    use chatcrafter_core::audit::AuditVerdict;
+
+    let (config, base_dir, runtime) = offline(config_path)?;
     runtime.block_on(async move {
         let db = open_db(&config, &base_dir, std::sync::Arc::new(SystemClock))
             .await

@@ -237,28 +237,38 @@ pub(super) async fn find_customer(
     Ok(resp)
 }
 
-/// `GET /admin/v1/audit?after=&limit=&customer_id=&actor=&action=&from=&to=`:
-/// the audit log, oldest first, a page at a time (INTERFACE §3.6).
-pub(super) async fn audit_log(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
-    let bad = |name: &str, why: &str| {
-        ApiError::caller(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            format!("{name}: {why}"),
-        )
-    };
+/// 400 `invalid_query` naming the parameter.
+fn bad_query(name: &str, why: &str) -> ApiError {
+    ApiError::caller(
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+        format!("{name}: {why}"),
+    )
+}
+
+/// A paged list's `?after=<cursor>&limit=<n>` (`limit` 1 to `max`,
+/// `default` when absent).
+fn page_query(req: &Req, default: usize, max: usize) -> Result<(Option<u64>, usize), ApiError> {
     let after = query(req, "after")
         .map(|a| a.parse::<u64>())
         .transpose()
-        .map_err(|_| bad("after", "not a cursor from a previous page's `next`"))?;
+        .map_err(|_| bad_query("after", "not a cursor from a previous page's `next`"))?;
     let limit = match query(req, "limit") {
-        None => 100,
+        None => default,
         Some(l) => l
             .parse::<usize>()
             .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| bad("limit", "a whole number from 1 to 1000"))?,
+            .filter(|l| (1..=max).contains(l))
+            .ok_or_else(|| bad_query("limit", &format!("a whole number from 1 to {max}")))?,
     };
+    Ok((after, limit))
+}
+
+/// `GET /admin/v1/audit?after=&limit=&customer_id=&actor=&action=&from=&to=`:
+/// the audit log, oldest first, a page at a time (INTERFACE §3.6).
+pub(super) async fn audit_log(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
+    let (after, limit) = page_query(req, 100, 1000)?;
+    let bad = bad_query;
     let time = |name: &str| -> Result<Option<u64>, ApiError> {
         query(req, name)
             .map(|t| {
@@ -424,25 +434,7 @@ pub(super) async fn resolve_conflict(
 /// newest first, a page at a time (`limit` 1–100, default 20); `next` is
 /// the `after` of the following page, `null` on the last.
 pub(super) async fn malformed(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
-    let bad = |name: &str, why: &str| {
-        ApiError::caller(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            format!("{name}: {why}"),
-        )
-    };
-    let after = query(req, "after")
-        .map(|a| a.parse::<u64>())
-        .transpose()
-        .map_err(|_| bad("after", "not a cursor from a previous page's `next`"))?;
-    let limit = match query(req, "limit") {
-        None => 20,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=100).contains(l))
-            .ok_or_else(|| bad("limit", "a whole number from 1 to 100"))?,
-    };
+    let (after, limit) = page_query(req, 20, 100)?;
     let page = app
         .db
         .malformed_page(after, limit)
