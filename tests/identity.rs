@@ -75,6 +75,26 @@ role = "auditor"
     )
 }
 
+/// A one-time link token for customer `id` on `channel` (as an agent), and
+/// its deep link.
+fn link_token(gw: &Gateway, id: &str, channel: &str) -> (String, serde_json::Value) {
+    let r = admin(
+        gw,
+        AGENT,
+        "POST",
+        "/v1/link-tokens",
+        serde_json::json!({"customer_id": id, "channel": channel})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let body = r.json();
+    (
+        body["token"].as_str().unwrap().to_string(),
+        body["link"].clone(),
+    )
+}
+
 fn widget_message(gw: &Gateway, sub: &str, email: &str, phone: &str, text: &str) -> Response {
     let claims = serde_json::json!({"sub": sub, "exp": now() + 600, "email": email,
         "email_verified": true, "phone": phone, "phone_number_verified": true, "name": "Sarah Kim"});
@@ -169,21 +189,8 @@ fn widget_whatsapp_telegram_and_csv_make_one_customer_through_the_admin_api() {
     );
 
     // A link token sent through Telegram's /start links Telegram.
-    let r = admin(
-        &gw,
-        AGENT,
-        "POST",
-        "/v1/link-tokens",
-        serde_json::json!({"customer_id": id, "channel": "telegram"})
-            .to_string()
-            .as_bytes(),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let token = r.json()["token"].as_str().unwrap().to_string();
-    assert_eq!(
-        r.json()["link"],
-        format!("https://t.me/shop_bot?start={token}")
-    );
+    let (token, link) = link_token(&gw, &id, "telegram");
+    assert_eq!(link, format!("https://t.me/shop_bot?start={token}"));
     assert_eq!(
         telegram_message(&gw, 1, 123456789, &format!("/start {token}")).status,
         200
@@ -202,21 +209,8 @@ fn widget_whatsapp_telegram_and_csv_make_one_customer_through_the_admin_api() {
 
     // A WhatsApp link token, as the wa.me link prefills it, links a phone
     // no claim would have linked (a second number of Sarah's)…
-    let r = admin(
-        &gw,
-        AGENT,
-        "POST",
-        "/v1/link-tokens",
-        serde_json::json!({"customer_id": id, "channel": "whatsapp"})
-            .to_string()
-            .as_bytes(),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let token = r.json()["token"].as_str().unwrap().to_string();
-    assert_eq!(
-        r.json()["link"],
-        format!("https://wa.me/15550783881?text={token}")
-    );
+    let (token, link) = link_token(&gw, &id, "whatsapp");
+    assert_eq!(link, format!("https://wa.me/15550783881?text={token}"));
     assert_eq!(
         whatsapp_message(&gw, "4915112345678", "wamid.link-1", &token).status,
         200
@@ -234,16 +228,7 @@ fn widget_whatsapp_telegram_and_csv_make_one_customer_through_the_admin_api() {
     };
     assert_eq!(linked("whatsapp:4915112345678"), id.as_str());
     // …and so does the sentence form `… ref:<token>`, once per token.
-    let r = admin(
-        &gw,
-        AGENT,
-        "POST",
-        "/v1/link-tokens",
-        serde_json::json!({"customer_id": id, "channel": "whatsapp"})
-            .to_string()
-            .as_bytes(),
-    );
-    let token = r.json()["token"].as_str().unwrap().to_string();
+    let (token, _) = link_token(&gw, &id, "whatsapp");
     let text = format!("Hi! Please link my order ref:{token}");
     assert_eq!(
         whatsapp_message(&gw, "4915112345679", "wamid.link-2", &text).status,
@@ -813,19 +798,7 @@ fn the_timeline_is_one_conversation_across_channels_and_a_retry_is_recorded_once
         .as_str()
         .unwrap()
         .to_string();
-    let token = admin(
-        &gw,
-        ADMIN,
-        "POST",
-        "/v1/link-tokens",
-        serde_json::json!({"customer_id": id, "channel": "telegram"})
-            .to_string()
-            .as_bytes(),
-    )
-    .json()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (token, _) = link_token(&gw, &id, "telegram");
     assert_eq!(
         telegram_message(&gw, 7, 123456789, &format!("/start {token}")).status,
         200
