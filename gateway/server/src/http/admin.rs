@@ -63,7 +63,8 @@ fn json_resp(status: u16, v: &Value) -> Resp {
     ops::text(status, "application/json", v.to_string())
 }
 
-async fn json_body<T: serde::de::DeserializeOwned>(
+/// The request's JSON body, or 422 `invalid_body` naming the field at fault.
+pub(super) async fn json_body<T: serde::de::DeserializeOwned>(
     app: &App,
     req: &mut Req,
 ) -> Result<T, ApiError> {

@@ -8,7 +8,7 @@ use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, Params, Req, Resp, body, ops};
+use super::{ApiError, Params, Req, Resp, ops};
 use crate::app::App;
 use chatcrafter_core::channel::Header;
 
@@ -127,26 +127,12 @@ struct Login {
     phone: Option<String>,
 }
 
-async fn json_body<T: serde::de::DeserializeOwned>(
-    app: &App,
-    req: &mut Req,
-) -> Result<T, ApiError> {
-    let raw = body::read_capped(app, req).await?;
-    serde_json::from_slice(&raw).map_err(|e| {
-        ApiError::caller(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
-            format!("body: {e}"),
-        )
-    })
-}
-
 /// `POST /demo/token` `{"sub","name"?,"email"?,"phone"?}`: a widget JWT
 /// signed with the dev secret, as a business's backend would mint one for
 /// a logged-in user (its email and phone marked verified).
 pub(super) async fn token(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
     let s = secrets(app, req)?;
-    let login: Login = json_body(app, req).await?;
+    let login: Login = super::admin::json_body(app, req).await?;
     if login.sub.trim().is_empty() {
         return Err(ApiError::caller(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -198,7 +184,7 @@ struct PhoneMessage {
 /// like one from the network.
 pub(super) async fn send(app: &App, req: &mut Req, _: Params<'_>) -> Result<Resp, ApiError> {
     let s = secrets(app, req)?;
-    let m: PhoneMessage = json_body(app, req).await?;
+    let m: PhoneMessage = super::admin::json_body(app, req).await?;
     let now = app.clock.now_secs();
     let bad = |what: &str| {
         ApiError::caller(

@@ -285,14 +285,7 @@ pub(super) async fn set_consent(app: &App, req: &mut Req, _: Params<'_>) -> Resu
         purpose: String,
         granted: bool,
     }
-    let raw = super::body::read_capped(app, req).await?;
-    let b: Body = serde_json::from_slice(&raw).map_err(|e| {
-        ApiError::caller(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
-            format!("body: {e}"),
-        )
-    })?;
+    let b: Body = super::admin::json_body(app, req).await?;
     let valid = !b.purpose.is_empty()
         && b.purpose.len() <= 64
         && b.purpose

@@ -139,22 +139,19 @@ pub(super) async fn inject(
         .map_err(|e| ApiError::caller(StatusCode::UNAUTHORIZED, e.code(), e.to_string()))?;
     let request_id = request_id();
     let span = inbound_span(channel, &plugin, &request_id);
-    let request = InboundRequest {
-        method: "POST".into(),
-        path: format!("/webhooks/{channel}"),
-        query: String::new(),
-        headers: headers
-            .into_iter()
-            .filter(|h| Some(h.name.as_str()) != rt.verifier.secret_header())
-            .collect(),
-        body,
-        context: RequestContext {
+    let path = format!("/webhooks/{channel}");
+    let request = plugin_request_of(
+        ("POST", &path, ""),
+        headers,
+        rt.verifier.secret_header(),
+        &body,
+        RequestContext {
             received_at_ms: now_ms,
             request_id,
             user: None,
             settings: rt.settings.clone(),
         },
-    };
+    );
     async {
         let inbound = parse(app, channel, &plugin, request).await?;
         accept(app, channel, &inbound).await?;
@@ -190,10 +187,29 @@ pub(super) fn plugin_request(
     body: &[u8],
     context: RequestContext,
 ) -> InboundRequest {
+    let uri = req.uri();
+    plugin_request_of(
+        (req.method().as_str(), uri.path(), uri.query().unwrap_or("")),
+        headers,
+        secret_header,
+        body,
+        context,
+    )
+}
+
+/// [`plugin_request`] from its parts `(method, path, query)`, for a request
+/// made inside the gateway (a widget session's message, the demo's phone).
+pub(super) fn plugin_request_of(
+    (method, path, query): (&str, &str, &str),
+    headers: Vec<Header>,
+    secret_header: Option<&str>,
+    body: &[u8],
+    context: RequestContext,
+) -> InboundRequest {
     InboundRequest {
-        method: req.method().as_str().to_string(),
-        path: req.uri().path().to_string(),
-        query: req.uri().query().unwrap_or("").to_string(),
+        method: method.to_string(),
+        path: path.to_string(),
+        query: query.to_string(),
         headers: headers
             .into_iter()
             .filter(|h| {

@@ -259,19 +259,12 @@ pub(super) async fn continue_on(app: &App, req: &mut Req, _: Params<'_>) -> Resu
         Caller::User { user, origin } => (user, origin),
     };
     let now = app.clock.now_secs();
-    let raw = body::read_capped(app, req).await?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body {
         channel: String,
     }
-    let b: Body = serde_json::from_slice(&raw).map_err(|e| {
-        ApiError::caller(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
-            format!("the body must be {{\"channel\": \"…\"}}: {e}"),
-        )
-    })?;
+    let b: Body = super::admin::json_body(app, req).await?;
     let unprocessable =
         |m: String| ApiError::caller(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", m);
     let channel = app

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chatcrafter_core::channel::{AuthenticatedUser, Header, InboundRequest, RequestContext};
+use chatcrafter_core::channel::{AuthenticatedUser, Header, RequestContext};
 use futures_util::{SinkExt as _, StreamExt as _};
 use hyper::{StatusCode, header};
 use hyper_util::rt::TokioIo;
@@ -52,6 +52,8 @@ pub(crate) const PING_EVERY: Duration = Duration::from_secs(30);
 pub(crate) const IDLE_CLOSE: Duration = Duration::from_secs(75);
 /// Entries sent on `auth` (the newest), and read to catch up.
 pub(crate) const HISTORY: usize = 100;
+/// Entries read first to catch up after a change.
+const RECENT: usize = 16;
 
 /// Close codes (docs/widget.md).
 pub(crate) mod close {
@@ -210,7 +212,7 @@ struct Live {
     until: u64,
     customer: Option<String>,
     /// Entries the client has, with the status it was last told.
-    seen: HashMap<String, Option<String>>,
+    seen: Seen,
     bucket: Bucket,
 }
 
@@ -254,12 +256,15 @@ async fn run(app: Arc<App>, mut ws: Ws) {
                 if heard.elapsed() > IDLE_CLOSE {
                     Err(close(&mut ws, 1001, "no frame or pong for 75 s").await)
                 } else if tokio::time::timeout(SEND_TIMEOUT, ws.send(Message::Ping(Default::default()))).await.is_ok_and(|r| r.is_ok()) {
-                    // A customer made elsewhere (another tab, another
-                    // node) since: found now, and caught up.
+                    // A user with no customer yet may have become one
+                    // elsewhere (another tab, another node): found now, and
+                    // caught up. Known customers hear of every change.
                     if live.customer.is_none() {
                         live.resolve().await;
+                        live.catch_up(&mut ws).await
+                    } else {
+                        Ok(())
                     }
-                    live.catch_up(&mut ws).await
                 } else {
                     Err(Ended)
                 }
@@ -311,7 +316,7 @@ async fn authenticate(app: &Arc<App>, ws: &mut Ws) -> Result<Live, Ended> {
         user,
         until,
         customer: None,
-        seen: HashMap::new(),
+        seen: Seen::default(),
         bucket: Bucket::new(),
     };
     live.resolve().await;
@@ -428,13 +433,22 @@ impl Live {
         let Some(c) = self.customer.clone() else {
             return Ok(());
         };
-        let entries = match self.app.db.timeline_tail(&c, HISTORY).await {
-            Ok(e) => e,
-            Err(e) => {
-                let e = ApiError::from(e);
-                return send(ws, json!({"type": "error", "code": e.code, "message": "the history could not be read; it will be sent when the store answers"})).await;
+        // A change usually adds an entry or two: read a short tail, and the
+        // long one only when all of the short one is new.
+        let mut entries = Vec::new();
+        for limit in [RECENT, HISTORY] {
+            entries = match self.app.db.timeline_tail(&c, limit).await {
+                Ok(e) => e,
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    return send(ws, json!({"type": "error", "code": e.code, "message": "the history could not be read; it will be sent when the store answers"})).await;
+                }
+            };
+            let all_new = entries.iter().all(|e| !self.seen.contains_key(&e.id));
+            if entries.len() < limit || !all_new {
+                break;
             }
-        };
+        }
         for e in &entries {
             match self.seen.get(&e.id) {
                 None => {
@@ -453,10 +467,6 @@ impl Live {
                 }
                 Some(_) => {}
             }
-        }
-        if self.seen.len() > 2 * HISTORY {
-            self.seen
-                .retain(|id, _| entries.iter().any(|e| &e.id == id));
         }
         Ok(())
     }
@@ -566,22 +576,21 @@ impl Live {
         };
         let request_id = crate::ids::request_id();
         let span = super::webhook::inbound_span("widget", &plugin, &request_id);
-        let request = InboundRequest {
-            method: "POST".into(),
-            path: "/widget/v1/messages".into(),
-            query: String::new(),
-            headers: vec![Header {
+        let request = super::webhook::plugin_request_of(
+            ("POST", "/widget/v1/messages", ""),
+            vec![Header {
                 name: "content-type".into(),
                 value: "application/json".into(),
             }],
-            body: body.to_vec(),
-            context: RequestContext {
+            None,
+            body,
+            RequestContext {
                 received_at_ms: self.app.clock.now_ms(),
                 request_id,
                 user: Some(self.user.clone()),
                 settings: vec![],
             },
-        };
+        );
         let taken = super::widget::take(&self.app, &plugin, request)
             .instrument(span)
             .await;
@@ -599,6 +608,35 @@ impl Live {
             }
             Err(e) => {
                 send(ws, json!({"type": "error", "code": e.code, "message": e.message, "client_id": client_id})).await
+            }
+        }
+    }
+}
+
+/// The entries a client has, with the status it was last told: the newest
+/// `2 × HISTORY`, by when they were first sent.
+#[derive(Debug, Default)]
+struct Seen {
+    status: HashMap<String, Option<String>>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Seen {
+    fn get(&self, id: &str) -> Option<&Option<String>> {
+        self.status.get(id)
+    }
+
+    fn contains_key(&self, id: &str) -> bool {
+        self.status.contains_key(id)
+    }
+
+    fn insert(&mut self, id: String, status: Option<String>) {
+        if self.status.insert(id.clone(), status).is_none() {
+            self.order.push_back(id);
+            while self.order.len() > 2 * HISTORY {
+                if let Some(old) = self.order.pop_front() {
+                    self.status.remove(&old);
+                }
             }
         }
     }
