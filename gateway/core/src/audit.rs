@@ -169,8 +169,8 @@ impl<B: Backend> Db<B> {
     /// Appends one entry in a unit of its own (a read, a refusal, or a
     /// change whose unit has already committed).
     pub async fn audit(&self, draft: &AuditDraft) -> Result<AuditEntry, DbError> {
-        self.unit(move |ctx, txn| Box::pin(ctx.append_audit(txn, draft)))
-            .await
+        let mut entries = self.audit_all(std::slice::from_ref(draft)).await?;
+        Ok(entries.remove(0))
     }
 
     /// Appends several entries, in order, in one unit (a host batching the

@@ -62,26 +62,21 @@ pub async fn handle(app: Arc<App>, mut req: Req) -> Resp {
         Ok((r, params)) => match routes::authorize(&app, r, &req) {
             Ok(actor) => {
                 match (r.audit, actor) {
-                    // A change: its audit entry is written in the unit
-                    // that makes it (see `RequestAudit`); a read's, before
-                    // the answer leaves.
-                    (Some(action), Some(actor)) if r.method != hyper::Method::GET => {
-                        let draft = audit_draft(r, action, actor, &params, None, "ok");
+                    // Its audit entry: written in the unit that makes the
+                    // change, if the request changes something (see
+                    // `RequestAudit`); otherwise on its own, before the
+                    // answer leaves.
+                    (Some(action), Some(actor)) => {
+                        let draft = audit_draft(r, action, actor, &params, "ok");
                         let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(draft)));
-                        let result = CHANGE_AUDIT
+                        let result = REQUEST_AUDIT
                             .scope(slot.clone(), (r.handler)(&app, &mut req, &params))
                             .await;
                         let unwritten = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
                         match unwritten {
-                            // No unit carried it (nothing changed, or the
-                            // change failed): written on its own.
-                            Some(_) => audited(&app, r, action, actor, &params, result).await,
+                            Some(draft) => audited(&app, draft, result).await,
                             None => result,
                         }
-                    }
-                    (Some(action), Some(actor)) => {
-                        let result = (r.handler)(&app, &mut req, &params).await;
-                        audited(&app, r, action, actor, &params, result).await
                     }
                     _ => (r.handler)(&app, &mut req, &params).await,
                 }
@@ -93,7 +88,7 @@ pub async fn handle(app: Arc<App>, mut req: Req) -> Resp {
                     } else {
                         "refused"
                     };
-                    let draft = audit_draft(r, action, actor, &params, None, outcome);
+                    let draft = audit_draft(r, action, actor, &params, outcome);
                     if let Err(failed) = app.audit.append(draft).await {
                         tracing::warn!(route, "a refused request was not audited: {failed}");
                     }
@@ -124,15 +119,15 @@ pub async fn handle(app: Arc<App>, mut req: Req) -> Resp {
 }
 
 tokio::task_local! {
-    /// The audit entry of the admin change this task serves, until a unit
-    /// has carried it.
-    static CHANGE_AUDIT: std::sync::Arc<std::sync::Mutex<Option<chatcrafter_core::audit::AuditDraft>>>;
+    /// The audit entry of the admin request this task serves, until a unit
+    /// (or the request's end) has carried it.
+    static REQUEST_AUDIT: std::sync::Arc<std::sync::Mutex<Option<chatcrafter_core::audit::AuditDraft>>>;
 }
 
-/// Names the customer of the admin change being served (found from its
-/// body, not its path), for its audit entry.
+/// Names the customer of the admin request being served (found from its
+/// body or query, not its path), for its audit entry.
 pub(crate) fn note_audit_customer(id: &str) {
-    let _ = CHANGE_AUDIT.try_with(|slot| {
+    let _ = REQUEST_AUDIT.try_with(|slot| {
         if let Some(d) = slot.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
             d.customer_id = Some(id.to_string());
         }
@@ -146,28 +141,23 @@ pub struct RequestAudit;
 
 impl chatcrafter_core::db::AuditHook for RequestAudit {
     fn pending(&self) -> Option<chatcrafter_core::audit::AuditDraft> {
-        CHANGE_AUDIT
+        REQUEST_AUDIT
             .try_with(|slot| slot.lock().unwrap_or_else(|p| p.into_inner()).clone())
             .ok()
             .flatten()
     }
 
     fn committed(&self) {
-        let _ = CHANGE_AUDIT.try_with(|slot| slot.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let _ =
+            REQUEST_AUDIT.try_with(|slot| slot.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
 }
-
-/// The customer an answer concerns, when the route's parameters do not
-/// say (a lookup by identifier): set by the handler for the audit log.
-#[derive(Debug, Clone)]
-pub(crate) struct AuditCustomer(pub(crate) String);
 
 fn audit_draft(
     r: &routes::Route,
     action: &str,
     actor: &str,
     params: Params<'_>,
-    found: Option<String>,
     outcome: &str,
 ) -> chatcrafter_core::audit::AuditDraft {
     // `{id}` is a customer on the customer and conversation routes.
@@ -179,31 +169,23 @@ fn audit_draft(
         actor: actor.to_string(),
         action: action.to_string(),
         route: format!("{} {}", r.method, r.pattern),
-        customer_id: by_path.or(found),
+        customer_id: by_path,
         outcome: outcome.to_string(),
     }
 }
 
-/// Writes the audit entry of an answered admin request before the answer
-/// leaves: a read whose entry cannot be written is not answered (503).
+/// Writes the audit entry of an answered admin request that no unit
+/// carried, with its outcome, before the answer leaves: a read whose entry
+/// cannot be written is not answered (503).
 async fn audited(
     app: &App,
-    r: &routes::Route,
-    action: &str,
-    actor: &str,
-    params: Params<'_>,
+    mut draft: chatcrafter_core::audit::AuditDraft,
     result: Result<Resp, ApiError>,
 ) -> Result<Resp, ApiError> {
-    let (outcome, found) = match &result {
-        Ok(resp) => (
-            "ok".to_string(),
-            resp.extensions()
-                .get::<AuditCustomer>()
-                .map(|c| c.0.clone()),
-        ),
-        Err(e) => (format!("error:{}", e.code), None),
-    };
-    let draft = audit_draft(r, action, actor, params, found, &outcome);
+    if let Err(e) = &result {
+        draft.outcome = format!("error:{}", e.code);
+    }
+    let action = draft.action.clone();
     match app.audit.append(draft).await {
         Ok(()) => result,
         Err(e) if result.is_ok() => Err(ApiError::fault(

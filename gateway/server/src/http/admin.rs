@@ -232,10 +232,8 @@ pub(super) async fn find_customer(
     })?;
     let id = lookup(app, &identifier).await?;
     let c = app.db.customer(&id).await.map_err(ApiError::from)?;
-    let mut resp = json_resp(200, &customer_json(&c, app.primary_identifier));
-    resp.extensions_mut()
-        .insert(super::AuditCustomer(c.id.clone()));
-    Ok(resp)
+    super::note_audit_customer(&c.id);
+    Ok(json_resp(200, &customer_json(&c, app.primary_identifier)))
 }
 
 /// 400 `invalid_query` naming the parameter.

@@ -316,14 +316,11 @@ pub(super) async fn set_consent(app: &App, req: &mut Req, _: Params<'_>) -> Resu
         .set_attributes(&id, &attrs, "api", app.clock.now_secs())
         .await
         .map_err(ApiError::from)?;
-    let mut resp = ops::text(
+    Ok(ops::text(
         200,
         "application/json",
         json!({"customer_id": c.id, "consent": super::admin::customer_json(&c, app.primary_identifier)["consent"]}).to_string(),
-    );
-    resp.extensions_mut()
-        .insert(super::AuditCustomer(c.id.clone()));
-    Ok(resp)
+    ))
 }
 
 #[cfg(test)]
