@@ -75,6 +75,19 @@ role = "auditor"
     )
 }
 
+/// The id of the customer an identifier finds (`null` when none does).
+fn found_id(gw: &Gateway, identifier: &str) -> serde_json::Value {
+    admin(
+        gw,
+        ADMIN,
+        "GET",
+        &format!("/admin/v1/customers?identifier={identifier}"),
+        b"",
+    )
+    .json()["id"]
+        .clone()
+}
+
 /// A one-time link token for customer `id` on `channel` (as an agent), and
 /// its deep link.
 fn link_token(gw: &Gateway, id: &str, channel: &str) -> (String, serde_json::Value) {
@@ -215,17 +228,7 @@ fn widget_whatsapp_telegram_and_csv_make_one_customer_through_the_admin_api() {
         whatsapp_message(&gw, "4915112345678", "wamid.link-1", &token).status,
         200
     );
-    let linked = |identifier: &str| {
-        admin(
-            &gw,
-            ADMIN,
-            "GET",
-            &format!("/admin/v1/customers?identifier={identifier}"),
-            b"",
-        )
-        .json()["id"]
-            .clone()
-    };
+    let linked = |identifier: &str| found_id(&gw, identifier);
     assert_eq!(linked("whatsapp:4915112345678"), id.as_str());
     // …and so does the sentence form `… ref:<token>`, once per token.
     let (token, _) = link_token(&gw, &id, "whatsapp");
@@ -1045,17 +1048,7 @@ fn continue_on_the_phone_gives_a_one_time_deep_link_and_its_qr_code() {
         telegram_message(&gw, 9001, 555000111, &format!("/start {start}")).status,
         200
     );
-    let find = |identifier: &str| {
-        admin(
-            &gw,
-            ADMIN,
-            "GET",
-            &format!("/admin/v1/customers?identifier={identifier}"),
-            b"",
-        )
-        .json()["id"]
-            .clone()
-    };
+    let find = |identifier: &str| found_id(&gw, identifier);
     assert_eq!(find("telegram:555000111"), find("widget:user-cont"));
     // A channel without a deep link, or not configured, is named.
     let r = ask("myspace");
@@ -1142,14 +1135,7 @@ fn the_audit_log_records_reads_changes_and_refusals_and_verify_names_a_tampered_
         widget_message(&gw, "user-audit", "audit@example.com", "+15550001234", "hi").status,
         202
     );
-    let id = admin(
-        &gw,
-        ADMIN,
-        "GET",
-        "/admin/v1/customers?identifier=widget:user-audit",
-        b"",
-    )
-    .json()["id"]
+    let id = found_id(&gw, "widget:user-audit")
         .as_str()
         .unwrap()
         .to_string();
@@ -1290,14 +1276,7 @@ fn an_export_holds_everything_in_json_and_csv_and_is_audited() {
         whatsapp_message(&gw, "15550009876", "wamid.EXP1", "Any news?").status,
         200
     );
-    let id = admin(
-        &gw,
-        ADMIN,
-        "GET",
-        "/admin/v1/customers?identifier=widget:user-exp",
-        b"",
-    )
-    .json()["id"]
+    let id = found_id(&gw, "widget:user-exp")
         .as_str()
         .unwrap()
         .to_string();
