@@ -18,14 +18,15 @@
 //! backend calls it again on conflict); [`crate::store::Scope`] is what lets
 //! its future borrow both that transaction and the unit's inputs.
 
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use ring::rand::SecureRandom;
 use serde::Serialize;
 
 use crate::identity::identifier::Rules;
-use crate::seal::{Keyring, SealError};
-use crate::store::{Backend, BoxFuture, Keys, StoreError, Txn, Work, get};
+use crate::seal::{CustomerKey, Keyring, SealError, Sealer, sealer};
+use crate::store::{Backend, BoxFuture, Keys, Scope, StoreError, Txn, Work, get};
 use crate::{Clock, Fault};
 
 /// Why an operation on the store failed.
@@ -68,6 +69,16 @@ pub enum DbError {
     /// A request that cannot be carried out as asked.
     #[error("{0}")]
     Invalid(String),
+    /// A unit needs a customer's own key that this node has not loaded:
+    /// [`Db`] loads (or, for `create`, makes) it and runs the unit again.
+    /// It never leaves [`Db`].
+    #[error("the key of customer {customer} is not loaded")]
+    CustomerKeyNeeded {
+        /// Whose key.
+        customer: String,
+        /// Whether a key may be made when the customer has none (to seal).
+        create: bool,
+    },
 }
 
 impl DbError {
@@ -75,7 +86,9 @@ impl DbError {
     pub fn fault(&self) -> Fault {
         match self {
             DbError::Store(e) => e.fault(),
-            DbError::Seal { .. } | DbError::UnreadableJob { .. } => Fault::Gateway,
+            DbError::Seal { .. }
+            | DbError::UnreadableJob { .. }
+            | DbError::CustomerKeyNeeded { .. } => Fault::Gateway,
             DbError::NotFound(_) | DbError::Limit { .. } | DbError::Invalid(_) => Fault::Caller,
         }
     }
@@ -92,7 +105,7 @@ impl DbError {
         matches!(
             self,
             DbError::Seal {
-                source: SealError::Corrupt,
+                source: SealError::Corrupt | SealError::Shredded(_),
                 ..
             } | DbError::Store(StoreError::Corrupt { .. })
         )
@@ -121,6 +134,53 @@ pub struct Db<B> {
     rules: Rules,
     pub(crate) rng: Arc<dyn SecureRandom + Send + Sync>,
     audit_hook: Option<Arc<dyn AuditHook>>,
+    customer_keys: Arc<KeyCache>,
+    vault: Option<B>,
+}
+
+/// How many customers' unwrapped keys a node keeps in memory.
+const KEY_CACHE_ENTRIES: usize = 16_384;
+
+/// Customers' own keys, unwrapped, most recently used kept (every unit
+/// of one node shares it; a miss costs one read of the key vault).
+struct KeyCache(Mutex<lru::LruCache<String, Arc<CustomerKey>>>);
+
+impl KeyCache {
+    fn new() -> Self {
+        KeyCache(Mutex::new(lru::LruCache::new(
+            std::num::NonZeroUsize::new(KEY_CACHE_ENTRIES).expect("nonzero"),
+        )))
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<CustomerKey>> {
+        self.0.lock().expect("key cache").get(id).cloned()
+    }
+
+    fn put(&self, id: &str, key: Arc<CustomerKey>) {
+        self.0.lock().expect("key cache").put(id.to_string(), key);
+    }
+
+    fn forget(&self, id: &str) {
+        self.0.lock().expect("key cache").pop(id);
+    }
+}
+
+/// What one call of a unit keeps across its attempts: the customer keys it
+/// made (written with its commit when the vault is the store itself) and
+/// the random ids it drew, drawn again in the same order on a retry, so a
+/// retried unit names the customer it made the same way.
+#[derive(Default)]
+pub(crate) struct Run {
+    fresh: Mutex<HashMap<String, (Arc<CustomerKey>, Vec<u8>)>>,
+    used_fresh: Mutex<BTreeSet<String>>,
+    ids: Mutex<(Vec<String>, usize)>,
+}
+
+impl Run {
+    fn new_attempt(&self) {
+        self.used_fresh.lock().expect("run").clear();
+        self.ids.lock().expect("run").1 = 0;
+    }
 }
 
 /// Where a change's audit entry comes from: the host says, for the unit
@@ -161,7 +221,28 @@ impl<B: Backend> Db<B> {
             rules,
             rng,
             audit_hook: None,
+            customer_keys: Arc::new(KeyCache::new()),
+            vault: None,
         }
+    }
+
+    /// Keeps customers' keys in `vault` (another store of the same kind)
+    /// instead of beside their data: a copy of the data store — an AOF or
+    /// RDB file, a backup — then holds nothing that opens an erased
+    /// customer's records, even with the configured data key.
+    pub fn with_vault(mut self, vault: B) -> Self {
+        self.vault = Some(vault);
+        self
+    }
+
+    /// Where customers' keys are kept: the vault, or the data store.
+    pub(crate) fn vault(&self) -> &B {
+        self.vault.as_ref().unwrap_or(&self.backend)
+    }
+
+    /// Whether customers' keys are kept in a store of their own.
+    pub fn has_separate_vault(&self) -> bool {
+        self.vault.is_some()
     }
 
     /// Writes each change's audit entry, as `hook` names it, in the change's
@@ -176,15 +257,131 @@ impl<B: Backend> Db<B> {
         &self.backend
     }
 
-    pub(crate) fn ctx(&self) -> Ctx<'_> {
+    pub(crate) fn ctx(&self, run: Arc<Run>) -> Ctx<'_> {
         Ctx {
             clock: &*self.clock,
             keys: &self.keys,
             prefix: &self.prefix,
             rules: &self.rules,
             rng: &*self.rng,
+            customer_keys: &self.customer_keys,
+            run,
         }
     }
+
+    /// Loads `customer`'s key into this node's cache from the vault, or
+    /// makes one when there is none and `create` (a unit about to seal for
+    /// a new customer): kept with the unit's commit when the vault is the
+    /// store itself, else written to the vault first. A key that is gone
+    /// without `create` is a shredded customer's.
+    async fn load_customer_key(
+        &self,
+        customer: &str,
+        create: bool,
+        run: &Run,
+    ) -> Result<(), DbError> {
+        let k = Keys::new(&self.prefix, &self.keys);
+        let vkey = k.customer_key(customer);
+        let found = read_plain(self.vault(), &vkey).await?;
+        let key = match found {
+            Some(wrapped) => unwrap_key(&self.keys, &vkey, &wrapped)?,
+            None if !create => {
+                return Err(DbError::Seal {
+                    key: vkey,
+                    source: SealError::Shredded(customer.to_string()),
+                });
+            }
+            None => {
+                let (key, raw) = CustomerKey::generate(&*self.rng).map_err(|source| {
+                    DbError::Seal {
+                        key: vkey.clone(),
+                        source,
+                    }
+                })?;
+                let wrapped = self
+                    .keys
+                    .seal(&*self.rng, &raw, vkey.as_bytes())
+                    .map_err(|source| DbError::Seal {
+                        key: vkey.clone(),
+                        source,
+                    })?;
+                match &self.vault {
+                    Some(vault) => {
+                        // Put if absent: another node may have made it.
+                        let stored = put_if_absent(vault, &vkey, wrapped).await?;
+                        unwrap_key(&self.keys, &vkey, &stored)?
+                    }
+                    None => {
+                        let key = Arc::new(key);
+                        run.fresh
+                            .lock()
+                            .expect("run")
+                            .insert(customer.to_string(), (key, wrapped));
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        self.customer_keys.put(customer, Arc::new(key));
+        Ok(())
+    }
+
+    /// Destroys the keys of `customers` in the vault and this node's
+    /// cache: whatever is still sealed under them, anywhere, no longer
+    /// opens. Returns how many keys there were.
+    pub(crate) async fn shred_keys(&self, customers: &[String]) -> Result<usize, DbError> {
+        let k = Keys::new(&self.prefix, &self.keys);
+        let keys: Vec<String> = customers.iter().map(|c| k.customer_key(c)).collect();
+        let keys = &keys;
+        let work: &Work<'_, usize> = &move |txn, _| {
+            Box::pin(async move {
+                let found = txn.get_many(keys).await?;
+                for key in keys {
+                    txn.delete(key);
+                }
+                Ok(found.iter().filter(|v| v.is_some()).count())
+            })
+        };
+        let n = self.vault().transact(work).await?;
+        for c in customers {
+            self.customer_keys.forget(c);
+        }
+        Ok(n)
+    }
+}
+
+fn unwrap_key(keys: &Keyring, vkey: &str, wrapped: &[u8]) -> Result<CustomerKey, DbError> {
+    keys.open(wrapped, vkey.as_bytes())
+        .and_then(|raw| CustomerKey::from_bytes(&raw))
+        .map_err(|source| DbError::Seal {
+            key: vkey.to_string(),
+            source,
+        })
+}
+
+async fn read_plain<B: Backend>(backend: &B, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    let work: &Work<'_, Option<Vec<u8>>> = &move |txn, _: Scope<'_, '_>| Box::pin(get(txn, key));
+    backend.read(work).await
+}
+
+async fn put_if_absent<B: Backend>(
+    backend: &B,
+    key: &str,
+    value: Vec<u8>,
+) -> Result<Vec<u8>, StoreError> {
+    let value = &value;
+    let work: &Work<'_, Vec<u8>> = &move |txn, _| {
+        Box::pin(async move {
+            match get(txn, key).await? {
+                Some(v) => Ok(v),
+                None => {
+                    txn.put(key, value.clone());
+                    Ok(value.clone())
+                }
+            }
+        })
+    };
+    backend.transact(work).await
 }
 
 /// Everything a unit of work needs besides the transaction.
@@ -195,15 +392,86 @@ pub(crate) struct Ctx<'a> {
     pub(crate) prefix: &'a str,
     pub(crate) rules: &'a Rules,
     pub(crate) rng: &'a (dyn SecureRandom + Send + Sync),
+    customer_keys: &'a KeyCache,
+    run: Arc<Run>,
+}
+
+/// The customer whose own key seals the record at `key`: the id in its
+/// `{c:ID}` hash tag (the key table's per-customer keys).
+fn owner_of_key(key: &str) -> Option<&str> {
+    let start = key.find("{c:")? + 3;
+    let len = key[start..].find('}')?;
+    Some(&key[start..start + len])
 }
 
 impl Ctx<'_> {
+    /// A random id, `tag_` + 32 hex digits. The n-th id a unit draws is
+    /// the same on every attempt of one call (see [`Run`]).
     pub(crate) fn random_id(&self, tag: &str) -> String {
+        let mut ids = self.run.ids.lock().expect("run");
+        let (drawn, next) = &mut *ids;
+        let prefix = format!("{tag}_");
+        if let Some(id) = drawn.get(*next).filter(|id| id.starts_with(&prefix)) {
+            let id = id.clone();
+            *next += 1;
+            return id;
+        }
         let mut b = [0u8; 16];
         self.rng
             .fill(&mut b)
             .expect("the system random number generator failed");
-        format!("{tag}_{}", crate::verify::hex_encode(&b))
+        let id = format!("{prefix}{}", crate::verify::hex_encode(&b));
+        drawn.truncate(*next);
+        drawn.push(id.clone());
+        *next += 1;
+        id
+    }
+
+    /// `customer`'s own key, if this node has it (or made it in this
+    /// call); otherwise the error that has [`Db`] load it and run again.
+    fn customer_key(&self, customer: &str, create: bool) -> Result<Arc<CustomerKey>, DbError> {
+        if let Some(k) = self.customer_keys.get(customer) {
+            return Ok(k);
+        }
+        if let Some((k, _)) = self.run.fresh.lock().expect("run").get(customer) {
+            self.run
+                .used_fresh
+                .lock()
+                .expect("run")
+                .insert(customer.to_string());
+            return Ok(k.clone());
+        }
+        Err(DbError::CustomerKeyNeeded {
+            customer: customer.to_string(),
+            create,
+        })
+    }
+
+    /// Writes, with this attempt's commit, the customer keys it made and
+    /// used (when the vault is the store itself). A key another unit made
+    /// meanwhile wins: this attempt loads it and runs again.
+    async fn keep_fresh_keys(&self, txn: &mut dyn Txn) -> Result<(), DbError> {
+        let used: Vec<String> = self
+            .run
+            .used_fresh
+            .lock()
+            .expect("run")
+            .iter()
+            .cloned()
+            .collect();
+        for customer in used {
+            let vkey = self.k().customer_key(&customer);
+            if get(txn, &vkey).await?.is_some() {
+                self.run.fresh.lock().expect("run").remove(&customer);
+                return Err(DbError::CustomerKeyNeeded {
+                    customer,
+                    create: true,
+                });
+            }
+            let wrapped = self.run.fresh.lock().expect("run")[&customer].1.clone();
+            txn.put(&vkey, wrapped);
+        }
+        Ok(())
     }
 
     /// The key table (see [`crate::store::keys`]).
@@ -211,25 +479,53 @@ impl Ctx<'_> {
         Keys::new(self.prefix, self.keys)
     }
 
-    pub(crate) fn seal<T: Serialize>(&self, key: &str, value: &T) -> Vec<u8> {
-        let json = serde_json::to_vec(value).expect("stored records serialize");
-        self.keys
-            .seal(self.rng, &json, key.as_bytes())
-            .expect("the system random number generator failed")
+    /// Seals `value` for `key`: under its customer's own key when the key
+    /// is one of a customer's (`{c:ID}`), else under the data key.
+    pub(crate) fn seal<T: Serialize>(&self, key: &str, value: &T) -> Result<Vec<u8>, DbError> {
+        match owner_of_key(key) {
+            Some(customer) => self.seal_for(customer, key, value),
+            None => {
+                let json = serde_json::to_vec(value).expect("stored records serialize");
+                Ok(self
+                    .keys
+                    .seal(self.rng, &json, key.as_bytes())
+                    .expect("the system random number generator failed"))
+            }
+        }
     }
 
+    /// Seals `value` for `key` under `customer`'s own key (a record of
+    /// theirs whose key does not name them: an outbound message, a job, a
+    /// link token, a merge record).
+    pub(crate) fn seal_for<T: Serialize>(
+        &self,
+        customer: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<Vec<u8>, DbError> {
+        let ck = self.customer_key(customer, true)?;
+        let json = serde_json::to_vec(value).expect("stored records serialize");
+        Ok(ck
+            .seal(self.rng, customer, &json, key.as_bytes())
+            .expect("the system random number generator failed"))
+    }
+
+    /// Opens the record at `key`, with the key its envelope names.
     pub(crate) fn open<T: serde::de::DeserializeOwned>(
         &self,
         key: &str,
         bytes: &[u8],
     ) -> Result<T, DbError> {
-        let plain = self
-            .keys
-            .open(bytes, key.as_bytes())
-            .map_err(|source| DbError::Seal {
-                key: key.to_string(),
-                source,
-            })?;
+        let opened = match sealer(bytes) {
+            Some(Sealer::Customer(customer)) => self
+                .customer_key(customer, false)?
+                .open(bytes, key.as_bytes()),
+            _ => self.keys.open(bytes, key.as_bytes()),
+        };
+        let plain = opened.map_err(|source| DbError::Seal {
+            key: key.to_string(),
+            source,
+        })?;
         serde_json::from_slice(&plain).map_err(|e| {
             // Not serde's message: it quotes the decrypted value.
             DbError::Store(StoreError::Corrupt {
@@ -311,7 +607,8 @@ impl<B: Backend> Db<B> {
             + Sync
             + 'a,
     {
-        let ctx = self.ctx();
+        let run = Arc::new(Run::default());
+        let ctx = self.ctx(run.clone());
         // A change carries the audit entry of the request it serves.
         let audit = match read_only {
             true => None,
@@ -320,7 +617,12 @@ impl<B: Backend> Db<B> {
         let (ctx, f, audit) = (&ctx, &f, &audit);
         let work: &Work<'_, Result<T, DbError>> = &move |txn, _| {
             Box::pin(async move {
-                match f(ctx, txn).await {
+                ctx.run.new_attempt();
+                let out = match f(ctx, txn).await {
+                    Ok(v) => ctx.keep_fresh_keys(txn).await.map(|()| v),
+                    e => e,
+                };
+                match out {
                     // The store's own failure: the backend's to retry or report.
                     Err(DbError::Store(e)) => Err(e),
                     Err(e) => {
@@ -344,11 +646,29 @@ impl<B: Backend> Db<B> {
                 }
             })
         };
-        let out = if read_only {
-            self.backend().read(work).await
-        } else {
-            self.backend().transact(work).await
+        // A unit that needs a customer's key this node lacks ends without
+        // writing; the key is loaded (or made) and the unit runs again.
+        let mut loads = 0;
+        let out = loop {
+            let out = if read_only {
+                self.backend().read(work).await
+            } else {
+                self.backend().transact(work).await
+            };
+            match out {
+                Ok(Err(DbError::CustomerKeyNeeded { customer, create })) if loads < 64 => {
+                    loads += 1;
+                    self.load_customer_key(&customer, create && !read_only, &run)
+                        .await?;
+                }
+                out => break out,
+            }
         };
+        if !run.fresh.lock().expect("run").is_empty() && matches!(out, Ok(Ok(_))) {
+            for (customer, (key, _)) in run.fresh.lock().expect("run").drain() {
+                self.customer_keys.put(&customer, key);
+            }
+        }
         if audit.is_some()
             && matches!(out, Ok(Ok(_)))
             && let Some(h) = &self.audit_hook

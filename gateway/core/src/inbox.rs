@@ -36,7 +36,7 @@ impl Ctx<'_> {
         } else {
             ids.retain(|i| i != customer);
         }
-        txn.put(&key, self.seal(&key, &ids));
+        txn.put(&key, self.seal(&key, &ids)?);
         Ok(())
     }
 
@@ -106,7 +106,7 @@ impl<B: Backend> Db<B> {
                 let o = ctx
                     .queue_outbound(txn, &c.id, &mut state, text, "human", routes, now_ms)
                     .await?;
-                ctx.save_state(txn, &c.id, &state);
+                ctx.save_state(txn, &c.id, &state)?;
                 Ok(o)
             })
         })
@@ -122,7 +122,7 @@ impl<B: Backend> Db<B> {
                 let mut state = ctx.load_state(txn, &c.id).await?;
                 let was_open = state.handoff.take().is_some();
                 if was_open {
-                    ctx.save_state(txn, &c.id, &state);
+                    ctx.save_state(txn, &c.id, &state)?;
                 }
                 ctx.index_handoff(txn, &c.id, false).await?;
                 Ok(was_open)

@@ -109,9 +109,15 @@ impl Ctx<'_> {
             .await
     }
 
-    pub(crate) fn save_state(&self, txn: &mut dyn Txn, customer: &str, state: &ConversationState) {
+    pub(crate) fn save_state(
+        &self,
+        txn: &mut dyn Txn,
+        customer: &str,
+        state: &ConversationState,
+    ) -> Result<(), DbError> {
         let key = self.k().conversation(customer);
-        txn.put(&key, self.seal(&key, state));
+        txn.put(&key, self.seal(&key, state)?);
+        Ok(())
     }
 
     /// Reads, in one round trip, the keys the rest of `record_inbound`'s
@@ -144,7 +150,7 @@ impl Ctx<'_> {
     ) -> Result<(), DbError> {
         let mut state = self.load_state(txn, customer).await?;
         state.saw(&m.sender, m.reply_handle.as_deref(), m.timestamp);
-        self.save_state(txn, customer, &state);
+        self.save_state(txn, customer, &state)?;
         if answer && entry.kind != "reaction" && !m.edited {
             // The answer goes back to this message's sender, with its
             // handle (not the channel's latest route: a late redelivery may
@@ -264,7 +270,7 @@ impl<B: Backend> Db<B> {
                                     healed = true;
                                 }
                                 if healed {
-                                    ctx.save_state(txn, &o.customer_id, &state);
+                                    ctx.save_state(txn, &o.customer_id, &state)?;
                                 }
                             }
                         }
@@ -328,7 +334,7 @@ impl<B: Backend> Db<B> {
                                 at,
                             )
                             .await?;
-                            ctx.save_state(txn, &c.id, &state);
+                            ctx.save_state(txn, &c.id, &state)?;
                         }
                         JobKind::Deliver { outbound_id } => {
                             let mut o = ctx.load_outbound(txn, outbound_id).await?;
@@ -354,7 +360,7 @@ impl<B: Backend> Db<B> {
                                 at,
                             )
                             .await?;
-                            ctx.save_state(txn, &c.id, &state);
+                            ctx.save_state(txn, &c.id, &state)?;
                         }
                         JobKind::Reminder { customer_id, .. } => {
                             let c = ctx.live_customer(txn, customer_id).await?;
@@ -411,7 +417,7 @@ impl<B: Backend> Db<B> {
                     return Ok(false);
                 }
                 state.widget_opened_at = Some(at);
-                ctx.save_state(txn, &customer.id, &state);
+                ctx.save_state(txn, &customer.id, &state)?;
                 let event = Entry::event(
                     "session_opened",
                     serde_json::json!({"channel": identity.channel}),

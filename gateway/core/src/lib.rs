@@ -33,6 +33,7 @@ pub mod config;
 pub mod conversation;
 pub mod db;
 pub mod delivery;
+pub mod erasure;
 pub mod identity;
 pub mod inbound;
 pub mod inbox;

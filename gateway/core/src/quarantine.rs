@@ -37,16 +37,16 @@ pub struct Malformed {
 
 /// One kept payload, as the index lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct KeptRef {
-    seq: u64,
-    bytes: usize,
+pub(crate) struct KeptRef {
+    pub(crate) seq: u64,
+    pub(crate) bytes: usize,
 }
 
 /// `P malformed`: what is kept, oldest first, and the next sequence number.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct KeptIndex {
-    next: u64,
-    kept: Vec<KeptRef>,
+pub(crate) struct KeptIndex {
+    pub(crate) next: u64,
+    pub(crate) kept: Vec<KeptRef>,
 }
 
 /// One page of kept payloads, newest first.
@@ -76,7 +76,7 @@ impl<B: Backend> Db<B> {
                 let seq = index.next;
                 index.next += 1;
                 let key = ctx.k().malformed_item(seq);
-                txn.put(&key, ctx.seal(&key, item));
+                txn.put(&key, ctx.seal(&key, item)?);
                 index.kept.push(KeptRef {
                     seq,
                     bytes: item.body.len(),
@@ -87,7 +87,7 @@ impl<B: Backend> Db<B> {
                     total -= oldest.bytes;
                     txn.delete(&ctx.k().malformed_item(oldest.seq));
                 }
-                txn.put(&index_key, ctx.seal(&index_key, &index));
+                txn.put(&index_key, ctx.seal(&index_key, &index)?);
                 Ok(())
             })
         })

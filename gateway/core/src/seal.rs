@@ -20,6 +20,11 @@ use ring::rand::SecureRandom;
 
 const VERSION: u8 = 1;
 const HEADER: usize = 2 + NONCE_LEN;
+/// An envelope sealed under one customer's own key:
+/// `[2][id length][customer id][nonce (12)][ciphertext ‖ tag]`. The
+/// customer id is plain (ids are random, not personal data) so that the
+/// envelope names the key that opens it, as a key id does.
+const CUSTOMER_VERSION: u8 = 2;
 
 /// Why keys could not be set up or an envelope could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,6 +47,105 @@ pub enum SealError {
     /// A key id that is not 1–255, or a retired id equal to the current one.
     #[error("security: key id `{0}` must be 1 to 255 and differ from data_key_id")]
     BadKeyId(String),
+    /// Sealed under a customer's own key, which was destroyed when the
+    /// customer was erased: nothing can open it any more.
+    #[error("sealed under the key of customer {0}, which was erased")]
+    Shredded(String),
+}
+
+/// What an envelope says about the key that opens it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sealer<'a> {
+    /// A data key of the keyring, by id.
+    DataKey(u8),
+    /// The own key of the customer with this id.
+    Customer(&'a str),
+}
+
+/// Which key `envelope` is sealed under, if it is an envelope at all
+/// (stored plain values — numbers, ids, JSON — are printable text, and an
+/// envelope starts with a version byte that is not).
+pub fn sealer(envelope: &[u8]) -> Option<Sealer<'_>> {
+    match envelope {
+        [VERSION, id, rest @ ..] if rest.len() >= NONCE_LEN + 16 => Some(Sealer::DataKey(*id)),
+        [CUSTOMER_VERSION, n, rest @ ..] if rest.len() >= *n as usize + NONCE_LEN + 16 => {
+            std::str::from_utf8(&rest[..*n as usize])
+                .ok()
+                .map(Sealer::Customer)
+        }
+        _ => None,
+    }
+}
+
+/// One customer's own data key: what their records are sealed under, kept
+/// wrapped by the keyring's data key. Destroying it (erasure) makes every
+/// copy of those records — in the store, its AOF or RDB files, backups —
+/// unreadable.
+pub struct CustomerKey(LessSafeKey);
+
+impl std::fmt::Debug for CustomerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CustomerKey(..)")
+    }
+}
+
+impl CustomerKey {
+    /// A fresh random key, and its 32 bytes (to wrap and store).
+    pub fn generate(rng: &dyn SecureRandom) -> Result<(Self, [u8; 32]), SealError> {
+        let mut raw = [0u8; 32];
+        rng.fill(&mut raw).map_err(|_| SealError::Random)?;
+        Ok((CustomerKey(aead_key(&raw)), raw))
+    }
+
+    /// The key of these 32 bytes.
+    pub fn from_bytes(raw: &[u8]) -> Result<Self, SealError> {
+        let raw = <[u8; 32]>::try_from(raw).map_err(|_| SealError::Corrupt)?;
+        Ok(CustomerKey(aead_key(&raw)))
+    }
+
+    /// Seals `plaintext` for `customer`, bound to `aad`.
+    pub fn seal(
+        &self,
+        rng: &dyn SecureRandom,
+        customer: &str,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<Vec<u8>, SealError> {
+        let id_len = u8::try_from(customer.len()).map_err(|_| SealError::Corrupt)?;
+        let mut nonce = [0u8; NONCE_LEN];
+        rng.fill(&mut nonce).map_err(|_| SealError::Random)?;
+        let mut out = Vec::with_capacity(2 + customer.len() + NONCE_LEN + plaintext.len() + 16);
+        out.push(CUSTOMER_VERSION);
+        out.push(id_len);
+        out.extend_from_slice(customer.as_bytes());
+        out.extend_from_slice(&nonce);
+        let mut buf = plaintext.to_vec();
+        self.0
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut buf,
+            )
+            .map_err(|_| SealError::Corrupt)?;
+        out.extend_from_slice(&buf);
+        Ok(out)
+    }
+
+    /// Opens an envelope this key sealed with `aad`.
+    pub fn open(&self, envelope: &[u8], aad: &[u8]) -> Result<Vec<u8>, SealError> {
+        let Some(Sealer::Customer(id)) = sealer(envelope) else {
+            return Err(SealError::Corrupt);
+        };
+        let at = 2 + id.len();
+        let nonce = Nonce::try_assume_unique_for_key(&envelope[at..at + NONCE_LEN])
+            .map_err(|_| SealError::Corrupt)?;
+        let mut buf = envelope[at + NONCE_LEN..].to_vec();
+        let plain = self
+            .0
+            .open_in_place(nonce, Aad::from(aad), &mut buf)
+            .map_err(|_| SealError::Corrupt)?;
+        Ok(plain.to_vec())
+    }
 }
 
 /// The data keys (current and retired) and the index key.
@@ -155,6 +259,11 @@ impl Keyring {
         Ok(out)
     }
 
+    /// The id new envelopes are sealed under.
+    pub fn current_id(&self) -> u8 {
+        self.current
+    }
+
     /// Opens an envelope sealed with `aad`.
     pub fn open(&self, envelope: &[u8], aad: &[u8]) -> Result<Vec<u8>, SealError> {
         if envelope.len() < HEADER + 16 || envelope[0] != VERSION {
@@ -237,6 +346,25 @@ mod tests {
         assert_eq!(new.open(&env1, b"a").unwrap(), b"v1");
         assert_eq!(new.open(&env2, b"a").unwrap(), b"v2");
         assert_eq!(old.open(&env2, b"a"), Err(SealError::UnknownKeyId(2)));
+    }
+
+    #[test]
+    fn a_customer_envelope_names_its_customer_and_opens_only_with_their_key() {
+        let rng = SystemRandom::new();
+        let (mine, _) = CustomerKey::generate(&rng).unwrap();
+        let (other, _) = CustomerKey::generate(&rng).unwrap();
+        let env = mine.seal(&rng, "c_1", b"hello", b"tl:1").unwrap();
+        assert_eq!(sealer(&env), Some(Sealer::Customer("c_1")));
+        assert_eq!(mine.open(&env, b"tl:1").unwrap(), b"hello");
+        assert_eq!(mine.open(&env, b"tl:2"), Err(SealError::Corrupt));
+        assert_eq!(other.open(&env, b"tl:1"), Err(SealError::Corrupt));
+        let k = Keyring::new(Some(K1), Some(IX)).unwrap();
+        assert_eq!(k.open(&env, b"tl:1"), Err(SealError::Corrupt));
+        let v1 = k.seal(&rng, b"x", b"a").unwrap();
+        assert_eq!(sealer(&v1), Some(Sealer::DataKey(1)));
+        for plain in [&b"12"[..], b"c_0123", b"{\"at\":1}", b""] {
+            assert_eq!(sealer(plain), None);
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ impl Ctx<'_> {
             None => 0,
         };
         let key = self.k().timeline_entry(customer, n);
-        txn.put(&key, self.seal(&key, &entry));
+        txn.put(&key, self.seal(&key, &entry)?);
         txn.put(&seq_key, (n + 1).to_string().into_bytes());
         Ok((entry, key))
     }

@@ -161,6 +161,7 @@ mod tests {
             properties: None,
             status: None,
             author: None,
+            message_ref: None,
         }
     }
 

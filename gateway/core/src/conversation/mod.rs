@@ -49,6 +49,11 @@ pub struct Entry {
     /// Who wrote an outbound message: `agent`, `human` or `reminder`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
+    /// The channel's id of an inbound message, or the id of an outbound
+    /// one (`o_…`): what erasure and retention follow to the message's
+    /// other records (its dedup entry, its outbound record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_ref: Option<String>,
 }
 
 impl Entry {
@@ -75,6 +80,7 @@ impl Entry {
             properties: None,
             status: None,
             author: None,
+            message_ref: Some(m.provider_message_id.clone()),
         }
     }
 
@@ -90,11 +96,12 @@ impl Entry {
             properties: Some(properties),
             status: None,
             author: None,
+            message_ref: None,
         }
     }
 
-    /// An outbound message, queued for delivery on `channel`.
-    pub fn outbound(channel: &str, text: &str, author: &str, at: u64) -> Entry {
+    /// Outbound message `id`, queued for delivery on `channel`.
+    pub fn outbound(id: &str, channel: &str, text: &str, author: &str, at: u64) -> Entry {
         Entry {
             id: String::new(),
             at,
@@ -105,6 +112,7 @@ impl Entry {
             properties: None,
             status: Some("queued".into()),
             author: Some(author.to_string()),
+            message_ref: Some(id.to_string()),
         }
     }
 }

@@ -62,9 +62,30 @@ pub struct ConversationState {
     /// turn (at most one a day).
     #[serde(default)]
     pub widget_opened_at: Option<u64>,
+    /// This customer's records that no other record of theirs leads to
+    /// (link tokens, merge records): what erasure removes with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owned: Vec<OwnedKey>,
+}
+
+/// A key of the store one customer's erasure must remove.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnedKey {
+    /// The key.
+    pub key: String,
+    /// Unix second after which the record is gone or useless anyway (a
+    /// link token's expiry), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
 }
 
 impl ConversationState {
+    /// Records `key` as this customer's, forgetting those past their time.
+    pub fn own(&mut self, key: String, until: Option<u64>, now: u64) {
+        self.owned.retain(|o| o.until.is_none_or(|u| u > now) && o.key != key);
+        self.owned.push(OwnedKey { key, until });
+    }
+
     /// Remembers where the customer just wrote from.
     pub fn saw(&mut self, identity: &ChannelIdentity, reply_handle: Option<&str>, at: u64) {
         let newer = self

@@ -47,11 +47,11 @@ impl Ctx<'_> {
             resolved_at: None,
         };
         let key = self.k().conflict(&id);
-        txn.put(&key, self.seal(&key, &conflict));
+        txn.put(&key, self.seal(&key, &conflict)?);
         let index_key = self.k().conflicts();
         let mut index: Vec<String> = self.open_or_default(txn, &index_key).await?;
         index.push(id.clone());
-        txn.put(&index_key, self.seal(&index_key, &index));
+        txn.put(&index_key, self.seal(&index_key, &index)?);
         Ok(id)
     }
 }
@@ -127,7 +127,7 @@ impl<B: Backend> Db<B> {
                     .ok_or_else(|| DbError::NotFound(format!("conflict {id}")))?;
                 let mut c: Conflict = ctx.open(&key, &bytes)?;
                 c.resolved_at.get_or_insert(at);
-                txn.put(&key, ctx.seal(&key, &c));
+                txn.put(&key, ctx.seal(&key, &c)?);
                 Ok(c)
             })
         })

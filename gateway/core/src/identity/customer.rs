@@ -205,9 +205,10 @@ impl Ctx<'_> {
         }
     }
 
-    pub(crate) fn save_customer(&self, txn: &mut dyn Txn, c: &Customer) {
+    pub(crate) fn save_customer(&self, txn: &mut dyn Txn, c: &Customer) -> Result<(), DbError> {
         let key = self.k().customer(&c.id);
-        txn.put(&key, self.seal(&key, c));
+        txn.put(&key, self.seal(&key, c)?);
+        Ok(())
     }
 
     pub(crate) fn put_id(&self, txn: &mut dyn Txn, key: &str, id: &str) {
@@ -265,7 +266,7 @@ impl<B: Backend> Db<B> {
                 for (k, v) in attrs {
                     c.set_attribute(k, v, source, at);
                 }
-                ctx.save_customer(txn, &c);
+                ctx.save_customer(txn, &c)?;
                 Ok(c)
             })
         })

@@ -83,7 +83,7 @@ pub(crate) async fn import_in(
         },
     };
     for other in owners.iter().skip(1) {
-        ctx.save_customer(txn, &customer);
+        ctx.save_customer(txn, &customer)?;
         match merge_in(ctx, txn, &customer.id, other, How::Csv, at).await {
             Ok(_) => {
                 out.merged += 1;
@@ -154,7 +154,7 @@ pub(crate) async fn import_in(
         }
     }
     if changed {
-        ctx.save_customer(txn, &customer);
+        ctx.save_customer(txn, &customer)?;
     }
     Ok(out)
 }

@@ -40,7 +40,10 @@ impl<B: Backend> Db<B> {
                     channel: channel.to_string(),
                     expires_at: at + ttl,
                 };
-                txn.put(&key, ctx.seal(&key, &record));
+                txn.put(&key, ctx.seal_for(&record.customer_id, &key, &record)?);
+                let mut state = ctx.load_state(txn, &record.customer_id).await?;
+                state.own(key, Some(record.expires_at), at);
+                ctx.save_state(txn, &record.customer_id, &state)?;
                 Ok(())
             })
         })

@@ -158,10 +158,16 @@ pub(crate) async fn merge_in(
     let mut m2 = m.clone();
     m2.merged_into = Some(s2.id.clone());
     s2.absorbed.push(m2.id.clone());
-    ctx.save_customer(txn, &s2);
-    ctx.save_customer(txn, &m2);
+    ctx.save_customer(txn, &s2)?;
+    ctx.save_customer(txn, &m2)?;
     let key = ctx.k().merge(&record.merge_id);
-    txn.put(&key, ctx.seal(&key, &record));
+    // Under the survivor's key: erasing the survivor shreds it.
+    txn.put(&key, ctx.seal_for(&s2.id, &key, &record)?);
+    for owner in [&s2.id, &m2.id] {
+        let mut state = ctx.load_state(txn, owner).await?;
+        state.own(key.clone(), None, record.at);
+        ctx.save_state(txn, owner, &state)?;
+    }
     Ok(record)
 }
 
@@ -230,10 +236,10 @@ pub(crate) async fn undo_in(
     for i in &record.surviving_before.identifiers {
         ctx.put_id(txn, &ctx.k().identifier(&i.identifier), &s.id);
     }
-    ctx.save_customer(txn, &s);
-    ctx.save_customer(txn, &m);
+    ctx.save_customer(txn, &s)?;
+    ctx.save_customer(txn, &m)?;
     record.undone_at = Some(at);
-    txn.put(&key, ctx.seal(&key, &record));
+    txn.put(&key, ctx.seal(&key, &record)?);
     Ok(record)
 }
 

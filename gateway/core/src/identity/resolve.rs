@@ -234,7 +234,7 @@ pub(crate) async fn resolve_in(
         match owner {
             Some(o) if o == customer.id => {}
             Some(other) => {
-                ctx.save_customer(txn, &customer);
+                ctx.save_customer(txn, &customer)?;
                 match merge_in(ctx, txn, &customer.id, &other, How::AutoMerge, s.at).await {
                     Ok(record) => {
                         res.merges.push(record.merge_id);
@@ -334,7 +334,7 @@ pub(crate) async fn resolve_in(
         }
     }
     if original.as_ref() != Some(&customer) {
-        ctx.save_customer(txn, &customer);
+        ctx.save_customer(txn, &customer)?;
     }
     res.customer_id = customer.id;
     Ok(res)

@@ -106,7 +106,7 @@ pub(crate) async fn finish_agent_in(
             for (k, v) in &answer.attributes {
                 customer.set_attribute(k, v, "agent", at);
             }
-            ctx.save_customer(txn, &customer);
+            ctx.save_customer(txn, &customer)?;
         }
         for text in answer.replies.iter().filter(|t| !t.trim().is_empty()) {
             ctx.queue_outbound(
@@ -125,7 +125,7 @@ pub(crate) async fn finish_agent_in(
                 .await?;
         }
     }
-    ctx.save_state(txn, &customer.id, &state);
+    ctx.save_state(txn, &customer.id, &state)?;
     ctx.remove_job(txn, shard, &job.id).await?;
     Ok(Step::Done)
 }

@@ -47,11 +47,12 @@ impl Ctx<'_> {
             .first()
             .map(|r| r.identity.channel.clone())
             .unwrap_or_default();
+        let id = self.random_id("o");
         let (_, entry_key) = self
-            .append(txn, customer, Entry::outbound(&channel, text, author, at))
+            .append(txn, customer, Entry::outbound(&id, &channel, text, author, at))
             .await?;
         let outbound = Outbound {
-            id: self.random_id("o"),
+            id,
             customer_id: customer.to_string(),
             text: text.to_string(),
             author: author.to_string(),
@@ -65,7 +66,7 @@ impl Ctx<'_> {
             updated_at: at,
         };
         let key = self.k().outbound(&outbound.id);
-        txn.put(&key, self.seal(&key, &outbound));
+        txn.put(&key, self.seal_for(customer, &key, &outbound)?);
         // Sent in the order queued (the caller saves `state`).
         state.outbox.push(outbound.id.clone());
         self.enqueue(
@@ -101,14 +102,14 @@ impl Ctx<'_> {
         o: &Outbound,
     ) -> Result<(), DbError> {
         let key = self.k().outbound(&o.id);
-        txn.put(&key, self.seal(&key, o));
+        txn.put(&key, self.seal_for(&o.customer_id, &key, o)?);
         if let Some(bytes) = get(txn, &o.entry_key).await? {
             let mut entry: Entry = self.open(&o.entry_key, &bytes)?;
             entry.status = Some(o.state.as_str().to_string());
             if let Some(r) = o.routes.get(o.route) {
                 entry.channel = r.identity.channel.clone();
             }
-            txn.put(&o.entry_key, self.seal(&o.entry_key, &entry));
+            txn.put(&o.entry_key, self.seal(&o.entry_key, &entry)?);
         }
         Ok(())
     }
@@ -123,7 +124,7 @@ impl Ctx<'_> {
         let mut state = self.load_state(txn, &o.customer_id).await?;
         if state.outbox.contains(&o.id) {
             state.outbox.retain(|id| *id != o.id);
-            self.save_state(txn, &o.customer_id, &state);
+            self.save_state(txn, &o.customer_id, &state)?;
         }
         Ok(())
     }
@@ -259,7 +260,7 @@ impl<B: Backend> Db<B> {
                     };
                     txn.put_expiring(
                         &early_key,
-                        ctx.seal(&early_key, &kept),
+                        ctx.seal(&early_key, &kept)?,
                         crate::store::Expiry::until(
                             kept.at.saturating_add(EARLY_STATUS_KEPT_SECONDS),
                             ctx.clock.now_secs(),

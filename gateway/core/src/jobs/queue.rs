@@ -72,9 +72,17 @@ impl Ctx<'_> {
         refs(&key, get(txn, &key).await?)
     }
 
-    pub(crate) fn save_job(&self, txn: &mut dyn Txn, job: &Job) {
+    /// Saves a job: one about a customer sealed under their key.
+    pub(crate) fn save_job(&self, txn: &mut dyn Txn, job: &Job) -> Result<(), DbError> {
         let key = self.k().job(&job.id);
-        txn.put(&key, self.seal(&key, job));
+        let sealed = match &job.kind {
+            JobKind::Agent { customer_id, .. } | JobKind::Reminder { customer_id, .. } => {
+                self.seal_for(customer_id, &key, job)?
+            }
+            JobKind::Deliver { .. } => self.seal(&key, job)?,
+        };
+        txn.put(&key, sealed);
+        Ok(())
     }
 
     pub(crate) async fn load_job(
@@ -124,7 +132,7 @@ impl Ctx<'_> {
             list.push(r);
             self.save_later(txn, shard, &list);
         }
-        self.save_job(txn, &job);
+        self.save_job(txn, &job)?;
         Ok(id)
     }
 
@@ -184,7 +192,7 @@ impl Ctx<'_> {
         } else {
             self.set_due(txn, shard, job, due_ms).await?;
         }
-        self.save_job(txn, job);
+        self.save_job(txn, job)?;
         Ok(())
     }
 
@@ -237,6 +245,23 @@ impl Ctx<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// The ids of every job queued in shard `s`, due or not.
+    pub(crate) async fn job_ids(&self, txn: &mut dyn Txn, s: u32) -> Result<Vec<String>, DbError> {
+        let counters = txn
+            .get_many(&[self.k().queue_head(s), self.k().queue_seq(s)])
+            .await?;
+        let head = number(&self.k().queue_head(s), counters[0].clone())?;
+        let seq = number(&self.k().queue_seq(s), counters[1].clone())?;
+        let mut ids: Vec<String> = self.later(txn, s).await?.into_iter().map(|r| r.id).collect();
+        let keys: Vec<String> = (head..seq).map(|n| self.k().queue_slot(s, n)).collect();
+        for (key, v) in keys.iter().zip(txn.get_many(&keys).await?) {
+            if let Some(v) = v {
+                ids.push(one_ref(key, &v)?.id);
+            }
+        }
+        Ok(ids)
     }
 
     /// Removes a job and its index entry.
@@ -317,20 +342,7 @@ impl<B: Backend> Db<B> {
             Box::pin(async move {
                 let mut jobs = Vec::new();
                 for s in 0..SHARDS {
-                    let counters = txn
-                        .get_many(&[ctx.k().queue_head(s), ctx.k().queue_seq(s)])
-                        .await?;
-                    let head = number(&ctx.k().queue_head(s), counters[0].clone())?;
-                    let seq = number(&ctx.k().queue_seq(s), counters[1].clone())?;
-                    let mut ids: Vec<String> =
-                        ctx.later(txn, s).await?.into_iter().map(|r| r.id).collect();
-                    for n in head..seq {
-                        let key = ctx.k().queue_slot(s, n);
-                        if let Some(v) = get(txn, &key).await? {
-                            ids.push(one_ref(&key, &v)?.id);
-                        }
-                    }
-                    for id in ids {
+                    for id in ctx.job_ids(txn, s).await? {
                         jobs.extend(ctx.load_job(txn, &id).await?);
                     }
                 }
@@ -417,7 +429,7 @@ pub(super) async fn claim_in(
     }
     job.attempts += 1;
     ctx.set_due(txn, shard, &job, now_ms + lease_ms).await?;
-    ctx.save_job(txn, &job);
+    ctx.save_job(txn, &job)?;
     Ok(Some(job))
 }
 

@@ -79,14 +79,14 @@ impl<B: Backend> Db<B> {
                             )
                             .await?;
                         state.reminders.push(job);
-                        ctx.save_state(txn, &c.id, &state);
+                        ctx.save_state(txn, &c.id, &state)?;
                     }
                     "purchase" => {
                         let mut state = ctx.load_state(txn, &c.id).await?;
                         for job in std::mem::take(&mut state.reminders) {
                             ctx.remove_job(txn, shard_of(&c.id), &job).await?;
                         }
-                        ctx.save_state(txn, &c.id, &state);
+                        ctx.save_state(txn, &c.id, &state)?;
                     }
                     _ => {}
                 }
@@ -167,7 +167,7 @@ impl<B: Backend> Db<B> {
                     );
                     entry.channel = "gateway".into();
                     ctx.append(txn, &c.id, entry).await?;
-                    ctx.save_state(txn, &c.id, &state);
+                    ctx.save_state(txn, &c.id, &state)?;
                     return Ok(Some(Err(skip)));
                 }
                 // A reminder answers no message: reply handles do not apply.
@@ -187,7 +187,7 @@ impl<B: Backend> Db<B> {
                     )
                     .await?;
                 state.sent_proactive(at);
-                ctx.save_state(txn, &c.id, &state);
+                ctx.save_state(txn, &c.id, &state)?;
                 Ok(Some(Ok(o)))
             })
         })

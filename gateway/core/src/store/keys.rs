@@ -16,6 +16,7 @@
 //! | `P ident:H(identity, channel␀scope␀id)` | the customer id (plain: a random id) | that customer | until erased or moved by a merge/undo |
 //! | `P identany:H(identity-any, channel␀id)` | the same, for a lookup in any scope | that customer | as above |
 //! | `P idx:H(KIND, value)` | the customer id an email/phone/user id belongs to | that customer | as above |
+//! | `P ckey:{c:ID}` | the customer's own data key, wrapped by the data key; erasure destroys it (in the key vault when one is configured, else here) | customer ID | until erased |
 //! | `P tlseq:{c:ID}` | how many timeline entries ID has (plain number) | customer ID | until erased |
 //! | `P tl:{c:ID}:N` | timeline entry N: a message, event or reply | customer ID | until erased |
 //! | `P conv:{c:ID}` | conversation state: reply routes, hand-off, outbox, proactive count | customer ID | until erased |
@@ -32,6 +33,7 @@
 //! | `P qseq:S`, `P qhead:S` | queue shard S's next slot and first live slot (plain) | — | always |
 //! | `P q:S:N` | slot N of shard S: a job reference and its due time, moved to a lease's end when claimed (plain) | — | until the job is removed or postponed |
 //! | `P qlater:S` | shard S's jobs due later (plain references) | — | always |
+//! | `P shredding` | customers erased whose keys are still to be destroyed (plain JSON ids) | — | until their keys are gone |
 //! | `P auditseq` | how many audit entries there are (plain number) | — | always |
 //! | `P audit:N` | audit entry N: at, actor, action, route, customer id, outcome, hash chain (plain JSON, no personal data) | — | always |
 //! | `P malformed` | the index of kept malformed payloads: sequence numbers and sizes | — | always |
@@ -91,6 +93,11 @@ impl<'a> Keys<'a> {
     /// `P idx:…`: an identifier.
     pub fn identifier(&self, i: &Identifier) -> String {
         self.blind("idx", i.kind.as_str(), &i.value)
+    }
+
+    /// `P ckey:{c:ID}`: a customer's own key, wrapped.
+    pub fn customer_key(&self, customer: &str) -> String {
+        format!("{}ckey:{{c:{customer}}}", self.prefix)
     }
 
     /// `P tlseq:{c:ID}`.
@@ -185,6 +192,11 @@ impl<'a> Keys<'a> {
     /// `P malformed`.
     pub fn malformed(&self) -> String {
         format!("{}malformed", self.prefix)
+    }
+
+    /// `P shredding`.
+    pub fn shredding(&self) -> String {
+        format!("{}shredding", self.prefix)
     }
 
     /// `P auditseq`.
