@@ -222,9 +222,75 @@ fn wait_for(apis: &MockApi, prefix: &str, n: usize, gw: &Gateway) -> Vec<Receive
     apis.to(prefix)
 }
 
-fn the_journey(store: &str, name: &str) {
+fn redis_cmd(port: u16, args: &[&str]) -> redis::Value {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(&mut conn).unwrap()
+}
+
+/// Every key of a Redis and its value (every key the gateway writes is a
+/// string: anything else fails the test).
+fn redis_dump(port: u16) -> Vec<(String, Vec<u8>)> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+    keys.into_iter()
+        .map(|k| {
+            let kind: String = redis::cmd("TYPE").arg(&k).query(&mut conn).unwrap();
+            assert_eq!(kind, "string", "{k}");
+            let v: Vec<u8> = redis::cmd("GET").arg(&k).query(&mut conn).unwrap();
+            (k, v)
+        })
+        .collect()
+}
+
+/// The directory a Redis keeps its RDB file in.
+fn redis_dir(port: u16) -> std::path::PathBuf {
+    let redis::Value::Array(v) = redis_cmd(port, &["CONFIG", "GET", "dir"]) else {
+        panic!("CONFIG GET dir")
+    };
+    let redis::Value::BulkString(dir) = &v[1] else {
+        panic!("CONFIG GET dir")
+    };
+    std::path::PathBuf::from(String::from_utf8(dir.clone()).unwrap())
+}
+
+/// Every key and value of an embedded store no gateway holds open.
+fn embedded_dump(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    use chatcrafter_core::store::Backend as _;
+    let store = chatcrafter_gateway::store::embedded::Embedded::open(dir).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(store.dump())
+        .unwrap()
+}
+
+/// Where the journey's store is, for the erasure's scan of it.
+enum Store {
+    Embedded,
+    /// The data Redis's port, and the key vault Redis's.
+    Redis { data: u16, vault: u16 },
+}
+
+impl Store {
+    fn config(&self) -> String {
+        match self {
+            Store::Embedded => EMBEDDED.to_string(),
+            Store::Redis { data, vault } => format!(
+                "kind = \"redis\"\nurl = \"redis://127.0.0.1:{data}\"\nkey_prefix = \"cc:\"\nkey_vault_url = \"redis://127.0.0.1:{vault}\""
+            ),
+        }
+    }
+}
+
+fn the_journey(store: &Store, name: &str) {
     let apis = channel_apis();
-    let s = setup(name, store, &apis, FAST);
+    let s = setup(name, &store.config(), &apis, FAST);
     let gw = &s.gw;
 
     // 1. A logged-in widget user asks about an office chair.
@@ -405,22 +471,246 @@ fn the_journey(store: &str, name: &str) {
     for value in never {
         assert!(!log.contains(value), "the log holds `{value}`:\n{log}");
     }
+
+    // 7. Forgotten: the customer, linked on four channels, is erased.
+    let mut personal: Vec<&str> = never[8..].to_vec();
+    personal.push(&token);
+    erase_the_journey(s, &apis, store, &id, &personal);
+}
+
+/// Step 7 of the journey: a second customer merged in, a reminder queued,
+/// a link token unused; then `DELETE` erases them all, the receipt
+/// verifies, nothing of them is left in the store, every lookup is 404,
+/// and the same phone starts a new customer. On Redis, a copy of the
+/// store made before no longer opens their records.
+fn erase_the_journey(s: Setup, apis: &MockApi, store: &Store, id: &str, personal: &[&str]) {
+    let gw = &s.gw;
+    assert_eq!(
+        whatsapp_message_from(gw, "16505559876", "wamid.OTHER1", "second phone here").status,
+        200
+    );
+    let other = customer_id(gw, "whatsapp:16505559876");
+    let r = admin(
+        gw,
+        "POST",
+        "/admin/v1/customers/merge",
+        json!({"surviving": id, "merged": other}).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = admin(
+        gw,
+        "PATCH",
+        &format!("/admin/v1/customers/{id}"),
+        br#"{"attributes":{"consent.marketing":"granted"}}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = admin(gw, "POST", "/v1/events",
+        json!({"identifier": {"kind": "phone", "value": "+16505551234"}, "type": "cart_abandoned", "properties": {"cart": "chair"}})
+            .to_string()
+            .as_bytes());
+    assert_eq!(r.status, 202, "{}", r.text());
+    let r = admin(
+        gw,
+        "POST",
+        "/v1/link-tokens",
+        json!({"customer_id": id, "channel": "telegram"})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    wait_for(apis, "/wa/", 2, gw);
+    let messages = timeline(gw, id).len();
+
+    // A backup of the store (and, apart, of the key vault) before.
+    let backup = scratch(&format!("{}-backup", gw.dir.file_name().unwrap().to_string_lossy()));
+    if let Store::Redis { data, vault } = store {
+        for (port, name) in [(*data, "data"), (*vault, "vault")] {
+            let dir = redis_dir(port);
+            redis_cmd(port, &["SAVE"]);
+            std::fs::create_dir_all(backup.join(name)).unwrap();
+            std::fs::copy(dir.join("dump.rdb"), backup.join(name).join("dump.rdb")).unwrap();
+        }
+    }
+
+    let r = admin(gw, "DELETE", &format!("/admin/v1/customers/{id}"), b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let receipt = r.json();
+    assert_eq!(receipt["customer_id"], id);
+    assert_eq!(receipt["customers"].as_array().unwrap().len(), 2, "{receipt}");
+    let removed = &receipt["removed"];
+    assert_eq!(removed["customers"], 2, "{receipt}");
+    assert_eq!(removed["customer_keys"], 2, "{receipt}");
+    let entries = removed["messages"].as_u64().unwrap() + removed["events"].as_u64().unwrap();
+    assert!(entries >= messages as u64, "{messages} entries: {receipt}");
+    assert!(removed["identities"].as_u64().unwrap() >= 5, "{receipt}");
+    // The one used in step 3 went when it was used.
+    assert_eq!(removed["link_tokens"], 1, "{receipt}");
+    assert_eq!(removed["merges"], 1, "{receipt}");
+    assert!(removed["jobs"].as_u64().unwrap() >= 1, "{receipt}");
+    assert!(removed["channel_message_ids"].as_u64().unwrap() >= 4, "{receipt}");
+    assert!(receipt["key_id"].as_str().unwrap().starts_with("derived-"));
+
+    // The receipt verifies with the gateway's key; altered, it does not.
+    let file = gw.dir.join("receipt.json");
+    std::fs::write(&file, r.text()).unwrap();
+    let verify = |file: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(["receipt", "verify"])
+            .arg(file)
+            .arg("--config")
+            .arg(gw.dir.join("gateway.toml"))
+            .output()
+            .unwrap()
+    };
+    let ok = verify(&file);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let mut altered = receipt.clone();
+    altered["removed"]["messages"] = json!(0);
+    std::fs::write(&file, altered.to_string()).unwrap();
+    let bad = verify(&file);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("does not match"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
+    // Every lookup by an old identifier finds no one; a second erasure is 404.
+    for identifier in [
+        "email:sarah@example.com",
+        "phone:%2B16505551234",
+        "whatsapp:16505551234",
+        "whatsapp:16505559876",
+        "telegram:123456789",
+        &format!("discord:{DISCORD_USER}"),
+    ] {
+        let r = admin(gw, "GET", &format!("/admin/v1/customers?identifier={identifier}"), b"");
+        assert_eq!(r.status, 404, "{identifier}: {}", r.text());
+    }
+    assert_eq!(admin(gw, "GET", &format!("/admin/v1/customers/{id}"), b"").status, 404);
+    assert_eq!(admin(gw, "DELETE", &format!("/admin/v1/customers/{id}"), b"").status, 404);
+
+    // The erasure is in the audit log, without the erased data.
+    let log = admin(gw, "GET", "/admin/v1/audit?action=customer.erase", b"");
+    assert_eq!(log.status, 200, "{}", log.text());
+    let entries = log.json()["entries"].as_array().unwrap().clone();
+    let outcomes: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e["customer_id"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(outcomes, [(id, "ok"), (id, "error:not_found")], "{entries:?}");
+
+    // Nothing of them in the store, key by key and value by value: only
+    // the store's own bookkeeping is left (queue counters, the audit log,
+    // empty indexes), and no value holds anything they wrote or were.
+    let ids = [id.to_string(), other.clone()];
+    let check = |all: &[(String, Vec<u8>)]| {
+        const BOOKKEEPING: &[&str] = &[
+            "cc:audit", "cc:qseq:", "cc:qhead:", "cc:qlater:", "cc:q:", "cc:conflicts",
+            "cc:handoffs", "cc:malformed",
+        ];
+        assert!(!all.is_empty());
+        for (key, value) in all {
+            assert!(
+                BOOKKEEPING.iter().any(|b| key.starts_with(b)),
+                "`{key}` is left after the erasure"
+            );
+            let text = String::from_utf8_lossy(value);
+            for p in personal {
+                assert!(!text.contains(p), "`{key}` holds `{p}`");
+            }
+            if !key.starts_with("cc:audit") {
+                for c in &ids {
+                    assert!(!text.contains(c.as_str()), "`{key}` names {c}");
+                }
+            }
+        }
+    };
+    let Setup { gw, discord } = s;
+    let gw = match store {
+        Store::Redis { data, vault } => {
+            let mut all = redis_dump(*data);
+            all.extend(redis_dump(*vault));
+            check(&all);
+            gw
+        }
+        Store::Embedded => {
+            // The redb file, once the gateway has let go of it: every key
+            // and value, and its raw bytes (free pages too) for anything
+            // they wrote or were.
+            let dir = gw.dir.clone();
+            let config_text = std::fs::read_to_string(dir.join("gateway.toml")).unwrap();
+            drop(gw);
+            check(&embedded_dump(&dir.join("data")));
+            let raw = std::fs::read(dir.join("data").join("gateway.redb")).unwrap();
+            let raw = String::from_utf8_lossy(&raw);
+            for p in personal {
+                assert!(!raw.contains(p), "the redb file holds `{p}`");
+            }
+            Gateway::start(&dir, &config_text)
+        }
+    };
+    let gw = &gw;
+
+    // The same phone writes again: a brand-new customer.
+    assert_eq!(
+        whatsapp_message(gw, "wamid.AFTER1", "hello again").status,
+        200
+    );
+    let fresh = customer_id(gw, "whatsapp:16505551234");
+    assert!(!ids.contains(&fresh), "{fresh}");
+    assert_eq!(timeline(gw, &fresh)[0]["text"], "hello again");
+
+    if let Store::Redis { vault, .. } = store {
+        // The backup made before the erasure, restored beside the live
+        // key vault: the records are there and no longer open. Beside the
+        // vault's own backup they still do (all the data is there: only
+        // the key is gone).
+        let restored = RedisServer::start(&backup.join("data"), 0, None);
+        let old_vault = RedisServer::start(&backup.join("vault"), 0, None);
+        for (vault, opens) in [(*vault, false), (old_vault.port, true)] {
+            let store = Store::Redis {
+                data: restored.port,
+                vault,
+            };
+            let dir = scratch(&format!("journey-restored-{opens}"));
+            let config = config(&store.config(), apis, &hex(discord.public_key().as_ref()), FAST);
+            let gw = Gateway::start(&dir, &config);
+            let r = admin(&gw, "GET", &format!("/admin/v1/customers/{id}"), b"");
+            if opens {
+                assert_eq!(r.status, 200, "{}", r.text());
+                assert!(r.text().contains("sarah@example.com"), "{}", r.text());
+            } else {
+                assert_eq!(r.status, 500, "{}", r.text());
+                assert!(r.text().contains("erased"), "{}", r.text());
+                for p in personal {
+                    assert!(!r.text().contains(p), "{}", r.text());
+                }
+            }
+        }
+    }
 }
 
 #[test]
 fn the_journey_on_the_embedded_store() {
-    the_journey(EMBEDDED, "journey-embedded");
+    the_journey(&Store::Embedded, "journey-embedded");
 }
 
 #[test]
 fn the_journey_on_redis() {
     let dir = scratch("journey-redis-server");
-    let redis = RedisServer::start(&dir, 0, None);
-    let store = format!(
-        "kind = \"redis\"\nurl = \"redis://127.0.0.1:{}\"\nkey_prefix = \"cc:\"",
-        redis.port
+    for d in ["data", "vault"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let redis = RedisServer::start(&dir.join("data"), 0, None);
+    let vault = RedisServer::start(&dir.join("vault"), 0, None);
+    the_journey(
+        &Store::Redis {
+            data: redis.port,
+            vault: vault.port,
+        },
+        "journey-redis",
     );
-    the_journey(&store, "journey-redis");
 }
 
 #[test]

@@ -46,6 +46,9 @@ pub struct Config {
     /// Admin API access.
     #[serde(default)]
     pub admin: Admin,
+    /// Erasure receipts, retention.
+    #[serde(default)]
+    pub privacy: Privacy,
 }
 
 /// `[server]`
@@ -165,6 +168,12 @@ pub struct Store {
     /// PEM file of the CA that signed the Redis server's certificate
     /// (`rediss://`); without it, the system's trust store.
     pub tls_ca_file: Option<String>,
+    /// Directory of an embedded store of its own for customers' keys (the
+    /// key vault); without it they are kept in the data store.
+    pub key_vault_path: Option<String>,
+    /// URL of a Redis of its own for customers' keys (the key vault);
+    /// without it they are kept in the data store.
+    pub key_vault_url: Option<String>,
 }
 
 impl Default for Store {
@@ -175,6 +184,8 @@ impl Default for Store {
             url: None,
             key_prefix: "cc:".into(),
             tls_ca_file: None,
+            key_vault_path: None,
+            key_vault_url: None,
         }
     }
 }
@@ -396,6 +407,17 @@ impl Default for Delivery {
     }
 }
 
+/// `[privacy]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Privacy {
+    /// Ed25519 seed (32 bytes, base64) that signs erasure receipts;
+    /// without it a key derived from `security.data_key` signs.
+    pub receipt_key: Option<String>,
+    /// The id receipts name their signing key by.
+    pub receipt_key_id: Option<String>,
+}
+
 /// `[admin]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -596,6 +618,26 @@ impl Config {
                 "server.max_events_per_request",
                 "must be at least 1",
             ));
+        }
+        if self.store.key_vault_path.is_some() && self.store.kind != StoreKind::Embedded {
+            return Err(ConfigError::at(
+                "store.key_vault_path",
+                "is for an embedded store; a redis store takes key_vault_url",
+            ));
+        }
+        if let Some(url) = &self.store.key_vault_url {
+            if self.store.kind != StoreKind::Redis {
+                return Err(ConfigError::at(
+                    "store.key_vault_url",
+                    "is for a redis store; an embedded store takes key_vault_path",
+                ));
+            }
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(ConfigError::at(
+                    "store.key_vault_url",
+                    format!("`{url}` must start with redis:// or rediss://"),
+                ));
+            }
         }
         if self.store.kind == StoreKind::Redis && self.store.url.is_none() {
             return Err(ConfigError::at("store.url", "a redis store needs a url"));

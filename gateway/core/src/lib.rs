@@ -39,6 +39,7 @@ pub mod inbound;
 pub mod inbox;
 pub mod jobs;
 pub mod quarantine;
+pub mod receipt;
 pub mod seal;
 pub mod store;
 pub mod timeline;

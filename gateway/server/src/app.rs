@@ -90,6 +90,8 @@ pub struct App {
     /// What the `/demo` pages sign with, when `[server] demo` is on (dev
     /// mode); `None`, and `/demo` is 404, otherwise.
     pub demo: Option<crate::http::DemoKeys>,
+    /// Signs erasure receipts.
+    pub receipts: chatcrafter_core::receipt::ReceiptSigner,
 }
 
 fn check_declared(
@@ -241,7 +243,9 @@ impl App {
             true => Some(crate::http::DemoKeys::from_config(&config)?),
             false => None,
         };
+        let receipts = chatcrafter_core::receipt::ReceiptSigner::from_config(&config)?;
         Ok(App {
+            receipts,
             config,
             plugins,
             channels,

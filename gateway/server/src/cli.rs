@@ -329,3 +329,50 @@ pub fn audit_verify(config_path: Option<&Path>) -> anyhow::Result<String> {
         }
     })
 }
+
+/// `gateway receipt verify FILE [--config FILE | --public-key KEY]`:
+/// checks an erasure receipt's signature, with the configured signing
+/// key's public half or the one given.
+pub fn receipt_verify(
+    file: &Path,
+    config_path: Option<&Path>,
+    public_key: Option<&str>,
+) -> anyhow::Result<String> {
+    use chatcrafter_core::receipt;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let doc: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not JSON", file.display()))?;
+    let (key, key_id) = match public_key {
+        Some(k) => (k.to_string(), None),
+        None => {
+            let signer = receipt_signer(config_path)?;
+            (signer.public_key(), Some(signer.key_id().to_string()))
+        }
+    };
+    receipt::verify(&doc, &key, key_id.as_deref())
+        .with_context(|| format!("{}: receipt does not verify", file.display()))?;
+    Ok(format!(
+        "receipt valid: customer {} erased at {}, signed by key {}\n",
+        doc["customer_id"].as_str().unwrap_or("?"),
+        doc["erased_at"].as_str().unwrap_or("?"),
+        doc["key_id"].as_str().unwrap_or("?"),
+    ))
+}
+
+/// `gateway receipt public-key [--config FILE]`: the receipt signing key's
+/// id and public half (base64), for whoever verifies receipts elsewhere.
+pub fn receipt_public_key(config_path: Option<&Path>) -> anyhow::Result<String> {
+    let signer = receipt_signer(config_path)?;
+    Ok(format!("{} {}\n", signer.key_id(), signer.public_key()))
+}
+
+fn receipt_signer(
+    config_path: Option<&Path>,
+) -> anyhow::Result<chatcrafter_core::receipt::ReceiptSigner> {
+    let crate::load::Loaded { mut config, .. } = crate::load::load_config(config_path)?;
+    config.apply_env(|k| std::env::var(k).ok(), |_| Vec::new());
+    Ok(chatcrafter_core::receipt::ReceiptSigner::from_config(
+        &config,
+    )?)
+}

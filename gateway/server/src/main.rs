@@ -37,6 +37,30 @@ enum Command {
     /// Work with the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Work with erasure receipts.
+    #[command(subcommand)]
+    Receipt(ReceiptCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ReceiptCommand {
+    /// Check an erasure receipt's signature (exit 1 and say why when it does not verify).
+    Verify {
+        /// The receipt, as `DELETE /admin/v1/customers/{id}` answered it.
+        file: PathBuf,
+        /// The configuration file whose signing key to check with; without it (and without --public-key), dev mode's.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The signing key's public half, base64 (as `gateway receipt public-key` prints it).
+        #[arg(long, value_name = "KEY", conflicts_with = "config")]
+        public_key: Option<String>,
+    },
+    /// Print the receipt signing key's id and public half (base64).
+    PublicKey {
+        /// The configuration file (gateway.toml); without it, dev mode's.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +106,14 @@ fn main() -> ExitCode {
         }
         Command::Import { file, config } => cli::import(&file, config.as_deref()),
         Command::Audit(AuditCommand::Verify { config }) => cli::audit_verify(config.as_deref()),
+        Command::Receipt(ReceiptCommand::Verify {
+            file,
+            config,
+            public_key,
+        }) => cli::receipt_verify(&file, config.as_deref(), public_key.as_deref()),
+        Command::Receipt(ReceiptCommand::PublicKey { config }) => {
+            cli::receipt_public_key(config.as_deref())
+        }
         Command::Plugin(PluginCommand::Check { file, json }) => cli::plugin_check(&file, json),
         Command::Plugin(PluginCommand::Run {
             file,

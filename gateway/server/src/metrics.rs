@@ -40,6 +40,10 @@ impl std::fmt::Debug for Metrics {
 
 const HELP: &[(&str, &str)] = &[
     (
+        "gateway_customers_erased_total",
+        "Customers erased through DELETE /admin/v1/customers/{id}",
+    ),
+    (
         "gateway_http_requests_total",
         "HTTP requests by route and status",
     ),

@@ -97,7 +97,7 @@ pub async fn open_db(
 ) -> anyhow::Result<GatewayDb> {
     let keys = Keyring::from_config(&config.security)?;
     let backend = open_backend(config, base_dir).await?;
-    Ok(Db::new(
+    let db = Db::new(
         Arc::new(backend),
         clock,
         Arc::new(keys),
@@ -105,13 +105,45 @@ pub async fn open_db(
         rules(config)?,
         Arc::new(ring::rand::SystemRandom::new()),
     )
-    .with_audit_hook(Arc::new(crate::http::RequestAudit)))
+    .with_audit_hook(Arc::new(crate::http::RequestAudit));
+    Ok(match open_vault(config, base_dir).await? {
+        Some(vault) => db.with_vault(Arc::new(vault)),
+        None => db,
+    })
+}
+
+/// The key vault (`store.key_vault_path` / `key_vault_url`), when
+/// customers' keys are kept apart from their data.
+async fn open_vault(config: &Config, base_dir: &Path) -> anyhow::Result<Option<AnyBackend>> {
+    if let Some(path) = &config.store.key_vault_path {
+        let path = base_dir.join(path);
+        return Ok(Some(AnyBackend::Embedded(
+            embedded::Embedded::open(&path)
+                .with_context(|| format!("store.key_vault_path: {}", path.display()))?,
+        )));
+    }
+    if let Some(url) = &config.store.key_vault_url {
+        let client = client_for(url, config, base_dir)
+            .with_context(|| "store.key_vault_url: not a usable Redis URL".to_string())?;
+        return Ok(Some(AnyBackend::Redis(
+            redis::Redis::connect_with(client, &config.store.key_prefix)
+                .await
+                .context("store.key_vault_url")?,
+        )));
+    }
+    Ok(None)
 }
 
 /// A Redis client for `store.url`, trusting `store.tls_ca_file` for
 /// `rediss://` when it is set (the system's trust store otherwise).
 pub fn redis_client(config: &Config, base_dir: &Path) -> anyhow::Result<::redis::Client> {
     let url = config.store.url.as_deref().unwrap_or_default();
+    client_for(url, config, base_dir)
+        .with_context(|| "store.url: not a usable Redis URL".to_string())
+}
+
+/// A Redis client for `url`, with `store.tls_ca_file` as for the store.
+fn client_for(url: &str, config: &Config, base_dir: &Path) -> anyhow::Result<::redis::Client> {
     let client = match &config.store.tls_ca_file {
         Some(ca) if url.starts_with("rediss://") => {
             let path = base_dir.join(ca);
@@ -127,7 +159,7 @@ pub fn redis_client(config: &Config, base_dir: &Path) -> anyhow::Result<::redis:
         }
         _ => ::redis::Client::open(url),
     };
-    client.with_context(|| "store.url: not a usable Redis URL".to_string())
+    Ok(client?)
 }
 
 /// The identity rules from `[identity]`.

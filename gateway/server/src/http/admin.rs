@@ -59,7 +59,7 @@ pub(super) fn require(token: &AdminToken, allowed: &[Role]) -> Result<(), ApiErr
     }
 }
 
-fn json_resp(status: u16, v: &Value) -> Resp {
+pub(super) fn json_resp(status: u16, v: &Value) -> Resp {
     ops::text(status, "application/json", v.to_string())
 }
 

@@ -42,6 +42,23 @@ pub(super) async fn export(app: &App, req: &mut Req, p: Params<'_>) -> Result<Re
     ))
 }
 
+/// `DELETE /admin/v1/customers/{id}`: erases the customer and everyone
+/// merged with them, on every channel and in every index, destroys their
+/// keys, and answers with the signed receipt of INTERFACE §3.6 (counts per
+/// kind; docs/privacy.md).
+pub(super) async fn erase(app: &App, _: &mut Req, p: Params<'_>) -> Result<Resp, ApiError> {
+    let erased = app.db.erase(p[0]).await.map_err(ApiError::from)?;
+    app.metrics.inc("gateway_customers_erased_total", &[]);
+    let receipt = app.receipts.sign(json!({
+        "customer_id": erased.customer_id,
+        "customers": erased.customers,
+        "erased_at": rfc3339(app.clock.now_secs()),
+        "removed": erased.removed,
+    }));
+    tracing::info!(customer = %erased.customer_id, customers = erased.customers.len(), "customer erased");
+    Ok(super::admin::json_resp(200, &receipt))
+}
+
 /// An export's answer headers: a download, never cached.
 fn attachment(mut resp: Resp, name: &str) -> Resp {
     if let Ok(v) = header::HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {

@@ -99,6 +99,7 @@ pub(crate) static ROUTES: &[Route] = &[
     route!(POST "/admin/v1/customers/merge", Access::Roles(ADMIN), admin::merge, audit "customer.merge"),
     route!(GET "/admin/v1/customers/{id}", Access::Roles(STAFF), admin::customer, audit "customer.read"),
     route!(PATCH "/admin/v1/customers/{id}", Access::Roles(STAFF), admin::patch_customer, audit "customer.update"),
+    route!(DELETE "/admin/v1/customers/{id}", Access::Roles(ADMIN), privacy::erase, audit "customer.erase"),
     route!(GET "/admin/v1/customers/{id}/timeline", Access::Roles(STAFF), admin::timeline, audit "timeline.read"),
     route!(GET "/admin/v1/customers/{id}/export", Access::Roles(ADMIN), privacy::export, audit "customer.export"),
     route!(POST "/admin/v1/merges/{id}/undo", Access::Roles(ADMIN), admin::undo, audit "merge.undo"),
