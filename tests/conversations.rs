@@ -274,7 +274,10 @@ fn embedded_dump(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
 enum Store {
     Embedded,
     /// The data Redis's port, and the key vault Redis's.
-    Redis { data: u16, vault: u16 },
+    Redis {
+        data: u16,
+        vault: u16,
+    },
 }
 
 impl Store {
@@ -494,7 +497,9 @@ fn erase_the_journey(s: Setup, apis: &MockApi, store: &Store, id: &str, personal
         gw,
         "POST",
         "/admin/v1/customers/merge",
-        json!({"surviving": id, "merged": other}).to_string().as_bytes(),
+        json!({"surviving": id, "merged": other})
+            .to_string()
+            .as_bytes(),
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let r = admin(
@@ -522,7 +527,10 @@ fn erase_the_journey(s: Setup, apis: &MockApi, store: &Store, id: &str, personal
     let messages = timeline(gw, id).len();
 
     // A backup of the store (and, apart, of the key vault) before.
-    let backup = scratch(&format!("{}-backup", gw.dir.file_name().unwrap().to_string_lossy()));
+    let backup = scratch(&format!(
+        "{}-backup",
+        gw.dir.file_name().unwrap().to_string_lossy()
+    ));
     if let Store::Redis { data, vault } = store {
         for (port, name) in [(*data, "data"), (*vault, "vault")] {
             let dir = redis_dir(port);
@@ -536,7 +544,11 @@ fn erase_the_journey(s: Setup, apis: &MockApi, store: &Store, id: &str, personal
     assert_eq!(r.status, 200, "{}", r.text());
     let receipt = r.json();
     assert_eq!(receipt["customer_id"], id);
-    assert_eq!(receipt["customers"].as_array().unwrap().len(), 2, "{receipt}");
+    assert_eq!(
+        receipt["customers"].as_array().unwrap().len(),
+        2,
+        "{receipt}"
+    );
     let removed = &receipt["removed"];
     assert_eq!(removed["customers"], 2, "{receipt}");
     assert_eq!(removed["customer_keys"], 2, "{receipt}");
@@ -547,7 +559,10 @@ fn erase_the_journey(s: Setup, apis: &MockApi, store: &Store, id: &str, personal
     assert_eq!(removed["link_tokens"], 1, "{receipt}");
     assert_eq!(removed["merges"], 1, "{receipt}");
     assert!(removed["jobs"].as_u64().unwrap() >= 1, "{receipt}");
-    assert!(removed["channel_message_ids"].as_u64().unwrap() >= 4, "{receipt}");
+    assert!(
+        removed["channel_message_ids"].as_u64().unwrap() >= 4,
+        "{receipt}"
+    );
     assert!(receipt["key_id"].as_str().unwrap().starts_with("derived-"));
 
     // The receipt verifies with the gateway's key; altered, it does not.
@@ -563,7 +578,11 @@ fn erase_the_journey(s: Setup, apis: &MockApi, store: &Store, id: &str, personal
             .unwrap()
     };
     let ok = verify(&file);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let mut altered = receipt.clone();
     altered["removed"]["messages"] = json!(0);
     std::fs::write(&file, altered.to_string()).unwrap();
@@ -584,11 +603,22 @@ fn erase_the_journey(s: Setup, apis: &MockApi, store: &Store, id: &str, personal
         "telegram:123456789",
         &format!("discord:{DISCORD_USER}"),
     ] {
-        let r = admin(gw, "GET", &format!("/admin/v1/customers?identifier={identifier}"), b"");
+        let r = admin(
+            gw,
+            "GET",
+            &format!("/admin/v1/customers?identifier={identifier}"),
+            b"",
+        );
         assert_eq!(r.status, 404, "{identifier}: {}", r.text());
     }
-    assert_eq!(admin(gw, "GET", &format!("/admin/v1/customers/{id}"), b"").status, 404);
-    assert_eq!(admin(gw, "DELETE", &format!("/admin/v1/customers/{id}"), b"").status, 404);
+    assert_eq!(
+        admin(gw, "GET", &format!("/admin/v1/customers/{id}"), b"").status,
+        404
+    );
+    assert_eq!(
+        admin(gw, "DELETE", &format!("/admin/v1/customers/{id}"), b"").status,
+        404
+    );
 
     // The erasure is in the audit log, without the erased data.
     let log = admin(gw, "GET", "/admin/v1/audit?action=customer.erase", b"");
@@ -596,9 +626,18 @@ fn erase_the_journey(s: Setup, apis: &MockApi, store: &Store, id: &str, personal
     let entries = log.json()["entries"].as_array().unwrap().clone();
     let outcomes: Vec<(&str, &str)> = entries
         .iter()
-        .map(|e| (e["customer_id"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .map(|e| {
+            (
+                e["customer_id"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(outcomes, [(id, "ok"), (id, "error:not_found")], "{entries:?}");
+    assert_eq!(
+        outcomes,
+        [(id, "ok"), (id, "error:not_found")],
+        "{entries:?}"
+    );
 
     // Nothing of them in the store, key by key and value by value: only
     // the store's own bookkeeping is left (queue counters, the audit log,
@@ -606,8 +645,14 @@ fn erase_the_journey(s: Setup, apis: &MockApi, store: &Store, id: &str, personal
     let ids = [id.to_string(), other.clone()];
     let check = |all: &[(String, Vec<u8>)]| {
         const BOOKKEEPING: &[&str] = &[
-            "cc:audit", "cc:qseq:", "cc:qhead:", "cc:qlater:", "cc:q:", "cc:conflicts",
-            "cc:handoffs", "cc:malformed",
+            "cc:audit",
+            "cc:qseq:",
+            "cc:qhead:",
+            "cc:qlater:",
+            "cc:q:",
+            "cc:conflicts",
+            "cc:handoffs",
+            "cc:malformed",
         ];
         assert!(!all.is_empty());
         for (key, value) in all {
@@ -674,7 +719,12 @@ fn erase_the_journey(s: Setup, apis: &MockApi, store: &Store, id: &str, personal
                 vault,
             };
             let dir = scratch(&format!("journey-restored-{opens}"));
-            let config = config(&store.config(), apis, &hex(discord.public_key().as_ref()), FAST);
+            let config = config(
+                &store.config(),
+                apis,
+                &hex(discord.public_key().as_ref()),
+                FAST,
+            );
             let gw = Gateway::start(&dir, &config);
             let r = admin(&gw, "GET", &format!("/admin/v1/customers/{id}"), b"");
             if opens {

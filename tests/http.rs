@@ -686,7 +686,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/demo/token", &["POST"]),
     ("/admin/v1/customers", &["GET"]),
     ("/admin/v1/customers/merge", &["POST"]),
-    ("/admin/v1/customers/c_1", &["GET", "PATCH"]),
+    ("/admin/v1/customers/c_1", &["GET", "PATCH", "DELETE"]),
     ("/admin/v1/customers/c_1/timeline", &["GET"]),
     ("/admin/v1/merges/m_1/undo", &["POST"]),
     ("/admin/v1/conflicts", &["GET"]),
@@ -705,10 +705,10 @@ fn every_known_path_with_a_method_it_does_not_serve_is_405_with_allow() {
     let s = setup("methods");
     for (path, served) in ROUTES {
         for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
-            // GET and PATCH /admin/v1/customers/merge are about the
+            // GET, PATCH and DELETE /admin/v1/customers/merge are about the
             // customer whose id is `merge`.
-            let customer_named_merge =
-                *path == "/admin/v1/customers/merge" && matches!(method, "GET" | "PATCH");
+            let customer_named_merge = *path == "/admin/v1/customers/merge"
+                && matches!(method, "GET" | "PATCH" | "DELETE");
             if served.contains(&method) || customer_named_merge {
                 continue;
             }

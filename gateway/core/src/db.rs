@@ -174,12 +174,17 @@ pub(crate) struct Run {
     fresh: Mutex<HashMap<String, (Arc<CustomerKey>, Vec<u8>)>>,
     used_fresh: Mutex<BTreeSet<String>>,
     ids: Mutex<(Vec<String>, usize)>,
+    /// The key this attempt missed (whatever the unit made of the error).
+    needed: Mutex<Option<(String, bool)>>,
+    /// Customers whose key is gone (erased): their records do not open.
+    shredded: Mutex<BTreeSet<String>>,
 }
 
 impl Run {
     fn new_attempt(&self) {
         self.used_fresh.lock().expect("run").clear();
         self.ids.lock().expect("run").1 = 0;
+        *self.needed.lock().expect("run") = None;
     }
 }
 
@@ -286,25 +291,27 @@ impl<B: Backend> Db<B> {
         let key = match found {
             Some(wrapped) => unwrap_key(&self.keys, &vkey, &wrapped)?,
             None if !create => {
-                return Err(DbError::Seal {
-                    key: vkey,
-                    source: SealError::Shredded(customer.to_string()),
-                });
+                // Gone: the unit runs again and sees its records as
+                // shredded (a job of theirs is then dropped, not retried).
+                run.shredded
+                    .lock()
+                    .expect("run")
+                    .insert(customer.to_string());
+                return Ok(());
             }
             None => {
-                let (key, raw) = CustomerKey::generate(&*self.rng).map_err(|source| {
-                    DbError::Seal {
-                        key: vkey.clone(),
-                        source,
-                    }
-                })?;
-                let wrapped = self
-                    .keys
-                    .seal(&*self.rng, &raw, vkey.as_bytes())
-                    .map_err(|source| DbError::Seal {
+                let (key, raw) =
+                    CustomerKey::generate(&*self.rng).map_err(|source| DbError::Seal {
                         key: vkey.clone(),
                         source,
                     })?;
+                let wrapped =
+                    self.keys
+                        .seal(&*self.rng, &raw, vkey.as_bytes())
+                        .map_err(|source| DbError::Seal {
+                            key: vkey.clone(),
+                            source,
+                        })?;
                 match &self.vault {
                     Some(vault) => {
                         // Put if absent: another node may have made it.
@@ -433,6 +440,12 @@ impl Ctx<'_> {
         if let Some(k) = self.customer_keys.get(customer) {
             return Ok(k);
         }
+        if self.run.shredded.lock().expect("run").contains(customer) {
+            return Err(DbError::Seal {
+                key: self.k().customer_key(customer),
+                source: SealError::Shredded(customer.to_string()),
+            });
+        }
         if let Some((k, _)) = self.run.fresh.lock().expect("run").get(customer) {
             self.run
                 .used_fresh
@@ -441,6 +454,7 @@ impl Ctx<'_> {
                 .insert(customer.to_string());
             return Ok(k.clone());
         }
+        *self.run.needed.lock().expect("run") = Some((customer.to_string(), create));
         Err(DbError::CustomerKeyNeeded {
             customer: customer.to_string(),
             create,
@@ -622,6 +636,16 @@ impl<B: Backend> Db<B> {
                     Ok(v) => ctx.keep_fresh_keys(txn).await.map(|()| v),
                     e => e,
                 };
+                // A missed key ends the attempt, even where the unit took
+                // the error for something else.
+                let needed = ctx.run.needed.lock().expect("run").take();
+                let out = match needed {
+                    Some((customer, create)) => {
+                        txn.discard();
+                        return Ok(Err(DbError::CustomerKeyNeeded { customer, create }));
+                    }
+                    None => out,
+                };
                 match out {
                     // The store's own failure: the backend's to retry or report.
                     Err(DbError::Store(e)) => Err(e),
@@ -648,7 +672,11 @@ impl<B: Backend> Db<B> {
         };
         // A unit that needs a customer's key this node lacks ends without
         // writing; the key is loaded (or made) and the unit runs again.
-        let mut loads = 0;
+        // Each customer is loaded at most twice per call (again only when
+        // another node made their key first), so this ends; a unit that
+        // touches many uncached customers (an inbox listing after a
+        // restart) runs once per customer loaded.
+        let mut loaded: HashMap<String, u8> = HashMap::new();
         let out = loop {
             let out = if read_only {
                 self.backend().read(work).await
@@ -656,17 +684,27 @@ impl<B: Backend> Db<B> {
                 self.backend().transact(work).await
             };
             match out {
-                Ok(Err(DbError::CustomerKeyNeeded { customer, create })) if loads < 64 => {
-                    loads += 1;
+                Ok(Err(DbError::CustomerKeyNeeded { customer, create }))
+                    if loaded.len() < KEY_CACHE_ENTRIES / 2 && {
+                        let n = loaded.entry(customer.clone()).or_default();
+                        *n += 1;
+                        *n <= 2
+                    } =>
+                {
                     self.load_customer_key(&customer, create && !read_only, &run)
                         .await?;
                 }
                 out => break out,
             }
         };
-        if !run.fresh.lock().expect("run").is_empty() && matches!(out, Ok(Ok(_))) {
+        if matches!(out, Ok(Ok(_))) {
+            // Only the keys the committed attempt wrote: one made for an
+            // attempt that did not commit exists nowhere else.
+            let written = run.used_fresh.lock().expect("run").clone();
             for (customer, (key, _)) in run.fresh.lock().expect("run").drain() {
-                self.customer_keys.put(&customer, key);
+                if written.contains(&customer) {
+                    self.customer_keys.put(&customer, key);
+                }
             }
         }
         if audit.is_some()

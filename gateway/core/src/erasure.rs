@@ -70,6 +70,8 @@ impl<B: Backend> Db<B> {
     /// doc), then destroys their keys. [`DbError::NotFound`] when there is
     /// no such customer (or it was erased already).
     pub async fn erase(&self, id: &str) -> Result<Erased, DbError> {
+        // An earlier erasure stopped before its keys were destroyed.
+        self.finish_pending_shredding().await?;
         let mut erased = self
             .unit(move |ctx, txn| Box::pin(ctx.erase_in(txn, id)))
             .await?;
@@ -127,10 +129,7 @@ fn put_pending(txn: &mut dyn Txn, key: &str, pending: &[String]) {
     if pending.is_empty() {
         txn.delete(key);
     } else {
-        txn.put(
-            key,
-            serde_json::to_vec(pending).expect("ids serialize"),
-        );
+        txn.put(key, serde_json::to_vec(pending).expect("ids serialize"));
     }
 }
 
@@ -362,7 +361,9 @@ impl Ctx<'_> {
             let Some(bytes) = value else { continue };
             let c: Conflict = self.open(key, &bytes)?;
             let names = group.contains(&c.customer_id)
-                || c.other_customer_id.as_ref().is_some_and(|o| group.contains(o));
+                || c.other_customer_id
+                    .as_ref()
+                    .is_some_and(|o| group.contains(o));
             if names {
                 txn.delete(key);
                 erased.count("conflicts", 1);
@@ -397,7 +398,7 @@ impl Ctx<'_> {
             }
         }
         // Too short to say whose a payload is.
-        needles.retain(|n| n.len() >= 6);
+        needles.retain(|n| n.len() >= 8);
         if needles.is_empty() {
             return Ok(());
         }
@@ -493,15 +494,11 @@ mod tests {
         let kept: BTreeSet<&String> = after.iter().map(|(k, _)| k).collect();
         let theirs_before = before
             .iter()
-            .filter(|(k, v)| {
-                k.contains(&o) || String::from_utf8_lossy(v).contains(&o)
-            })
+            .filter(|(k, v)| k.contains(&o) || String::from_utf8_lossy(v).contains(&o))
             .count();
         let theirs_after = after
             .iter()
-            .filter(|(k, v)| {
-                k.contains(&o) || String::from_utf8_lossy(v).contains(&o)
-            })
+            .filter(|(k, v)| k.contains(&o) || String::from_utf8_lossy(v).contains(&o))
             .count();
         assert_eq!(theirs_before, theirs_after);
         assert!(
@@ -510,7 +507,10 @@ mod tests {
             before.len(),
             kept.len()
         );
-        assert_eq!(run(db.find_identity("whatsapp", "15551234567")).unwrap(), None);
+        assert_eq!(
+            run(db.find_identity("whatsapp", "15551234567")).unwrap(),
+            None
+        );
         assert_eq!(run(db.find_identity("telegram", "tg-77")).unwrap(), None);
         assert!(matches!(run(db.erase(&a)), Err(DbError::NotFound(_))));
 

@@ -17,7 +17,9 @@ pub enum ReceiptError {
     #[error("{0} must be 32 bytes, base64 encoded")]
     BadKey(&'static str),
     /// Neither a receipt key nor a data key to derive one from.
-    #[error("privacy.receipt_key is not configured and there is no security.data_key to derive it from")]
+    #[error(
+        "privacy.receipt_key is not configured and there is no security.data_key to derive it from"
+    )]
     NoKey,
     /// Not a JSON object with a string `signature` and `key_id`.
     #[error("not a receipt: {0}")]
@@ -119,7 +121,10 @@ impl ReceiptSigner {
 
 fn derived_id(pair: &Ed25519KeyPair) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, pair.public_key().as_ref());
-    format!("derived-{}", &crate::verify::hex_encode(digest.as_ref())[..16])
+    format!(
+        "derived-{}",
+        &crate::verify::hex_encode(digest.as_ref())[..16]
+    )
 }
 
 /// Checks `receipt` against `public_key` (32 bytes, base64) with id
@@ -212,9 +217,10 @@ mod tests {
 
     #[test]
     fn a_signed_receipt_verifies_and_any_change_breaks_it() {
-        let signer =
-            ReceiptSigner::from_config(&config(Some("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=")))
-                .unwrap();
+        let signer = ReceiptSigner::from_config(&config(Some(
+            "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=",
+        )))
+        .unwrap();
         let r = signer.sign(json!({"customer_id": "c_1", "removed": {"messages": 3, "identities": 2}, "erased_at": "2026-12-01T00:00:00Z"}));
         assert_eq!(r["key_id"], "r1");
         let pk = signer.public_key();

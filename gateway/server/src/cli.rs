@@ -341,8 +341,8 @@ pub fn receipt_verify(
     use chatcrafter_core::receipt;
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let doc: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not JSON", file.display()))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", file.display()))?;
     let (key, key_id) = match public_key {
         Some(k) => (k.to_string(), None),
         None => {

@@ -82,7 +82,8 @@ pub struct OwnedKey {
 impl ConversationState {
     /// Records `key` as this customer's, forgetting those past their time.
     pub fn own(&mut self, key: String, until: Option<u64>, now: u64) {
-        self.owned.retain(|o| o.until.is_none_or(|u| u > now) && o.key != key);
+        self.owned
+            .retain(|o| o.until.is_none_or(|u| u > now) && o.key != key);
         self.owned.push(OwnedKey { key, until });
     }
 

@@ -40,7 +40,13 @@ impl<B: Backend> Db<B> {
                     channel: channel.to_string(),
                     expires_at: at + ttl,
                 };
-                txn.put(&key, ctx.seal_for(&record.customer_id, &key, &record)?);
+                // Gone from the store once expired, as from the customer's
+                // list of what erasure removes.
+                txn.put_expiring(
+                    &key,
+                    ctx.seal_for(&record.customer_id, &key, &record)?,
+                    crate::store::Expiry::until(record.expires_at, at),
+                );
                 let mut state = ctx.load_state(txn, &record.customer_id).await?;
                 state.own(key, Some(record.expires_at), at);
                 ctx.save_state(txn, &record.customer_id, &state)?;

@@ -239,7 +239,7 @@ pub(crate) async fn undo_in(
     ctx.save_customer(txn, &s)?;
     ctx.save_customer(txn, &m)?;
     record.undone_at = Some(at);
-    txn.put(&key, ctx.seal(&key, &record)?);
+    txn.put(&key, ctx.seal_for(&record.surviving, &key, &record)?);
     Ok(record)
 }
 

@@ -49,7 +49,11 @@ impl Ctx<'_> {
             .unwrap_or_default();
         let id = self.random_id("o");
         let (_, entry_key) = self
-            .append(txn, customer, Entry::outbound(&id, &channel, text, author, at))
+            .append(
+                txn,
+                customer,
+                Entry::outbound(&id, &channel, text, author, at),
+            )
             .await?;
         let outbound = Outbound {
             id,

@@ -254,7 +254,12 @@ impl Ctx<'_> {
             .await?;
         let head = number(&self.k().queue_head(s), counters[0].clone())?;
         let seq = number(&self.k().queue_seq(s), counters[1].clone())?;
-        let mut ids: Vec<String> = self.later(txn, s).await?.into_iter().map(|r| r.id).collect();
+        let mut ids: Vec<String> = self
+            .later(txn, s)
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
         let keys: Vec<String> = (head..seq).map(|n| self.k().queue_slot(s, n)).collect();
         for (key, v) in keys.iter().zip(txn.get_many(&keys).await?) {
             if let Some(v) = v {

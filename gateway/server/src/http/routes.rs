@@ -257,7 +257,7 @@ mod tests {
         assert_eq!(route, "/admin/v1/customers/{id}");
         let e = found.unwrap_err();
         assert_eq!(e.status(), hyper::StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(e.headers[0].1, "GET, PATCH");
+        assert_eq!(e.headers[0].1, "DELETE, GET, PATCH");
         let (_, found) = find(&Method::GET, "/nowhere");
         assert_eq!(found.unwrap_err().status(), hyper::StatusCode::NOT_FOUND);
     }
