@@ -686,7 +686,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/demo/token", &["POST"]),
     ("/admin/v1/customers", &["GET"]),
     ("/admin/v1/customers/merge", &["POST"]),
-    ("/admin/v1/customers/c_1", &["GET", "PATCH", "DELETE"]),
+    ("/admin/v1/customers/c_1", &["DELETE", "GET", "PATCH"]),
     ("/admin/v1/customers/c_1/timeline", &["GET"]),
     ("/admin/v1/merges/m_1/undo", &["POST"]),
     ("/admin/v1/conflicts", &["GET"]),

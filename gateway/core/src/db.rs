@@ -165,13 +165,16 @@ impl KeyCache {
     }
 }
 
+/// A key made in this call: the key, and its wrapped bytes to store.
+type FreshKey = (Arc<CustomerKey>, Vec<u8>);
+
 /// What one call of a unit keeps across its attempts: the customer keys it
 /// made (written with its commit when the vault is the store itself) and
 /// the random ids it drew, drawn again in the same order on a retry, so a
 /// retried unit names the customer it made the same way.
 #[derive(Default)]
 pub(crate) struct Run {
-    fresh: Mutex<HashMap<String, (Arc<CustomerKey>, Vec<u8>)>>,
+    fresh: Mutex<HashMap<String, FreshKey>>,
     used_fresh: Mutex<BTreeSet<String>>,
     ids: Mutex<(Vec<String>, usize)>,
     /// The key this attempt missed (whatever the unit made of the error).
