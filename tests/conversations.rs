@@ -222,16 +222,6 @@ fn wait_for(apis: &MockApi, prefix: &str, n: usize, gw: &Gateway) -> Vec<Receive
     apis.to(prefix)
 }
 
-fn redis_cmd(port: u16, args: &[&str]) -> redis::Value {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
-    let mut conn = client.get_connection().unwrap();
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(&mut conn).unwrap()
-}
-
 /// Every key of a Redis and its value (every key the gateway writes is a
 /// string: anything else fails the test).
 fn redis_dump(port: u16) -> Vec<(String, Vec<u8>)> {

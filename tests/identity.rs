@@ -1111,16 +1111,6 @@ fn every_admin_and_business_route_answers_each_role_as_docs_security_md_says() {
 }
 
 /// One Redis command over a plain connection.
-fn redis_cmd(port: u16, args: &[&str]) -> redis::Value {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
-    let mut conn = client.get_connection().unwrap();
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(&mut conn).unwrap()
-}
-
 #[test]
 fn the_audit_log_records_reads_changes_and_refusals_and_verify_names_a_tampered_entry() {
     let dir = scratch("identity-audit");

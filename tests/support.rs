@@ -595,3 +595,14 @@ fn serve_mock(conn: TcpStream, log: &std::sync::Mutex<Vec<Received>>, respond: &
         }
     }
 }
+
+/// One command to the Redis on `port` (the test's own, never 6379).
+pub fn redis_cmd(port: u16, args: &[&str]) -> redis::Value {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(&mut conn).unwrap()
+}

@@ -112,23 +112,11 @@ impl CustomerKey {
         aad: &[u8],
     ) -> Result<Vec<u8>, SealError> {
         let id_len = u8::try_from(customer.len()).map_err(|_| SealError::Corrupt)?;
-        let mut nonce = [0u8; NONCE_LEN];
-        rng.fill(&mut nonce).map_err(|_| SealError::Random)?;
-        let mut out = Vec::with_capacity(2 + customer.len() + NONCE_LEN + plaintext.len() + 16);
-        out.push(CUSTOMER_VERSION);
-        out.push(id_len);
-        out.extend_from_slice(customer.as_bytes());
-        out.extend_from_slice(&nonce);
-        let mut buf = plaintext.to_vec();
-        self.0
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                &mut buf,
-            )
-            .map_err(|_| SealError::Corrupt)?;
-        out.extend_from_slice(&buf);
-        Ok(out)
+        let mut header = Vec::with_capacity(2 + customer.len());
+        header.push(CUSTOMER_VERSION);
+        header.push(id_len);
+        header.extend_from_slice(customer.as_bytes());
+        seal_with(&self.0, rng, &header, plaintext, aad)
     }
 
     /// Opens an envelope this key sealed with `aad`.
@@ -236,27 +224,13 @@ impl Keyring {
         plaintext: &[u8],
         aad: &[u8],
     ) -> Result<Vec<u8>, SealError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        rng.fill(&mut nonce).map_err(|_| SealError::Random)?;
         let key = &self
             .keys
             .iter()
             .find(|(id, _)| *id == self.current)
             .expect("current key present")
             .1;
-        let mut out = Vec::with_capacity(HEADER + plaintext.len() + 16);
-        out.push(VERSION);
-        out.push(self.current);
-        out.extend_from_slice(&nonce);
-        let mut buf = plaintext.to_vec();
-        key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad),
-            &mut buf,
-        )
-        .map_err(|_| SealError::Corrupt)?;
-        out.extend_from_slice(&buf);
-        Ok(out)
+        seal_with(key, rng, &[VERSION, self.current], plaintext, aad)
     }
 
     /// The id new envelopes are sealed under.
@@ -293,6 +267,31 @@ impl Keyring {
         ctx.update(normalized.as_bytes());
         crate::verify::hex_encode(ctx.sign().as_ref())
     }
+}
+
+/// `header ‖ nonce ‖ AES-256-GCM(plaintext, aad) ‖ tag`, with a fresh
+/// random nonce.
+fn seal_with(
+    key: &LessSafeKey,
+    rng: &dyn SecureRandom,
+    header: &[u8],
+    plaintext: &[u8],
+    aad: &[u8],
+) -> Result<Vec<u8>, SealError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill(&mut nonce).map_err(|_| SealError::Random)?;
+    let mut out = Vec::with_capacity(header.len() + NONCE_LEN + plaintext.len() + 16);
+    out.extend_from_slice(header);
+    out.extend_from_slice(&nonce);
+    let mut buf = plaintext.to_vec();
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut buf,
+    )
+    .map_err(|_| SealError::Corrupt)?;
+    out.extend_from_slice(&buf);
+    Ok(out)
 }
 
 fn aead_key(bytes: &[u8; 32]) -> LessSafeKey {
