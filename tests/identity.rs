@@ -1489,3 +1489,118 @@ fn consent_is_kept_with_its_history_and_source_and_shown_in_the_export() {
     .json();
     assert_eq!(log["entries"].as_array().unwrap().len(), 2, "{log}");
 }
+
+#[test]
+fn a_rotated_data_key_is_retired_by_gateway_rekey_while_the_gateway_runs() {
+    let dir = scratch("identity-rekey");
+    for d in ["one", "two", "three"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let redis = RedisServer::start(&dir, 0, None);
+    let store = format!(
+        "kind = \"redis\"\nurl = \"redis://127.0.0.1:{}\"\nkey_prefix = \"cc:\"",
+        redis.port
+    );
+    const K1: &str = "data_key = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"";
+    const K2: &str = "data_key = \"BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU=\"";
+    let with_keys = |security: &str| config(&store).replace(K1, security);
+    let sealed_with_key_1 = || {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS").arg("cc:*").query(&mut conn).unwrap();
+        keys.into_iter()
+            .filter(|k| {
+                let v: Vec<u8> = redis::cmd("GET").arg(k).query(&mut conn).unwrap();
+                v.len() > 30 && v[0] == 1 && v[1] == 1
+            })
+            .count()
+    };
+
+    // Sealed under key 1.
+    let gw = Gateway::start(&dir.join("one"), &with_keys(K1));
+    assert_eq!(
+        widget_message(
+            &gw,
+            "user-rekey",
+            "rekey@example.com",
+            "+15550001111",
+            "first"
+        )
+        .status,
+        202
+    );
+    assert_eq!(
+        whatsapp_message(&gw, "15550002222", "wamid.RK1", "hola").status,
+        200
+    );
+    let id = found_id(&gw, "widget:user-rekey")
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(gw);
+    assert!(sealed_with_key_1() >= 3);
+
+    // Key 2 added, key 1 retired: everything reads, new data uses key 2,
+    // and `gateway rekey` runs beside the gateway.
+    let both = format!(
+        "{K2}\ndata_key_id = 2\nretired_data_keys = {{ \"1\" = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\" }}"
+    );
+    let gw = Gateway::start(&dir.join("two"), &with_keys(&both));
+    let r = admin(&gw, ADMIN, "GET", &format!("/admin/v1/customers/{id}"), b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("rekey@example.com"));
+    assert_eq!(
+        widget_message(
+            &gw,
+            "user-rekey",
+            "rekey@example.com",
+            "+15550001111",
+            "second"
+        )
+        .status,
+        202
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["rekey", "--batch", "3", "--config"])
+        .arg(dir.join("two").join("gateway.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("retired key 1: nothing uses it"),
+        "{stdout}"
+    );
+    assert_eq!(sealed_with_key_1(), 0);
+    drop(gw);
+
+    // Key 1 gone from the configuration: everything still reads.
+    let gw = Gateway::start(
+        &dir.join("three"),
+        &with_keys(&format!("{K2}\ndata_key_id = 2")),
+    );
+    let r = admin(&gw, ADMIN, "GET", &format!("/admin/v1/customers/{id}"), b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("rekey@example.com"));
+    let t = admin(
+        &gw,
+        ADMIN,
+        "GET",
+        &format!("/admin/v1/customers/{id}/timeline"),
+        b"",
+    );
+    assert_eq!(t.status, 200, "{}", t.text());
+    assert!(
+        t.text().contains("first") && t.text().contains("second"),
+        "{}",
+        t.text()
+    );
+    let wa = found_id(&gw, "whatsapp:15550002222");
+    assert!(wa.is_string(), "{wa}");
+    let log = admin(&gw, AUDITOR, "GET", "/admin/v1/audit?action=rekey", b"").json();
+    assert_eq!(log["entries"].as_array().unwrap().len(), 1, "{log}");
+}

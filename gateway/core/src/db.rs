@@ -265,6 +265,21 @@ impl<B: Backend> Db<B> {
         &self.backend
     }
 
+    /// The data keys and the index key.
+    pub(crate) fn keyring(&self) -> &Keyring {
+        &self.keys
+    }
+
+    /// What every key starts with.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Now, by the injected clock (Unix seconds).
+    pub(crate) fn now_secs(&self) -> u64 {
+        self.clock.now_secs()
+    }
+
     pub(crate) fn ctx(&self, run: Arc<Run>) -> Ctx<'_> {
         Ctx {
             clock: &*self.clock,

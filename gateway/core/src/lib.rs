@@ -40,6 +40,7 @@ pub mod inbox;
 pub mod jobs;
 pub mod quarantine;
 pub mod receipt;
+pub mod rekey;
 pub mod seal;
 pub mod store;
 pub mod timeline;

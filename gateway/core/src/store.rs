@@ -200,7 +200,22 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Every key and value (for the leak test and exports). Backends may
     /// stream; this one is for bounded test data.
     fn dump(&self) -> BoxFuture<'_, Result<Dump, StoreError>>;
+
+    /// About `limit` keys under `prefix` and their values, from where
+    /// `cursor` (the previous page's) left off; the next cursor, `None`
+    /// once every key has been seen. Keys written during a scan may or may
+    /// not be seen; keys present throughout are seen at least once (for
+    /// walks over the whole store: `gateway rekey`).
+    fn scan<'a>(
+        &'a self,
+        prefix: &'a str,
+        cursor: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<ScanPage, StoreError>>;
 }
+
+/// One page of [`Backend::scan`]: keys and values, and the next cursor.
+pub type ScanPage = (Dump, Option<String>);
 
 /// How many times a conflicted unit of work is retried.
 pub const MAX_ATTEMPTS: u32 = 32;
@@ -275,5 +290,14 @@ impl<B: Backend> Backend for std::sync::Arc<B> {
 
     fn dump(&self) -> BoxFuture<'_, Result<Dump, StoreError>> {
         (**self).dump()
+    }
+
+    fn scan<'a>(
+        &'a self,
+        prefix: &'a str,
+        cursor: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<ScanPage, StoreError>> {
+        (**self).scan(prefix, cursor, limit)
     }
 }

@@ -376,3 +376,65 @@ fn receipt_signer(
         &config,
     )?)
 }
+
+/// `gateway rekey [--config FILE] [--batch N]`: seals again, under the
+/// current `data_key`, everything still sealed under a retired one (the key
+/// vault's wrapped customer keys, then the data store), a page at a time,
+/// printing progress; safe to run beside a gateway on Redis, and to stop
+/// and start again. Ends by counting what each retired key still seals.
+pub fn rekey(config_path: Option<&Path>, batch: usize) -> anyhow::Result<String> {
+    use crate::ids::SystemClock;
+    use crate::store::open_db;
+    use chatcrafter_core::audit::AuditDraft;
+    use chatcrafter_core::rekey::Part;
+
+    anyhow::ensure!(batch > 0, "--batch must be at least 1");
+    let (config, base_dir, runtime) = offline(config_path)?;
+    runtime.block_on(async move {
+        let db = open_db(&config, &base_dir, std::sync::Arc::new(SystemClock))
+            .await
+            .context(
+                "opening the store (an embedded store is locked while `gateway serve` runs: stop it, or use redis)",
+            )?;
+        let mut last = std::time::Instant::now();
+        let total = db
+            .rekey(batch, |part, p| {
+                if last.elapsed() >= std::time::Duration::from_secs(1) {
+                    last = std::time::Instant::now();
+                    let part = match part {
+                        Part::Vault => "key vault",
+                        Part::Data => "data",
+                    };
+                    eprintln!(
+                        "rekey: {part}: {} records looked at, {} sealed again",
+                        p.scanned, p.resealed
+                    );
+                }
+            })
+            .await?;
+        db.audit(&AuditDraft {
+            actor: "gateway rekey".into(),
+            action: "rekey".into(),
+            route: "gateway rekey".into(),
+            customer_id: None,
+            outcome: "ok".into(),
+        })
+        .await?;
+        let current = config.security.data_key_id.unwrap_or(1);
+        let mut out = format!(
+            "rekey done: {} records looked at, {} sealed again under key {current}, {} unreadable\n",
+            total.scanned, total.resealed, total.unreadable
+        );
+        for id in config.security.retired_data_keys.keys() {
+            let n: u8 = id.parse().unwrap_or(0);
+            let left = db.count_sealed_with(n).await?;
+            out.push_str(&match left {
+                0 => format!("retired key {id}: nothing uses it; it can be removed from the configuration\n"),
+                n => format!(
+                    "retired key {id}: still seals {n} records (written meanwhile by a gateway not yet on the new key, or unreadable): keep it and run rekey again\n"
+                ),
+            });
+        }
+        Ok(out)
+    })
+}

@@ -40,6 +40,15 @@ enum Command {
     /// Work with erasure receipts.
     #[command(subcommand)]
     Receipt(ReceiptCommand),
+    /// After a data-key rotation: seal everything under the current key, so that retired keys can be removed.
+    Rekey {
+        /// The configuration file (gateway.toml); without it, dev mode's store.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Records per unit of work.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +120,7 @@ fn main() -> ExitCode {
             config,
             public_key,
         }) => cli::receipt_verify(&file, config.as_deref(), public_key.as_deref()),
+        Command::Rekey { config, batch } => cli::rekey(config.as_deref(), batch),
         Command::Receipt(ReceiptCommand::PublicKey { config }) => {
             cli::receipt_public_key(config.as_deref())
         }

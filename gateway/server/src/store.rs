@@ -69,6 +69,18 @@ impl chatcrafter_core::store::Backend for AnyBackend {
             AnyBackend::Redis(b) => b.dump(),
         }
     }
+
+    fn scan<'a>(
+        &'a self,
+        prefix: &'a str,
+        cursor: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<chatcrafter_core::store::ScanPage, StoreError>> {
+        match self {
+            AnyBackend::Embedded(b) => b.scan(prefix, cursor, limit),
+            AnyBackend::Redis(b) => b.scan(prefix, cursor, limit),
+        }
+    }
 }
 
 /// The gateway's data over the configured backend.

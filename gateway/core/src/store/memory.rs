@@ -159,4 +159,26 @@ impl Backend for Memory {
             .collect();
         Box::pin(std::future::ready(Ok(all)))
     }
+
+    fn scan<'a>(
+        &'a self,
+        prefix: &'a str,
+        cursor: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<super::ScanPage, StoreError>> {
+        use std::ops::Bound;
+        let data = lock(&self.data);
+        let from = match cursor {
+            Some(c) => Bound::Excluded(c.to_string()),
+            None => Bound::Included(prefix.to_string()),
+        };
+        let page: Dump = data
+            .range((from, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect();
+        let next = (page.len() == limit).then(|| page[limit - 1].0.clone());
+        Box::pin(std::future::ready(Ok((page, next))))
+    }
 }

@@ -412,4 +412,31 @@ impl Backend for Embedded {
             Ok(out)
         })()))
     }
+
+    fn scan<'a>(
+        &'a self,
+        prefix: &'a str,
+        cursor: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<chatcrafter_core::store::ScanPage, StoreError>> {
+        Box::pin(std::future::ready((|| {
+            use std::ops::Bound;
+            let r = self.db.begin_read().map_err(err)?;
+            let table = r.open_table(TABLE).map_err(err)?;
+            let from = match cursor {
+                Some(c) => Bound::Excluded(c),
+                None => Bound::Included(prefix),
+            };
+            let mut page = Vec::new();
+            for item in table.range::<&str>((from, Bound::Unbounded)).map_err(err)? {
+                let (k, v) = item.map_err(err)?;
+                if !k.value().starts_with(prefix) || page.len() == limit {
+                    break;
+                }
+                page.push((k.value().to_string(), v.value().to_vec()));
+            }
+            let next = (page.len() == limit).then(|| page[limit - 1].0.clone());
+            Ok((page, next))
+        })()))
+    }
 }

@@ -281,6 +281,48 @@ impl Backend for Redis {
         })
     }
 
+    fn scan<'a>(
+        &'a self,
+        prefix: &'a str,
+        cursor: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<chatcrafter_core::store::ScanPage, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            // Redis's own cursor: keys present throughout are returned at
+            // least once, whatever is written meanwhile.
+            let start: u64 = match cursor {
+                Some(c) => c
+                    .parse()
+                    .map_err(|_| StoreError::Unavailable(format!("not a scan cursor: {c}")))?,
+                None => 0,
+            };
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(start)
+                .arg("MATCH")
+                .arg(format!("{prefix}*"))
+                .arg("COUNT")
+                .arg(limit)
+                .query_async(&mut conn)
+                .await
+                .map_err(err)?;
+            let mut page = Vec::with_capacity(keys.len());
+            if !keys.is_empty() {
+                let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(err)?;
+                page.extend(
+                    keys.into_iter()
+                        .zip(values)
+                        .filter_map(|(k, v)| v.map(|v| (k, v))),
+                );
+            }
+            Ok((page, (next != 0).then(|| next.to_string())))
+        })
+    }
+
     fn dump(&self) -> BoxFuture<'_, Result<Vec<(String, Vec<u8>)>, StoreError>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
