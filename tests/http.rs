@@ -688,6 +688,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/admin/v1/customers/merge", &["POST"]),
     ("/admin/v1/customers/c_1", &["DELETE", "GET", "PATCH"]),
     ("/admin/v1/customers/c_1/timeline", &["GET"]),
+    ("/admin/v1/customers/c_1/restore", &["POST"]),
     ("/admin/v1/merges/m_1/undo", &["POST"]),
     ("/admin/v1/conflicts", &["GET"]),
     ("/admin/v1/conflicts/k_1/resolve", &["POST"]),

@@ -1604,3 +1604,99 @@ fn a_rotated_data_key_is_retired_by_gateway_rekey_while_the_gateway_runs() {
     let log = admin(&gw, AUDITOR, "GET", "/admin/v1/audit?action=rekey", b"").json();
     assert_eq!(log["entries"].as_array().unwrap().len(), 1, "{log}");
 }
+
+/// libfaketime, to run a gateway with its clock moved ahead.
+fn libfaketime() -> std::path::PathBuf {
+    [
+        "/usr/lib/x86_64-linux-gnu/faketime",
+        "/usr/lib/aarch64-linux-gnu/faketime",
+        "/usr/lib/faketime",
+    ]
+    .iter()
+    .map(|d| std::path::Path::new(d).join("libfaketime.so.1"))
+    .find(|p| p.exists())
+    .expect("libfaketime is installed (apt-get install faketime)")
+}
+
+#[test]
+fn retention_runs_in_the_gateway_by_its_clock_trimming_archiving_and_restoring() {
+    let dir = scratch("identity-retention");
+    let config = format!(
+        "{}\n[privacy]\nhistory_days = 30\narchive_after_days = 60\ndelete_archived_after_days = 0\n",
+        config(EMBEDDED)
+    );
+    let gw = Gateway::start(&dir, &config);
+    assert_eq!(
+        whatsapp_message(&gw, "15550003333", "wamid.RT1", "old news").status,
+        200
+    );
+    let id = found_id(&gw, "whatsapp:15550003333")
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(gw);
+    let lib = libfaketime();
+    let ahead = |days: &str| {
+        Gateway::start_with_env(
+            &dir,
+            &config,
+            &[("LD_PRELOAD", lib.to_str().unwrap()), ("FAKETIME", days)],
+        )
+    };
+    let timeline_len = |gw: &Gateway| {
+        admin(
+            gw,
+            ADMIN,
+            "GET",
+            &format!("/admin/v1/customers/{id}/timeline"),
+            b"",
+        )
+        .json()["entries"]
+            .as_array()
+            .map(Vec::len)
+    };
+
+    // 40 days on: the history is past 30 days and goes; the customer stays.
+    let gw = ahead("+40d");
+    assert!(
+        eventually(Duration::from_secs(10), || timeline_len(&gw) == Some(0)),
+        "{:?}",
+        timeline_len(&gw)
+    );
+    assert_eq!(found_id(&gw, "whatsapp:15550003333"), id.as_str());
+    let metrics = gw.get("/metrics").text();
+    assert!(
+        metrics.contains("gateway_retention_removed_total{kind=\"timeline_entries\"}"),
+        "{metrics}"
+    );
+    drop(gw);
+
+    // 70 days on: inactive past 60 days, archived — out of the lookups,
+    // still there by id — until an admin restores it.
+    let gw = ahead("+70d");
+    assert!(eventually(Duration::from_secs(10), || found_id(
+        &gw,
+        "whatsapp:15550003333"
+    )
+    .is_null()));
+    let c = admin(&gw, ADMIN, "GET", &format!("/admin/v1/customers/{id}"), b"").json();
+    assert!(c["archived_at"].is_string(), "{c}");
+    let r = admin(
+        &gw,
+        ADMIN,
+        "POST",
+        &format!("/admin/v1/customers/{id}/restore"),
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["not_relinked"], serde_json::json!([]));
+    assert_eq!(found_id(&gw, "whatsapp:15550003333"), id.as_str());
+    let again = admin(
+        &gw,
+        ADMIN,
+        "POST",
+        &format!("/admin/v1/customers/{id}/restore"),
+        b"",
+    );
+    assert_eq!(again.status / 100, 4, "{}", again.text());
+}

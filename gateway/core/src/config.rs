@@ -408,7 +408,7 @@ impl Default for Delivery {
 }
 
 /// `[privacy]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Privacy {
     /// Ed25519 seed (32 bytes, base64) that signs erasure receipts;
@@ -416,6 +416,36 @@ pub struct Privacy {
     pub receipt_key: Option<String>,
     /// The id receipts name their signing key by.
     pub receipt_key_id: Option<String>,
+    /// Conversation history older than this many days is removed (30 or
+    /// more; 0 keeps it forever).
+    pub history_days: u64,
+    /// Customers inactive this many days are archived (0: never).
+    pub archive_after_days: u64,
+    /// Archived customers are erased after this many days (0: never).
+    pub delete_archived_after_days: u64,
+}
+
+impl Default for Privacy {
+    fn default() -> Self {
+        Privacy {
+            receipt_key: None,
+            receipt_key_id: None,
+            history_days: 730,
+            archive_after_days: 365,
+            delete_archived_after_days: 365,
+        }
+    }
+}
+
+impl Privacy {
+    /// The retention rules.
+    pub fn retention(&self) -> crate::retention::Retention {
+        crate::retention::Retention {
+            history_days: self.history_days,
+            archive_after_days: self.archive_after_days,
+            delete_archived_after_days: self.delete_archived_after_days,
+        }
+    }
 }
 
 /// `[admin]`
@@ -617,6 +647,12 @@ impl Config {
             return Err(ConfigError::at(
                 "server.max_events_per_request",
                 "must be at least 1",
+            ));
+        }
+        if self.privacy.history_days != 0 && self.privacy.history_days < 30 {
+            return Err(ConfigError::at(
+                "privacy.history_days",
+                "must be 30 or more (0 keeps history forever)",
             ));
         }
         if self.store.key_vault_path.is_some() && self.store.kind != StoreKind::Embedded {

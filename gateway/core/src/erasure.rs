@@ -40,7 +40,7 @@ pub struct Erased {
 }
 
 impl Erased {
-    fn count(&mut self, kind: &'static str, n: u64) {
+    pub(crate) fn count(&mut self, kind: &'static str, n: u64) {
         *self.removed.entry(kind).or_default() += n;
     }
 }
@@ -205,7 +205,7 @@ impl Ctx<'_> {
 
     /// Every lookup key of `c`'s identities and identifiers that points at
     /// someone in `group` (one another customer took over stays theirs).
-    async fn erase_lookups(
+    pub(crate) async fn erase_lookups(
         &self,
         txn: &mut dyn Txn,
         c: &Customer,
@@ -282,11 +282,12 @@ impl Ctx<'_> {
             }
         }
         txn.delete(&seq_key);
+        txn.delete(&self.k().timeline_first(customer));
         Ok(())
     }
 
     /// An outbound message's record and the key its channel id finds it by.
-    async fn erase_outbound(
+    pub(crate) async fn erase_outbound(
         &self,
         txn: &mut dyn Txn,
         id: &str,

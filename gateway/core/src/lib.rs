@@ -41,6 +41,7 @@ pub mod jobs;
 pub mod quarantine;
 pub mod receipt;
 pub mod rekey;
+pub mod retention;
 pub mod seal;
 pub mod store;
 pub mod timeline;

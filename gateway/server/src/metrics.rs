@@ -40,6 +40,10 @@ impl std::fmt::Debug for Metrics {
 
 const HELP: &[(&str, &str)] = &[
     (
+        "gateway_retention_removed_total",
+        "What retention removed, by kind: timeline entries, customers archived, archived customers erased",
+    ),
+    (
         "gateway_customers_erased_total",
         "Customers erased through DELETE /admin/v1/customers/{id}",
     ),
@@ -92,13 +96,18 @@ const HELP: &[(&str, &str)] = &[
 impl Metrics {
     /// Adds one to a counter.
     pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)]) {
+        self.add(name, labels, 1);
+    }
+
+    /// Adds `n` to a counter.
+    pub fn add(&self, name: &'static str, labels: &[(&'static str, &str)], n: u64) {
         let labels = own(labels);
         let mut f = self.lock();
         *f.counters
             .entry(name)
             .or_default()
             .entry(labels)
-            .or_default() += 1;
+            .or_default() += n;
     }
 
     /// Records one observation in a histogram.

@@ -590,7 +590,48 @@ pub async fn sweep(app: Arc<App>) {
                 }
             }
         }
+        retention(&app).await;
         tokio::time::sleep(Duration::from_secs(600)).await;
+    }
+}
+
+/// One walk of the retention rules (`[privacy]`) over every customer,
+/// 200 a page, counted in `gateway_retention_removed_total`.
+async fn retention(app: &crate::app::App) {
+    let rules = app.config.privacy.retention();
+    if let Err(e) = app.db.finish_pending_shredding().await {
+        tracing::warn!("finishing an earlier erasure failed: {e}");
+    }
+    let mut cursor: Option<String> = None;
+    loop {
+        match app.db.retention_page(&rules, cursor.as_deref(), 200).await {
+            Ok((s, next)) => {
+                for (kind, n) in [
+                    ("timeline_entries", s.entries_removed),
+                    ("archived_customers", s.archived),
+                    ("erased_customers", s.erased),
+                ] {
+                    app.metrics
+                        .add("gateway_retention_removed_total", &[("kind", kind)], n);
+                }
+                if s.entries_removed + s.archived + s.erased > 0 {
+                    tracing::info!(
+                        entries = s.entries_removed,
+                        archived = s.archived,
+                        erased = s.erased,
+                        "retention"
+                    );
+                }
+                match next {
+                    Some(n) => cursor = Some(n),
+                    None => return,
+                }
+            }
+            Err(e) => {
+                tracing::warn!("retention stopped: {e}");
+                return;
+            }
+        }
     }
 }
 

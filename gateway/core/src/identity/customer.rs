@@ -98,6 +98,14 @@ pub struct Customer {
     /// `consent.<purpose>` attributes.
     #[serde(default)]
     pub consent_history: Vec<ConsentChange>,
+    /// Set when retention archived the customer for inactivity (Unix
+    /// seconds): out of every lookup until an admin restores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<u64>,
+    /// When an admin last restored the customer from the archive (counts
+    /// as activity: not archived again before `archive_after_days`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_at: Option<u64>,
 }
 
 /// How many consent changes a customer keeps.

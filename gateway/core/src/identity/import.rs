@@ -80,6 +80,8 @@ pub(crate) async fn import_in(
             merged_into: None,
             absorbed: Vec::new(),
             consent_history: Vec::new(),
+            archived_at: None,
+            restored_at: None,
         },
     };
     for other in owners.iter().skip(1) {

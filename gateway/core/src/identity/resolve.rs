@@ -194,6 +194,8 @@ pub(crate) async fn resolve_in(
                 merged_into: None,
                 absorbed: Vec::new(),
                 consent_history: Vec::new(),
+                archived_at: None,
+                restored_at: None,
             };
             res.created = true;
             res.linked = Some(How::Channel);

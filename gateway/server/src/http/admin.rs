@@ -127,6 +127,9 @@ pub(crate) fn customer_json(c: &Customer, primary: IdentifierKind) -> Value {
     if let Some(m) = &c.merged_into {
         v["merged_into"] = json!(m);
     }
+    if let Some(at) = c.archived_at {
+        v["archived_at"] = json!(rfc3339(at));
+    }
     v
 }
 

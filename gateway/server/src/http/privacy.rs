@@ -59,6 +59,20 @@ pub(super) async fn erase(app: &App, _: &mut Req, p: Params<'_>) -> Result<Resp,
     Ok(super::admin::json_resp(200, &receipt))
 }
 
+/// `POST /admin/v1/customers/{id}/restore`: brings a customer retention
+/// archived back into the lookups, for every identity and identifier no one
+/// else has taken meanwhile (`not_relinked` lists the others).
+pub(super) async fn restore(app: &App, _: &mut Req, p: Params<'_>) -> Result<Resp, ApiError> {
+    let (c, taken) = app.db.restore(p[0]).await.map_err(ApiError::from)?;
+    Ok(super::admin::json_resp(
+        200,
+        &json!({
+            "customer": super::admin::customer_json(&c, app.primary_identifier),
+            "not_relinked": taken,
+        }),
+    ))
+}
+
 /// An export's answer headers: a download, never cached.
 fn attachment(mut resp: Resp, name: &str) -> Resp {
     if let Ok(v) = header::HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {

@@ -102,6 +102,7 @@ pub(crate) static ROUTES: &[Route] = &[
     route!(DELETE "/admin/v1/customers/{id}", Access::Roles(ADMIN), privacy::erase, audit "customer.erase"),
     route!(GET "/admin/v1/customers/{id}/timeline", Access::Roles(STAFF), admin::timeline, audit "timeline.read"),
     route!(GET "/admin/v1/customers/{id}/export", Access::Roles(ADMIN), privacy::export, audit "customer.export"),
+    route!(POST "/admin/v1/customers/{id}/restore", Access::Roles(ADMIN), privacy::restore, audit "customer.restore"),
     route!(POST "/admin/v1/merges/{id}/undo", Access::Roles(ADMIN), admin::undo, audit "merge.undo"),
     route!(GET "/admin/v1/conflicts", Access::Roles(ADMIN), admin::conflicts, audit "conflicts.read"),
     route!(POST "/admin/v1/conflicts/{id}/resolve", Access::Roles(ADMIN), admin::resolve_conflict, audit "conflict.resolve"),
