@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Export and erasure of one customer with 10,000 timeline entries, on the
+# embedded store and on Redis (docs/benchmarks.md, issue 12), each beside
+# the plain timeline read of the same customer (the baseline: the same
+# records read and opened, nothing else). Needs redis-server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ENTRIES=${ENTRIES:-10000}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chatcrafter/target}"
+cargo build --release --bin gateway -q
+BIN="$CARGO_TARGET_DIR/release/gateway"
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+TOKEN=privacy-cost-admin-token
+SHA=$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)
+WIDGET=privacy-cost-widget-secret-0123456789abcdef
+redis-server --port 18098 --save '' --appendonly no --daemonize no > "$work/redis.log" 2>&1 &
+sleep 0.5
+config() { # store-section
+  cat <<TOML
+version = 1
+[server]
+listen = "127.0.0.1:18099"
+[store]
+$1
+[security]
+data_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
+index_key = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM="
+[widget]
+algorithms = ["HS256"]
+secret = "$WIDGET"
+[[admin.tokens]]
+name = "bench"
+token_sha256 = "$SHA"
+role = "admin"
+TOML
+}
+run() { # label store-section
+  rm -rf "$work/data"; redis-cli -p 18098 FLUSHALL > /dev/null
+  config "$2" > "$work/gateway.toml"
+  GATEWAY_LOG=warn "$BIN" serve --config "$work/gateway.toml" > "$work/out" 2> "$work/err" &
+  local pid=$!
+  sleep 1.5
+  echo "== $1"
+  python3 - "$WIDGET" "$TOKEN" "$ENTRIES" <<'PY'
+import base64, hashlib, hmac, http.client, json, statistics, sys, threading, time
+secret, token, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+b = lambda d: base64.urlsafe_b64encode(json.dumps(d, separators=(",", ":")).encode()).rstrip(b"=")
+h, p = b({"alg": "HS256", "typ": "JWT"}), b({"sub": "bench-user", "exp": int(time.time()) + 3600,
+    "email": "bench@example.com", "email_verified": True})
+s = base64.urlsafe_b64encode(hmac.new(secret.encode(), h + b"." + p, hashlib.sha256).digest()).rstrip(b"=")
+jwt = (h + b"." + p + b"." + s).decode()
+admin = {"authorization": "Bearer " + token}
+def call(method, path, body=None, headers=admin, conn=None):
+    c = conn or http.client.HTTPConnection("127.0.0.1", 18099, timeout=120)
+    c.request(method, path, body=body, headers=headers)
+    r = c.getresponse()
+    data = r.read()
+    return r.status, data
+st, _ = call("POST", "/widget/v1/messages", json.dumps({"text": "hi", "client_id": "1"}),
+             {"authorization": "Bearer " + jwt, "content-type": "application/json"})
+assert st == 202, st
+st, body = call("GET", "/admin/v1/customers?identifier=email:bench@example.com")
+cid = json.loads(body)["id"]
+def post_events(k, total):
+    c = http.client.HTTPConnection("127.0.0.1", 18099, timeout=120)
+    for i in range(k, total, 8):
+        ev = json.dumps({"identifier": {"kind": "email", "value": "bench@example.com"},
+                         "type": "page_view", "properties": {"page": "/chairs/%d" % i}})
+        st, _ = call("POST", "/v1/events", ev, dict(admin, **{"content-type": "application/json"}), c)
+        assert st == 202, st
+t0 = time.perf_counter()
+threads = [threading.Thread(target=post_events, args=(k, n)) for k in range(8)]
+[t.start() for t in threads]; [t.join() for t in threads]
+print("  %d events stored in %.1f s" % (n, time.perf_counter() - t0))
+def timed(method, path, runs):
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        st, body = call(method, path)
+        out.append(time.perf_counter() - t)
+        assert st == 200, (path, st, body[:200])
+    return statistics.median(out), len(body)
+base, size = timed("GET", "/admin/v1/customers/%s/timeline" % cid, 5)
+entries = len(json.loads(call("GET", "/admin/v1/customers/%s/timeline" % cid)[1])["entries"])
+print("  timeline read (baseline): %d entries, %.0f ms, %d bytes" % (entries, base * 1000, size))
+for fmt in ("json", "csv"):
+    t, size = timed("GET", "/admin/v1/customers/%s/export?format=%s" % (cid, fmt), 5)
+    print("  export %s: %.0f ms (%.2fx the timeline read), %d bytes" % (fmt, t * 1000, t / base, size))
+t = time.perf_counter()
+st, body = call("DELETE", "/admin/v1/customers/%s" % cid)
+e = time.perf_counter() - t
+assert st == 200, (st, body)
+removed = json.loads(body)["removed"]
+print("  erasure: %.0f ms (%.2fx the timeline read), removed %d events, %d messages" % (
+    e * 1000, e / base, removed["events"], removed["messages"]))
+PY
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+run "embedded" "path = \"$work/data\""
+run "redis" "kind = \"redis\"
+url = \"redis://127.0.0.1:18098\""
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem/{print $2}') GiB"
