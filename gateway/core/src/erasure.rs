@@ -70,10 +70,32 @@ impl<B: Backend> Db<B> {
     /// doc), then destroys their keys. [`DbError::NotFound`] when there is
     /// no such customer (or it was erased already).
     pub async fn erase(&self, id: &str) -> Result<Erased, DbError> {
+        self.erase_checked(id, None).await
+    }
+
+    /// [`Db::erase`] of a customer retention archived at `archived_at`,
+    /// only if it still is ([`DbError::Invalid`] otherwise: restored or
+    /// active again meanwhile).
+    pub async fn erase_archived(&self, id: &str, archived_at: u64) -> Result<Erased, DbError> {
+        self.erase_checked(id, Some(archived_at)).await
+    }
+
+    async fn erase_checked(&self, id: &str, archived_at: Option<u64>) -> Result<Erased, DbError> {
         // An earlier erasure stopped before its keys were destroyed.
         self.finish_pending_shredding().await?;
         let mut erased = self
-            .unit(move |ctx, txn| Box::pin(ctx.erase_in(txn, id)))
+            .unit(move |ctx, txn| {
+                Box::pin(async move {
+                    if let Some(at) = archived_at
+                        && ctx.load_customer(txn, id).await?.archived_at != Some(at)
+                    {
+                        return Err(DbError::Invalid(format!(
+                            "customer {id} is no longer archived"
+                        )));
+                    }
+                    ctx.erase_in(txn, id).await
+                })
+            })
             .await?;
         let keys = self.finish_shredding(&erased.customers).await?;
         erased.count("customer_keys", keys as u64);

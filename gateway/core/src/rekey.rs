@@ -91,13 +91,17 @@ impl<B: Backend> Db<B> {
                         .seal(rng, &plain, key.as_bytes())
                         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
                     // Kept no longer than it would have been.
-                    let expiry = if key.starts_with(early.as_str()) {
-                        Some(Expiry::after(now, 24 * 3600))
-                    } else if key.starts_with(token.as_str()) {
+                    let stored_at = |field: &str| {
                         serde_json::from_slice::<serde_json::Value>(&plain)
                             .ok()
-                            .and_then(|t| t["expires_at"].as_u64())
-                            .map(|at| Expiry::until(at, now))
+                            .and_then(|t| t[field].as_u64())
+                    };
+                    let expiry = if key.starts_with(early.as_str()) {
+                        // A day from the status, as when it was written.
+                        let at = stored_at("at").unwrap_or(now);
+                        Some(Expiry::until(at.saturating_add(24 * 3600), now))
+                    } else if key.starts_with(token.as_str()) {
+                        stored_at("expires_at").map(|at| Expiry::until(at, now))
                     } else {
                         None
                     };

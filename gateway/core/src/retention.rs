@@ -17,6 +17,10 @@ use crate::store::{Backend, Txn, get};
 
 const DAY: u64 = 24 * 3600;
 
+/// Timeline entries one unit removes at most (the walk comes back for the
+/// rest): a unit stays small beside a customer's live traffic.
+const TRIM_PER_UNIT: u64 = 256;
+
 /// The retention rules, in days (0: never).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
@@ -39,6 +43,9 @@ pub struct RetentionStats {
     pub archived: u64,
     /// Archived customers erased.
     pub erased: u64,
+    /// Customers the walk could not judge this time (a record that does
+    /// not open, a customer too busy to lock): left for the next walk.
+    pub failed: u64,
 }
 
 impl RetentionStats {
@@ -48,13 +55,14 @@ impl RetentionStats {
         self.entries_removed += other.entries_removed;
         self.archived += other.archived;
         self.erased += other.erased;
+        self.failed += other.failed;
     }
 }
 
 /// What the unit for one customer decided.
 enum Decision {
     Kept { removed: u64, archived: bool },
-    Erase,
+    Erase { archived_at: u64 },
 }
 
 impl<B: Backend> Db<B> {
@@ -78,22 +86,55 @@ impl<B: Backend> Db<B> {
                 continue;
             };
             stats.customers += 1;
-            let decision = self
-                .unit(move |ctx, txn| Box::pin(ctx.retain_in(txn, id, rules)))
-                .await;
-            match decision {
-                Ok(Decision::Kept { removed, archived }) => {
-                    stats.entries_removed += removed;
-                    stats.archived += u64::from(archived);
+            // Trimming a long history takes several units.
+            let decision = loop {
+                let d = self
+                    .unit(move |ctx, txn| Box::pin(ctx.retain_in(txn, id, rules)))
+                    .await;
+                match d {
+                    Ok(Decision::Kept { removed, archived }) => {
+                        stats.entries_removed += removed;
+                        stats.archived += u64::from(archived);
+                        if removed < TRIM_PER_UNIT || archived {
+                            break Ok(());
+                        }
+                    }
+                    // Only if still archived since then (not restored or
+                    // active again meanwhile).
+                    Ok(Decision::Erase { archived_at }) => {
+                        match self.erase_archived(id, archived_at).await {
+                            Ok(_) => {
+                                stats.erased += 1;
+                                break self
+                                    .audit(&crate::audit::AuditDraft {
+                                        actor: "retention".into(),
+                                        action: "customer.erase".into(),
+                                        route: "retention: delete_archived_after_days".into(),
+                                        customer_id: Some(id.to_string()),
+                                        outcome: "ok".into(),
+                                    })
+                                    .await
+                                    .map(|_| ());
+                            }
+                            Err(DbError::NotFound(_) | DbError::Invalid(_)) => break Ok(()),
+                            Err(e) => break Err(e),
+                        }
+                    }
+                    // Erased or merged away since the page was read.
+                    Err(DbError::NotFound(_)) => break Ok(()),
+                    Err(e) => break Err(e),
                 }
-                Ok(Decision::Erase) => match self.erase(id).await {
-                    Ok(_) => stats.erased += 1,
-                    Err(DbError::NotFound(_)) => {}
-                    Err(e) => return Err(e),
-                },
-                // Erased or merged away since the page was read.
-                Err(DbError::NotFound(_)) => {}
-                Err(e) => return Err(e),
+            };
+            match decision {
+                Ok(()) => {}
+                // The store is unreachable: the walk stops here.
+                Err(DbError::Store(crate::store::StoreError::Unavailable(m))) => {
+                    return Err(DbError::Store(crate::store::StoreError::Unavailable(m)));
+                }
+                // One customer that cannot be judged (a record that does
+                // not open, a customer too busy to lock) does not stop the
+                // walk: the next one tries again.
+                Err(_) => stats.failed += 1,
             }
         }
         Ok((stats, next))
@@ -215,12 +256,6 @@ impl Ctx<'_> {
             });
         }
         let now = self.clock.now_secs();
-        if let Some(at) = c.archived_at
-            && rules.delete_archived_after_days > 0
-            && now.saturating_sub(at) >= rules.delete_archived_after_days * DAY
-        {
-            return Ok(Decision::Erase);
-        }
         let members = self.group_of(txn, &c).await?;
         let mut removed = 0;
         let mut last_active = c.created_at.max(c.restored_at.unwrap_or(0));
@@ -235,6 +270,18 @@ impl Ctx<'_> {
             let (n, last) = self.trim_history(txn, &m.id, rules, now).await?;
             removed += n;
             last_active = last_active.max(last);
+        }
+        if let Some(at) = c.archived_at {
+            if last_active > at {
+                // Active again since (a merge, a reply, a change brought
+                // them back): no longer archived.
+                c.archived_at = None;
+                self.save_customer(txn, &c)?;
+            } else if rules.delete_archived_after_days > 0
+                && now.saturating_sub(at) >= rules.delete_archived_after_days * DAY
+            {
+                return Ok(Decision::Erase { archived_at: at });
+            }
         }
         let archive = c.archived_at.is_none()
             && rules.archive_after_days > 0
@@ -272,7 +319,18 @@ impl Ctx<'_> {
                 .and_then(|b| std::str::from_utf8(b).ok()?.parse().ok())
                 .unwrap_or(0)
         };
-        let (n, first) = (number(&counters[0]), number(&counters[1]));
+        // `tlfirst` is `N:AT`: the first entry not removed, and when the
+        // newest entry removed so far was (activity that stays known once
+        // its entry is gone).
+        let marker = counters[1]
+            .as_deref()
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("0")
+            .to_string();
+        let (first_part, trimmed_part) = marker.split_once(':').unwrap_or((&marker, "0"));
+        let first: u64 = first_part.parse().unwrap_or(0);
+        let mut trimmed_at: u64 = trimmed_part.parse().unwrap_or(0);
+        let n = number(&counters[0]);
         if n == 0 {
             return Ok((0, 0));
         }
@@ -280,7 +338,8 @@ impl Ctx<'_> {
         let newest = match get(txn, &last_key).await? {
             Some(b) => self.open::<Entry>(&last_key, &b)?.at,
             None => 0,
-        };
+        }
+        .max(trimmed_at);
         if rules.history_days == 0 {
             return Ok((0, newest));
         }
@@ -288,7 +347,7 @@ impl Ctx<'_> {
         let mut removed = 0;
         let mut next = first;
         let mut scratch = Erased::default();
-        'pages: while next < n {
+        'pages: while next < n && removed < TRIM_PER_UNIT {
             let keys: Vec<String> = (next..n.min(next + 64))
                 .map(|i| k.timeline_entry(customer, i))
                 .collect();
@@ -300,6 +359,7 @@ impl Ctx<'_> {
                     }
                     txn.delete(key);
                     removed += 1;
+                    trimmed_at = trimmed_at.max(entry.at);
                     match (&entry.direction, &entry.message_ref) {
                         (Direction::Inbound, Some(pid)) => {
                             txn.delete(&k.dedup(&entry.channel, pid));
@@ -314,7 +374,7 @@ impl Ctx<'_> {
             }
         }
         if next != first {
-            txn.put(&first_key, next.to_string().into_bytes());
+            txn.put(&first_key, format!("{next}:{trimmed_at}").into_bytes());
         }
         Ok((removed, newest))
     }
@@ -411,5 +471,38 @@ mod tests {
         let done = run(db.retention_pass(&RULES, 10)).unwrap();
         assert_eq!(done.erased, 3, "{done:?}");
         assert!(matches!(run(db.customer(&id)), Err(DbError::NotFound(_))));
+    }
+
+    #[test]
+    fn activity_outlives_its_trimmed_entries_and_brings_an_archived_customer_back() {
+        let (db, clock) = db(Rules::default());
+        let at = |days: u64| T0 + days * DAY;
+        let s = sender("whatsapp", "15557654321", vec![], at(0));
+        run(db.record_inbound(&message(&s, "w1", "hello"))).unwrap();
+        let id = run(db.find_identity("whatsapp", "15557654321"))
+            .unwrap()
+            .unwrap();
+        // Day 35: the message is trimmed; day 40: its time is still known,
+        // so 40 days of quiet are not yet 60.
+        clock.set_ms(at(35) * 1000);
+        assert_eq!(
+            run(db.retention_pass(&RULES, 10)).unwrap().entries_removed,
+            1
+        );
+        clock.set_ms(at(40) * 1000);
+        assert_eq!(run(db.retention_pass(&RULES, 10)).unwrap().archived, 0);
+        clock.set_ms(at(61) * 1000);
+        assert_eq!(run(db.retention_pass(&RULES, 10)).unwrap().archived, 1);
+        // A change after the archiving is activity: the next walk takes
+        // them out of the archive (and does not erase them later).
+        clock.set_ms(at(62) * 1000);
+        let mut attrs = std::collections::BTreeMap::new();
+        attrs.insert("tier".to_string(), "gold".to_string());
+        run(db.set_attributes(&id, &attrs, "admin", at(62))).unwrap();
+        run(db.retention_pass(&RULES, 10)).unwrap();
+        assert_eq!(run(db.customer(&id)).unwrap().archived_at, None);
+        clock.set_ms(at(61 + 91) * 1000);
+        let done = run(db.retention_pass(&RULES, 10)).unwrap();
+        assert_eq!(done.erased, 0, "{done:?}");
     }
 }

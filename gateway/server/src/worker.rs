@@ -614,11 +614,12 @@ async fn retention(app: &crate::app::App) {
                     app.metrics
                         .add("gateway_retention_removed_total", &[("kind", kind)], n);
                 }
-                if s.entries_removed + s.archived + s.erased > 0 {
+                if s.entries_removed + s.archived + s.erased + s.failed > 0 {
                     tracing::info!(
                         entries = s.entries_removed,
                         archived = s.archived,
                         erased = s.erased,
+                        failed = s.failed,
                         "retention"
                     );
                 }

@@ -18,7 +18,7 @@
 //! | `P idx:H(KIND, value)` | the customer id an email/phone/user id belongs to | that customer | as above |
 //! | `P ckey:{c:ID}` | the customer's own data key, wrapped by the data key; erasure destroys it (in the key vault when one is configured, else here) | customer ID | until erased |
 //! | `P tlseq:{c:ID}` | how many timeline entries ID has (plain number) | customer ID | until erased |
-//! | `P tlfirst:{c:ID}` | the first timeline entry retention has not removed (plain number) | customer ID | until erased |
+//! | `P tlfirst:{c:ID}` | `N:AT`: the first timeline entry retention has not removed, and when the newest removed one was (plain) | customer ID | until erased |
 //! | `P tl:{c:ID}:N` | timeline entry N: a message, event or reply | customer ID | until erased |
 //! | `P conv:{c:ID}` | conversation state: reply routes, hand-off, outbox, proactive count | customer ID | until erased |
 //! | `P merge:ID` | a merge record: both customers as they were, what was dropped | both customers | until erased |

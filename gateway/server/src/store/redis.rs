@@ -297,10 +297,19 @@ impl Backend for Redis {
                     .map_err(|_| StoreError::Unavailable(format!("not a scan cursor: {c}")))?,
                 None => 0,
             };
+            // The prefix is matched literally: its glob characters escaped.
+            let mut pattern = String::with_capacity(prefix.len() + 1);
+            for ch in prefix.chars() {
+                if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+                    pattern.push('\\');
+                }
+                pattern.push(ch);
+            }
+            pattern.push('*');
             let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
                 .arg(start)
                 .arg("MATCH")
-                .arg(format!("{prefix}*"))
+                .arg(pattern)
                 .arg("COUNT")
                 .arg(limit)
                 .query_async(&mut conn)
