@@ -54,14 +54,28 @@ impl Ctx<'_> {
             pending.extend(self.load_customer(txn, &id).await?.absorbed);
             owners.push(id);
         }
-        let seq_keys: Vec<String> = owners.iter().map(|o| self.k().timeline_seq(o)).collect();
-        let counts = txn.get_many(&seq_keys).await?;
+        // Each owner's counter, and where retention left off (`N:AT`).
+        let mut counter_keys: Vec<String> =
+            owners.iter().map(|o| self.k().timeline_seq(o)).collect();
+        counter_keys.extend(owners.iter().map(|o| self.k().timeline_first(o)));
+        let mut counts = txn.get_many(&counter_keys).await?;
+        let firsts = counts.split_off(owners.len());
         let mut keys = Vec::new();
-        for (owner, count) in owners.iter().zip(counts) {
+        for ((owner, count), first) in owners.iter().zip(counts).zip(firsts) {
             let n: u64 = count
                 .and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok())
                 .unwrap_or(0);
-            let from = n.saturating_sub(limit as u64);
+            let first: u64 = first
+                .and_then(|b| {
+                    std::str::from_utf8(&b)
+                        .ok()?
+                        .split(':')
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or(0);
+            let from = n.saturating_sub(limit as u64).max(first);
             keys.extend((from..n).map(|k| self.k().timeline_entry(owner, k)));
         }
         let values = txn.get_many(&keys).await?;
