@@ -515,6 +515,11 @@ fn erase_the_journey(s: Setup, apis: &MockApi, store: &Store, id: &str, personal
     assert_eq!(r.status, 201, "{}", r.text());
     wait_for(apis, "/wa/", 2, gw);
     let messages = timeline(gw, id).len();
+    // The export shows the reminder still to go out.
+    let export = admin(gw, "GET", &format!("/admin/v1/customers/{id}/export"), b"");
+    assert_eq!(export.status, 200, "{}", export.text());
+    let reminders = export.json()["queued"]["reminders"].clone();
+    assert_eq!(reminders.as_array().unwrap().len(), 1, "{reminders}");
 
     // A backup of the store (and, apart, of the key vault) before.
     let backup = scratch(&format!(

@@ -1278,10 +1278,37 @@ fn an_export_holds_everything_in_json_and_csv_and_is_audited() {
         br#"{"attributes":{"note":"=HYPERLINK(\"http://evil.example\",\"click\")","consent.marketing":"granted"}}"#,
     );
     assert_eq!(patch.status, 200, "{}", patch.text());
+    // A second value: the first goes to the attribute history.
+    let patch = admin(
+        &gw,
+        ADMIN,
+        "PATCH",
+        &format!("/admin/v1/customers/{id}"),
+        br#"{"attributes":{"tier":"silver"}}"#,
+    );
+    assert_eq!(patch.status, 200, "{}", patch.text());
+    let patch = admin(
+        &gw,
+        ADMIN,
+        "PATCH",
+        &format!("/admin/v1/customers/{id}"),
+        br#"{"attributes":{"tier":"gold"}}"#,
+    );
+    assert_eq!(patch.status, 200, "{}", patch.text());
     let path = format!("/admin/v1/customers/{id}/export");
     assert_eq!(admin(&gw, AGENT, "GET", &path, b"").status, 403);
     let json = admin(&gw, ADMIN, "GET", &path, b"");
     assert_eq!(json.status, 200, "{}", json.text());
+    let history = json.json()["attribute_history"].clone();
+    let tiers: Vec<(&str, &str)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["name"] == "tier")
+        .map(|h| (h["value"].as_str().unwrap(), h["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(tiers, [("silver", "admin")], "{history}");
+    assert!(json.json()["queued"]["outbound"].is_array());
     assert!(
         json.header("content-disposition")
             .unwrap()

@@ -159,16 +159,7 @@ impl Ctx<'_> {
     /// The erasure's unit (see the module doc).
     async fn erase_in(&self, txn: &mut dyn Txn, id: &str) -> Result<Erased, DbError> {
         let live = self.live_customer(txn, id).await?;
-        let mut members: Vec<Customer> = vec![live];
-        let mut pending = members[0].absorbed.clone();
-        while let Some(m) = pending.pop() {
-            if members.iter().any(|c| c.id == m) {
-                continue;
-            }
-            let c = self.load_customer(txn, &m).await?;
-            pending.extend(c.absorbed.iter().cloned());
-            members.push(c);
-        }
+        let members: Vec<Customer> = self.group_of(txn, &live).await?;
         let group: BTreeSet<String> = members.iter().map(|c| c.id.clone()).collect();
         let mut erased = Erased {
             customer_id: id.to_string(),

@@ -393,6 +393,35 @@ impl<B: Backend> Db<B> {
 pub const SESSION_OPENED_EVERY_SECONDS: u64 = 86_400;
 
 impl<B: Backend> Db<B> {
+    /// What is still to go out to customer `id` (and those merged into
+    /// it): outbound messages not yet sent, and scheduled reminders with
+    /// their jobs (for the export).
+    pub async fn queued_for(&self, id: &str) -> Result<(Vec<Outbound>, Vec<Job>), DbError> {
+        self.read_unit(move |ctx, txn| {
+            Box::pin(async move {
+                let live = ctx.live_customer(txn, id).await?;
+                let (mut outbound, mut reminders) = (Vec::new(), Vec::new());
+                for m in ctx.group_of(txn, &live).await? {
+                    let state = ctx.load_state(txn, &m.id).await?;
+                    for oid in &state.outbox {
+                        match ctx.load_outbound(txn, oid).await {
+                            Ok(o) => outbound.push(o),
+                            Err(DbError::NotFound(_)) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    for jid in &state.reminders {
+                        reminders.extend(ctx.load_job(txn, jid).await?);
+                    }
+                }
+                Ok((outbound, reminders))
+            })
+        })
+        .await
+    }
+}
+
+impl<B: Backend> Db<B> {
     /// A widget session opened for `customer_id` (as `identity`): when the
     /// customer has written on another channel and no session opened in
     /// the last day, records a `session_opened` event on the timeline and

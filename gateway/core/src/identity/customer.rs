@@ -98,6 +98,11 @@ pub struct Customer {
     /// `consent.<purpose>` attributes.
     #[serde(default)]
     pub consent_history: Vec<ConsentChange>,
+    /// Values attributes held before their current one, oldest first (the
+    /// newest [`ATTRIBUTE_HISTORY_KEPT`]): with `attributes`, every value
+    /// each attribute had, when and from where.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attribute_history: Vec<PastAttribute>,
     /// Set when retention archived the customer for inactivity (Unix
     /// seconds): out of every lookup until an admin restores it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,6 +115,24 @@ pub struct Customer {
 
 /// How many consent changes a customer keeps.
 pub const CONSENT_HISTORY_KEPT: usize = 200;
+
+/// How many replaced attribute values a customer keeps.
+pub const ATTRIBUTE_HISTORY_KEPT: usize = 200;
+
+/// A value an attribute held before it was replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PastAttribute {
+    /// The attribute.
+    pub name: String,
+    /// The value it held.
+    pub value: String,
+    /// Where that value came from.
+    pub source: String,
+    /// When it was set (Unix seconds).
+    pub set_at: u64,
+    /// When it was replaced (Unix seconds).
+    pub replaced_at: u64,
+}
 
 /// One consent given or withdrawn.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,7 +163,7 @@ impl Customer {
                 .saturating_sub(CONSENT_HISTORY_KEPT);
             self.consent_history.drain(..excess);
         }
-        self.attributes.insert(
+        let old = self.attributes.insert(
             name.to_string(),
             Attribute {
                 value: value.to_string(),
@@ -148,6 +171,20 @@ impl Customer {
                 source: source.to_string(),
             },
         );
+        if let Some(old) = old.filter(|o| o.value != value) {
+            self.attribute_history.push(PastAttribute {
+                name: name.to_string(),
+                value: old.value,
+                source: old.source,
+                set_at: old.updated_at,
+                replaced_at: at,
+            });
+            let excess = self
+                .attribute_history
+                .len()
+                .saturating_sub(ATTRIBUTE_HISTORY_KEPT);
+            self.attribute_history.drain(..excess);
+        }
     }
 }
 

@@ -80,6 +80,7 @@ pub(crate) async fn import_in(
             merged_into: None,
             absorbed: Vec::new(),
             consent_history: Vec::new(),
+            attribute_history: Vec::new(),
             archived_at: None,
             restored_at: None,
         },

@@ -155,6 +155,9 @@ pub(crate) async fn merge_in(
     // Both consent histories, in time order.
     s2.consent_history.extend(m.consent_history.iter().cloned());
     s2.consent_history.sort_by_key(|c| c.at);
+    s2.attribute_history
+        .extend(m.attribute_history.iter().cloned());
+    s2.attribute_history.sort_by_key(|a| a.replaced_at);
     let mut m2 = m.clone();
     m2.merged_into = Some(s2.id.clone());
     s2.absorbed.push(m2.id.clone());
@@ -230,6 +233,9 @@ pub(crate) async fn undo_in(
     // given since the merge stays.
     s.consent_history
         .retain(|c| c.at > record.at || !record.merged_before.consent_history.contains(c));
+    s.attribute_history.retain(|a| {
+        a.replaced_at > record.at || !record.merged_before.attribute_history.contains(a)
+    });
     let m = record.merged_before.clone();
     ctx.point_links_at(txn, &m, &m.id);
     // Identifiers both had before the merge stay with the survivor.

@@ -194,6 +194,7 @@ pub(crate) async fn resolve_in(
                 merged_into: None,
                 absorbed: Vec::new(),
                 consent_history: Vec::new(),
+                attribute_history: Vec::new(),
                 archived_at: None,
                 restored_at: None,
             };

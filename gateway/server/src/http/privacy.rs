@@ -110,6 +110,33 @@ async fn export_doc(app: &App, customer_id: &str) -> Result<Value, ApiError> {
             json!({"name": name, "value": a.value, "source": a.source, "updated_at": rfc3339(a.updated_at)})
         })
         .collect();
+    let (queued, reminders) = app.db.queued_for(&c.id).await.map_err(ApiError::from)?;
+    let queued: Vec<Value> = queued
+        .iter()
+        .map(|o| {
+            json!({"id": o.id, "channel": o.routes.get(o.route).map(|r| r.identity.channel.clone()),
+                   "text": o.text, "author": o.author, "state": o.state.as_str(),
+                   "created_at": rfc3339(o.created_at)})
+        })
+        .collect();
+    let reminders: Vec<Value> = reminders
+        .iter()
+        .filter_map(|j| match &j.kind {
+            chatcrafter_core::delivery::JobKind::Reminder { abandoned_at, .. } => Some(
+                json!({"id": j.id, "cart_abandoned_at": rfc3339(*abandoned_at),
+                       "scheduled_at": rfc3339(j.created_ms / 1000)}),
+            ),
+            _ => None,
+        })
+        .collect();
+    let attribute_history: Vec<Value> = c
+        .attribute_history
+        .iter()
+        .map(|a| {
+            json!({"name": a.name, "value": a.value, "source": a.source,
+                   "set_at": rfc3339(a.set_at), "replaced_at": rfc3339(a.replaced_at)})
+        })
+        .collect();
     let doc = json!({
         "format": FORMAT,
         "exported_at": rfc3339(app.clock.now_secs()),
@@ -117,6 +144,7 @@ async fn export_doc(app: &App, customer_id: &str) -> Result<Value, ApiError> {
         "created_at": rfc3339(c.created_at),
         "primary_identifier": profile["primary_identifier"],
         "attributes": attributes,
+        "attribute_history": attribute_history,
         "consent": profile["consent"],
         "consent_history": c.consent_history.iter().map(|h| json!({
             "purpose": h.purpose, "granted": h.granted, "at": rfc3339(h.at), "source": h.source,
@@ -126,6 +154,7 @@ async fn export_doc(app: &App, customer_id: &str) -> Result<Value, ApiError> {
         "merges": {"absorbed": c.absorbed, "merged_into": c.merged_into},
         "conflicts": conflicts,
         "timeline": timeline.iter().map(super::admin::entry_json).collect::<Vec<_>>(),
+        "queued": {"outbound": queued, "reminders": reminders},
     });
     Ok(doc)
 }
@@ -270,6 +299,9 @@ fn csv(doc: &Value) -> String {
     items("conflict", &doc["conflicts"], "id");
     items("timeline", &doc["timeline"], "id");
     items("consent_history", &doc["consent_history"], "");
+    items("attribute_history", &doc["attribute_history"], "name");
+    items("queued_outbound", &doc["queued"]["outbound"], "id");
+    items("queued_reminder", &doc["queued"]["reminders"], "id");
     for (purpose, c) in doc["consent"].as_object().into_iter().flatten() {
         for (field, value) in c.as_object().into_iter().flatten() {
             row("consent", purpose, field, value);
