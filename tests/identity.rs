@@ -1661,6 +1661,21 @@ fn retention_runs_in_the_gateway_by_its_clock_trimming_archiving_and_restoring()
         .as_str()
         .unwrap()
         .to_string();
+    // The agent has answered before the clock moves (else its late answer
+    // would be a new entry).
+    let entries = |gw: &Gateway| {
+        admin(
+            gw,
+            ADMIN,
+            "GET",
+            &format!("/admin/v1/customers/{id}/timeline"),
+            b"",
+        )
+        .json()["entries"]
+            .as_array()
+            .map(Vec::len)
+    };
+    assert!(eventually(Duration::from_secs(10), || entries(&gw) == Some(2)));
     drop(gw);
     let lib = libfaketime();
     let ahead = |days: &str| {
