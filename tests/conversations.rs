@@ -521,18 +521,38 @@ fn erase_the_journey(s: Setup, apis: &MockApi, store: &Store, id: &str, personal
     let reminders = export.json()["queued"]["reminders"].clone();
     assert_eq!(reminders.as_array().unwrap().len(), 1, "{reminders}");
 
-    // A backup of the store (and, apart, of the key vault) before.
+    // Copies made before: the data Redis's append-only file, and apart, an
+    // RDB snapshot of the key vault.
     let backup = scratch(&format!(
         "{}-backup",
         gw.dir.file_name().unwrap().to_string_lossy()
     ));
     if let Store::Redis { data, vault } = store {
-        for (port, name) in [(*data, "data"), (*vault, "vault")] {
-            let dir = redis_dir(port);
-            redis_cmd(port, &["SAVE"]);
-            std::fs::create_dir_all(backup.join(name)).unwrap();
-            std::fs::copy(dir.join("dump.rdb"), backup.join(name).join("dump.rdb")).unwrap();
+        // Everything written so far in the AOF's base file.
+        redis_cmd(*data, &["BGREWRITEAOF"]);
+        assert!(eventually(WAIT, || {
+            let redis::Value::BulkString(info) = redis_cmd(*data, &["INFO", "persistence"]) else {
+                return false;
+            };
+            let info = String::from_utf8_lossy(&info).to_string();
+            info.contains("aof_enabled:1")
+                && info.contains("aof_rewrite_in_progress:0")
+                && info.contains("aof_rewrite_scheduled:0")
+        }));
+        let aof = redis_dir(*data).join("appendonlydir");
+        let copy = backup.join("data").join("appendonlydir");
+        std::fs::create_dir_all(&copy).unwrap();
+        for f in std::fs::read_dir(&aof).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), copy.join(f.file_name())).unwrap();
         }
+        redis_cmd(*vault, &["SAVE"]);
+        std::fs::create_dir_all(backup.join("vault")).unwrap();
+        std::fs::copy(
+            redis_dir(*vault).join("dump.rdb"),
+            backup.join("vault").join("dump.rdb"),
+        )
+        .unwrap();
     }
 
     let r = admin(gw, "DELETE", &format!("/admin/v1/customers/{id}"), b"");
@@ -702,11 +722,12 @@ fn erase_the_journey(s: Setup, apis: &MockApi, store: &Store, id: &str, personal
     assert_eq!(timeline(gw, &fresh)[0]["text"], "hello again");
 
     if let Store::Redis { vault, .. } = store {
-        // The backup made before the erasure, restored beside the live
-        // key vault: the records are there and no longer open. Beside the
-        // vault's own backup they still do (all the data is there: only
-        // the key is gone).
-        let restored = RedisServer::start(&backup.join("data"), 0, None);
+        // The AOF copied before the erasure, loaded by a Redis of its own
+        // beside the live key vault: the records are there and no longer
+        // open with the configured keys. Beside the vault's own earlier
+        // snapshot they still do (all the data is there: only the key is
+        // gone).
+        let restored = RedisServer::start_persisting(&backup.join("data"), 0, None, true);
         let old_vault = RedisServer::start(&backup.join("vault"), 0, None);
         for (vault, opens) in [(*vault, false), (old_vault.port, true)] {
             let store = Store::Redis {
@@ -747,7 +768,8 @@ fn the_journey_on_redis() {
     for d in ["data", "vault"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
-    let redis = RedisServer::start(&dir.join("data"), 0, None);
+    // The data Redis keeps an append-only file, as a deployment would.
+    let redis = RedisServer::start_persisting(&dir.join("data"), 0, None, true);
     let vault = RedisServer::start(&dir.join("vault"), 0, None);
     the_journey(
         &Store::Redis {

@@ -304,6 +304,17 @@ impl RedisServer {
     /// Starts one on `port` (0: a free port), or with TLS only when `tls`
     /// names a certificate and key, and waits until it accepts connections.
     pub fn start(dir: &Path, port: u16, tls: Option<(&Path, &Path)>) -> RedisServer {
+        Self::start_persisting(dir, port, tls, false)
+    }
+
+    /// [`RedisServer::start`], keeping an append-only file in `dir` when
+    /// `aof` (and loading the one there at start).
+    pub fn start_persisting(
+        dir: &Path,
+        port: u16,
+        tls: Option<(&Path, &Path)>,
+        aof: bool,
+    ) -> RedisServer {
         for _ in 0..5 {
             let port = if port == 0 {
                 std::net::TcpListener::bind("127.0.0.1:0")
@@ -321,9 +332,17 @@ impl RedisServer {
             cmd.env_remove("LD_PRELOAD")
                 .env_remove("FAKETIME")
                 .env_remove("DYLD_INSERT_LIBRARIES");
-            cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(dir);
+            let appendonly = if aof { "yes" } else { "no" };
+            cmd.args([
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                appendonly,
+            ])
+            .arg("--dir")
+            .arg(dir);
             match tls {
                 None => cmd.args(["--port", &port.to_string()]),
                 Some((cert, key)) => cmd
