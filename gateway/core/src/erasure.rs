@@ -225,19 +225,7 @@ impl Ctx<'_> {
         group: &BTreeSet<String>,
         erased: &mut Erased,
     ) -> Result<(), DbError> {
-        let mut keys = Vec::new();
-        for i in &c.identities {
-            let identity = crate::channel::ChannelIdentity {
-                channel: i.channel.clone(),
-                scope: i.scope.clone(),
-                id: i.id.clone(),
-            };
-            keys.push(self.k().identity(&identity));
-            keys.push(self.k().identity_any(&i.channel, &i.id));
-        }
-        for i in &c.identifiers {
-            keys.push(self.k().identifier(&i.identifier));
-        }
+        let keys: Vec<String> = self.lookup_keys(c).into_iter().map(|(k, _)| k).collect();
         erased.count("identities", c.identities.len() as u64);
         erased.count("identifiers", c.identifiers.len() as u64);
         let values = txn.get_many(&keys).await?;

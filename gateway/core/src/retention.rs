@@ -219,7 +219,7 @@ impl Ctx<'_> {
 
     /// Every lookup key of `c`'s identities and identifiers, each with
     /// what it finds (`channel:id`, `kind:value`).
-    fn lookup_keys(&self, c: &Customer) -> Vec<(String, String)> {
+    pub(crate) fn lookup_keys(&self, c: &Customer) -> Vec<(String, String)> {
         let mut keys = Vec::new();
         for i in &c.identities {
             let identity = crate::channel::ChannelIdentity {
