@@ -250,6 +250,48 @@ impl Ctx<'_> {
         }
     }
 
+    /// `c` and every customer merged into it, transitively.
+    pub(crate) async fn group_of(
+        &self,
+        txn: &mut dyn Txn,
+        c: &Customer,
+    ) -> Result<Vec<Customer>, DbError> {
+        let mut members = vec![c.clone()];
+        let mut pending = c.absorbed.clone();
+        while let Some(m) = pending.pop() {
+            if members.iter().any(|c| c.id == m) {
+                continue;
+            }
+            let c = self.load_customer(txn, &m).await?;
+            pending.extend(c.absorbed.iter().cloned());
+            members.push(c);
+        }
+        Ok(members)
+    }
+
+    /// Every lookup key of `c`'s identities and identifiers, each with
+    /// what it finds (`channel:id`, `kind:value`).
+    pub(crate) fn lookup_keys(&self, c: &Customer) -> Vec<(String, String)> {
+        let mut keys = Vec::new();
+        for i in &c.identities {
+            let identity = crate::channel::ChannelIdentity {
+                channel: i.channel.clone(),
+                scope: i.scope.clone(),
+                id: i.id.clone(),
+            };
+            let name = format!("{}:{}", i.channel, i.id);
+            keys.push((self.k().identity(&identity), name.clone()));
+            keys.push((self.k().identity_any(&i.channel, &i.id), name));
+        }
+        for i in &c.identifiers {
+            keys.push((
+                self.k().identifier(&i.identifier),
+                format!("{}:{}", i.identifier.kind.as_str(), i.identifier.value),
+            ));
+        }
+        keys
+    }
+
     pub(crate) fn save_customer(&self, txn: &mut dyn Txn, c: &Customer) -> Result<(), DbError> {
         let key = self.k().customer(&c.id);
         txn.put(&key, self.seal(&key, c)?);
