@@ -1565,7 +1565,9 @@ fn a_rotated_data_key_is_retired_by_gateway_rekey_while_the_gateway_runs() {
         .unwrap()
         .to_string();
     drop(gw);
-    assert!(sealed_with_key_1() >= 3);
+    // At least the two customers' own keys, wrapped by key 1 (queued
+    // jobs and indexes may add more, depending on timing).
+    assert!(sealed_with_key_1() >= 2);
 
     // Key 2 added, key 1 retired: everything reads, new data uses key 2,
     // and `gateway rekey` runs beside the gateway.
