@@ -245,27 +245,33 @@ pub fn import(file: &Path, config_path: Option<&Path>) -> anyhow::Result<String>
     use std::io::Write as _;
 
     use crate::ids::SystemClock;
-    use crate::store::open_db;
     use chatcrafter_core::Clock as _;
 
     let bytes = std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
     let (config, base_dir, runtime) = offline(config_path)?;
     runtime.block_on(async move {
-        let graph = open_db(&config, &base_dir, std::sync::Arc::new(SystemClock))
-            .await
-            .context(
-            "opening the store (an embedded store is locked while `gateway serve` runs; use POST /admin/v1/import then)",
-        )?;
+        let graph = offline_db(&config, &base_dir, "; use POST /admin/v1/import then").await?;
         let mut err = std::io::stderr();
         let channels = crate::import::channel_names(&config);
-        let summary = crate::import::import(&graph, &channels, &bytes, SystemClock.now_secs(), |done, total| {
-            let width = 30;
-            let filled = (done * width).checked_div(total).unwrap_or(width);
-            let _ = write!(err, "\rimporting [{}{}] {done}/{total} rows", "#".repeat(filled), " ".repeat(width - filled));
-            if done == total {
-                let _ = writeln!(err);
-            }
-        })
+        let summary = crate::import::import(
+            &graph,
+            &channels,
+            &bytes,
+            SystemClock.now_secs(),
+            |done, total| {
+                let width = 30;
+                let filled = (done * width).checked_div(total).unwrap_or(width);
+                let _ = write!(
+                    err,
+                    "\rimporting [{}{}] {done}/{total} rows",
+                    "#".repeat(filled),
+                    " ".repeat(width - filled)
+                );
+                if done == total {
+                    let _ = writeln!(err);
+                }
+            },
+        )
         .await
         .with_context(|| format!("{}", file.display()))?;
         let mut out = format!(
@@ -306,19 +312,31 @@ fn offline(
     Ok((config, base_dir, runtime))
 }
 
+/// The store an offline command works on, on the system clock; `hint`
+/// ends the error's advice when an embedded store is locked by its gateway.
+async fn offline_db(
+    config: &chatcrafter_core::config::Config,
+    base_dir: &Path,
+    hint: &str,
+) -> anyhow::Result<crate::store::GatewayDb> {
+    crate::store::open_db(
+        config,
+        base_dir,
+        std::sync::Arc::new(crate::ids::SystemClock),
+    )
+    .await
+    .with_context(|| {
+        format!("opening the store (an embedded store is locked while `gateway serve` runs{hint})")
+    })
+}
+
 /// `gateway audit verify [--config FILE]`: walks the audit log's hash chain.
 pub fn audit_verify(config_path: Option<&Path>) -> anyhow::Result<String> {
-    use crate::ids::SystemClock;
-    use crate::store::open_db;
     use chatcrafter_core::audit::AuditVerdict;
 
     let (config, base_dir, runtime) = offline(config_path)?;
     runtime.block_on(async move {
-        let db = open_db(&config, &base_dir, std::sync::Arc::new(SystemClock))
-            .await
-            .context(
-                "opening the store (an embedded store is locked while `gateway serve` runs)",
-            )?;
+        let db = offline_db(&config, &base_dir, "").await?;
         match db.verify_audit().await? {
             AuditVerdict::Intact { entries, head } => Ok(format!(
                 "audit log intact: {entries} entries, head {head}\n"
@@ -383,19 +401,13 @@ fn receipt_signer(
 /// printing progress; safe to run beside a gateway on Redis, and to stop
 /// and start again. Ends by counting what each retired key still seals.
 pub fn rekey(config_path: Option<&Path>, batch: usize) -> anyhow::Result<String> {
-    use crate::ids::SystemClock;
-    use crate::store::open_db;
     use chatcrafter_core::audit::AuditDraft;
     use chatcrafter_core::rekey::Part;
 
     anyhow::ensure!(batch > 0, "--batch must be at least 1");
     let (config, base_dir, runtime) = offline(config_path)?;
     runtime.block_on(async move {
-        let db = open_db(&config, &base_dir, std::sync::Arc::new(SystemClock))
-            .await
-            .context(
-                "opening the store (an embedded store is locked while `gateway serve` runs: stop it, or use redis)",
-            )?;
+        let db = offline_db(&config, &base_dir, ": stop it, or use redis").await?;
         let mut last = std::time::Instant::now();
         let total = db
             .rekey(batch, |part, p| {
