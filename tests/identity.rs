@@ -122,6 +122,21 @@ fn telegram_message(gw: &Gateway, update_id: u64, user: u64, text: &str) -> Resp
     post_telegram(gw, TG_SECRET, update_id, user, text)
 }
 
+/// A widget message (sub, email, phone, text) and a WhatsApp one (wa_id,
+/// wamid, text), both accepted; the id of the widget user's customer.
+fn widget_then_whatsapp(
+    gw: &Gateway,
+    (sub, email, phone, text): (&str, &str, &str, &str),
+    (wa_id, wamid, wa_text): (&str, &str, &str),
+) -> String {
+    assert_eq!(widget_message(gw, sub, email, phone, text).status, 202);
+    assert_eq!(whatsapp_message(gw, wa_id, wamid, wa_text).status, 200);
+    found_id(gw, &format!("widget:{sub}"))
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 fn admin(gw: &Gateway, token: &str, method: &str, path: &str, body: &[u8]) -> Response {
     with_bearer(gw, token, method, path, body)
 }
@@ -1251,25 +1266,16 @@ fn the_audit_log_records_reads_changes_and_refusals_and_verify_names_a_tampered_
 #[test]
 fn an_export_holds_everything_in_json_and_csv_and_is_audited() {
     let gw = Gateway::start(&scratch("identity-export"), &config(EMBEDDED));
-    assert_eq!(
-        widget_message(
-            &gw,
+    let id = widget_then_whatsapp(
+        &gw,
+        (
             "user-exp",
             "exp@example.com",
             "+15550009876",
-            "Where is my order?"
-        )
-        .status,
-        202
+            "Where is my order?",
+        ),
+        ("15550009876", "wamid.EXP1", "Any news?"),
     );
-    assert_eq!(
-        whatsapp_message(&gw, "15550009876", "wamid.EXP1", "Any news?").status,
-        200
-    );
-    let id = found_id(&gw, "widget:user-exp")
-        .as_str()
-        .unwrap()
-        .to_string();
     let patch = admin(
         &gw,
         ADMIN,
@@ -1545,25 +1551,11 @@ fn a_rotated_data_key_is_retired_by_gateway_rekey_while_the_gateway_runs() {
 
     // Sealed under key 1.
     let gw = Gateway::start(&dir.join("one"), &with_keys(K1));
-    assert_eq!(
-        widget_message(
-            &gw,
-            "user-rekey",
-            "rekey@example.com",
-            "+15550001111",
-            "first"
-        )
-        .status,
-        202
+    let id = widget_then_whatsapp(
+        &gw,
+        ("user-rekey", "rekey@example.com", "+15550001111", "first"),
+        ("15550002222", "wamid.RK1", "hola"),
     );
-    assert_eq!(
-        whatsapp_message(&gw, "15550002222", "wamid.RK1", "hola").status,
-        200
-    );
-    let id = found_id(&gw, "widget:user-rekey")
-        .as_str()
-        .unwrap()
-        .to_string();
     drop(gw);
     // At least the two customers' own keys, wrapped by key 1 (queued
     // jobs and indexes may add more, depending on timing).
