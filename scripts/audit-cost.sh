@@ -9,35 +9,10 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-16}
 : "${BASELINE_BIN:?set BASELINE_BIN to a gateway built without the audit log}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chatcrafter/target}"
-cargo build --release --bin gateway -q
-CURRENT_BIN="$CARGO_TARGET_DIR/release/gateway"
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-TOKEN=audit-cost-admin-token
-SHA=$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)
-WIDGET=audit-cost-widget-secret-0123456789abcdef
-redis-server --port 18097 --save '' --appendonly no --daemonize no > "$work/redis.log" 2>&1 &
-sleep 0.5
-config() { # store-section
-  cat <<TOML
-version = 1
-[server]
-listen = "127.0.0.1:18096"
-[store]
-$1
-[security]
-data_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
-index_key = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM="
-[widget]
-algorithms = ["HS256"]
-secret = "$WIDGET"
-[[admin.tokens]]
-name = "bench"
-token_sha256 = "$SHA"
-role = "admin"
-TOML
-}
+LISTEN_PORT=18096
+REDIS_PORT=18097
+# shellcheck source=scripts/bench-common.sh
+source scripts/bench-common.sh
 jwt=$(python3 - "$WIDGET" <<'PY'
 import base64, hashlib, hmac, json, sys, time
 b = lambda d: base64.urlsafe_b64encode(json.dumps(d, separators=(",", ":")).encode()).rstrip(b"=")
@@ -48,22 +23,22 @@ PY
 )
 run() { # label binary store-section
   local label=$1 bin=$2
-  rm -rf "$work/data"; redis-cli -p 18097 FLUSHALL > /dev/null
+  rm -rf "$work/data"; redis-cli -p "$REDIS_PORT" FLUSHALL > /dev/null
   config "$3" > "$work/gateway.toml"
   GATEWAY_LOG=warn "$bin" serve --config "$work/gateway.toml" > "$work/out" 2> "$work/err" &
   local pid=$!
   sleep 1.5
-  curl -sf -XPOST localhost:18096/widget/v1/messages -H "authorization: Bearer $jwt" -d '{"text":"hi","client_id":"1"}' > /dev/null
+  curl -sf -XPOST localhost:$LISTEN_PORT/widget/v1/messages -H "authorization: Bearer $jwt" -d '{"text":"hi","client_id":"1"}' > /dev/null
   local id
-  id=$(curl -sf "localhost:18096/admin/v1/customers?identifier=widget:bench-user" -H "authorization: Bearer $TOKEN" | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
+  id=$(curl -sf "localhost:$LISTEN_PORT/admin/v1/customers?identifier=widget:bench-user" -H "authorization: Bearer $TOKEN" | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
   printf 'wrk.headers["authorization"] = "Bearer %s"\n' "$TOKEN" > "$work/get.lua"
   echo "== $label"
-  wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s "$work/get.lua" "http://127.0.0.1:18096/admin/v1/customers/$id" | grep -E "Requests/sec|50%|99%|Non-2xx" || true
+  wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s "$work/get.lua" "http://127.0.0.1:$LISTEN_PORT/admin/v1/customers/$id" | grep -E "Requests/sec|50%|99%|Non-2xx" || true
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 EMBEDDED="path = \"$work/data\""
 REDIS="kind = \"redis\"
-url = \"redis://127.0.0.1:18097\""
+url = \"redis://127.0.0.1:$REDIS_PORT\""
 run "embedded, no audit log (baseline)" "$BASELINE_BIN" "$EMBEDDED"
 run "embedded, audited" "$CURRENT_BIN" "$EMBEDDED"
 run "redis, no audit log (baseline)" "$BASELINE_BIN" "$REDIS"

@@ -6,45 +6,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENTRIES=${ENTRIES:-10000}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chatcrafter/target}"
-cargo build --release --bin gateway -q
-BIN="$CARGO_TARGET_DIR/release/gateway"
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-TOKEN=privacy-cost-admin-token
-SHA=$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)
-WIDGET=privacy-cost-widget-secret-0123456789abcdef
-redis-server --port 18098 --save '' --appendonly no --daemonize no > "$work/redis.log" 2>&1 &
-sleep 0.5
-config() { # store-section
-  cat <<TOML
-version = 1
-[server]
-listen = "127.0.0.1:18099"
-[store]
-$1
-[security]
-data_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
-index_key = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM="
-[widget]
-algorithms = ["HS256"]
-secret = "$WIDGET"
-[[admin.tokens]]
-name = "bench"
-token_sha256 = "$SHA"
-role = "admin"
-TOML
-}
+LISTEN_PORT=18099
+REDIS_PORT=18098
+# shellcheck source=scripts/bench-common.sh
+source scripts/bench-common.sh
 run() { # label store-section
-  rm -rf "$work/data"; redis-cli -p 18098 FLUSHALL > /dev/null
+  rm -rf "$work/data"; redis-cli -p "$REDIS_PORT" FLUSHALL > /dev/null
   config "$2" > "$work/gateway.toml"
-  GATEWAY_LOG=warn "$BIN" serve --config "$work/gateway.toml" > "$work/out" 2> "$work/err" &
+  GATEWAY_LOG=warn "$CURRENT_BIN" serve --config "$work/gateway.toml" > "$work/out" 2> "$work/err" &
   local pid=$!
   sleep 1.5
   echo "== $1"
-  python3 - "$WIDGET" "$TOKEN" "$ENTRIES" <<'PY'
+  python3 - "$WIDGET" "$TOKEN" "$ENTRIES" "$LISTEN_PORT" <<'PY'
 import base64, hashlib, hmac, http.client, json, statistics, sys, threading, time
-secret, token, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+secret, token, n, port = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 b = lambda d: base64.urlsafe_b64encode(json.dumps(d, separators=(",", ":")).encode()).rstrip(b"=")
 h, p = b({"alg": "HS256", "typ": "JWT"}), b({"sub": "bench-user", "exp": int(time.time()) + 3600,
     "email": "bench@example.com", "email_verified": True})
@@ -52,7 +27,7 @@ s = base64.urlsafe_b64encode(hmac.new(secret.encode(), h + b"." + p, hashlib.sha
 jwt = (h + b"." + p + b"." + s).decode()
 admin = {"authorization": "Bearer " + token}
 def call(method, path, body=None, headers=admin, conn=None):
-    c = conn or http.client.HTTPConnection("127.0.0.1", 18099, timeout=120)
+    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     c.request(method, path, body=body, headers=headers)
     r = c.getresponse()
     data = r.read()
@@ -63,7 +38,7 @@ assert st == 202, st
 st, body = call("GET", "/admin/v1/customers?identifier=email:bench@example.com")
 cid = json.loads(body)["id"]
 def post_events(k, total):
-    c = http.client.HTTPConnection("127.0.0.1", 18099, timeout=120)
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     for i in range(k, total, 8):
         ev = json.dumps({"identifier": {"kind": "email", "value": "bench@example.com"},
                          "type": "page_view", "properties": {"page": "/chairs/%d" % i}})
@@ -107,5 +82,5 @@ PY
 }
 run "embedded" "path = \"$work/data\""
 run "redis" "kind = \"redis\"
-url = \"redis://127.0.0.1:18098\""
+url = \"redis://127.0.0.1:$REDIS_PORT\""
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem/{print $2}') GiB"
