@@ -9,6 +9,7 @@
 mod answer;
 mod event;
 mod manifest;
+mod wit_0_1;
 
 pub use answer::*;
 

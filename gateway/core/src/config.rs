@@ -507,6 +507,14 @@ impl ConfigError {
 impl Config {
     /// Parses and checks `gateway.toml` text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config = Config::parse_unchecked(text)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Parses `gateway.toml` text without checking it: for a host that
+    /// applies its secrets ([`Config::apply_env`]) before [`Config::check`].
+    pub fn parse_unchecked(text: &str) -> Result<Config, ConfigError> {
         // Errors name the line and the key, never the text around them:
         // toml's rendering quotes the offending line, which may hold a
         // secret.
@@ -531,7 +539,6 @@ impl Config {
                 None => ConfigError::at(&path, message),
             }
         })?;
-        config.check()?;
         Ok(config)
     }
 
@@ -575,7 +582,8 @@ impl Config {
         }
     }
 
-    fn check(&self) -> Result<(), ConfigError> {
+    /// Checks what the types cannot say (every error names its key).
+    pub fn check(&self) -> Result<(), ConfigError> {
         if self.version != 1 {
             return Err(ConfigError::at(
                 "version",

@@ -5,7 +5,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::channel::{Content, InboundMessage};
+use crate::change::{Change, ChangeKind};
+use crate::channel::{Content, Inbound, InboundEvent, InboundMessage};
 use crate::conversation::Entry;
 use crate::db::{Db, DbError};
 use crate::identity::resolve::resolve_in;
@@ -72,7 +73,101 @@ pub fn turns_for_batch(messages: &[&InboundMessage]) -> Vec<bool> {
         .collect()
 }
 
+/// What recording one verified inbound request did. Every host (the native
+/// gateway, the Spin edge) records a request this way, then announces
+/// [`RequestRecord::changes`] and answers the channel — 2xx only if
+/// [`RequestRecord::error`] is `None`.
+#[derive(Debug, Default)]
+pub struct RequestRecord {
+    /// Each message's outcome, in payload order, as far as recording got.
+    pub messages: Vec<Recorded>,
+    /// Each delivery status: its state, and whether it was about a message
+    /// the gateway sent.
+    pub statuses: Vec<(crate::channel::DeliveryState, bool)>,
+    /// Why recording stopped, if it did: the request is not acknowledged
+    /// (the channel retries; what was stored is then dropped as a
+    /// redelivery).
+    pub error: Option<DbError>,
+}
+
+impl RequestRecord {
+    /// Whether an agent's turn may have been queued (a message was stored).
+    pub fn stored_any(&self) -> bool {
+        self.messages
+            .iter()
+            .any(|m| matches!(m, Recorded::Stored { .. }))
+    }
+
+    /// The change notifications the stored messages call for.
+    pub fn changes(&self) -> Vec<Change> {
+        self.messages
+            .iter()
+            .filter_map(|m| match m {
+                Recorded::Stored { resolution, .. } => Some(Change {
+                    customer_id: resolution.customer_id.clone(),
+                    kind: if resolution.merges.is_empty() {
+                        ChangeKind::Message
+                    } else {
+                        ChangeKind::Merge
+                    },
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 impl<B: Backend> Db<B> {
+    /// Records the events of one verified request from `channel`: each
+    /// message in its own unit (one agent turn per customer per request: a
+    /// batch is answered once, after its last message, with all of it in
+    /// the timeline), then each delivery status.
+    pub async fn record_request(&self, channel: &str, inbound: &Inbound) -> RequestRecord {
+        let mut record = RequestRecord::default();
+        let messages: Vec<&InboundMessage> = inbound
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                InboundEvent::Message(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        let turns = turns_for_batch(&messages);
+        let mut answered = BTreeSet::new();
+        for (m, gets_turn) in messages.into_iter().zip(turns) {
+            let turn = match gets_turn {
+                true => Turn::Answer {
+                    answered: &answered,
+                },
+                false => Turn::Quiet,
+            };
+            match self.record_inbound_with(m, turn).await {
+                Ok(r) => {
+                    if let (true, Recorded::Stored { resolution, .. }) = (gets_turn, &r) {
+                        answered.insert(resolution.customer_id.clone());
+                    }
+                    record.messages.push(r);
+                }
+                Err(e) => {
+                    record.error = Some(e);
+                    return record;
+                }
+            }
+        }
+        for event in &inbound.events {
+            if let InboundEvent::Status(s) = event {
+                match self.record_status(channel, s).await {
+                    Ok(known) => record.statuses.push((s.state, known)),
+                    Err(e) => {
+                        record.error = Some(e);
+                        return record;
+                    }
+                }
+            }
+        }
+        record
+    }
+
     /// Records one inbound message atomically: drops it if its provider id
     /// was already recorded (a channel's retry), else resolves the sender
     /// and appends it to the customer's timeline — all or nothing — and

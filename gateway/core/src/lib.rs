@@ -28,6 +28,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod change;
 pub mod channel;
 pub mod config;
 pub mod conversation;

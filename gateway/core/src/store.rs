@@ -18,6 +18,7 @@ use std::pin::Pin;
 
 pub mod keys;
 pub mod memory;
+pub mod redis;
 mod writeset;
 
 pub use keys::Keys;

@@ -11,6 +11,7 @@
 //! Every comparison with a secret is constant time. Nothing here logs, and
 //! no error carries a secret or a signature value.
 
+pub mod gate;
 pub mod handshake;
 pub mod jwt;
 pub mod signature;

@@ -18,7 +18,6 @@ use chatcrafter_core::identity::{Rules, Sender};
 use chatcrafter_core::seal::Keyring;
 use chatcrafter_gateway::store::AnyBackend;
 use chatcrafter_gateway::store::embedded::Embedded;
-use chatcrafter_gateway::store::redis::Redis;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 #[path = "../../../tests/support.rs"]
@@ -78,9 +77,12 @@ fn store(c: &mut Criterion) {
             "redis",
             rt.block_on(async {
                 AnyBackend::Redis(
-                    Redis::connect(&format!("redis://127.0.0.1:{port}/0"), "cc:")
-                        .await
-                        .unwrap(),
+                    chatcrafter_gateway::store::redis::connect(
+                        &format!("redis://127.0.0.1:{port}/0"),
+                        "cc:",
+                    )
+                    .await
+                    .unwrap(),
                 )
             }),
         ),

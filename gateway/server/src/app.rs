@@ -9,33 +9,21 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use chatcrafter_core::Clock;
-use chatcrafter_core::channel::Manifest;
 use chatcrafter_core::config::{Config, Widget};
 use chatcrafter_core::identity::identifier::IdentifierKind;
 use chatcrafter_core::verify::SecretMatcher;
-use chatcrafter_core::verify::handshake::Responder;
-use chatcrafter_core::verify::jwt::{KeySource, WidgetAuth};
-use chatcrafter_core::verify::signature::Verifier;
+use chatcrafter_core::verify::gate::ChannelGate;
+use chatcrafter_core::verify::jwt::WidgetAuth;
 
 use crate::inbound::Sink;
 use crate::metrics::Metrics;
 use crate::plugin::{PluginHost, Registry};
 use crate::store::GatewayDb;
 
-/// One configured channel, ready to serve.
-#[derive(Debug)]
-pub struct ChannelRuntime {
-    /// The channel's name (`/webhooks/{name}`).
-    pub name: String,
-    /// Its verification, prepared with its secrets.
-    pub verifier: Verifier,
-    /// Its handshake, prepared with its secrets.
-    pub handshake: Responder,
-    /// Settings passed to the plugin with each request.
-    pub settings: Vec<(String, String)>,
-}
+/// One configured channel, ready to serve (the core's [`ChannelGate`]).
+pub type ChannelRuntime = ChannelGate;
 
 /// An admin bearer token, by the hash of its value.
 #[derive(Debug)]
@@ -94,52 +82,6 @@ pub struct App {
     pub receipts: chatcrafter_core::receipt::ReceiptSigner,
 }
 
-fn check_declared(
-    channel: &str,
-    kind: &str,
-    given: &BTreeMap<String, String>,
-    m: &Manifest,
-    specs: &[chatcrafter_core::channel::SettingSpec],
-) -> anyhow::Result<()> {
-    for name in given.keys() {
-        if !specs.iter().any(|s| &s.name == name) {
-            let declared: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-            bail!(
-                "channels.{channel}.{kind}.{name}: plugin {}@{} declares no {} `{name}` (it declares: {})",
-                m.id,
-                m.version,
-                kind.trim_end_matches('s'),
-                if declared.is_empty() {
-                    "none".to_string()
-                } else {
-                    declared.join(", ")
-                }
-            );
-        }
-    }
-    for s in specs.iter().filter(|s| s.required) {
-        if !given.contains_key(&s.name) {
-            bail!(
-                "channels.{channel}.{kind}.{}: required by plugin {}@{} ({}); set it in the file{}",
-                s.name,
-                m.id,
-                m.version,
-                s.description,
-                if kind == "secrets" {
-                    format!(
-                        " or in GATEWAY_CHANNELS_{}_{}",
-                        channel.replace('-', "_").to_uppercase(),
-                        s.name.to_uppercase()
-                    )
-                } else {
-                    String::new()
-                }
-            );
-        }
-    }
-    Ok(())
-}
-
 impl App {
     /// Loads every plugin the configuration names, applies secrets from the
     /// environment, and prepares verification. `base_dir` resolves relative
@@ -180,26 +122,8 @@ impl App {
         let mut channels = BTreeMap::new();
         for (name, ch) in &config.channels {
             let plugin = plugins.get(name).expect("loaded above");
-            let m = plugin.manifest();
-            check_declared(name, "secrets", &ch.secrets, m, &m.secrets)?;
-            check_declared(name, "settings", &ch.settings, m, &m.settings)?;
-            let secret = |n: &str| ch.secrets.get(n).map(String::as_str);
-            let verifier = Verifier::new(&m.verification, secret, ch.allow_unverified, &random)
-                .with_context(|| format!("channels.{name}: plugin {}@{}", m.id, m.version))?;
-            let handshake = Responder::new(&m.handshake, secret, &random);
-            channels.insert(
-                name.clone(),
-                ChannelRuntime {
-                    name: name.clone(),
-                    verifier,
-                    handshake,
-                    settings: ch
-                        .settings
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                },
-            );
+            let gate = ChannelGate::new(name, ch, plugin.manifest(), false, env_var_name, &random)?;
+            channels.insert(name.clone(), gate);
         }
         let widget = match &config.widget {
             Some(w) => Some(widget_auth(w, base_dir)?),
@@ -218,6 +142,9 @@ impl App {
         });
         let metrics = Arc::new(Metrics::default());
         let wake = Arc::new(tokio::sync::Notify::new());
+        // Messages stored by other nodes (the Spin edge among them) wake
+        // this node's worker too.
+        notifier.wake_on_arrivals(wake.clone());
         let sink: Arc<dyn Sink> = Arc::new(crate::inbound::StoreSink {
             db: graph.clone(),
             notifier: notifier.clone(),
@@ -268,6 +195,16 @@ impl App {
     }
 }
 
+/// Where a channel's secret may be set besides the file: its environment
+/// variable.
+fn env_var_name(channel: &str, secret: &str) -> String {
+    format!(
+        "GATEWAY_CHANNELS_{}_{}",
+        channel.replace('-', "_").to_uppercase(),
+        secret.to_uppercase()
+    )
+}
+
 fn widget_auth(w: &Widget, base_dir: &Path) -> anyhow::Result<WidgetAuth> {
     let jwks = match &w.jwks_file {
         Some(f) => {
@@ -279,18 +216,5 @@ fn widget_auth(w: &Widget, base_dir: &Path) -> anyhow::Result<WidgetAuth> {
         }
         None => None,
     };
-    let keys = KeySource {
-        secret: w.secret.as_deref(),
-        public_key_pem: w.public_key_pem.as_deref(),
-        jwks_json: jwks.as_deref(),
-    };
-    Ok(WidgetAuth::new(
-        &w.algorithms,
-        keys,
-        w.issuer.clone(),
-        w.audience.clone(),
-        w.leeway_seconds,
-    )?
-    .with_verified_claims(&w.verified_claims)?
-    .with_max_lifetime(w.max_token_lifetime_seconds))
+    Ok(WidgetAuth::from_config(w, jwks.as_deref())?)
 }

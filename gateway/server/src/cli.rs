@@ -172,6 +172,19 @@ pub fn plugin_run(path: &Path, request: &PathBuf, export: Export) -> anyhow::Res
 
 /// `gateway serve [--config FILE]`: runs until SIGTERM or SIGINT.
 pub fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
+    run(config_path, true)
+}
+
+/// `gateway worker --config FILE`: the queue's worker and the sweeper
+/// only, with no HTTP listener — replies, deliveries, reminders and
+/// retention for a store other nodes write, such as the Spin edge's (which
+/// has no timers for leases and backoff). Woken through the store's change
+/// notifications; runs until SIGTERM or SIGINT.
+pub fn worker(config_path: &Path) -> anyhow::Result<()> {
+    run(Some(config_path), false)
+}
+
+fn run(config_path: Option<&Path>, listen: bool) -> anyhow::Result<()> {
     use std::sync::Arc;
 
     use crate::app::App;
@@ -201,6 +214,29 @@ pub fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         )
         .await?;
         let app = Arc::new(app);
+        if !listen {
+            if app.config.store.kind != chatcrafter_core::config::StoreKind::Redis {
+                anyhow::bail!(
+                    "store.kind: `gateway worker` serves a store other nodes write; with the embedded store, run `gateway serve`"
+                );
+            }
+            let worker = tokio::spawn(crate::worker::Worker::new(app.clone(), app.wake.clone()).run());
+            let sweeper = tokio::spawn(crate::worker::sweep(app.clone()));
+            {
+                use std::io::Write as _;
+                let mut out = std::io::stdout();
+                let _ = writeln!(
+                    out,
+                    "worker running (channels: {})",
+                    app.plugins.channels().join(", ")
+                );
+                let _ = out.flush();
+            }
+            shutdown_signal().await;
+            worker.abort();
+            sweeper.abort();
+            return Ok(());
+        }
         let server = &app.config.server;
         let tls = match (&server.tls_cert, &server.tls_key) {
             (Some(c), Some(k)) => Some(crate::http::tls_acceptor(

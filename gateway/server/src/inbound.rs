@@ -6,11 +6,9 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use std::collections::BTreeSet;
-
-use chatcrafter_core::channel::{Inbound, InboundEvent, InboundMessage};
+use chatcrafter_core::channel::{Inbound, InboundEvent};
 use chatcrafter_core::db::DbError;
-use chatcrafter_core::inbound::{Recorded, Turn, turns_for_batch};
+use chatcrafter_core::inbound::Recorded;
 
 /// A boxed future, as the sink returns. Its error says whose fault the
 /// failure is (a store that is down: 503, and the channel retries).
@@ -22,11 +20,14 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
     fn accept<'a>(&'a self, channel: &'a str, inbound: &'a Inbound) -> SinkFuture<'a>;
 }
 
-/// Records every message in the store in one atomic unit: drops a
-/// redelivery by its provider id, resolves the sender to a customer,
-/// appends the message to the customer's timeline and queues the agent's
-/// turn. Delivery statuses update the outbound messages they are about.
-/// The channel hears 2xx only once all of that is stored.
+/// Records the request with the core's [`record_request`]: each message in
+/// one atomic unit (a redelivery dropped by its provider id, the sender
+/// resolved, the message appended and the agent's turn queued), delivery
+/// statuses applied to the messages they are about; then announces what
+/// changed and wakes the worker. The channel hears 2xx only once all of
+/// that is stored.
+///
+/// [`record_request`]: chatcrafter_core::db::Db::record_request
 #[derive(Debug)]
 pub struct StoreSink {
     /// The identity graph.
@@ -42,80 +43,47 @@ pub struct StoreSink {
 impl Sink for StoreSink {
     fn accept<'a>(&'a self, channel: &'a str, inbound: &'a Inbound) -> SinkFuture<'a> {
         Box::pin(async move {
-            // One agent turn per customer per request: a batch is answered
-            // once, after its last message, with all of it in the timeline.
-            let messages: Vec<&InboundMessage> = inbound
-                .events
-                .iter()
-                .filter_map(|e| match e {
-                    InboundEvent::Message(m) => Some(m),
-                    _ => None,
-                })
-                .collect();
-            let turns = turns_for_batch(&messages);
-            let mut answered = BTreeSet::new();
-            for (m, gets_turn) in messages.into_iter().zip(turns) {
-                let turn = if gets_turn {
-                    Turn::Answer {
-                        answered: &answered,
+            let record = self.db.record_request(channel, inbound).await;
+            for r in &record.messages {
+                match r {
+                    Recorded::Stale => {
+                        self.metrics
+                            .inc("gateway_replays_refused_total", &[("channel", channel)]);
+                        tracing::info!("message older than the dedup retention refused");
                     }
-                } else {
-                    Turn::Quiet
-                };
-                let recorded = self.db.record_inbound_with(m, turn).await?;
-                if recorded == Recorded::Stale {
-                    self.metrics
-                        .inc("gateway_replays_refused_total", &[("channel", channel)]);
-                    tracing::info!("message older than the dedup retention refused");
-                    continue;
+                    Recorded::Duplicate => {
+                        self.metrics
+                            .inc("gateway_dedup_hits_total", &[("channel", channel)]);
+                        // Provider ids are not logged: WhatsApp's encode the
+                        // sender's phone number.
+                        tracing::info!("redelivery dropped");
+                    }
+                    Recorded::Stored {
+                        resolution: r,
+                        entry_id,
+                    } => {
+                        tracing::Span::current()
+                            .record("customer_id", tracing::field::display(&r.customer_id));
+                        tracing::info!(entry_id = %entry_id, created = r.created, "inbound message");
+                    }
                 }
-                let Recorded::Stored {
-                    resolution: r,
-                    entry_id,
-                } = recorded
-                else {
-                    self.metrics
-                        .inc("gateway_dedup_hits_total", &[("channel", channel)]);
-                    // Provider ids are not logged: WhatsApp's encode the
-                    // sender's phone number.
-                    tracing::info!("redelivery dropped");
-                    continue;
-                };
-                tracing::Span::current()
-                    .record("customer_id", tracing::field::display(&r.customer_id));
-                if gets_turn {
-                    answered.insert(r.customer_id.clone());
-                }
-                let kind = if r.merges.is_empty() {
-                    crate::notify::ChangeKind::Message
-                } else {
-                    crate::notify::ChangeKind::Merge
-                };
-                self.notifier
-                    .publish(crate::notify::Change {
-                        customer_id: r.customer_id.clone(),
-                        kind,
-                    })
-                    .await;
-                tracing::info!(
-                    entry_id = %entry_id,
-                    created = r.created,
-                    "inbound message"
-                );
             }
-            self.wake.notify_one();
+            // What was stored is announced even if a later event failed.
+            for change in record.changes() {
+                self.notifier.publish(change).await;
+            }
+            if record.stored_any() {
+                self.wake.notify_one();
+            }
+            for (state, known) in &record.statuses {
+                tracing::info!(state = ?state, known, "delivery status");
+            }
+            if let Some(e) = record.error {
+                return Err(e);
+            }
             for event in &inbound.events {
-                match event {
-                    InboundEvent::Status(s) => {
-                        let known = self.db.record_status(channel, s).await?;
-                        tracing::info!(
-                            state = ?s.state,
-                            known,
-                            "delivery status"
-                        );
-                    }
-                    InboundEvent::Ignored { reason } => tracing::debug!(reason, "ignored"),
-                    InboundEvent::Message(_) => {}
+                if let InboundEvent::Ignored { reason } = event {
+                    tracing::debug!(reason, "ignored");
                 }
             }
             for d in &inbound.diagnostics {

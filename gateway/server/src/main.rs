@@ -23,6 +23,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Run only the queue's worker (replies, deliveries, reminders) and the sweeper, with no HTTP listener: for a Redis store other nodes write, such as the Spin edge's (docs/edge.md).
+    Worker {
+        /// The configuration file (gateway.toml), with `store.kind = "redis"`.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Import customers from a CSV file (see docs/config.md and INTERFACE §5).
     Import {
         /// The CSV file.
@@ -112,6 +118,10 @@ fn main() -> ExitCode {
         Command::Serve { config } => {
             init_tracing();
             cli::serve(config.as_deref()).map(|()| String::new())
+        }
+        Command::Worker { config } => {
+            init_tracing();
+            cli::worker(&config).map(|()| String::new())
         }
         Command::Import { file, config } => cli::import(&file, config.as_deref()),
         Command::Audit(AuditCommand::Verify { config }) => cli::audit_verify(config.as_deref()),

@@ -14,36 +14,13 @@ use std::sync::{Arc, Mutex, Weak};
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 /// How many notifications a slow subscriber may fall behind before it
 /// starts missing some (and is told so by `RecvError::Lagged`).
 const BACKLOG: usize = 1024;
 
-/// What changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChangeKind {
-    /// A message arrived or was sent.
-    Message,
-    /// Attributes or identities changed.
-    Profile,
-    /// The customer was merged, or a merge undone.
-    Merge,
-    /// Notifications may have been missed (the Redis subscription was
-    /// lost): every subscriber reads the store again. Never published.
-    Resync,
-}
-
-/// One notification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Change {
-    /// The customer.
-    pub customer_id: String,
-    /// What changed.
-    pub kind: ChangeKind,
-}
+pub use chatcrafter_core::change::{Change, ChangeKind};
 
 /// Hands each change to the subscribers it concerns, on this node.
 #[derive(Debug)]
@@ -52,6 +29,10 @@ struct Router {
     everyone: broadcast::Sender<Change>,
     /// Per followed customer.
     customers: Mutex<HashMap<String, broadcast::Sender<Change>>>,
+    /// Woken by every new message (and merge, and resync): the queue
+    /// worker, so that a message stored by another node — the Spin edge,
+    /// which has no worker — is answered at once.
+    arrivals: Mutex<Option<Arc<tokio::sync::Notify>>>,
 }
 
 impl Router {
@@ -59,6 +40,7 @@ impl Router {
         Arc::new(Router {
             everyone: broadcast::channel(BACKLOG).0,
             customers: Mutex::new(HashMap::new()),
+            arrivals: Mutex::new(None),
         })
     }
 
@@ -67,6 +49,11 @@ impl Router {
     }
 
     fn dispatch(&self, change: Change) {
+        if change.kind != ChangeKind::Profile
+            && let Some(wake) = &*self.arrivals.lock().unwrap_or_else(|p| p.into_inner())
+        {
+            wake.notify_one();
+        }
         if matches!(change.kind, ChangeKind::Merge | ChangeKind::Resync) {
             let _ = self.everyone.send(change.clone());
         }
@@ -160,7 +147,7 @@ impl Notifier {
     /// The same, with a prepared client (e.g. one trusting a private CA).
     pub async fn redis_with(client: redis::Client, prefix: &str) -> redis::RedisResult<Self> {
         let conn = client.get_connection_manager().await?;
-        let channel = format!("{prefix}changes");
+        let channel = chatcrafter_core::change::pubsub_channel(prefix);
         let router = Router::new();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(subscribe_loop(
@@ -176,6 +163,16 @@ impl Notifier {
             router,
             redis: Some((conn, channel)),
         })
+    }
+
+    /// Wakes `wake` whenever a change announces a new message, a merge or a
+    /// resync, from this node or another (the queue worker's wake-up).
+    pub fn wake_on_arrivals(&self, wake: Arc<tokio::sync::Notify>) {
+        *self
+            .router
+            .arrivals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(wake);
     }
 
     /// A subscriber of merges and resyncs; [`Subscription::follow`] a

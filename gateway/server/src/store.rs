@@ -6,7 +6,6 @@
 pub mod embedded;
 pub mod redis;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,7 +14,6 @@ use chatcrafter_core::Clock;
 use chatcrafter_core::config::Config;
 use chatcrafter_core::db::Db;
 use chatcrafter_core::identity::Rules;
-use chatcrafter_core::identity::identifier::{BlockedValues, IdentifierKind};
 use chatcrafter_core::seal::Keyring;
 use chatcrafter_core::store::{BoxFuture, StoreError, Work};
 
@@ -94,8 +92,7 @@ pub async fn open_backend(config: &Config, base_dir: &Path) -> anyhow::Result<An
             &base_dir.join(&config.store.path),
         )?),
         StoreKind::Redis => AnyBackend::Redis(
-            redis::Redis::connect_with(redis_client(config, base_dir)?, &config.store.key_prefix)
-                .await?,
+            redis::connect_with(redis_client(config, base_dir)?, &config.store.key_prefix).await?,
         ),
     })
 }
@@ -138,7 +135,7 @@ async fn open_vault(config: &Config, base_dir: &Path) -> anyhow::Result<Option<A
         let client = client_for(url, config, base_dir)
             .with_context(|| "store.key_vault_url: not a usable Redis URL".to_string())?;
         return Ok(Some(AnyBackend::Redis(
-            redis::Redis::connect_with(client, &config.store.key_prefix)
+            redis::connect_with(client, &config.store.key_prefix)
                 .await
                 .context("store.key_vault_url")?,
         )));
@@ -174,43 +171,12 @@ fn client_for(url: &str, config: &Config, base_dir: &Path) -> anyhow::Result<::r
     Ok(client?)
 }
 
-/// The identity rules from `[identity]`.
+/// The identity rules from `[identity]` (the core's
+/// [`Rules::from_config`]), its warnings logged.
 pub fn rules(config: &Config) -> anyhow::Result<Rules> {
-    let c = &config.identity;
-    for (i, v) in c.blocked_values.iter().enumerate() {
-        let kind = if v.contains('@') {
-            IdentifierKind::Email
-        } else {
-            IdentifierKind::Phone
-        };
-        if (v.contains('@') || v.trim_start().starts_with('+'))
-            && chatcrafter_core::identity::identifier::Identifier::new(kind, v).is_err()
-        {
-            // Accepted as written (any string may be blocked), but it can
-            // only ever match a user id spelled the same: likely a typo.
-            tracing::warn!(
-                "identity.blocked_values[{i}] is not a valid {}; it blocks only that exact text",
-                kind.as_str()
-            );
-        }
+    let (rules, warnings) = Rules::from_config(&config.identity).map_err(anyhow::Error::msg)?;
+    for w in warnings {
+        tracing::warn!("{w}");
     }
-    let blocked = BlockedValues::new(c.blocked_values.iter().map(String::as_str));
-    let mut limits = BTreeMap::new();
-    for (k, n) in &c.limits {
-        let kind = IdentifierKind::parse(k).with_context(|| {
-            format!("identity.limits.{k}: not an identifier kind (email, phone, user_id)")
-        })?;
-        limits.insert(kind, *n as usize);
-    }
-    let primary = match c.primary_identifier {
-        chatcrafter_core::config::PrimaryIdentifier::Email => IdentifierKind::Email,
-        chatcrafter_core::config::PrimaryIdentifier::Phone => IdentifierKind::Phone,
-        chatcrafter_core::config::PrimaryIdentifier::UserId => IdentifierKind::UserId,
-    };
-    Ok(Rules {
-        primary,
-        blocked,
-        limits,
-        conflict_window: c.conflict_window_seconds,
-    })
+    Ok(rules)
 }

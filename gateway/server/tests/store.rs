@@ -17,7 +17,6 @@ use chatcrafter_core::seal::Keyring;
 use chatcrafter_core::store::Backend;
 use chatcrafter_gateway::store::AnyBackend;
 use chatcrafter_gateway::store::embedded::Embedded;
-use chatcrafter_gateway::store::redis::Redis;
 
 const DATA_KEY: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
 const INDEX_KEY: &str = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=";
@@ -76,7 +75,9 @@ async fn fixture(kind: &str, name: &str) -> Fixture {
         _ => {
             let server = redis_server(name);
             let url = format!("redis://127.0.0.1:{}/0", server.port);
-            let r = Redis::connect(&url, "cc:").await.unwrap();
+            let r = chatcrafter_gateway::store::redis::connect(&url, "cc:")
+                .await
+                .unwrap();
             let file = server.dir.join("dump.rdb");
             Fixture {
                 backend: Arc::new(AnyBackend::Redis(r)),
@@ -704,7 +705,11 @@ async fn concurrent_events_for_one_person_end_as_exactly_one_customer(kind: &str
     let node_a = Arc::new(graph(&f, rules()));
     let node_b = Arc::new(match &f.url {
         Some(url) => Db::new(
-            Arc::new(AnyBackend::Redis(Redis::connect(url, "cc:").await.unwrap())),
+            Arc::new(AnyBackend::Redis(
+                chatcrafter_gateway::store::redis::connect(url, "cc:")
+                    .await
+                    .unwrap(),
+            )),
             clock(),
             keys(),
             "cc:",

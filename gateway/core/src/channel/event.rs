@@ -374,6 +374,39 @@ pub struct InboundRequest {
     pub context: RequestContext,
 }
 
+/// Headers a plugin never sees: they carry credentials.
+pub const CREDENTIAL_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
+
+impl InboundRequest {
+    /// The request as a plugin sees it, from its parts `(method, path,
+    /// query)`: every header but those carrying credentials
+    /// ([`CREDENTIAL_HEADERS`], and the channel's own secret header, if its
+    /// verification uses one). The one place every host builds a plugin's
+    /// request, for webhooks and the widget alike.
+    pub fn for_plugin(
+        (method, path, query): (&str, &str, &str),
+        headers: Vec<Header>,
+        secret_header: Option<&str>,
+        body: &[u8],
+        context: RequestContext,
+    ) -> InboundRequest {
+        InboundRequest {
+            method: method.to_string(),
+            path: path.to_string(),
+            query: query.to_string(),
+            headers: headers
+                .into_iter()
+                .filter(|h| {
+                    !CREDENTIAL_HEADERS.contains(&h.name.as_str())
+                        && Some(h.name.as_str()) != secret_header
+                })
+                .collect(),
+            body: body.to_vec(),
+            context,
+        }
+    }
+}
+
 fn post() -> String {
     "POST".into()
 }

@@ -116,3 +116,27 @@ impl Entry {
         }
     }
 }
+
+/// The timeline object of INTERFACE §3.6, oldest first.
+pub fn timeline_json(customer_id: &str, entries: &[Entry]) -> serde_json::Value {
+    let entries: Vec<serde_json::Value> = entries.iter().map(entry_json).collect();
+    serde_json::json!({"customer_id": customer_id, "entries": entries})
+}
+
+/// One timeline entry as the APIs show it.
+pub fn entry_json(e: &Entry) -> serde_json::Value {
+    let mut v = serde_json::json!({"id": e.id, "at": crate::rfc3339(e.at), "channel": e.channel, "direction": e.direction, "kind": e.kind});
+    if let Some(t) = &e.text {
+        v["text"] = serde_json::json!(t);
+    }
+    if let Some(p) = &e.properties {
+        v["properties"] = p.clone();
+    }
+    if let Some(s) = &e.status {
+        v["status"] = serde_json::json!(s);
+    }
+    if let Some(a) = &e.author {
+        v["author"] = serde_json::json!(a);
+    }
+    v
+}

@@ -124,6 +124,52 @@ pub struct Rules {
     pub conflict_window: u64,
 }
 
+impl Rules {
+    /// The rules `[identity]` configures, and a warning for each blocked
+    /// value that looks like an email or phone but is not a valid one (it
+    /// is accepted as written, but can then only ever match a user id
+    /// spelled the same: likely a typo). An unknown kind in `limits` is an
+    /// error naming the key.
+    pub fn from_config(c: &crate::config::Identity) -> Result<(Rules, Vec<String>), String> {
+        let mut warnings = Vec::new();
+        for (i, v) in c.blocked_values.iter().enumerate() {
+            let kind = if v.contains('@') {
+                IdentifierKind::Email
+            } else {
+                IdentifierKind::Phone
+            };
+            if (v.contains('@') || v.trim_start().starts_with('+'))
+                && Identifier::new(kind, v).is_err()
+            {
+                warnings.push(format!(
+                    "identity.blocked_values[{i}] is not a valid {}; it blocks only that exact text",
+                    kind.as_str()
+                ));
+            }
+        }
+        let blocked = BlockedValues::new(c.blocked_values.iter().map(String::as_str));
+        let mut limits = BTreeMap::new();
+        for (k, n) in &c.limits {
+            let kind = IdentifierKind::parse(k).ok_or_else(|| {
+                format!("identity.limits.{k}: not an identifier kind (email, phone, user_id)")
+            })?;
+            limits.insert(kind, *n as usize);
+        }
+        let primary = match c.primary_identifier {
+            crate::config::PrimaryIdentifier::Email => IdentifierKind::Email,
+            crate::config::PrimaryIdentifier::Phone => IdentifierKind::Phone,
+            crate::config::PrimaryIdentifier::UserId => IdentifierKind::UserId,
+        };
+        let rules = Rules {
+            primary,
+            blocked,
+            limits,
+            conflict_window: c.conflict_window_seconds,
+        };
+        Ok((rules, warnings))
+    }
+}
+
 impl Default for Rules {
     fn default() -> Self {
         Rules {

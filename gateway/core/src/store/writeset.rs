@@ -63,6 +63,11 @@ impl WriteSet {
         self.writes.contains_key(key)
     }
 
+    /// How many keys were written (or deleted).
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
     /// Whether nothing was written.
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty()

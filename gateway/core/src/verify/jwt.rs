@@ -312,6 +312,28 @@ impl WidgetAuth {
 
     /// Claims (`email`, `phone`) this business always verifies before it
     /// signs a token: they link without a `*_verified` claim. An unknown
+    /// The verifier `[widget]` configures; `jwks_json` is the content of
+    /// its `jwks_file`, read by the host (a host without files has none).
+    pub fn from_config(
+        w: &crate::config::Widget,
+        jwks_json: Option<&str>,
+    ) -> Result<Self, JwtSetupError> {
+        let keys = KeySource {
+            secret: w.secret.as_deref(),
+            public_key_pem: w.public_key_pem.as_deref(),
+            jwks_json,
+        };
+        Ok(WidgetAuth::new(
+            &w.algorithms,
+            keys,
+            w.issuer.clone(),
+            w.audience.clone(),
+            w.leeway_seconds,
+        )?
+        .with_verified_claims(&w.verified_claims)?
+        .with_max_lifetime(w.max_token_lifetime_seconds))
+    }
+
     /// name is refused.
     pub fn with_verified_claims(mut self, names: &[String]) -> Result<Self, JwtSetupError> {
         for n in names {

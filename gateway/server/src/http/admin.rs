@@ -133,32 +133,7 @@ pub(crate) fn customer_json(c: &Customer, primary: IdentifierKind) -> Value {
     v
 }
 
-/// The timeline object of INTERFACE §3.6, oldest first.
-pub(crate) fn timeline_json(
-    customer_id: &str,
-    entries: &[chatcrafter_core::conversation::Entry],
-) -> Value {
-    let entries: Vec<Value> = entries.iter().map(entry_json).collect();
-    json!({"customer_id": customer_id, "entries": entries})
-}
-
-/// One timeline entry as the APIs show it.
-pub(crate) fn entry_json(e: &chatcrafter_core::conversation::Entry) -> Value {
-    let mut v = json!({"id": e.id, "at": rfc3339(e.at), "channel": e.channel, "direction": e.direction, "kind": e.kind});
-    if let Some(t) = &e.text {
-        v["text"] = json!(t);
-    }
-    if let Some(p) = &e.properties {
-        v["properties"] = p.clone();
-    }
-    if let Some(s) = &e.status {
-        v["status"] = json!(s);
-    }
-    if let Some(a) = &e.author {
-        v["author"] = json!(a);
-    }
-    v
-}
+pub(crate) use chatcrafter_core::conversation::{entry_json, timeline_json};
 
 const CHANNELS: &[&str] = &["whatsapp", "telegram", "discord", "widget"];
 

@@ -16,9 +16,6 @@ use crate::app::App;
 use crate::ids::request_id;
 use crate::plugin::Plugin;
 
-/// Headers a plugin never sees: they carry credentials.
-const CREDENTIAL_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
-
 pub(super) async fn handle(app: &App, req: &mut Req, p: Params<'_>) -> Result<Resp, ApiError> {
     let channel = p[0];
     let (Some(rt), Some(plugin)) = (app.channels.get(channel), app.plugins.get(channel)) else {
@@ -140,7 +137,7 @@ pub(super) async fn inject(
     let request_id = request_id();
     let span = inbound_span(channel, &plugin, &request_id);
     let path = format!("/webhooks/{channel}");
-    let request = plugin_request_of(
+    let request = InboundRequest::for_plugin(
         ("POST", &path, ""),
         headers,
         rt.verifier.secret_header(),
@@ -188,38 +185,13 @@ pub(super) fn plugin_request(
     context: RequestContext,
 ) -> InboundRequest {
     let uri = req.uri();
-    plugin_request_of(
+    InboundRequest::for_plugin(
         (req.method().as_str(), uri.path(), uri.query().unwrap_or("")),
         headers,
         secret_header,
         body,
         context,
     )
-}
-
-/// [`plugin_request`] from its parts `(method, path, query)`, for a request
-/// made inside the gateway (a widget session's message, the demo's phone).
-pub(super) fn plugin_request_of(
-    (method, path, query): (&str, &str, &str),
-    headers: Vec<Header>,
-    secret_header: Option<&str>,
-    body: &[u8],
-    context: RequestContext,
-) -> InboundRequest {
-    InboundRequest {
-        method: method.to_string(),
-        path: path.to_string(),
-        query: query.to_string(),
-        headers: headers
-            .into_iter()
-            .filter(|h| {
-                !CREDENTIAL_HEADERS.contains(&h.name.as_str())
-                    && Some(h.name.as_str()) != secret_header
-            })
-            .collect(),
-        body: body.to_vec(),
-        context,
-    }
 }
 
 /// Keeps a malformed payload, sealed, for `GET /admin/v1/malformed`. Best

@@ -576,7 +576,7 @@ impl Live {
         };
         let request_id = crate::ids::request_id();
         let span = super::webhook::inbound_span("widget", &plugin, &request_id);
-        let request = super::webhook::plugin_request_of(
+        let request = chatcrafter_core::channel::InboundRequest::for_plugin(
             ("POST", "/widget/v1/messages", ""),
             vec![Header {
                 name: "content-type".into(),
