@@ -34,8 +34,10 @@ pub fn describe(plugin: &Plugin) -> String {
          version:       {version}\n\
          name:          {name}\n\
          verification:  {verification}\n\
-         handshake:     {handshake}\n",
+         handshake:     {handshake}\n\
+         sha256:        {sha256}\n",
         source = plugin.source(),
+        sha256 = plugin.sha256(),
         id = m.id,
         version = m.version,
         name = m.display_name,

@@ -431,7 +431,9 @@ impl PluginHost {
             source_name: source_name.to_string(),
             reason: format!("{e:#}"),
         })?;
+        let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
         let mut plugin = Plugin {
+            sha256: digest.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
             source: source_name.to_string(),
             manifest: placeholder_manifest(source_name),
             imports,
@@ -477,6 +479,8 @@ fn placeholder_manifest(source_name: &str) -> Manifest {
 /// A loaded, checked plugin. Each call instantiates it afresh.
 pub struct Plugin {
     source: String,
+    /// The SHA-256 of the component's bytes, hex.
+    sha256: String,
     manifest: Manifest,
     imports: Vec<String>,
     pre: ChannelPluginPre<CallState>,
@@ -528,6 +532,12 @@ impl Plugin {
     /// The manifest the plugin declared when it was loaded.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// The SHA-256 of the component's bytes, hex (`gateway plugin check`
+    /// prints it: the edge's plugin files must match the embedded ones).
+    pub fn sha256(&self) -> &str {
+        &self.sha256
     }
 
     /// Where it was loaded from (`builtin:whatsapp`, or a path).

@@ -229,6 +229,13 @@ impl<L: Link> Edge<L> {
         if let Some(url) = var("store_url").await?.filter(|v| !v.is_empty()) {
             config.store.url = Some(url);
         }
+        // What the edge does not run is not its to check: the agent (the
+        // native workers answer) and, outside the widget's component, the
+        // widget (whose secret only that component is given).
+        config.agent = Default::default();
+        if channel != WIDGET {
+            config.widget = None;
+        }
         config
             .check()
             .map_err(|e| setup(format!("Spin variable `gateway_toml`: {e}")))?;
