@@ -431,6 +431,15 @@ fn the_edge_on_spin_and_the_native_gateway_share_one_redis() {
     assert_eq!(post(&sig).status, 200);
     let r = post("sha256=00");
     assert_eq!(r.status, 401, "{}", r.text());
+    // A body over server.max_body_bytes is refused before it is read.
+    let big = vec![b'x'; 1_048_577];
+    let r = edge.request(
+        "POST",
+        "/webhooks/whatsapp",
+        &[("x-hub-signature-256", &sig)],
+        &big,
+    );
+    assert_eq!(r.status, 413, "{}", r.text());
 
     // The native worker answers it, woken through Redis pub/sub (its poll
     // is ten minutes away), through the channel's API with its token.

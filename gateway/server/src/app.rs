@@ -142,9 +142,6 @@ impl App {
         });
         let metrics = Arc::new(Metrics::default());
         let wake = Arc::new(tokio::sync::Notify::new());
-        // Messages stored by other nodes (the Spin edge among them) wake
-        // this node's worker too.
-        notifier.wake_on_arrivals(wake.clone());
         let sink: Arc<dyn Sink> = Arc::new(crate::inbound::StoreSink {
             db: graph.clone(),
             notifier: notifier.clone(),

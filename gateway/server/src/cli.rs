@@ -222,6 +222,9 @@ fn run(config_path: Option<&Path>, listen: bool) -> anyhow::Result<()> {
                     "store.kind: `gateway worker` serves a store other nodes write; with the embedded store, run `gateway serve`"
                 );
             }
+            // The jobs are queued by other nodes (the Spin edge): their
+            // change notifications wake this worker.
+            app.notifier.wake_on_arrivals(app.wake.clone());
             let worker = tokio::spawn(crate::worker::Worker::new(app.clone(), app.wake.clone()).run());
             let sweeper = tokio::spawn(crate::worker::sweep(app.clone()));
             {

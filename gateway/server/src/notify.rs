@@ -29,9 +29,11 @@ struct Router {
     everyone: broadcast::Sender<Change>,
     /// Per followed customer.
     customers: Mutex<HashMap<String, broadcast::Sender<Change>>>,
-    /// Woken by every new message (and merge, and resync): the queue
-    /// worker, so that a message stored by another node — the Spin edge,
-    /// which has no worker — is answered at once.
+    /// Woken by every new message (and merge, and resync), in `gateway
+    /// worker` mode: its queue's jobs are queued by other nodes — the Spin
+    /// edge, which has no worker — and are answered at once. (A serving
+    /// node wakes its own worker as it queues, and finds other nodes'
+    /// jobs by polling.)
     arrivals: Mutex<Option<Arc<tokio::sync::Notify>>>,
 }
 

@@ -3,10 +3,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use chatcrafter_core::channel::{ChannelError, Header, Inbound, InboundRequest, Manifest};
+use chatcrafter_core::channel::{ChannelError, Inbound, InboundRequest, Manifest};
 use chatcrafter_core::store::redis::{Link, Reply};
 use chatcrafter_core::store::{BoxFuture, StoreError};
-use spin_sdk::http::body::IncomingBodyExt as _;
 use spin_sdk::http::{FullBody, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
 
@@ -148,43 +147,17 @@ type Answer = (StatusCode, HeaderMap, FullBody<bytes::Bytes>);
 
 #[spin_sdk::http_service]
 async fn handle(req: spin_sdk::http::Request) -> Answer {
-    let method = req.method().as_str().to_ascii_uppercase();
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
-    let headers: Vec<Header> = req
-        .headers()
-        .iter()
-        // Spin's own headers (`spin-full-url`, …) are not the caller's.
-        .filter(|(n, _)| !n.as_str().starts_with("spin-"))
-        .filter_map(|(n, v)| {
-            Some(Header {
-                name: n.as_str().to_string(),
-                value: v.to_str().ok()?.to_string(),
-            })
-        })
-        .collect();
-    let resp = match req.into_body().bytes().await {
-        Err(e) => edge::Response::error(
-            400,
-            "unreadable_body",
-            format!("the body could not be read: {e:?}"),
-        ),
-        Ok(body) => match edge().await {
-            Err(e) => edge::Response::error(500, "edge_misconfigured", e.to_string()),
-            Ok(edge) => {
-                edge.handle(
-                    &Composed,
-                    edge::Request {
-                        method,
-                        path,
-                        query,
-                        headers,
-                        body: body.to_vec(),
-                    },
-                )
-                .await
-            }
-        },
+    let resp = match edge().await {
+        Err(e) => {
+            // The log says why; an anonymous caller learns only that.
+            eprintln!("chatcrafter edge: cannot start: {e}");
+            edge::Response::error(
+                500,
+                "edge_misconfigured",
+                "the edge cannot start; its log says why (docs/edge.md)",
+            )
+        }
+        Ok(edge) => serve(&edge, req).await,
     };
     let mut map = HeaderMap::new();
     for (n, v) in &resp.headers {
@@ -197,4 +170,57 @@ async fn handle(req: spin_sdk::http::Request) -> Answer {
     }
     let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, map, FullBody::new(bytes::Bytes::from(resp.body)))
+}
+
+/// Reads the request — its body only up to `server.max_body_bytes`, refused
+/// from `content-length` before a byte is read — and hands it to the edge.
+async fn serve(edge: &Edge<SpinRedis>, req: spin_sdk::http::Request) -> edge::Response {
+    use http_body_util::BodyExt as _;
+    let method = req.method().as_str().to_ascii_uppercase();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let headers = edge::caller_headers(
+        req.headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes())),
+    );
+    let max = edge.max_body_bytes();
+    let declared = headers
+        .iter()
+        .find(|h| h.name == "content-length")
+        .and_then(|h| h.value.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return edge::too_large(max);
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let body = match http_body_util::Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return edge::too_large(max);
+        }
+        Err(e) => {
+            return edge::Response::error(
+                400,
+                "unreadable_body",
+                format!("the body could not be read: {e}"),
+            );
+        }
+    };
+    edge.handle(
+        &Composed,
+        edge::Request {
+            method,
+            path,
+            query,
+            headers,
+            body: body.to_vec(),
+        },
+    )
+    .await
 }

@@ -244,6 +244,11 @@ impl<L: Link> Edge<L> {
                 "store.kind: the edge keeps its state in Redis (kind = \"redis\"), shared with the native gateway",
             ));
         }
+        if config.store.tls_ca_file.is_some() {
+            return Err(setup(
+                "store.tls_ca_file: the edge has no files; Spin's Redis client trusts the system's certificates for rediss://",
+            ));
+        }
         if config.store.key_vault_path.is_some() {
             return Err(setup(
                 "store.key_vault_path: the edge has no files; keep customers' keys in a Redis vault (store.key_vault_url) or in the store",
@@ -323,6 +328,11 @@ impl<L: Link> Edge<L> {
         &self.channel
     }
 
+    /// `server.max_body_bytes`: the host reads no more of a body.
+    pub fn max_body_bytes(&self) -> u64 {
+        self.config.server.max_body_bytes
+    }
+
     /// The store, for the host's tests.
     pub fn db(&self) -> &Db<OverRedis<L>> {
         &self.db
@@ -390,15 +400,11 @@ impl<L: Link> Edge<L> {
     }
 
     fn check_size(&self, req: &Request) -> Result<(), Response> {
-        let max = self.config.server.max_body_bytes;
-        if req.body.len() as u64 > max {
-            return Err(Response::error(
-                413,
-                "payload_too_large",
-                format!("the body is over server.max_body_bytes ({max} bytes)"),
-            ));
+        let max = self.max_body_bytes();
+        match req.body.len() as u64 > max {
+            true => Err(too_large(max)),
+            false => Ok(()),
         }
-        Ok(())
     }
 
     /// Runs the plugin, checks its answer, records the request and
@@ -414,7 +420,7 @@ impl<L: Link> Edge<L> {
         let received_at = request.context.received_at_ms / 1000;
         let inbound = match plugin.parse_inbound(request) {
             Ok(i) => i,
-            Err(ChannelError::Malformed(error)) => {
+            Err(ChannelError::Malformed(error) | ChannelError::Unsupported(error)) => {
                 // The plugin's words may quote the payload: they go to the
                 // sealed quarantine, and the answer names only the request.
                 let item = Malformed {
@@ -587,10 +593,10 @@ impl<L: Link> Edge<L> {
         let body = match self.db.find_identity(WIDGET, &user.subject).await {
             Ok(Some(id)) => match self.db.timeline(&id).await {
                 Ok(entries) => chatcrafter_core::conversation::timeline_json(&id, &entries),
-                Err(e) => return Err(cors(db_error(e))),
+                Err(e) => return Err(cors(read_error(e))),
             },
             Ok(None) => serde_json::json!({"customer_id": null, "entries": []}),
-            Err(e) => return Err(cors(db_error(e))),
+            Err(e) => return Err(cors(read_error(e))),
         };
         Ok(cors(Response::new(
             200,
@@ -638,6 +644,41 @@ fn db_error(e: DbError) -> Response {
             format!("recording the request failed: {e}"),
         ),
     }
+}
+
+/// A failed read, answered as the native gateway does: the store's fault
+/// 503; a value that does not open or decode 500, named.
+fn read_error(e: DbError) -> Response {
+    match (&e, e.fault()) {
+        (_, Fault::Store) => Response::error(503, "store_unavailable", e.to_string()),
+        (DbError::Seal { .. }, _) => Response::error(500, "sealed_value", e.to_string()),
+        _ => Response::error(500, "unreadable_record", e.to_string()),
+    }
+}
+
+/// 413 for a body over `max` bytes.
+pub fn too_large(max: u64) -> Response {
+    Response::error(
+        413,
+        "payload_too_large",
+        format!("the body is over server.max_body_bytes ({max} bytes)"),
+    )
+}
+
+/// The caller's headers, as the edge passes them on: lower-case names,
+/// values that are not UTF-8 dropped, and none of the `spin-*` headers the
+/// Spin host adds (`spin-full-url`, `spin-client-addr`, …): they are not
+/// the caller's, and a plugin is not told the caller's address.
+pub fn caller_headers<'a>(pairs: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<Header> {
+    pairs
+        .filter(|(n, _)| !n.to_ascii_lowercase().starts_with("spin-"))
+        .filter_map(|(n, v)| {
+            Some(Header {
+                name: n.to_ascii_lowercase(),
+                value: std::str::from_utf8(v).ok()?.to_string(),
+            })
+        })
+        .collect()
 }
 
 fn random_key() -> Result<[u8; 32], SetupError> {

@@ -310,8 +310,6 @@ impl WidgetAuth {
         })
     }
 
-    /// Claims (`email`, `phone`) this business always verifies before it
-    /// signs a token: they link without a `*_verified` claim. An unknown
     /// The verifier `[widget]` configures; `jwks_json` is the content of
     /// its `jwks_file`, read by the host (a host without files has none).
     pub fn from_config(
@@ -334,6 +332,8 @@ impl WidgetAuth {
         .with_max_lifetime(w.max_token_lifetime_seconds))
     }
 
+    /// Claims (`email`, `phone`) this business always verifies before it
+    /// signs a token: they link without a `*_verified` claim. An unknown
     /// name is refused.
     pub fn with_verified_claims(mut self, names: &[String]) -> Result<Self, JwtSetupError> {
         for n in names {

@@ -121,6 +121,11 @@ impl Plugin for Fake {
             !request.headers.iter().any(|h| h.name == "authorization"),
             "credential headers never reach a plugin"
         );
+        if request.body == b"unsupported" {
+            return Err(ChannelError::Unsupported(
+                "not a kind of update this plugin takes".into(),
+            ));
+        }
         let v: serde_json::Value = serde_json::from_slice(&request.body)
             .map_err(|e| ChannelError::Malformed(format!("not JSON: {e}")))?;
         let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
@@ -526,4 +531,55 @@ fn the_widget_posts_with_a_token_and_reads_its_history() {
         r.header("access-control-allow-methods"),
         Some("POST, OPTIONS")
     );
+}
+
+#[test]
+fn an_unsupported_payload_is_the_callers_like_a_malformed_one() {
+    let redis = FakeRedis::default();
+    let e = edge("shop", &redis);
+    let r = run(e.handle(&SHOP, signed("unsupported")));
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (400, "malformed_payload")
+    );
+    assert_eq!(run(e.db().malformed_page(None, 10)).unwrap().items.len(), 1);
+}
+
+#[test]
+fn only_the_callers_headers_reach_the_edge() {
+    let pairs = [
+        (
+            "Spin-Full-Url",
+            b"https://edge.example/webhooks/shop".as_slice(),
+        ),
+        ("spin-client-addr", b"203.0.113.9:4711".as_slice()),
+        ("X-Signature", b"sha256=ab".as_slice()),
+        ("x-binary", b"\xff\xfe".as_slice()),
+    ];
+    let headers = caller_headers(pairs.into_iter());
+    let names: Vec<&str> = headers.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["x-signature"]);
+}
+
+#[test]
+fn what_the_edge_does_not_run_is_not_required_and_what_it_cannot_do_is_refused() {
+    let redis = FakeRedis::default();
+    // A webhook agent's secret is the workers' business.
+    let mut v = vars("shop");
+    v.0.insert(
+        "gateway_toml".into(),
+        config("[channels.shop]\nplugin = \"builtin:shop\"\n[agent]\nkind = \"webhook\"\nurl = \"https://bot.example/agent\""),
+    );
+    assert!(edge_with(&v, &redis).is_ok());
+    // No files at the edge.
+    let mut v = vars("shop");
+    v.0.insert(
+        "gateway_toml".into(),
+        config("[channels.shop]\nplugin = \"builtin:shop\"").replace(
+            "url = \"redis://placeholder:6379\"",
+            "url = \"rediss://placeholder:6380\"\ntls_ca_file = \"ca.pem\"",
+        ),
+    );
+    let err = edge_with(&v, &redis).unwrap_err().0;
+    assert!(err.starts_with("store.tls_ca_file"), "{err}");
 }
