@@ -250,7 +250,10 @@ struct SpinApp {
 
 impl Drop for SpinApp {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // `spin up` runs the trigger as a child of its own: stop the group.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -264,6 +267,7 @@ impl SpinApp {
             .port();
         let log_dir = dir.join("spin-logs");
         let mut cmd = Command::new(spin);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.args(["up", "-f"])
             .arg(root().join("spin.toml"))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--log-dir"])
@@ -288,7 +292,9 @@ impl SpinApp {
         });
         // The first start compiles the component (cached afterwards).
         if rx.recv_timeout(Duration::from_secs(180)).is_err() {
-            let _ = child.kill();
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
             panic!(
                 "spin up did not serve: {}",
                 std::fs::read_to_string(dir.join("spin.stderr")).unwrap_or_default()
