@@ -232,6 +232,42 @@ fn a_verified_body_the_plugin_cannot_parse_is_400_malformed_payload() {
     );
 }
 
+#[test]
+fn a_time_in_milliseconds_is_refused_as_the_plugins_fault_and_nothing_is_stored() {
+    let s = setup("wa-millis");
+    let mut value = whatsapp_text("15550009999", "wamid.millis", "hello");
+    value["messages"][0]["timestamp"] = serde_json::json!((now() * 1000).to_string());
+    let r = post_whatsapp(&s.gw, APP_SECRET, value);
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (502, "plugin_failed"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        r.text().contains("it looks like milliseconds"),
+        "{}",
+        r.text()
+    );
+    // The same message with its time in seconds is stored as new: nothing
+    // of the refused one was (its id is no redelivery).
+    let r = post_whatsapp(
+        &s.gw,
+        APP_SECRET,
+        whatsapp_text("15550009999", "wamid.millis", "hello"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let metrics = s.gw.get("/metrics").text();
+    assert!(
+        metrics.contains("gateway_inbound_events_total{channel=\"whatsapp\",kind=\"message\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("gateway_dedup_hits_total{channel=\"whatsapp\"}"),
+        "{metrics}"
+    );
+}
+
 // --- Telegram -------------------------------------------------------------
 
 #[test]

@@ -461,6 +461,7 @@ impl<L: Link> Edge<L> {
                 .channels
                 .get(&self.channel)
                 .is_none_or(|c| c.trusts_verified_claims()),
+            now: self.clock.now_secs(),
         };
         let inbound = rules.apply(inbound).map_err(|e| {
             Response::error(

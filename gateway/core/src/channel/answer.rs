@@ -78,7 +78,25 @@ pub enum InvalidAnswer {
     /// A response field is out of range.
     #[error("response: {0}")]
     Response(String),
+    /// A time that is not a plausible Unix time in seconds.
+    #[error(
+        "event {index}: timestamp {value} is not a Unix time in seconds from 2000 to a day from now{hint}"
+    )]
+    Timestamp {
+        /// The event's index.
+        index: usize,
+        /// The time given.
+        value: u64,
+        /// What it looks like instead, if anything (` (milliseconds?)`).
+        hint: &'static str,
+    },
 }
+
+/// 2000-01-01T00:00:00Z: no channel's message is older.
+pub const EARLIEST_TIMESTAMP: u64 = 946_684_800;
+/// How far ahead of the host's clock a channel's time may be (its clock
+/// may run ahead of ours, by far less than this).
+pub const MAX_TIMESTAMP_AHEAD_SECONDS: u64 = 86_400;
 
 /// How a channel's plugin answers are checked and placed.
 #[derive(Debug, Clone)]
@@ -91,6 +109,9 @@ pub struct AnswerRules<'a> {
     pub max_events: usize,
     /// Whether its verified claims may link on their own.
     pub trust_verified_claims: bool,
+    /// Now, Unix seconds by the host's (injected) clock: event times must
+    /// lie between [`EARLIEST_TIMESTAMP`] and a day after it.
+    pub now: u64,
 }
 
 impl AnswerRules<'_> {
@@ -146,6 +167,7 @@ impl AnswerRules<'_> {
                         MAX_REPLY_HANDLE_BYTES,
                     )?;
                     content(index, &m.content)?;
+                    self.timestamp(index, m.timestamp)?;
                 }
                 InboundEvent::Status(s) => {
                     field.id("provider_message_id", &s.provider_message_id)?;
@@ -153,6 +175,7 @@ impl AnswerRules<'_> {
                         self.identity(index, r)?;
                     }
                     field.max("error", s.error.as_deref(), MAX_TEXT_BYTES)?;
+                    self.timestamp(index, s.timestamp)?;
                 }
                 InboundEvent::Ignored { reason } => {
                     field.max("reason", Some(reason), MAX_NAME_BYTES)?;
@@ -180,6 +203,20 @@ impl AnswerRules<'_> {
             )));
         }
         Ok(())
+    }
+
+    /// A plausible Unix time in seconds: milliseconds where seconds are
+    /// expected would otherwise be stored as a date thousands of years on.
+    fn timestamp(&self, index: usize, value: u64) -> Result<(), InvalidAnswer> {
+        let latest = self.now.saturating_add(MAX_TIMESTAMP_AHEAD_SECONDS);
+        if (EARLIEST_TIMESTAMP..=latest).contains(&value) {
+            return Ok(());
+        }
+        let hint = match value / 1000 {
+            s if (EARLIEST_TIMESTAMP..=latest).contains(&s) => " (it looks like milliseconds)",
+            _ => "",
+        };
+        Err(InvalidAnswer::Timestamp { index, value, hint })
     }
 
     fn identity(&self, index: usize, who: &ChannelIdentity) -> Result<(), InvalidAnswer> {
@@ -290,7 +327,7 @@ mod tests {
             claims,
             content: Content::Text { text: "hi".into() },
             link_token: None,
-            timestamp: 1,
+            timestamp: NOW - 5,
             edited: false,
             reply_handle: None,
         })
@@ -314,7 +351,34 @@ mod tests {
             channel: "wa",
             max_events: 2,
             trust_verified_claims: trust,
+            now: NOW,
         }
+    }
+
+    const NOW: u64 = 1_800_000_000;
+
+    #[test]
+    fn times_must_be_plausible_unix_seconds() {
+        let at = |t: u64| {
+            let mut m = message("whatsapp", vec![]);
+            if let InboundEvent::Message(x) = &mut m {
+                x.timestamp = t;
+            }
+            rules(true).apply(inbound(vec![m]))
+        };
+        assert!(at(NOW).is_ok());
+        assert!(at(NOW + 86_400).is_ok());
+        assert!(at(EARLIEST_TIMESTAMP).is_ok());
+        let e = at(NOW * 1000).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "event 0: timestamp 1800000000000 is not a Unix time in seconds from 2000 to a day from now (it looks like milliseconds)"
+        );
+        assert!(matches!(
+            at(NOW + 86_401),
+            Err(InvalidAnswer::Timestamp { hint: "", .. })
+        ));
+        assert!(matches!(at(0), Err(InvalidAnswer::Timestamp { .. })));
     }
 
     fn phone() -> Claim {

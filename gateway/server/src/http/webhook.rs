@@ -247,6 +247,7 @@ pub(super) async fn parse(
             .channels
             .get(channel)
             .is_none_or(|c| c.trusts_verified_claims()),
+        now: app.clock.now_secs(),
     };
     let checked =
         result.and_then(|inbound| rules.apply(inbound).map_err(|e| plugin.invalid_answer(&e)));
