@@ -203,3 +203,114 @@ fn version_and_help_work() {
     assert!(out.status.success());
     assert!(stdout(&out).contains("plugin"));
 }
+
+/// The first fenced block of `lang` after `heading` in `text`.
+fn block_after<'a>(text: &'a str, heading: &str, lang: &str) -> &'a str {
+    let after = &text[text.find(heading).expect("the heading")..];
+    let open = format!("```{lang}\n");
+    let start = after.find(&open).expect("the block") + open.len();
+    let len = after[start..].find("```").expect("the block's end");
+    &after[start..start + len]
+}
+
+#[test]
+fn the_plugin_guides_example_builds_out_of_tree_and_loads() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let guide = std::fs::read_to_string(root.join("docs/plugins.md")).unwrap();
+    let manifest = block_after(&guide, "## A plugin, in full", "toml");
+    let source = block_after(&guide, "## A plugin, in full", "rust");
+    // The crate as the guide writes it, but for the SDK's path here.
+    let sdk = root.join("plugins/sdk").canonicalize().unwrap();
+    let manifest = manifest.replace(
+        "path = \"../chatcrafter/plugins/sdk\"",
+        &format!("path = {:?}", sdk.display().to_string()),
+    );
+    assert_ne!(
+        manifest,
+        block_after(&guide, "## A plugin, in full", "toml")
+    );
+    let dir = scratch("guide-example");
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+    std::fs::write(dir.join("src/lib.rs"), source).unwrap();
+    // Its own target directory beside the tests' (kept between runs).
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("guide-example");
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cargo
+        .current_dir(&dir)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(&target);
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+    ] {
+        cargo.env_remove(var);
+    }
+    let built = cargo.output().unwrap();
+    assert!(
+        built.status.success(),
+        "the guide's example does not build:\n{}",
+        stderr(&built)
+    );
+    let wasm = target.join("wasm32-wasip2/release/acme_channel.wasm");
+    let wasm = wasm.to_str().unwrap();
+
+    let out = gateway(&["plugin", "check", wasm]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("id:            acme"),
+        "{}",
+        stdout(&out)
+    );
+
+    let req = serde_json::json!({
+        "body": r#"{"id": "a-1", "from": "u-7", "text": "hello", "ts": 1800000000}"#,
+    });
+    let req_path = dir.join("req.json");
+    std::fs::write(&req_path, req.to_string()).unwrap();
+    let out = gateway(&[
+        "plugin",
+        "run",
+        wasm,
+        "--request",
+        req_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["events"][0]["provider_message_id"], "a-1");
+    assert_eq!(v["events"][0]["sender"]["id"], "u-7");
+    assert_eq!(
+        v["events"][0]["content"],
+        serde_json::json!({"type": "text", "text": "hello"})
+    );
+
+    let reply = serde_json::json!({"message_id": "m-1",
+        "recipient": {"channel": "acme", "scope": "", "id": "u-7"}, "text": "Hi!", "reply_handle": null});
+    std::fs::write(dir.join("reply.json"), reply.to_string()).unwrap();
+    let out = gateway(&[
+        "plugin",
+        "run",
+        wasm,
+        "--export",
+        "render-outbound",
+        "--request",
+        dir.join("reply.json").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("/v1/messages") && text.contains("api_token"),
+        "{text}"
+    );
+}
