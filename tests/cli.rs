@@ -314,3 +314,65 @@ fn the_plugin_guides_example_builds_out_of_tree_and_loads() {
         "{text}"
     );
 }
+
+#[test]
+fn plugin_run_verifies_a_recorded_request_as_the_gateway_would_and_signs_one() {
+    let dir = scratch("run-verify");
+    let body = std::fs::read_to_string(fixture("whatsapp_text.json")).unwrap();
+    let write = |name: &str, headers: serde_json::Value, body: &str| {
+        let path = dir.join(name);
+        let req = serde_json::json!({"headers": headers, "body": body});
+        std::fs::write(&path, req.to_string()).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let unsigned = write("unsigned.json", serde_json::json!({}), &body);
+    let run = |req: &str, extra: &[&str]| {
+        let mut args = vec!["plugin", "run", "builtin:whatsapp", "--request", req];
+        args.extend_from_slice(extra);
+        gateway(&args)
+    };
+    // Unsigned, with the secret: refused as the gateway would refuse it.
+    let out = run(&unsigned, &["--secret", "app_secret=s3cr3t"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("missing `x-hub-signature-256` header")
+            && stderr(&out).contains("401 missing_signature"),
+        "{}",
+        stderr(&out)
+    );
+    // Signed here: the signature is Meta's HMAC of the body, and it verifies.
+    let out = run(&unsigned, &["--secret", "app_secret=s3cr3t", "--sign"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"s3cr3t");
+    let tag = ring::hmac::sign(&key, body.as_bytes());
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let signed = format!("signed: x-hub-signature-256: sha256={hex}");
+    assert!(stderr(&out).contains(&signed), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["events"][0]["event"], "message");
+    // That signature over another body, or another secret: refused.
+    let tampered = write(
+        "tampered.json",
+        serde_json::json!({"x-hub-signature-256": format!("sha256={hex}")}),
+        &body.replace("Hi", "Ho"),
+    );
+    assert_ne!(body, body.replace("Hi", "Ho"), "the fixture says Hi");
+    let out = run(&tampered, &["--secret", "app_secret=s3cr3t"]);
+    assert!(
+        stderr(&out).contains("401 bad_signature"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&unsigned, &["--sign"]);
+    assert!(
+        stderr(&out).contains("--secret app_secret=VALUE"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&unsigned, &["--secret", "app_secret"]);
+    assert!(
+        stderr(&out).contains("write NAME=VALUE"),
+        "{}",
+        stderr(&out)
+    );
+}

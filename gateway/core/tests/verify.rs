@@ -721,3 +721,78 @@ fn a_token_may_not_live_longer_than_the_configured_lifetime_nor_be_issued_in_the
         .unwrap_err();
     assert_eq!(e.reason(), "lifetime");
 }
+
+#[test]
+fn a_request_signed_as_the_channel_would_verifies_and_its_signature_is_the_channels() {
+    use chatcrafter_core::verify::signature::{SignError, sign_request};
+    let slack = Verification::HmacSha256 {
+        header: "x-slack-signature".into(),
+        prefix: "v0=".into(),
+        encoding: Encoding::Hex,
+        signed_template: "v0:{header:x-slack-request-timestamp}:{body}".into(),
+        timestamp_header: Some("x-slack-request-timestamp".into()),
+        max_age_seconds: Some(300),
+        secret: "signing_secret".into(),
+    };
+    let secret = |n: &str| (n == "signing_secret").then_some("s3cr3t");
+    let body = b"command=%2Fweather";
+    let mut h = headers(&[("content-type", "application/x-www-form-urlencoded")]);
+    sign_request(&slack, secret, &mut h, body, NOW).unwrap();
+    // The timestamp header is set to now, and the signature is the HMAC a
+    // channel computes over the template, independently.
+    let ts = h
+        .iter()
+        .find(|x| x.name == "x-slack-request-timestamp")
+        .unwrap();
+    assert_eq!(ts.value, NOW.to_string());
+    let sig = h.iter().find(|x| x.name == "x-slack-signature").unwrap();
+    let expected = hmac_hex(b"s3cr3t", format!("v0:{NOW}:command=%2Fweather").as_bytes());
+    assert_eq!(sig.value, format!("v0={expected}"));
+    let v = Verifier::new(&slack, secret, false, &KEY).unwrap();
+    assert_eq!(v.verify(&h, body, NOW), Ok(()));
+    assert_eq!(
+        v.verify(&h, b"command=%2Ftime", NOW).unwrap_err().code(),
+        "bad_signature"
+    );
+    // A missing secret and an ed25519 scheme are said, not guessed.
+    assert_eq!(
+        sign_request(&slack, |_| None, &mut h, body, NOW),
+        Err(SignError::MissingSecret("signing_secret".into()))
+    );
+    let discord = Verification::Ed25519 {
+        signature_header: "x-signature-ed25519".into(),
+        timestamp_header: "x-signature-timestamp".into(),
+        encoding: Encoding::Hex,
+        max_age_seconds: 300,
+        public_key: "public_key".into(),
+    };
+    assert!(matches!(
+        sign_request(&discord, secret, &mut h, body, NOW),
+        Err(SignError::Ed25519(_))
+    ));
+    // Base64 and a shared secret.
+    let b64 = Verification::HmacSha256 {
+        header: "x-sig".into(),
+        prefix: String::new(),
+        encoding: Encoding::Base64,
+        signed_template: "{body}".into(),
+        timestamp_header: None,
+        max_age_seconds: None,
+        secret: "k".into(),
+    };
+    let mut h = Vec::new();
+    sign_request(&b64, |_| Some("key"), &mut h, body, NOW).unwrap();
+    assert_eq!(
+        Verifier::new(&b64, |_| Some("key"), false, &KEY)
+            .unwrap()
+            .verify(&h, body, NOW),
+        Ok(())
+    );
+    let shared = Verification::SharedSecret {
+        header: "x-telegram-bot-api-secret-token".into(),
+        secret: "secret_token".into(),
+    };
+    let mut h = Vec::new();
+    sign_request(&shared, |_| Some("tok"), &mut h, body, NOW).unwrap();
+    assert_eq!(h[0].value, "tok");
+}

@@ -143,7 +143,13 @@ pub enum Export {
 }
 
 /// `gateway plugin run FILE.wasm --request REQ.json`: one export, offline.
-pub fn plugin_run(path: &Path, request: &PathBuf, export: Export) -> anyhow::Result<String> {
+pub fn plugin_run(
+    path: &Path,
+    request: &PathBuf,
+    export: Export,
+    secrets: &[String],
+    sign: bool,
+) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(request)
         .with_context(|| format!("{}: cannot read", request.display()))?;
     let host = PluginHost::new()?;
@@ -161,6 +167,9 @@ pub fn plugin_run(path: &Path, request: &PathBuf, export: Export) -> anyhow::Res
             if req.context.request_id.is_empty() {
                 req.context.request_id = "plugin-run".into();
             }
+            if sign || !secrets.is_empty() {
+                verify_recorded(plugin.manifest(), &mut req, secrets, sign)?;
+            }
             serde_json::to_value(plugin.parse_inbound(&req)?)?
         }
         Export::RenderOutbound => {
@@ -170,6 +179,50 @@ pub fn plugin_run(path: &Path, request: &PathBuf, export: Export) -> anyhow::Res
         }
     };
     Ok(serde_json::to_string_pretty(&value)? + "\n")
+}
+
+/// `plugin run --secret NAME=VALUE [--sign]`: signs the recorded request
+/// as the channel would (with `--sign`), then verifies it as the gateway
+/// does, at the request's `received_at_ms`.
+fn verify_recorded(
+    m: &chatcrafter_core::channel::Manifest,
+    req: &mut InboundRequest,
+    secrets: &[String],
+    sign: bool,
+) -> anyhow::Result<()> {
+    use chatcrafter_core::verify::signature::{Verifier, sign_request};
+    let mut given = std::collections::BTreeMap::new();
+    for s in secrets {
+        let (name, value) = s
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--secret {s}: write NAME=VALUE"))?;
+        given.insert(name.to_string(), value.to_string());
+    }
+    let secret = |n: &str| given.get(n).map(String::as_str);
+    let now = req.context.received_at_ms / 1000;
+    if sign {
+        let before = req.headers.clone();
+        sign_request(&m.verification, secret, &mut req.headers, &req.body, now)?;
+        for h in req.headers.iter().filter(|h| !before.contains(h)) {
+            eprintln!("signed: {}: {}", h.name, h.value);
+        }
+    }
+    let verifier = Verifier::new(&m.verification, secret, true, &crate::ids::random_bytes())
+        .map_err(|e| {
+            anyhow::anyhow!("plugin {}@{}: {e} (give it with --secret)", m.id, m.version)
+        })?;
+    verifier
+        .verify(&req.headers, &req.body, now)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the request does not verify as plugin {}@{} declares: {e}; the gateway would answer 401 {}",
+                m.id,
+                m.version,
+                e.code()
+            )
+        })?;
+    eprintln!("verified as plugin {}@{} declares", m.id, m.version);
+    Ok(())
 }
 
 /// `gateway serve [--config FILE]`: runs until SIGTERM or SIGINT.

@@ -109,6 +109,12 @@ enum PluginCommand {
         /// The export to call.
         #[arg(long, value_enum, default_value = "parse-inbound")]
         export: cli::Export,
+        /// A channel secret, `NAME=VALUE` (repeatable): the request is first verified as the gateway would (exit 1 saying why when it does not).
+        #[arg(long = "secret", value_name = "NAME=VALUE")]
+        secrets: Vec<String>,
+        /// Sign the request as the channel would (HMAC or shared-secret schemes), with the --secret values, before verifying it; the headers added are printed on stderr.
+        #[arg(long)]
+        sign: bool,
     },
 }
 
@@ -139,7 +145,9 @@ fn main() -> ExitCode {
             file,
             request,
             export,
-        }) => cli::plugin_run(&file, &request, export),
+            secrets,
+            sign,
+        }) => cli::plugin_run(&file, &request, export, &secrets, sign),
     };
     match result {
         Ok(out) => {

@@ -242,20 +242,91 @@ fn verify_tag<H: Headers + ?Sized>(
     // Build the signed string only when the template is more than `{body}`.
     match template {
         [Part::Body] => hmac::verify(key, body, sig).map_err(|_| ()),
-        _ => {
-            let mut msg = Vec::with_capacity(body.len() + 64);
-            for part in template {
-                match part {
-                    Part::Literal(l) => msg.extend_from_slice(l),
-                    Part::Body => msg.extend_from_slice(body),
-                    Part::Header(h) => {
-                        msg.extend_from_slice(headers.header(h).unwrap_or("").as_bytes())
-                    }
-                }
-            }
-            hmac::verify(key, &msg, sig).map_err(|_| ())
+        _ => hmac::verify(key, &signed_message(template, headers, body), sig).map_err(|_| ()),
+    }
+}
+
+/// The bytes an HMAC template signs: its literals, the body and the named
+/// headers' values (empty when absent), in order.
+fn signed_message<H: Headers + ?Sized>(template: &[Part], headers: &H, body: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(body.len() + 64);
+    for part in template {
+        match part {
+            Part::Literal(l) => msg.extend_from_slice(l),
+            Part::Body => msg.extend_from_slice(body),
+            Part::Header(h) => msg.extend_from_slice(headers.header(h).unwrap_or("").as_bytes()),
         }
     }
+    msg
+}
+
+/// Why a request cannot be signed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    /// The scheme needs a secret that was not given.
+    #[error("secret `{0}` is needed to sign (give it with --secret {0}=VALUE)")]
+    MissingSecret(String),
+    /// Ed25519 requests are signed with the channel's private key, which
+    /// only the channel holds.
+    #[error(
+        "an ed25519 request is signed with the channel's private key: it can be verified (--secret {0}=<public key>), not signed here"
+    )]
+    Ed25519(String),
+}
+
+/// Signs a recorded request the way the channel would for `verification`
+/// — the signature header (and an HMAC scheme's timestamp header, set to
+/// `now` when absent) added to `headers`, or the shared secret's header
+/// set — for tools and tests (`gateway plugin run --sign`). A scheme of
+/// `none` signs nothing.
+pub fn sign_request<'a>(
+    verification: &Verification,
+    secret: impl Fn(&str) -> Option<&'a str>,
+    headers: &mut Vec<crate::channel::Header>,
+    body: &[u8],
+    now: u64,
+) -> Result<(), SignError> {
+    let need = |name: &str| secret(name).ok_or_else(|| SignError::MissingSecret(name.to_string()));
+    fn set(headers: &mut Vec<crate::channel::Header>, name: &str, value: String) {
+        headers.retain(|h| !h.name.eq_ignore_ascii_case(name));
+        headers.push(crate::channel::Header {
+            name: name.to_ascii_lowercase(),
+            value,
+        });
+    }
+    match verification {
+        Verification::None => {}
+        Verification::SharedSecret { header, secret } => {
+            set(headers, header, need(secret)?.to_string())
+        }
+        Verification::Ed25519 { public_key, .. } => {
+            return Err(SignError::Ed25519(public_key.clone()));
+        }
+        Verification::HmacSha256 {
+            header,
+            prefix,
+            encoding,
+            signed_template,
+            timestamp_header,
+            secret,
+            ..
+        } => {
+            let key = hmac::Key::new(hmac::HMAC_SHA256, need(secret)?.as_bytes());
+            if let Some(ts) = timestamp_header
+                && headers.header(ts).is_none()
+            {
+                set(headers, ts, now.to_string());
+            }
+            let msg = signed_message(&parse_template(signed_template), headers.as_slice(), body);
+            let tag = hmac::sign(&key, &msg);
+            let sig = match encoding {
+                Encoding::Hex => super::hex_encode(tag.as_ref()),
+                Encoding::Base64 => base64::engine::general_purpose::STANDARD.encode(tag.as_ref()),
+            };
+            set(headers, header, format!("{prefix}{sig}"));
+        }
+    }
+    Ok(())
 }
 
 fn missing(header: &str) -> VerifyError {
