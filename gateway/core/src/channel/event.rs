@@ -337,7 +337,7 @@ pub struct AuthenticatedUser {
 
 /// What the host adds to a request.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RequestContext {
     /// Receive time, Unix milliseconds.
     pub received_at_ms: u64,
@@ -465,6 +465,11 @@ mod tests {
     fn a_recorded_request_with_an_unknown_key_names_it() {
         let err = serde_json::from_str::<InboundRequest>(r#"{"bdy":"x"}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `bdy`"), "{err}");
+        // Inside the context too: a misspelt `settings` is not silently
+        // dropped.
+        let err =
+            serde_json::from_str::<InboundRequest>(r#"{"context":{"setting":[]}}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `setting`"), "{err}");
     }
 
     #[test]
