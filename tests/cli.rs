@@ -376,3 +376,80 @@ fn plugin_run_verifies_a_recorded_request_as_the_gateway_would_and_signs_one() {
         stderr(&out)
     );
 }
+
+/// The JSON Schemas of the files `plugin run` reads say what serde accepts:
+/// the guide's examples and the tests' requests are valid under them and
+/// read; what serde refuses, they refuse.
+#[test]
+fn the_plugin_file_schemas_agree_with_what_plugin_run_reads() {
+    use chatcrafter_core::channel::{InboundRequest, OutboundMessage};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let schema = |name: &str| {
+        let text = std::fs::read_to_string(root.join("docs/schemas").join(name)).unwrap();
+        jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).unwrap()
+    };
+    let request = schema("recorded-request.schema.json");
+    let outbound = schema("outbound-message.schema.json");
+    let guide = std::fs::read_to_string(root.join("docs/plugins.md")).unwrap();
+    let example_request: serde_json::Value =
+        serde_json::from_str(block_after(&guide, "A recorded request", "json")).unwrap();
+    let example_outbound: serde_json::Value =
+        serde_json::from_str(block_after(&guide, "An outbound message", "json")).unwrap();
+
+    let good_requests = [
+        example_request,
+        serde_json::json!({"headers": {"Content-Type": "application/json"}, "body": "{}",
+            "context": {"settings": [["bot_id", "7012345678"]]}}),
+        serde_json::json!({"method": "GET", "path": "/webhooks/whatsapp", "query": "hub.mode=subscribe",
+            "headers": [{"name": "x-a", "value": "1"}], "body": [0, 255],
+            "context": {"received_at_ms": 1_800_000_000_000u64, "request_id": "r-1",
+                "user": {"issuer": "shop", "subject": "u-1",
+                    "claims": [{"kind": "email", "value": "a@example.com", "verified": true},
+                               {"kind": {"other": "loyalty"}, "value": "gold", "verified": false}]}}}),
+    ];
+    for r in &good_requests {
+        assert!(request.is_valid(r), "{r}: {:?}", request.validate(r).err());
+        serde_json::from_value::<InboundRequest>(r.clone()).unwrap();
+    }
+    let bad_requests = [
+        serde_json::json!({"bdy": "x"}),
+        serde_json::json!({"context": {"setting": []}}),
+        serde_json::json!({"body": [256]}),
+        serde_json::json!({"headers": {"a": 1}}),
+        serde_json::json!({"context": {"settings": [["only-a-name"]]}}),
+        serde_json::json!({"context": {"user": {"issuer": "shop"}}}),
+    ];
+    for r in &bad_requests {
+        assert!(!request.is_valid(r), "the schema takes {r}");
+        assert!(
+            serde_json::from_value::<InboundRequest>(r.clone()).is_err(),
+            "serde takes {r}"
+        );
+    }
+
+    let good_outbound = [
+        example_outbound,
+        serde_json::json!({"message_id": "m", "recipient": {"channel": "acme", "scope": "", "id": "u"},
+            "text": "Hi"}),
+    ];
+    for m in &good_outbound {
+        assert!(
+            outbound.is_valid(m),
+            "{m}: {:?}",
+            outbound.validate(m).err()
+        );
+        serde_json::from_value::<OutboundMessage>(m.clone()).unwrap();
+    }
+    let bad_outbound = [
+        serde_json::json!({"message_id": "m", "recipient": {"channel": "acme", "scope": "", "id": "u"}}),
+        serde_json::json!({"message_id": "m", "recipient": {"channel": "acme", "id": "u"}, "text": "Hi"}),
+        serde_json::json!({"message_id": 7, "recipient": {"channel": "acme", "scope": "", "id": "u"}, "text": "Hi"}),
+    ];
+    for m in &bad_outbound {
+        assert!(!outbound.is_valid(m), "the schema takes {m}");
+        assert!(
+            serde_json::from_value::<OutboundMessage>(m.clone()).is_err(),
+            "serde takes {m}"
+        );
+    }
+}
