@@ -453,3 +453,79 @@ fn the_plugin_file_schemas_agree_with_what_plugin_run_reads() {
         );
     }
 }
+
+/// `gateway plugin new demo` writes a crate that, out of tree, passes its
+/// own tests, builds for wasm32-wasip2 and loads as a plugin.
+#[test]
+fn plugin_new_writes_a_crate_that_tests_builds_and_loads_out_of_tree() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = scratch("plugin-new");
+    let _ = std::fs::remove_dir_all(dir.join("demo"));
+    let sdk = root.join("plugins/sdk");
+    let new = |name: &str| {
+        gateway(&[
+            "plugin",
+            "new",
+            name,
+            "--dir",
+            dir.to_str().unwrap(),
+            "--sdk",
+            sdk.to_str().unwrap(),
+        ])
+    };
+    let out = new("demo");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("cargo test"), "{}", stdout(&out));
+    // Nothing is overwritten; a bad id is named.
+    let again = new("demo");
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    let bad = new("Demo_Plugin");
+    assert!(
+        stderr(&bad).contains("cannot be a plugin id"),
+        "{}",
+        stderr(&bad)
+    );
+
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("plugin-new");
+    let cargo = |args: &[&str]| {
+        let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        c.current_dir(dir.join("demo"))
+            .args(args)
+            .arg("--target-dir")
+            .arg(&target);
+        for var in [
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "CARGO_BUILD_TARGET",
+            "CARGO_TARGET_DIR",
+        ] {
+            c.env_remove(var);
+        }
+        c.output().unwrap()
+    };
+    let tested = cargo(&["test"]);
+    assert!(
+        tested.status.success(),
+        "{}\n{}",
+        stdout(&tested),
+        stderr(&tested)
+    );
+    assert!(stdout(&tested).contains("3 passed"), "{}", stdout(&tested));
+    let built = cargo(&["build", "--release", "--target", "wasm32-wasip2"]);
+    assert!(built.status.success(), "{}", stderr(&built));
+    let wasm = target.join("wasm32-wasip2/release/demo.wasm");
+    let out = gateway(&["plugin", "check", wasm.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("id:            demo"),
+        "{}",
+        stdout(&out)
+    );
+}

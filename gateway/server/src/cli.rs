@@ -15,6 +15,69 @@ fn load(host: &PluginHost, path: &Path) -> anyhow::Result<Plugin> {
     crate::plugin::load_spec(host, &path.to_string_lossy(), Path::new(""))
 }
 
+/// `gateway plugin new NAME [--dir DIR] [--sdk PATH]`: writes a plugin crate
+/// that builds out of tree and passes its own tests (templates in
+/// `gateway/server/templates/plugin`). Refuses to overwrite anything.
+pub fn plugin_new(name: &str, dir: &Path, sdk: Option<&Path>) -> anyhow::Result<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !ok {
+        anyhow::bail!(
+            "`{name}` cannot be a plugin id: use lower-case letters, digits and `-`, starting with a letter, at most 32"
+        );
+    }
+    let sdk = match sdk {
+        Some(p) => {
+            let p = p
+                .canonicalize()
+                .with_context(|| format!("--sdk {}: not found", p.display()))?;
+            if !p.join("Cargo.toml").exists() {
+                anyhow::bail!(
+                    "--sdk {}: not the SDK's folder (no Cargo.toml)",
+                    p.display()
+                );
+            }
+            format!("{{ path = {:?} }}", p.display().to_string())
+        }
+        None => format!("{{ git = {:?} }}", env!("CARGO_PKG_REPOSITORY")),
+    };
+    let root = dir.join(name);
+    if root.exists() {
+        anyhow::bail!("{} already exists; nothing was written", root.display());
+    }
+    let krate = name.replace('-', "_");
+    let fill = |t: &str| {
+        t.replace("{{name}}", name)
+            .replace("{{crate}}", &krate)
+            .replace("{{sdk}}", &sdk)
+    };
+    std::fs::create_dir_all(root.join("src"))
+        .with_context(|| format!("{}: cannot create", root.display()))?;
+    std::fs::write(
+        root.join("Cargo.toml"),
+        fill(include_str!("../templates/plugin/Cargo.toml.tmpl")),
+    )?;
+    std::fs::write(
+        root.join("src/lib.rs"),
+        fill(include_str!("../templates/plugin/lib.rs.tmpl")),
+    )?;
+    Ok(format!(
+        "wrote {root}
+
+next:
+  cd {root}
+  cargo test
+  cargo build --release --target wasm32-wasip2
+  gateway plugin check target/wasm32-wasip2/release/{krate}.wasm
+",
+        root = root.display()
+    ))
+}
+
 /// `gateway plugin check FILE.wasm`: load, validate, describe.
 pub fn plugin_check(path: &Path, json: bool) -> anyhow::Result<String> {
     let host = PluginHost::new()?;

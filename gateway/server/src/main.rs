@@ -100,6 +100,17 @@ enum PluginCommand {
         json: bool,
     },
     /// Run one plugin export on a recorded request, offline, and print the result as JSON.
+    /// Write a new plugin crate NAME (a webhook channel with HMAC signatures, native tests, a release profile) that builds out of tree.
+    New {
+        /// The plugin's id and crate name (lower-case letters, digits and `-`, at most 32).
+        name: String,
+        /// Where to create the crate's folder.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+        /// A local checkout of the SDK (`plugins/sdk`) to depend on, instead of the project's git repository.
+        #[arg(long, value_name = "PATH")]
+        sdk: Option<PathBuf>,
+    },
     Run {
         /// The plugin component (`FILE.wasm`, or `builtin:whatsapp` etc.).
         file: PathBuf,
@@ -141,6 +152,9 @@ fn main() -> ExitCode {
             cli::receipt_public_key(config.as_deref())
         }
         Command::Plugin(PluginCommand::Check { file, json }) => cli::plugin_check(&file, json),
+        Command::Plugin(PluginCommand::New { name, dir, sdk }) => {
+            cli::plugin_new(&name, &dir, sdk.as_deref())
+        }
         Command::Plugin(PluginCommand::Run {
             file,
             request,
