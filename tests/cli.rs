@@ -213,6 +213,33 @@ fn block_after<'a>(text: &'a str, heading: &str, lang: &str) -> &'a str {
     &after[start..start + len]
 }
 
+/// `cargo ARGS --target-dir TARGET` in the crate at `dir`, outside this
+/// workspace, without the outer build's host settings.
+fn cargo_out_of_tree(dir: &Path, target: &Path, args: &[&str]) -> Output {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(dir)
+        .args(args)
+        .arg("--target-dir")
+        .arg(target);
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+    ] {
+        c.env_remove(var);
+    }
+    c.output().unwrap()
+}
+
+/// Where the out-of-tree crates build: beside the tests' own target.
+fn out_of_tree_target(root: &Path, name: &str) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join(name)
+}
+
 #[test]
 fn the_plugin_guides_example_builds_out_of_tree_and_loads() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -233,31 +260,13 @@ fn the_plugin_guides_example_builds_out_of_tree_and_loads() {
     std::fs::create_dir_all(dir.join("src")).unwrap();
     std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
     std::fs::write(dir.join("src/lib.rs"), source).unwrap();
-    // Its own target directory beside the tests' (kept between runs).
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("guide-example");
-    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cargo
-        .current_dir(&dir)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--target-dir",
-        ])
-        .arg(&target);
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-    ] {
-        cargo.env_remove(var);
-    }
-    let built = cargo.output().unwrap();
+    let target = out_of_tree_target(&root, "guide-example");
+    let built = cargo_out_of_tree(
+        &dir,
+        &target,
+        &["build", "--release", "--target", "wasm32-wasip2"],
+    );
+
     assert!(
         built.status.success(),
         "the guide's example does not build:\n{}",
@@ -490,26 +499,8 @@ fn plugin_new_writes_a_crate_that_tests_builds_and_loads_out_of_tree() {
         stderr(&bad)
     );
 
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("plugin-new");
-    let cargo = |args: &[&str]| {
-        let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        c.current_dir(dir.join("demo"))
-            .args(args)
-            .arg("--target-dir")
-            .arg(&target);
-        for var in [
-            "RUSTFLAGS",
-            "CARGO_ENCODED_RUSTFLAGS",
-            "CARGO_BUILD_TARGET",
-            "CARGO_TARGET_DIR",
-        ] {
-            c.env_remove(var);
-        }
-        c.output().unwrap()
-    };
+    let target = out_of_tree_target(&root, "plugin-new");
+    let cargo = |args: &[&str]| cargo_out_of_tree(&dir.join("demo"), &target, args);
     let tested = cargo(&["test"]);
     assert!(
         tested.status.success(),

@@ -504,6 +504,22 @@ impl ConfigError {
     }
 }
 
+/// The environment variable that overrides the secret at `parts`:
+/// `GATEWAY_` and the parts upper-cased, `-` as `_`
+/// (`["channels", "wa-2", "app_secret"]` → `GATEWAY_CHANNELS_WA_2_APP_SECRET`).
+pub fn env_var(parts: &[&str]) -> String {
+    std::iter::once("GATEWAY")
+        .chain(parts.iter().copied())
+        .map(|p| p.replace('-', "_").to_ascii_uppercase())
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
+/// The environment variable of channel `channel`'s secret `secret`.
+pub fn channel_secret_env(channel: &str, secret: &str) -> String {
+    env_var(&["channels", channel, secret])
+}
+
 impl Config {
     /// Parses and checks `gateway.toml` text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -551,14 +567,7 @@ impl Config {
         lookup: impl Fn(&str) -> Option<String>,
         secret_names: impl Fn(&str) -> Vec<String>,
     ) {
-        let var = |parts: &[&str]| {
-            let name = std::iter::once("GATEWAY")
-                .chain(parts.iter().copied())
-                .map(|p| p.replace('-', "_").to_ascii_uppercase())
-                .collect::<Vec<_>>()
-                .join("_");
-            lookup(&name)
-        };
+        let var = |parts: &[&str]| lookup(&env_var(parts));
         if let Some(v) = var(&["security", "data_key"]) {
             self.security.data_key = Some(v);
         }

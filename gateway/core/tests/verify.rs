@@ -131,9 +131,9 @@ fn whatsapp_sha1_only_header_is_a_missing_signature() {
     );
 }
 
-#[test]
-fn a_slack_style_scheme_is_verified_from_the_manifest_alone() {
-    let v = Verification::HmacSha256 {
+/// Slack's scheme: a timestamp header inside the signed template.
+fn slack_scheme() -> Verification {
+    Verification::HmacSha256 {
         header: "x-slack-signature".into(),
         prefix: "v0=".into(),
         encoding: Encoding::Hex,
@@ -141,9 +141,13 @@ fn a_slack_style_scheme_is_verified_from_the_manifest_alone() {
         timestamp_header: Some("x-slack-request-timestamp".into()),
         max_age_seconds: Some(300),
         secret: "signing_secret".into(),
-    };
+    }
+}
+
+#[test]
+fn a_slack_style_scheme_is_verified_from_the_manifest_alone() {
     let v = Verifier::new(
-        &v,
+        &slack_scheme(),
         |_| Some("8f742231b10e8888abcd99yyyzzz85a5"),
         false,
         &KEY,
@@ -725,15 +729,7 @@ fn a_token_may_not_live_longer_than_the_configured_lifetime_nor_be_issued_in_the
 #[test]
 fn a_request_signed_as_the_channel_would_verifies_and_its_signature_is_the_channels() {
     use chatcrafter_core::verify::signature::{SignError, sign_request};
-    let slack = Verification::HmacSha256 {
-        header: "x-slack-signature".into(),
-        prefix: "v0=".into(),
-        encoding: Encoding::Hex,
-        signed_template: "v0:{header:x-slack-request-timestamp}:{body}".into(),
-        timestamp_header: Some("x-slack-request-timestamp".into()),
-        max_age_seconds: Some(300),
-        secret: "signing_secret".into(),
-    };
+    let slack = slack_scheme();
     let secret = |n: &str| (n == "signing_secret").then_some("s3cr3t");
     let body = b"command=%2Fweather";
     let mut h = headers(&[("content-type", "application/x-www-form-urlencoded")]);

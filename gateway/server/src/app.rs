@@ -122,7 +122,14 @@ impl App {
         let mut channels = BTreeMap::new();
         for (name, ch) in &config.channels {
             let plugin = plugins.get(name).expect("loaded above");
-            let gate = ChannelGate::new(name, ch, plugin.manifest(), false, env_var_name, &random)?;
+            let gate = ChannelGate::new(
+                name,
+                ch,
+                plugin.manifest(),
+                false,
+                chatcrafter_core::config::channel_secret_env,
+                &random,
+            )?;
             channels.insert(name.clone(), gate);
         }
         let widget = match &config.widget {
@@ -190,16 +197,6 @@ impl App {
             demo,
         })
     }
-}
-
-/// Where a channel's secret may be set besides the file: its environment
-/// variable.
-fn env_var_name(channel: &str, secret: &str) -> String {
-    format!(
-        "GATEWAY_CHANNELS_{}_{}",
-        channel.replace('-', "_").to_uppercase(),
-        secret.to_uppercase()
-    )
 }
 
 fn widget_auth(w: &Widget, base_dir: &Path) -> anyhow::Result<WidgetAuth> {

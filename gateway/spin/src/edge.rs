@@ -17,7 +17,7 @@ use chatcrafter_core::channel::{
     AnswerRules, AuthenticatedUser, ChannelError, Header, Inbound, InboundRequest, Manifest,
     RequestContext,
 };
-use chatcrafter_core::config::{Config, StoreKind};
+use chatcrafter_core::config::{Config, StoreKind, channel_secret_env, env_var};
 use chatcrafter_core::db::{Db, DbError};
 use chatcrafter_core::identity::Rules;
 use chatcrafter_core::quarantine::Malformed;
@@ -200,16 +200,16 @@ impl<L: Link> Edge<L> {
         // Secrets come from Spin variables named like the native
         // environment variables (see [`variable_for`]).
         let mut wanted = vec![
-            "GATEWAY_SECURITY_DATA_KEY".to_string(),
-            "GATEWAY_SECURITY_INDEX_KEY".to_string(),
-            "GATEWAY_WIDGET_SECRET".to_string(),
+            env_var(&["security", "data_key"]),
+            env_var(&["security", "index_key"]),
+            env_var(&["widget", "secret"]),
         ];
         let secret_names: Vec<String> = inbound_secrets(&manifest)
             .into_iter()
             .map(String::from)
             .collect();
         for s in &secret_names {
-            wanted.push(env_name(&channel, s));
+            wanted.push(channel_secret_env(&channel, s));
         }
         let mut values = BTreeMap::new();
         for env in &wanted {
@@ -287,7 +287,7 @@ impl<L: Link> Edge<L> {
                     |ch, s| {
                         format!(
                             "the Spin variable `{}`",
-                            variable_for(&env_name(ch, s)).unwrap_or_default()
+                            variable_for(&channel_secret_env(ch, s)).unwrap_or_default()
                         )
                     },
                     &random,
@@ -605,15 +605,6 @@ impl<L: Link> Edge<L> {
             body.to_string().into_bytes(),
         )))
     }
-}
-
-/// Where a channel's secret is set natively: its environment variable.
-fn env_name(channel: &str, secret: &str) -> String {
-    format!(
-        "GATEWAY_CHANNELS_{}_{}",
-        channel.replace('-', "_").to_uppercase(),
-        secret.to_uppercase()
-    )
 }
 
 fn method_not_allowed(method: &str, allow: &str) -> Response {
