@@ -9,7 +9,7 @@
 mod answer;
 mod event;
 mod manifest;
-mod wit_0_1;
+mod wit_convert;
 
 pub use answer::*;
 

@@ -310,6 +310,24 @@ pub struct Channel {
     /// a file, whose claims then become suggestions in the review queue.
     #[serde(default)]
     pub trust_verified_claims: Option<bool>,
+    /// Templates by outbound purpose (`proactive`, `person-reply`,
+    /// `agent-reply`): what is sent instead of free text outside the
+    /// channel's reply window.
+    #[serde(default)]
+    pub templates: BTreeMap<String, TemplateRef>,
+}
+
+/// `[channels.NAME.templates] PURPOSE = { name, language, parameters }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateRef {
+    /// The template's approved name.
+    pub name: String,
+    /// Its language code, e.g. `en_US`.
+    pub language: String,
+    /// Values for its placeholders, in order, sent as written.
+    #[serde(default)]
+    pub parameters: Vec<String>,
 }
 
 impl Channel {
@@ -721,6 +739,21 @@ impl Config {
                     &format!("channels.{name}.api_base"),
                     format!("`{base}` must be an http:// or https:// URL"),
                 ));
+            }
+            for (purpose, t) in &ch.templates {
+                let at = format!("channels.{name}.templates.{purpose}");
+                if !["proactive", "person-reply", "agent-reply"].contains(&purpose.as_str()) {
+                    return Err(ConfigError::at(
+                        &at,
+                        "unknown purpose; templates are keyed by proactive, person-reply or agent-reply",
+                    ));
+                }
+                if t.name.trim().is_empty() || t.language.trim().is_empty() {
+                    return Err(ConfigError::at(
+                        &at,
+                        "a template needs a non-empty name and language",
+                    ));
+                }
             }
         }
         if let Some(w) = &self.widget {

@@ -6,8 +6,11 @@
 //! The queue itself lives in the store (see [`crate::jobs`]); the host
 //! owns the clock, the HTTP client and the plugin runtime.
 
+mod plan;
+
 use std::collections::BTreeMap;
 
+pub use plan::{Plan, Situation, fit, plan};
 use serde::{Deserialize, Serialize};
 
 use crate::channel::HttpCall;

@@ -53,7 +53,11 @@ pub enum Turn<'a> {
 
 /// Whether `m` is a message the agent answers (not a reaction, not an edit).
 pub fn wants_answer(m: &InboundMessage) -> bool {
-    !m.edited && !matches!(m.content, Content::Reaction { .. })
+    !m.edited
+        && !m
+            .contents
+            .iter()
+            .all(|c| matches!(c, Content::Reaction { .. }))
 }
 
 /// The agent's turns for the messages of one inbound request, in order:

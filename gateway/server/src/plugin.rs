@@ -32,12 +32,15 @@ use wasmtime::{
     UpdateDeadline,
 };
 
-use bindings::ChannelPluginPre;
+use convert::{Instance, Pre, WitRequest};
 use instance::{CallState, MemoryCapExceeded};
 pub use registry::Registry;
 
-/// The interface every channel plugin exports.
-pub const PLUGIN_INTERFACE: &str = "chatcrafter:channel/plugin@0.1.0";
+/// The interface a current channel plugin exports.
+pub const PLUGIN_INTERFACE: &str = "chatcrafter:channel/plugin@0.2.0";
+
+/// The older interfaces still served (docs/plugin-versions.md).
+pub const OLDER_INTERFACES: &[&str] = &["chatcrafter:channel/plugin@0.1.0"];
 
 /// Import namespaces a `wasm32-wasip2` guest's standard library may link.
 /// They are satisfied with an empty WASI context. Anything else — notably
@@ -97,9 +100,10 @@ pub enum LoadError {
     },
     /// A component of another world.
     #[error(
-        "{source_name}: not a chatcrafter:channel@0.1.0 plugin: it exports [{found}], \
+        "{source_name}: not a chatcrafter:channel plugin: it exports [{found}], \
          but a channel plugin must export `{PLUGIN_INTERFACE}` \
-         (world chatcrafter:channel/channel-plugin)"
+         (world chatcrafter:channel/channel-plugin), or the older \
+         `chatcrafter:channel/plugin@0.1.0`"
     )]
     WrongWorld {
         /// Where the plugin came from.
@@ -108,10 +112,12 @@ pub enum LoadError {
         found: String,
     },
     /// It exports the interface, but with other function signatures.
-    #[error("{source_name}: exports `{PLUGIN_INTERFACE}` with a different shape: {reason}")]
+    #[error("{source_name}: exports `{interface}` with a different shape: {reason}")]
     WrongShape {
         /// Where the plugin came from.
         source_name: String,
+        /// The interface it exports.
+        interface: String,
         /// What did not match.
         reason: String,
     },
@@ -402,13 +408,16 @@ impl PluginHost {
             reason: format!("{:#}", e),
         })?;
         let ty = component.component_type();
-        if ty.get_export(engine, PLUGIN_INTERFACE).is_none() {
+        let Some(interface) = convert::INTERFACES
+            .into_iter()
+            .find(|i| ty.get_export(engine, i).is_some())
+        else {
             let found: Vec<String> = ty.exports(engine).map(|(n, _)| format!("`{n}`")).collect();
             return Err(LoadError::WrongWorld {
                 source_name: source_name.to_string(),
                 found: found.join(", "),
             });
-        }
+        };
         let mut imports = Vec::new();
         for (name, _) in ty.imports(engine) {
             if !ALLOWED_IMPORTS.iter().any(|p| name.starts_with(p)) {
@@ -425,10 +434,12 @@ impl PluginHost {
                 .instantiate_pre(&component)
                 .map_err(|e| LoadError::WrongShape {
                     source_name: source_name.to_string(),
+                    interface: interface.to_string(),
                     reason: format!("{e:#}"),
                 })?;
-        let pre = ChannelPluginPre::new(instance_pre).map_err(|e| LoadError::WrongShape {
+        let pre = Pre::new(interface, instance_pre).map_err(|e| LoadError::WrongShape {
             source_name: source_name.to_string(),
+            interface: interface.to_string(),
             reason: format!("{e:#}"),
         })?;
         let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
@@ -443,14 +454,11 @@ impl PluginHost {
             warm: std::sync::Mutex::new(Vec::new()),
             reused_calls: std::sync::atomic::AtomicU64::new(0),
         };
-        let manifest = block_on(plugin.call("describe", async |p, store| {
-            p.chatcrafter_channel_plugin().call_describe(store).await
-        }))
-        .map_err(|error| LoadError::Describe {
-            source_name: source_name.to_string(),
-            error: Box::new(error),
-        })?;
-        let manifest = convert::manifest(manifest);
+        let manifest = block_on(plugin.call("describe", async |p, store| p.describe(store).await))
+            .map_err(|error| LoadError::Describe {
+                source_name: source_name.to_string(),
+                error: Box::new(error),
+            })?;
         manifest.validate().map_err(|error| LoadError::Manifest {
             source_name: source_name.to_string(),
             id: manifest.id.clone(),
@@ -473,6 +481,9 @@ fn placeholder_manifest(source_name: &str) -> Manifest {
         secrets: vec![],
         settings: vec![],
         capabilities: vec![],
+        reply_window_seconds: None,
+        deep_links: vec![],
+        outbound_limits: Default::default(),
     }
 }
 
@@ -483,7 +494,7 @@ pub struct Plugin {
     sha256: String,
     manifest: Manifest,
     imports: Vec<String>,
-    pre: ChannelPluginPre<CallState>,
+    pre: Pre,
     host: PluginHost,
     /// Whether warm instances may serve more than one call (see
     /// [`Plugin::set_instance_reuse`]).
@@ -496,7 +507,7 @@ pub struct Plugin {
 /// it has seen.
 struct Warm {
     store: Store<CallState>,
-    instance: bindings::ChannelPlugin,
+    instance: Instance,
     owner: Option<chatcrafter_core::channel::ChannelIdentity>,
     calls: u32,
 }
@@ -540,6 +551,11 @@ impl Plugin {
         &self.sha256
     }
 
+    /// The contract version it speaks, e.g. `0.2.0`.
+    pub fn contract_version(&self) -> &'static str {
+        self.pre.version()
+    }
+
     /// Where it was loaded from (`builtin:whatsapp`, or a path).
     pub fn source(&self) -> &str {
         &self.source
@@ -553,10 +569,7 @@ impl Plugin {
     /// Calls `describe` on a fresh instance: the smallest call there is, so
     /// its cost is the per-call instantiation overhead.
     pub fn describe_fresh(&self) -> Result<Manifest, PluginError> {
-        block_on(self.call("describe", async |p, store| {
-            p.chatcrafter_channel_plugin().call_describe(store).await
-        }))
-        .map(convert::manifest)
+        block_on(self.call("describe", async |p, store| p.describe(store).await))
     }
 
     /// Runs `parse-inbound` on a verified request, blocking this thread
@@ -574,7 +587,7 @@ impl Plugin {
         &self,
         request: InboundRequest,
     ) -> Result<Inbound, PluginError> {
-        let wit_request = convert::inbound_request(request);
+        let wit_request = self.pre.request(request);
         if self.reuse
             && let Some(out) = self.parse_on_warm(&wit_request).await
         {
@@ -582,13 +595,10 @@ impl Plugin {
         }
         let (mut store, instance) = self.instantiate("parse-inbound").await?;
         let result = instance
-            .chatcrafter_channel_plugin()
-            .call_parse_inbound(&mut store, &wit_request)
+            .parse_inbound(&mut store, &wit_request, &self.manifest.id)
             .await
             .map_err(|e| self.classify("parse-inbound", &store, &e))?;
-        let out = result
-            .map(convert::inbound)
-            .map_err(|e| self.channel_error("parse-inbound", e))?;
+        let out = result.map_err(|e| self.channel_error("parse-inbound", e))?;
         if self.reuse {
             let seen = senders(&out);
             if seen.len() <= 1 {
@@ -623,19 +633,17 @@ impl Plugin {
 
     /// One call on a warm instance, if there is one and its result is
     /// acceptable under the isolation rule; `None` means: do it fresh.
-    async fn parse_on_warm(&self, wit_request: &bindings::wit::InboundRequest) -> Option<Inbound> {
+    async fn parse_on_warm(&self, wit_request: &WitRequest) -> Option<Inbound> {
         let mut w = self.warm.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
         start_deadline(&mut w.store);
         // Any failure on a reused instance is retried on a fresh one, which
         // reports it on its own terms.
         let out = w
             .instance
-            .chatcrafter_channel_plugin()
-            .call_parse_inbound(&mut w.store, wit_request)
+            .parse_inbound(&mut w.store, wit_request, &self.manifest.id)
             .await
             .ok()?
-            .ok()
-            .map(convert::inbound)?;
+            .ok()?;
         let seen = senders(&out);
         let fits = match (&w.owner, seen.as_slice()) {
             (_, []) => true,
@@ -684,17 +692,12 @@ impl Plugin {
         // plugin knows its channel by its own id.
         let mut message = message.clone();
         message.recipient.channel = self.manifest.id.clone();
-        let wit_message = convert::outbound_message(&message);
         let result = self
             .call("render-outbound", async |p, store| {
-                p.chatcrafter_channel_plugin()
-                    .call_render_outbound(store, &wit_message)
-                    .await
+                p.render_outbound(store, &message).await
             })
             .await?;
-        let request = result
-            .map(convert::outbound_request)
-            .map_err(|e| self.channel_error("render-outbound", e))?;
+        let request = result.map_err(|e| self.channel_error("render-outbound", e))?;
         if let OutboundRequest::Http(call) = &request {
             let declared = |name: &str| self.manifest.secrets.iter().any(|s| s.name == name);
             let mut used: Vec<&str> = secret_placeholders(&call.path).collect();
@@ -720,12 +723,12 @@ impl Plugin {
         Ok(request)
     }
 
-    fn channel_error(&self, export: &'static str, e: bindings::wit::ChannelError) -> PluginError {
+    fn channel_error(&self, export: &'static str, error: ChannelError) -> PluginError {
         PluginError::Channel {
             id: self.manifest.id.clone(),
             version: self.manifest.version.clone(),
             export,
-            error: convert::channel_error(e),
+            error,
         }
     }
 
@@ -747,7 +750,7 @@ impl Plugin {
     async fn call<R>(
         &self,
         export: &'static str,
-        f: impl AsyncFnOnce(&bindings::ChannelPlugin, &mut Store<CallState>) -> wasmtime::Result<R>,
+        f: impl AsyncFnOnce(&Instance, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         let (mut store, instance) = self.instantiate(export).await?;
         let out = f(&instance, &mut store).await;
@@ -758,7 +761,7 @@ impl Plugin {
     async fn instantiate(
         &self,
         export: &'static str,
-    ) -> Result<(Store<CallState>, bindings::ChannelPlugin), PluginError> {
+    ) -> Result<(Store<CallState>, Instance), PluginError> {
         let mut store = Store::new(&self.host.inner.engine, CallState::new());
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_callback(|mut s| {
@@ -772,7 +775,7 @@ impl Plugin {
             })
         });
         start_deadline(&mut store);
-        match self.pre.instantiate_async(&mut store).await {
+        match self.pre.instantiate(&mut store).await {
             Ok(i) => Ok((store, i)),
             Err(e) => Err(match self.classify(export, &store, &e) {
                 PluginError::Trap {

@@ -162,6 +162,8 @@ mod tests {
             status: None,
             author: None,
             message_ref: None,
+            contents: None,
+            referral: None,
         }
     }
 

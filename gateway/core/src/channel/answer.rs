@@ -35,6 +35,14 @@ pub const MAX_LIST: usize = 64;
 /// Why a plugin's answer was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidAnswer {
+    /// A message with no content, or too many.
+    #[error("event {index} has {count} contents; a message has 1 to {MAX_CONTENTS}")]
+    Contents {
+        /// The event's index.
+        index: usize,
+        /// How many it has.
+        count: usize,
+    },
     /// An event speaks for a channel other than the plugin's own.
     #[error("event {index} names channel `{found}`; this plugin may only speak for `{own}`")]
     ForeignChannel {
@@ -91,6 +99,9 @@ pub enum InvalidAnswer {
         hint: &'static str,
     },
 }
+
+/// Most contents in one inbound message (text and its attachments).
+pub const MAX_CONTENTS: usize = 16;
 
 /// 2000-01-01T00:00:00Z: no channel's message is older.
 pub const EARLIEST_TIMESTAMP: u64 = 946_684_800;
@@ -166,7 +177,22 @@ impl AnswerRules<'_> {
                         m.reply_handle.as_deref(),
                         MAX_REPLY_HANDLE_BYTES,
                     )?;
-                    content(index, &m.content)?;
+                    if m.contents.is_empty() || m.contents.len() > MAX_CONTENTS {
+                        return Err(InvalidAnswer::Contents {
+                            index,
+                            count: m.contents.len(),
+                        });
+                    }
+                    for c in &m.contents {
+                        content(index, c)?;
+                    }
+                    if let Some(r) = &m.referral {
+                        field.max("referral.source_type", Some(&r.source_type), MAX_ID_BYTES)?;
+                        field.max("referral.source_id", r.source_id.as_deref(), MAX_ID_BYTES)?;
+                        field.max("referral.click_id", r.click_id.as_deref(), MAX_NAME_BYTES)?;
+                        field.max("referral.ref", r.link_ref.as_deref(), MAX_NAME_BYTES)?;
+                        field.max("referral.url", r.url.as_deref(), MAX_TEXT_BYTES)?;
+                    }
                     self.timestamp(index, m.timestamp)?;
                 }
                 InboundEvent::Status(s) => {
@@ -325,7 +351,8 @@ mod tests {
             },
             display_name: Some("Sarah".into()),
             claims,
-            content: Content::Text { text: "hi".into() },
+            contents: vec![Content::Text { text: "hi".into() }],
+                referral: None,
             link_token: None,
             timestamp: NOW - 5,
             edited: false,
@@ -424,6 +451,20 @@ mod tests {
     }
 
     #[test]
+    fn a_message_without_contents_or_with_too_many_is_refused() {
+        for n in [0, MAX_CONTENTS + 1] {
+            let mut m = message("whatsapp", vec![]);
+            if let InboundEvent::Message(m) = &mut m {
+                m.contents = vec![Content::Text { text: "x".into() }; n];
+            }
+            assert_eq!(
+                rules(true).apply(inbound(vec![m])).unwrap_err().to_string(),
+                format!("event 0 has {n} contents; a message has 1 to {MAX_CONTENTS}")
+            );
+        }
+    }
+
+    #[test]
     fn more_events_than_the_limit_are_refused() {
         let e = rules(true)
             .apply(inbound(vec![message("whatsapp", vec![]); 3]))
@@ -435,7 +476,7 @@ mod tests {
     fn overlong_and_empty_fields_are_refused() {
         let mut long = message("whatsapp", vec![]);
         if let InboundEvent::Message(m) = &mut long {
-            m.content = Content::Text {
+            m.contents[0] = Content::Text {
                 text: "x".repeat(MAX_TEXT_BYTES + 1),
             };
         }

@@ -113,6 +113,70 @@ pub enum Content {
     },
 }
 
+/// Where a conversation came from (a click-to-WhatsApp ad, an `m.me`
+/// link's `ref`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Referral {
+    /// `ad`, `post`, `link`, …, as the channel names it.
+    pub source_type: String,
+    /// The source's id (ad id, post id).
+    #[serde(default)]
+    pub source_id: Option<String>,
+    /// The ad click id (`ctwa_clid`).
+    #[serde(default)]
+    pub click_id: Option<String>,
+    /// A link's `ref` parameter.
+    #[serde(default, rename = "ref")]
+    pub link_ref: Option<String>,
+    /// The source URL.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+impl InboundMessage {
+    /// The message's text, its parts joined by a newline: text contents,
+    /// media captions, a postback's title, a location's name.
+    pub fn text(&self) -> Option<String> {
+        let parts: Vec<&str> = self
+            .contents
+            .iter()
+            .filter_map(|c| match c {
+                Content::Text { text } => Some(text.as_str()),
+                Content::Media { caption, .. } => caption.as_deref(),
+                Content::Postback { title, .. } => Some(title.as_str()),
+                Content::Location { name, address, .. } => name.as_deref().or(address.as_deref()),
+                Content::Reaction { emoji, .. } => Some(emoji.as_str()),
+                Content::Unsupported { .. } => None,
+            })
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("\n"))
+    }
+
+    /// The message's kind: `text` when it is all text, else the kind of
+    /// its first other content (`media`, `location`, `postback`, …).
+    pub fn kind(&self) -> &'static str {
+        self.contents
+            .iter()
+            .map(Content::kind)
+            .find(|k| *k != "text")
+            .unwrap_or("text")
+    }
+}
+
+impl Content {
+    /// Its name on the timeline.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Content::Text { .. } => "text",
+            Content::Media { .. } => "media",
+            Content::Location { .. } => "location",
+            Content::Postback { .. } => "postback",
+            Content::Reaction { .. } => "reaction",
+            Content::Unsupported { .. } => "unsupported",
+        }
+    }
+}
+
 /// A message a person sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InboundMessage {
@@ -124,8 +188,11 @@ pub struct InboundMessage {
     pub display_name: Option<String>,
     /// What the channel reports about the sender.
     pub claims: Vec<Claim>,
-    /// What was sent.
-    pub content: Content,
+    /// What was sent, in order: text and its attachments are one message.
+    pub contents: Vec<Content>,
+    /// Where the conversation came from, when the channel says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referral: Option<Referral>,
     /// A link token carried by the message.
     pub link_token: Option<String>,
     /// Unix seconds.
@@ -265,17 +332,201 @@ pub enum OutboundRequest {
     },
 }
 
-/// A reply to deliver.
+/// Where outbound media comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaSource {
+    /// A public `https://` URL.
+    Url(String),
+    /// An id the channel already holds.
+    MediaId(String),
+}
+
+/// One reply option.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Choice {
+    /// Returned as a postback payload when picked.
+    pub id: String,
+    /// What the person sees.
+    pub title: String,
+}
+
+/// What the gateway wants to say (0.2's `outbound-content`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type", deny_unknown_fields)]
+pub enum OutboundContent {
+    /// Plain text.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// A media attachment.
+    Media {
+        /// Kind (not `sticker`).
+        kind: MediaKind,
+        /// Where it comes from.
+        source: MediaSource,
+        /// Caption.
+        #[serde(default)]
+        caption: Option<String>,
+        /// File name of a document.
+        #[serde(default)]
+        filename: Option<String>,
+    },
+    /// A prompt with reply options.
+    Choices {
+        /// The question.
+        prompt: String,
+        /// The options.
+        options: Vec<Choice>,
+    },
+    /// A pre-approved template.
+    Template {
+        /// Its name.
+        name: String,
+        /// Its language code.
+        language: String,
+        /// Values for its placeholders, in order.
+        #[serde(default)]
+        parameters: Vec<String>,
+    },
+}
+
+impl OutboundContent {
+    /// Plain text.
+    pub fn text(t: impl Into<String>) -> Self {
+        OutboundContent::Text { text: t.into() }
+    }
+
+    /// What a person reads of it, for the timeline and for channels that
+    /// take text only: choices become a numbered list, media its caption
+    /// and link, a template its name.
+    pub fn as_text(&self) -> String {
+        match self {
+            OutboundContent::Text { text } => text.clone(),
+            OutboundContent::Choices { prompt, options } => {
+                let mut t = prompt.clone();
+                for (i, o) in options.iter().enumerate() {
+                    t.push_str(&format!("\n{}. {}", i + 1, o.title));
+                }
+                t
+            }
+            OutboundContent::Media {
+                source, caption, ..
+            } => {
+                let link = match source {
+                    MediaSource::Url(u) => u.clone(),
+                    MediaSource::MediaId(_) => String::new(),
+                };
+                match caption.as_deref().filter(|c| !c.is_empty()) {
+                    Some(c) if !link.is_empty() => format!("{c}\n{link}"),
+                    Some(c) => c.to_string(),
+                    None => link,
+                }
+            }
+            OutboundContent::Template { name, .. } => format!("[template {name}]"),
+        }
+    }
+
+    /// Its kind: `text`, `media`, `choices` or `template`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OutboundContent::Text { .. } => "text",
+            OutboundContent::Media { .. } => "media",
+            OutboundContent::Choices { .. } => "choices",
+            OutboundContent::Template { .. } => "template",
+        }
+    }
+}
+
+/// Why a message is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Purpose {
+    /// The automated agent answering.
+    AgentReply,
+    /// A person replying from the inbox.
+    PersonReply,
+    /// Unasked (a reminder).
+    Proactive,
+}
+
+impl Purpose {
+    /// The purpose of a message by its author (`agent`, `human`,
+    /// `reminder`).
+    pub fn of_author(author: &str) -> Purpose {
+        match author {
+            "human" => Purpose::PersonReply,
+            "reminder" => Purpose::Proactive,
+            _ => Purpose::AgentReply,
+        }
+    }
+
+    /// Its name in configuration (`[channels.X.templates]`) and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::AgentReply => "agent-reply",
+            Purpose::PersonReply => "person-reply",
+            Purpose::Proactive => "proactive",
+        }
+    }
+}
+
+/// What the host knows about an outbound message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundContext {
+    /// The configured channel name it goes out on.
+    #[serde(default)]
+    pub channel: String,
+    /// Why it is sent.
+    #[serde(default = "agent_reply")]
+    pub purpose: Purpose,
+    /// The customer's last message on the channel, Unix seconds.
+    #[serde(default)]
+    pub last_inbound_at: Option<u64>,
+    /// The host's clock, Unix seconds.
+    #[serde(default)]
+    pub now: u64,
+    /// The channel's configured settings: name → value.
+    #[serde(default)]
+    pub settings: Vec<(String, String)>,
+}
+
+fn agent_reply() -> Purpose {
+    Purpose::AgentReply
+}
+
+impl Default for OutboundContext {
+    fn default() -> Self {
+        OutboundContext {
+            channel: String::new(),
+            purpose: Purpose::AgentReply,
+            last_inbound_at: None,
+            now: 0,
+            settings: vec![],
+        }
+    }
+}
+
+/// A reply to deliver. This is also the `--outbound` file format of
+/// `gateway plugin run`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OutboundMessage {
     /// Gateway id, stable across retries.
     pub message_id: String,
     /// Recipient.
     pub recipient: ChannelIdentity,
-    /// Text.
-    pub text: String,
+    /// What to say.
+    pub content: OutboundContent,
     /// Reply handle of the message answered.
+    #[serde(default)]
     pub reply_handle: Option<String>,
+    /// What the host knows.
+    #[serde(default)]
+    pub context: OutboundContext,
 }
 
 /// Bodies serialize as a UTF-8 string when they are one, else as an array

@@ -106,7 +106,52 @@ pub enum Capability {
     DeferredReplies,
     /// Recognises link tokens.
     LinkTokens,
+    /// Renders outbound media (0.2).
+    SendMedia,
+    /// Renders reply options natively (0.2); without it the host sends
+    /// them as numbered text.
+    SendChoices,
+    /// Renders message templates (0.2).
+    SendTemplates,
 }
+
+/// What one outbound message may hold on a channel (0.2's
+/// `outbound-limits`; a 0.1 plugin gets [`OutboundLimits::text_only`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundLimits {
+    /// Longest text, in Unicode scalar values.
+    pub max_text_chars: u32,
+    /// Most reply options; 0 when the channel has none.
+    pub max_choices: u32,
+    /// Longest option title, in Unicode scalar values.
+    pub max_choice_title_chars: u32,
+    /// Longest media caption; 0 when the channel takes none.
+    pub max_caption_chars: u32,
+}
+
+impl OutboundLimits {
+    /// A channel that takes text only, 4096 characters (what 0.1 plugins
+    /// are assumed to take).
+    pub const fn text_only() -> Self {
+        OutboundLimits {
+            max_text_chars: 4096,
+            max_choices: 0,
+            max_choice_title_chars: 0,
+            max_caption_chars: 0,
+        }
+    }
+}
+
+impl Default for OutboundLimits {
+    fn default() -> Self {
+        Self::text_only()
+    }
+}
+
+/// Most deep-link templates a manifest may declare.
+pub const MAX_DEEP_LINKS: usize = 4;
+/// Longest deep-link template, bytes.
+pub const MAX_DEEP_LINK_BYTES: usize = 512;
 
 /// A plugin's manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +172,17 @@ pub struct Manifest {
     pub settings: Vec<SettingSpec>,
     /// What it can do.
     pub capabilities: Vec<Capability>,
+    /// How long after the customer's last message the channel accepts
+    /// free-form messages, seconds; `None`: no window.
+    #[serde(default)]
+    pub reply_window_seconds: Option<u32>,
+    /// Deep-link templates, first usable one wins (see
+    /// [`Manifest::deep_link`]).
+    #[serde(default)]
+    pub deep_links: Vec<String>,
+    /// What one outbound message may hold.
+    #[serde(default)]
+    pub outbound_limits: OutboundLimits,
 }
 
 /// Why a manifest is unacceptable.
@@ -160,6 +216,12 @@ pub enum ManifestError {
     /// A timestamp header without a window, or the reverse.
     #[error("hmac-sha256 needs both timestamp-header and max-age-seconds, or neither")]
     HalfTimestamp,
+    /// A deep-link template the host cannot use safely.
+    #[error("deep-links: {0}")]
+    BadDeepLink(String),
+    /// Outbound limits that contradict the capabilities.
+    #[error("outbound-limits: {0}")]
+    BadLimits(String),
 }
 
 impl Manifest {
@@ -237,8 +299,122 @@ impl Manifest {
         if let Handshake::QueryChallenge { token_secret, .. } = &self.handshake {
             declared(token_secret, "query-challenge handshake")?;
         }
+        self.validate_deep_links()?;
+        let l = &self.outbound_limits;
+        if l.max_text_chars == 0 {
+            return Err(ManifestError::BadLimits(
+                "max-text-chars must be at least 1".into(),
+            ));
+        }
+        if self.can(Capability::SendChoices)
+            && (l.max_choices == 0 || l.max_choice_title_chars == 0)
+        {
+            return Err(ManifestError::BadLimits(
+                "send-choices needs max-choices and max-choice-title-chars of at least 1".into(),
+            ));
+        }
         Ok(())
     }
+
+    /// Whether the plugin declares `c`.
+    pub fn can(&self, c: Capability) -> bool {
+        self.capabilities.contains(&c)
+    }
+
+    fn validate_deep_links(&self) -> Result<(), ManifestError> {
+        let bad = |why: String| Err(ManifestError::BadDeepLink(why));
+        if self.deep_links.len() > MAX_DEEP_LINKS {
+            return bad(format!(
+                "{} templates; at most {MAX_DEEP_LINKS}",
+                self.deep_links.len()
+            ));
+        }
+        for t in &self.deep_links {
+            if t.len() > MAX_DEEP_LINK_BYTES {
+                return bad(format!(
+                    "a template is {} bytes; at most {MAX_DEEP_LINK_BYTES}",
+                    t.len()
+                ));
+            }
+            if !t.starts_with("https://") {
+                return bad(format!("`{t}` must start with https://"));
+            }
+            if !t.contains("{token}") {
+                return bad(format!("`{t}` must contain {{token}}"));
+            }
+            for name in placeholders(t) {
+                let known = name == "token"
+                    || name
+                        .strip_prefix("setting:")
+                        .is_some_and(|s| self.settings.iter().any(|d| d.name == s));
+                if !known {
+                    return bad(format!(
+                        "`{t}` uses {{{name}}}; only {{token}} and {{setting:NAME}} of a declared setting are allowed"
+                    ));
+                }
+            }
+            // The host (not data) must decide where the link points.
+            let host_part = t["https://".len()..].split('/').next().unwrap_or_default();
+            if host_part.contains('{') {
+                return bad(format!("`{t}`: its host must be literal"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The deep link carrying `token`, from the first template whose
+    /// settings are all configured (`setting` looks one up); each setting's
+    /// value is percent-encoded, and a leading `+` of a phone number
+    /// dropped. `None` when no template is usable.
+    pub fn deep_link<'a>(
+        &self,
+        token: &str,
+        setting: impl Fn(&str) -> Option<&'a str>,
+    ) -> Option<String> {
+        'templates: for t in &self.deep_links {
+            let mut out = String::new();
+            let mut rest = t.as_str();
+            while let Some(start) = rest.find('{') {
+                out.push_str(&rest[..start]);
+                let Some(len) = rest[start..].find('}') else {
+                    continue 'templates;
+                };
+                let name = &rest[start + 1..start + len];
+                let value = match name.strip_prefix("setting:") {
+                    Some(s) => match setting(s) {
+                        Some(v) if !v.trim().is_empty() => v.trim().trim_start_matches('+'),
+                        _ => continue 'templates,
+                    },
+                    None => token,
+                };
+                out.push_str(&encode_component(value));
+                rest = &rest[start + len + 1..];
+            }
+            out.push_str(rest);
+            return Some(out);
+        }
+        None
+    }
+}
+
+/// The `{…}` placeholders of a template.
+fn placeholders(t: &str) -> impl Iterator<Item = &str> {
+    t.split('{')
+        .skip(1)
+        .map(|p| p.split_once('}').map(|(n, _)| n).unwrap_or(p))
+}
+
+/// Percent-encodes all but URL-unreserved characters.
+fn encode_component(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -257,8 +433,56 @@ mod tests {
                 description: String::new(),
                 required: true,
             }],
-            settings: vec![],
+            settings: vec![SettingSpec {
+                name: "page_id".into(),
+                description: String::new(),
+                required: false,
+            }],
             capabilities: vec![Capability::ReceiveMessages],
+            reply_window_seconds: None,
+            deep_links: vec![],
+            outbound_limits: OutboundLimits::text_only(),
+        }
+    }
+
+    #[test]
+    fn the_first_deep_link_whose_settings_are_configured_is_used() {
+        let mut m = manifest(Verification::None);
+        m.settings.push(SettingSpec {
+            name: "username".into(),
+            description: String::new(),
+            required: false,
+        });
+        m.deep_links = vec![
+            "https://ig.me/m/{setting:username}?ref={token}".into(),
+            "https://m.me/{setting:page_id}?ref={token}".into(),
+        ];
+        assert_eq!(m.validate(), Ok(()));
+        let only_page = |n: &str| (n == "page_id").then_some("+1234 5");
+        assert_eq!(
+            m.deep_link("lt_abc", only_page).as_deref(),
+            Some("https://m.me/1234%205?ref=lt_abc")
+        );
+        let both = |n: &str| Some(if n == "username" { "shop" } else { "1" });
+        assert_eq!(
+            m.deep_link("t", both).as_deref(),
+            Some("https://ig.me/m/shop?ref=t")
+        );
+        assert_eq!(m.deep_link("t", |_| None), None);
+    }
+
+    #[test]
+    fn a_deep_link_with_an_unknown_placeholder_or_a_data_host_is_refused() {
+        for (t, why) in [
+            ("https://m.me/{setting:nope}?ref={token}", "{setting:nope}"),
+            ("http://m.me/?ref={token}", "https://"),
+            ("https://m.me/x", "{token}"),
+            ("https://{setting:page_id}/?r={token}", "literal"),
+        ] {
+            let mut m = manifest(Verification::None);
+            m.deep_links = vec![t.into()];
+            let err = m.validate().unwrap_err().to_string();
+            assert!(err.contains(why), "{t}: {err}");
         }
     }
 

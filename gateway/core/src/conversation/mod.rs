@@ -9,7 +9,7 @@ pub mod state;
 
 use serde::{Deserialize, Serialize};
 
-use crate::channel::{Content, InboundMessage};
+use crate::channel::InboundMessage;
 
 /// Which way an entry went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,22 +54,30 @@ pub struct Entry {
     /// other records (its dedup entry, its outbound record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_ref: Option<String>,
+    /// An inbound message's contents, when there is more than its text
+    /// (attachments, a location): the plugin's normalized list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contents: Option<serde_json::Value>,
+    /// Where the conversation came from, when the channel said (an ad
+    /// click): the first touch's source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referral: Option<crate::channel::Referral>,
 }
 
 impl Entry {
     /// The entry an inbound message makes (its id is set when stored).
     pub fn inbound(m: &InboundMessage, linked_by_token: bool) -> Entry {
-        let (kind, text) = match &m.content {
-            _ if linked_by_token => ("link", None),
-            Content::Text { text } => ("text", Some(text.clone())),
-            Content::Media { caption, .. } => ("media", caption.clone()),
-            Content::Location { name, address, .. } => {
-                ("location", name.clone().or_else(|| address.clone()))
-            }
-            Content::Postback { title, .. } => ("postback", Some(title.clone())),
-            Content::Reaction { emoji, .. } => ("reaction", Some(emoji.clone())),
-            Content::Unsupported { .. } => ("unsupported", None),
+        let (kind, text) = if linked_by_token {
+            ("link", None)
+        } else {
+            (m.kind(), m.text())
         };
+        // Text with attachments is one entry; the attachments are listed
+        // when there is more than the text.
+        let contents = (m.contents.len() > 1 || kind != "text")
+            .then(|| serde_json::to_value(&m.contents).ok())
+            .flatten()
+            .filter(|_| !linked_by_token);
         Entry {
             id: String::new(),
             at: m.timestamp,
@@ -81,6 +89,8 @@ impl Entry {
             status: None,
             author: None,
             message_ref: Some(m.provider_message_id.clone()),
+            contents,
+            referral: m.referral.clone(),
         }
     }
 
@@ -97,6 +107,8 @@ impl Entry {
             status: None,
             author: None,
             message_ref: None,
+            contents: None,
+            referral: None,
         }
     }
 
@@ -113,6 +125,8 @@ impl Entry {
             status: Some("queued".into()),
             author: Some(author.to_string()),
             message_ref: Some(id.to_string()),
+            contents: None,
+            referral: None,
         }
     }
 }
@@ -137,6 +151,12 @@ pub fn entry_json(e: &Entry) -> serde_json::Value {
     }
     if let Some(a) = &e.author {
         v["author"] = serde_json::json!(a);
+    }
+    if let Some(c) = &e.contents {
+        v["contents"] = c.clone();
+    }
+    if let Some(r) = &e.referral {
+        v["referral"] = serde_json::json!(r);
     }
     v
 }
