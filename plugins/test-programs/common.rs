@@ -12,6 +12,9 @@ pub fn manifest(id: &str) -> Manifest {
         secrets: vec![],
         settings: vec![],
         capabilities: Capabilities::RECEIVE_MESSAGES,
+        reply_window_seconds: None,
+        deep_links: vec![],
+        outbound_limits: OutboundLimits::text_only(4096),
     }
 }
 

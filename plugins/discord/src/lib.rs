@@ -19,7 +19,10 @@
 //!
 //! Outbound: `POST {api_base}/webhooks/{application_id}/{token}` — the
 //! follow-up webhook, which needs no bot token and is valid for 15 minutes
-//! after the interaction.
+//! after the interaction. Choices become buttons (action rows of up to 5,
+//! each button's `custom_id` the choice id; a press comes back as a
+//! postback titled with the button's label); an image by URL an embed, other
+//! media a link.
 
 use chatcrafter_plugin_sdk::prelude::*;
 use chatcrafter_plugin_sdk::serde_json::{Value, json};
@@ -28,6 +31,12 @@ use serde::Deserialize;
 const CHANNEL: &str = "discord";
 /// Discord's limit for message content, in characters.
 const MAX_TEXT: usize = 2000;
+/// Buttons per action row, and rows per message.
+const PER_ROW: usize = 5;
+const MAX_ROWS: usize = 5;
+/// A button label's limit, and a `custom_id`'s.
+const MAX_LABEL: u32 = 80;
+const MAX_CUSTOM_ID: usize = 100;
 
 struct Discord;
 
@@ -41,6 +50,8 @@ struct Interaction {
     data: Option<Data>,
     member: Option<Member>,
     user: Option<User>,
+    /// The message a component was on (type 3).
+    message: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -104,7 +115,17 @@ impl Guest for Discord {
             settings: vec![],
             capabilities: Capabilities::RECEIVE_MESSAGES
                 | Capabilities::SEND_TEXT
+                | Capabilities::SEND_MEDIA
+                | Capabilities::SEND_CHOICES
                 | Capabilities::DEFERRED_REPLIES,
+            reply_window_seconds: None,
+            deep_links: vec![],
+            outbound_limits: OutboundLimits {
+                max_text_chars: MAX_TEXT as u32,
+                max_choices: (PER_ROW * MAX_ROWS) as u32,
+                max_choice_title_chars: MAX_LABEL,
+                max_caption_chars: MAX_TEXT as u32,
+            },
         }
     }
 
@@ -135,10 +156,13 @@ impl Guest for Discord {
                 let fields = data
                     .map(|d| modal_values(&d.components))
                     .unwrap_or_default();
-                let title = if fields.is_empty() {
-                    custom_id.clone()
-                } else {
+                let title = if !fields.is_empty() {
                     fields.join("\n")
+                } else {
+                    i.message
+                        .as_ref()
+                        .and_then(|m| button_label(m, &custom_id))
+                        .unwrap_or_else(|| custom_id.clone())
                 };
                 (
                     6,
@@ -179,13 +203,14 @@ impl Guest for Discord {
         })?;
         let event = InboundEvent::Message(InboundMessage {
             provider_message_id: i.id,
-            sender: ChannelIdentity::new(CHANNEL, i.application_id, user.id),
+            sender: ChannelIdentity::new(i.application_id, user.id),
             display_name: Some(display_name.clone()),
             claims: vec![
                 Claim::unverified(ClaimKind::Name, display_name),
                 Claim::unverified(ClaimKind::Username, user.username),
             ],
-            content,
+            contents: vec![content],
+            referral: None,
             link_token: None,
             timestamp: received,
             edited: false,
@@ -195,8 +220,7 @@ impl Guest for Discord {
     }
 
     fn render_outbound(msg: OutboundMessage) -> Result<OutboundRequest, ChannelError> {
-        let OutboundContent::Text(text) = &msg.content;
-        let text = text_limit(text, MAX_TEXT, "Discord")?;
+        let body = message_body(&msg.content)?;
         let token = msg.reply_handle.as_deref().ok_or_else(|| {
             ChannelError::InvalidOutbound(
                 "Discord replies answer an interaction; without one (proactive messages) \
@@ -209,11 +233,82 @@ impl Guest for Discord {
         Ok(json_call(
             Method::Post,
             format!("/webhooks/{app}/{token}"),
-            &json!({"content": text, "allowed_mentions": {"parse": []}}),
+            &body,
             None,
             Some("/id"),
         ))
     }
+}
+
+/// The follow-up message for one content.
+fn message_body(content: &OutboundContent) -> Result<Value, ChannelError> {
+    let mut body = json!({"allowed_mentions": {"parse": []}});
+    match content {
+        OutboundContent::Text(text) => {
+            body["content"] = json!(text_limit(text, MAX_TEXT, "Discord")?);
+        }
+        OutboundContent::Choices(c) => {
+            body["content"] = json!(text_limit(&c.prompt, MAX_TEXT, "Discord")?);
+            if c.options.is_empty() || c.options.len() > PER_ROW * MAX_ROWS {
+                return Err(ChannelError::InvalidOutbound(format!(
+                    "{} options; Discord takes 1 to {}",
+                    c.options.len(),
+                    PER_ROW * MAX_ROWS
+                )));
+            }
+            let mut rows = Vec::new();
+            for chunk in c.options.chunks(PER_ROW) {
+                let mut buttons = Vec::new();
+                for o in chunk {
+                    if o.id.is_empty() || o.id.len() > MAX_CUSTOM_ID {
+                        return Err(ChannelError::InvalidOutbound(format!(
+                            "choice id is {} bytes; Discord's custom_id takes 1 to {MAX_CUSTOM_ID}",
+                            o.id.len()
+                        )));
+                    }
+                    buttons.push(json!({"type": 2, "style": 1, "label": o.title, "custom_id": o.id}));
+                }
+                rows.push(json!({"type": 1, "components": buttons}));
+            }
+            body["components"] = json!(rows);
+        }
+        OutboundContent::Media(m) => {
+            let MediaSource::Url(url) = &m.source else {
+                return Err(ChannelError::InvalidOutbound(
+                    "Discord follow-ups take media by URL only".into(),
+                ));
+            };
+            let caption = m.caption.clone().unwrap_or_default();
+            if m.kind == MediaKind::Image {
+                body["content"] = json!(caption);
+                body["embeds"] = json!([{"image": {"url": url}}]);
+            } else {
+                let text = if caption.is_empty() {
+                    url.clone()
+                } else {
+                    format!("{caption}\n{url}")
+                };
+                body["content"] = json!(text_limit(&text, MAX_TEXT, "Discord")?);
+            }
+        }
+        OutboundContent::Template(_) => {
+            return Err(ChannelError::InvalidOutbound(
+                "Discord has no message templates".into(),
+            ));
+        }
+    }
+    Ok(body)
+}
+
+/// The label of the button `custom_id` on a message's components.
+fn button_label(message: &Value, custom_id: &str) -> Option<String> {
+    let rows = message.get("components")?.as_array()?;
+    rows.iter()
+        .filter_map(|r| r.get("components").and_then(Value::as_array))
+        .flatten()
+        .find(|b| b.get("custom_id").and_then(Value::as_str) == Some(custom_id))
+        .and_then(|b| b.get("label").and_then(Value::as_str))
+        .map(String::from)
 }
 
 /// `/name opt:value sub opt:value …`, in the order Discord sent them.

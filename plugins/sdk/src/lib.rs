@@ -1,7 +1,7 @@
 //! The SDK for ChatCrafter Gateway channel plugins.
 //!
 //! A channel plugin is a WebAssembly component of the world
-//! `chatcrafter:channel/channel-plugin@0.1.0` (see `wit/plugin.wit`): a pure
+//! `chatcrafter:channel/channel-plugin@0.2.0` (see `wit/plugin.wit`): a pure
 //! function from a verified webhook request to normalized events, and from a
 //! reply to the channel API call that delivers it. This crate holds the
 //! generated bindings and the helpers that keep a plugin a short, readable
@@ -25,6 +25,11 @@
 //!
 //! chatcrafter_plugin_sdk::export_plugin!(Echo);
 //! ```
+//!
+//! With the `testing` feature (a dev-dependency), [`testing`] builds
+//! requests natively — from a recorded-request file, signed the way the
+//! channel signs — and reads events back, so a plugin's behaviour is tested
+//! with `cargo test` in its own crate.
 //!
 //! What it deliberately does not do: no logging (diagnostics travel in
 //! results), no clock or randomness (the host passes times and ids in the
@@ -57,16 +62,18 @@ pub use serde_json;
 /// Everything a plugin usually needs, in one import.
 pub mod prelude {
     pub use crate::wit::{
-        AuthenticatedUser, Capabilities, ChannelError, ChannelIdentity, Claim, ClaimKind, Content,
-        CredentialHeader, DeliveryState, DeliveryStatus, Diagnostic, Ed25519Scheme, Encoding,
-        Guest, Header, HmacSha256Scheme, HttpCall, HttpRequest, HttpResponse, Ignored, Inbound,
-        InboundEvent, InboundMessage, InboundRequest, Level, Location, Manifest, Media, MediaKind,
-        Method, OutboundContent, OutboundMessage, OutboundRequest, Postback, QueryChallenge,
-        Reaction, RequestContext, Setting, SettingSpec, SharedSecretScheme, Verification,
+        AuthenticatedUser, Capabilities, ChannelError, ChannelIdentity, Choice, Choices, Claim,
+        ClaimKind, Content, CredentialHeader, DeliveryState, DeliveryStatus, Diagnostic,
+        Ed25519Scheme, Encoding, Guest, Header, HmacSha256Scheme, HttpCall, HttpRequest,
+        HttpResponse, Ignored, Inbound, InboundEvent, InboundMessage, InboundRequest, Level,
+        Location, Manifest, Media, MediaKind, MediaSource, Method, OutboundContent,
+        OutboundContext, OutboundLimits, OutboundMedia, OutboundMessage, OutboundRequest,
+        Postback, Purpose, QueryChallenge, Reaction, Referral, RequestContext, Setting,
+        SettingSpec, SharedSecretScheme, Template, Verification,
     };
     pub use crate::{
-        Handshake, IntoMalformed, header, json_body, json_call, json_response, query_param,
-        path_segment, setting, text_limit,
+        Handshake, IntoMalformed, header, json_body, json_call, json_response, path_segment,
+        query_param, setting, setting_of, text_limit,
     };
 }
 
@@ -140,6 +147,14 @@ fn hex_val(b: u8) -> Option<u8> {
 
 /// The value of the channel setting `name` from the request context.
 pub fn setting<'a>(ctx: &'a RequestContext, name: &str) -> Option<&'a str> {
+    ctx.settings
+        .iter()
+        .find(|s| s.name == name)
+        .map(|s| s.value.as_str())
+}
+
+/// The value of the channel setting `name` for an outbound message.
+pub fn setting_of<'a>(ctx: &'a OutboundContext, name: &str) -> Option<&'a str> {
     ctx.settings
         .iter()
         .find(|s| s.name == name)
@@ -242,15 +257,54 @@ impl Inbound {
 }
 
 impl ChannelIdentity {
-    /// `(channel, scope, id)`.
-    pub fn new(channel: &str, scope: impl Into<String>, id: impl Into<String>) -> Self {
+    /// `(scope, id)`; the host adds the configured channel name.
+    pub fn new(scope: impl Into<String>, id: impl Into<String>) -> Self {
         ChannelIdentity {
-            channel: channel.to_string(),
             scope: scope.into(),
             id: id.into(),
         }
     }
 }
+
+impl OutboundLimits {
+    /// A channel that takes text of up to `max_text_chars` and nothing
+    /// richer.
+    pub fn text_only(max_text_chars: u32) -> Self {
+        OutboundLimits {
+            max_text_chars,
+            max_choices: 0,
+            max_choice_title_chars: 0,
+            max_caption_chars: 0,
+        }
+    }
+}
+
+impl InboundMessage {
+    /// A message with one text content and nothing else said about it:
+    /// fill in the rest with struct update syntax.
+    pub fn text(
+        provider_message_id: impl Into<String>,
+        sender: ChannelIdentity,
+        text: impl Into<String>,
+        timestamp: u64,
+    ) -> Self {
+        InboundMessage {
+            provider_message_id: provider_message_id.into(),
+            sender,
+            display_name: None,
+            claims: Vec::new(),
+            contents: vec![Content::Text(text.into())],
+            referral: None,
+            link_token: None,
+            timestamp,
+            edited: false,
+            reply_handle: None,
+        }
+    }
+}
+
+#[cfg(feature = "testing")]
+pub mod testing;
 
 impl Claim {
     /// A claim the channel vouches for.

@@ -16,8 +16,10 @@
 //! `X-Telegram-Bot-Api-Secret-Token` header equals `secret_token`. That is a
 //! shared secret, not a signature: no body integrity, no replay protection.
 //!
-//! Outbound: `POST {api_base}/bot{bot_token}/sendMessage`; the host fills in
-//! the token. A callback query is acknowledged in the webhook answer itself
+//! Outbound: `POST {api_base}/bot{bot_token}/sendMessage` (text, and choices
+//! as an inline keyboard whose buttons send their id as `callback_data`),
+//! `sendPhoto`, `sendDocument`, `sendAudio`, `sendVideo` (media by URL or
+//! `file_id`, with caption); the host fills in the token. A callback query is acknowledged in the webhook answer itself
 //! (`answerCallbackQuery`), so the user's button stops spinning at once.
 
 use chatcrafter_plugin_sdk::prelude::*;
@@ -27,6 +29,13 @@ use serde::Deserialize;
 const CHANNEL: &str = "telegram";
 /// Telegram's limit for a message text, in characters (after entity parsing).
 const MAX_TEXT: usize = 4096;
+/// Caption limit, in characters.
+const MAX_CAPTION: u32 = 1024;
+/// Inline buttons offered in one message (Telegram allows 100; more than
+/// this is not a question a person answers).
+const MAX_CHOICES: u32 = 20;
+/// `callback_data` is 1 to 64 bytes.
+const MAX_CALLBACK_DATA: usize = 64;
 /// Scope used when the operator has not set `bot_id`.
 const DEFAULT_SCOPE: &str = "default";
 
@@ -119,6 +128,19 @@ struct CallbackQuery {
 #[derive(Deserialize)]
 struct CallbackMessage {
     date: Option<u64>,
+    reply_markup: Option<Markup>,
+}
+
+#[derive(Deserialize)]
+struct Markup {
+    #[serde(default)]
+    inline_keyboard: Vec<Vec<InlineButton>>,
+}
+
+#[derive(Deserialize)]
+struct InlineButton {
+    text: String,
+    callback_data: Option<String>,
 }
 
 impl Guest for Telegram {
@@ -158,7 +180,17 @@ impl Guest for Telegram {
             ],
             capabilities: Capabilities::RECEIVE_MESSAGES
                 | Capabilities::SEND_TEXT
+                | Capabilities::SEND_MEDIA
+                | Capabilities::SEND_CHOICES
                 | Capabilities::LINK_TOKENS,
+            reply_window_seconds: None,
+            deep_links: vec!["https://t.me/{setting:bot_username}?start={token}".into()],
+            outbound_limits: OutboundLimits {
+                max_text_chars: MAX_TEXT as u32,
+                max_choices: MAX_CHOICES,
+                max_choice_title_chars: 64,
+                max_caption_chars: MAX_CAPTION,
+            },
         }
     }
 
@@ -197,18 +229,62 @@ impl Guest for Telegram {
     }
 
     fn render_outbound(msg: OutboundMessage) -> Result<OutboundRequest, ChannelError> {
-        let OutboundContent::Text(text) = &msg.content;
-        let text = text_limit(text, MAX_TEXT, "Telegram")?;
         let chat_id: i64 = msg.recipient.id.parse().map_err(|_| {
             ChannelError::InvalidOutbound(format!(
                 "recipient id `{}` is not a Telegram chat id",
                 msg.recipient.id
             ))
         })?;
+        let (method, mut body) = match &msg.content {
+            OutboundContent::Text(text) => {
+                let text = text_limit(text, MAX_TEXT, "Telegram")?;
+                ("sendMessage", json!({"text": text}))
+            }
+            OutboundContent::Choices(c) => {
+                let text = text_limit(&c.prompt, MAX_TEXT, "Telegram")?;
+                let mut rows = Vec::new();
+                for o in &c.options {
+                    if o.id.is_empty() || o.id.len() > MAX_CALLBACK_DATA {
+                        return Err(ChannelError::InvalidOutbound(format!(
+                            "choice id is {} bytes; Telegram's callback_data takes 1 to {MAX_CALLBACK_DATA}",
+                            o.id.len()
+                        )));
+                    }
+                    rows.push(json!([{"text": o.title, "callback_data": o.id}]));
+                }
+                (
+                    "sendMessage",
+                    json!({"text": text, "reply_markup": {"inline_keyboard": rows}}),
+                )
+            }
+            OutboundContent::Media(m) => {
+                let (method, field) = match m.kind {
+                    MediaKind::Image => ("sendPhoto", "photo"),
+                    MediaKind::Document => ("sendDocument", "document"),
+                    MediaKind::Audio => ("sendAudio", "audio"),
+                    MediaKind::Video => ("sendVideo", "video"),
+                    MediaKind::Sticker => ("sendSticker", "sticker"),
+                };
+                let source = match &m.source {
+                    MediaSource::Url(u) | MediaSource::MediaId(u) => u.clone(),
+                };
+                let mut body = json!({ field: source });
+                if let Some(c) = &m.caption {
+                    body["caption"] = json!(c);
+                }
+                (method, body)
+            }
+            OutboundContent::Template(_) => {
+                return Err(ChannelError::InvalidOutbound(
+                    "Telegram has no message templates".into(),
+                ));
+            }
+        };
+        body["chat_id"] = json!(chat_id);
         Ok(json_call(
             Method::Post,
-            "/bot{secret:bot_token}/sendMessage".into(),
-            &json!({"chat_id": chat_id, "text": text}),
+            format!("/bot{{secret:bot_token}}/{method}"),
+            &body,
             None,
             Some("/result/message_id"),
         ))
@@ -225,7 +301,7 @@ fn sender(scope: &str, user: &User) -> (ChannelIdentity, Option<String>, Vec<Cla
         claims.push(Claim::unverified(ClaimKind::Username, u.clone()));
     }
     (
-        ChannelIdentity::new(CHANNEL, scope, user.id.to_string()),
+        ChannelIdentity::new(scope, user.id.to_string()),
         Some(name),
         claims,
     )
@@ -309,7 +385,8 @@ fn message(id: String, scope: &str, m: Message, edited: bool) -> InboundEvent {
         sender: identity,
         display_name,
         claims,
-        content,
+        contents: vec![content],
+        referral: None,
         link_token,
         timestamp: if edited {
             m.edit_date.unwrap_or(m.date)
@@ -343,15 +420,29 @@ fn callback(id: String, scope: &str, q: CallbackQuery, received: u64) -> Inbound
     }
     let (identity, display_name, claims) = sender(scope, &q.from);
     let data = q.data.unwrap_or_default();
+    // The title is the pressed button's text, from the message's keyboard.
+    let title = q
+        .message
+        .as_ref()
+        .and_then(|m| m.reply_markup.as_ref())
+        .and_then(|k| {
+            k.inline_keyboard
+                .iter()
+                .flatten()
+                .find(|b| b.callback_data.as_deref() == Some(data.as_str()))
+        })
+        .map(|b| b.text.clone())
+        .unwrap_or_else(|| data.clone());
     InboundEvent::Message(InboundMessage {
         provider_message_id: id,
         sender: identity,
         display_name,
         claims,
-        content: Content::Postback(Postback {
-            payload: data.clone(),
-            title: data,
-        }),
+        contents: vec![Content::Postback(Postback {
+            payload: data,
+            title,
+        })],
+        referral: None,
         link_token: None,
         timestamp: q.message.and_then(|m| m.date).unwrap_or(received),
         edited: false,

@@ -12,7 +12,9 @@
 //! Verification: none declared — the host authenticates widget users with
 //! their JWT before this plugin runs.
 //!
-//! Outbound: a frame pushed to the customer's open widget sessions.
+//! Outbound: a frame pushed to the customer's open widget sessions. Text
+//! only: the host sends choices as numbered text and media as its caption
+//! and link.
 
 use chatcrafter_plugin_sdk::prelude::*;
 use chatcrafter_plugin_sdk::serde_json::json;
@@ -46,6 +48,9 @@ impl Guest for WebWidget {
             secrets: vec![],
             settings: vec![],
             capabilities: Capabilities::RECEIVE_MESSAGES | Capabilities::SEND_TEXT,
+            reply_window_seconds: None,
+            deep_links: vec![],
+            outbound_limits: OutboundLimits::text_only(MAX_TEXT as u32),
         }
     }
 
@@ -87,10 +92,11 @@ impl Guest for WebWidget {
             .map(|c| c.value.clone());
         let event = InboundEvent::Message(InboundMessage {
             provider_message_id: provider_message_id.clone(),
-            sender: ChannelIdentity::new(CHANNEL, user.issuer.clone(), user.subject.clone()),
+            sender: ChannelIdentity::new(user.issuer.clone(), user.subject.clone()),
             display_name,
             claims: user.claims.clone(),
-            content: Content::Text(text),
+            contents: vec![Content::Text(text)],
+            referral: None,
             link_token: None,
             timestamp: req.context.received_at_ms / 1000,
             edited: false,
@@ -101,7 +107,16 @@ impl Guest for WebWidget {
     }
 
     fn render_outbound(msg: OutboundMessage) -> Result<OutboundRequest, ChannelError> {
-        let OutboundContent::Text(text) = &msg.content;
+        let OutboundContent::Text(text) = &msg.content else {
+            return Err(ChannelError::InvalidOutbound(format!(
+                "the widget takes text only (the host degrades {} to text)",
+                match msg.content {
+                    OutboundContent::Media(_) => "media",
+                    OutboundContent::Choices(_) => "choices",
+                    _ => "templates",
+                }
+            )));
+        };
         let text = text_limit(text, MAX_TEXT, "the widget")?;
         let frame =
             json!({"type": "message", "id": msg.message_id, "direction": "outbound", "text": text});

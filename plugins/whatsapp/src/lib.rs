@@ -12,14 +12,23 @@
 //! received — Meta signs its escaped ASCII form — and the `hub.challenge`
 //! subscription handshake keyed by `verify_token`.
 //!
-//! Outbound: `POST {api_base}/{phone_number_id}/messages` with a text body and
-//! `Authorization: Bearer {access_token}` added by the host.
+//! Outbound: `POST {api_base}/{phone_number_id}/messages` with
+//! `Authorization: Bearer {access_token}` added by the host: text; media
+//! (image, document, audio, video by link or media id, with caption);
+//! choices as interactive reply buttons (up to 3) or an interactive list
+//! (up to 10 rows); templates (name, language, body parameters) — the only
+//! messages WhatsApp accepts outside its 24-hour customer-service window,
+//! which the manifest declares so that the host never sends free text
+//! outside it.
+//!
+//! Inbound click-to-WhatsApp ads carry a `referral` (ad id, `ctwa_clid`),
+//! reported as the message's referral.
 //!
 //! Link tokens: a text that is a one-time link token, or ends with
 //! `ref:<token>`, carries it (see [`link_token`]).
 //!
-//! Not handled here: templates (needed outside the 24-hour window), media
-//! download, and outbound media.
+//! Not handled here: media download, template header and button
+//! parameters.
 
 use chatcrafter_plugin_sdk::prelude::*;
 use chatcrafter_plugin_sdk::serde_json::json;
@@ -28,6 +37,16 @@ use serde::Deserialize;
 const CHANNEL: &str = "whatsapp";
 /// WhatsApp's limit for a text message body, in characters.
 const MAX_TEXT: usize = 4096;
+/// Reply buttons in one interactive message.
+const MAX_BUTTONS: usize = 3;
+/// Rows in one interactive list (one section).
+const MAX_ROWS: usize = 10;
+/// A button title's limit (list rows take 24; the smaller is declared).
+const MAX_TITLE: u32 = 20;
+/// An interactive message body's limit; a longer prompt goes as text.
+const MAX_INTERACTIVE_BODY: usize = 1024;
+/// A media caption's limit.
+const MAX_CAPTION: u32 = 1024;
 
 struct WhatsApp;
 
@@ -99,6 +118,16 @@ struct Message {
     interactive: Option<Interactive>,
     button: Option<Button>,
     reaction: Option<ReactionObject>,
+    referral: Option<AdReferral>,
+}
+
+/// A click-to-WhatsApp ad's referral on the first message.
+#[derive(Deserialize)]
+struct AdReferral {
+    source_url: Option<String>,
+    source_id: Option<String>,
+    source_type: Option<String>,
+    ctwa_clid: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -210,7 +239,19 @@ impl Guest for WhatsApp {
             )],
             capabilities: Capabilities::RECEIVE_MESSAGES
                 | Capabilities::DELIVERY_STATUS
-                | Capabilities::SEND_TEXT,
+                | Capabilities::SEND_TEXT
+                | Capabilities::SEND_MEDIA
+                | Capabilities::SEND_CHOICES
+                | Capabilities::SEND_TEMPLATES
+                | Capabilities::LINK_TOKENS,
+            reply_window_seconds: Some(24 * 3600),
+            deep_links: vec!["https://wa.me/{setting:display_phone_number}?text={token}".into()],
+            outbound_limits: OutboundLimits {
+                max_text_chars: MAX_TEXT as u32,
+                max_choices: MAX_ROWS as u32,
+                max_choice_title_chars: MAX_TITLE,
+                max_caption_chars: MAX_CAPTION,
+            },
         }
     }
 
@@ -245,8 +286,6 @@ impl Guest for WhatsApp {
     }
 
     fn render_outbound(msg: OutboundMessage) -> Result<OutboundRequest, ChannelError> {
-        let OutboundContent::Text(text) = &msg.content;
-        let text = text_limit(text, MAX_TEXT, "WhatsApp")?;
         if msg.recipient.scope.is_empty() || msg.recipient.id.is_empty() {
             return Err(ChannelError::InvalidOutbound(
                 "recipient needs a phone_number_id scope and a WhatsApp id".into(),
@@ -259,13 +298,10 @@ impl Guest for WhatsApp {
                 "the phone_number_id scope must be digits".into(),
             ));
         }
-        let body = json!({
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            "to": msg.recipient.id,
-            "type": "text",
-            "text": {"preview_url": false, "body": text},
-        });
+        let mut body = message_body(&msg.content)?;
+        body["messaging_product"] = json!("whatsapp");
+        body["recipient_type"] = json!("individual");
+        body["to"] = json!(msg.recipient.id);
         Ok(json_call(
             Method::Post,
             format!("/{}/messages", msg.recipient.scope),
@@ -278,6 +314,94 @@ impl Guest for WhatsApp {
             Some("/messages/0/id"),
         ))
     }
+}
+
+/// The message object of the Cloud API for one content (without the
+/// recipient fields).
+fn message_body(content: &OutboundContent) -> Result<chatcrafter_plugin_sdk::serde_json::Value, ChannelError> {
+    Ok(match content {
+        OutboundContent::Text(text) => {
+            let text = text_limit(text, MAX_TEXT, "WhatsApp")?;
+            json!({"type": "text", "text": {"preview_url": false, "body": text}})
+        }
+        OutboundContent::Media(m) => {
+            let kind = match m.kind {
+                MediaKind::Image => "image",
+                MediaKind::Video => "video",
+                MediaKind::Audio => "audio",
+                MediaKind::Document => "document",
+                MediaKind::Sticker => {
+                    return Err(ChannelError::InvalidOutbound(
+                        "stickers are not sent".into(),
+                    ));
+                }
+            };
+            let mut media = match &m.source {
+                MediaSource::Url(url) => json!({"link": url}),
+                MediaSource::MediaId(id) => json!({"id": id}),
+            };
+            // Audio takes no caption on WhatsApp.
+            if let Some(c) = m.caption.as_ref().filter(|_| kind != "audio") {
+                media["caption"] = json!(c);
+            }
+            if let Some(f) = m.filename.as_ref().filter(|_| kind == "document") {
+                media["filename"] = json!(f);
+            }
+            json!({"type": kind, kind: media})
+        }
+        OutboundContent::Choices(c) => {
+            if c.options.is_empty() || c.options.len() > MAX_ROWS {
+                return Err(ChannelError::InvalidOutbound(format!(
+                    "{} options; WhatsApp takes 1 to {MAX_ROWS}",
+                    c.options.len()
+                )));
+            }
+            if c.prompt.chars().count() > MAX_INTERACTIVE_BODY {
+                // Too long for an interactive body: numbered text.
+                let mut text = c.prompt.clone();
+                for (i, o) in c.options.iter().enumerate() {
+                    text.push_str(&format!("
+{}. {}", i + 1, o.title));
+                }
+                return message_body(&OutboundContent::Text(text));
+            }
+            if c.options.len() <= MAX_BUTTONS {
+                let buttons: Vec<_> = c
+                    .options
+                    .iter()
+                    .map(|o| json!({"type": "reply", "reply": {"id": o.id, "title": o.title}}))
+                    .collect();
+                json!({"type": "interactive", "interactive": {
+                    "type": "button",
+                    "body": {"text": c.prompt},
+                    "action": {"buttons": buttons},
+                }})
+            } else {
+                let rows: Vec<_> = c
+                    .options
+                    .iter()
+                    .map(|o| json!({"id": o.id, "title": o.title}))
+                    .collect();
+                json!({"type": "interactive", "interactive": {
+                    "type": "list",
+                    "body": {"text": c.prompt},
+                    "action": {"button": "Choose", "sections": [{"title": "Options", "rows": rows}]},
+                }})
+            }
+        }
+        OutboundContent::Template(t) => {
+            let mut template = json!({"name": t.name, "language": {"code": t.language}});
+            if !t.parameters.is_empty() {
+                let params: Vec<_> = t
+                    .parameters
+                    .iter()
+                    .map(|p| json!({"type": "text", "text": p}))
+                    .collect();
+                template["components"] = json!([{"type": "body", "parameters": params}]);
+            }
+            json!({"type": "template", "template": template})
+        }
+    })
 }
 
 fn collect(
@@ -321,12 +445,20 @@ fn collect(
             Content::Text(t) => link_token(t),
             _ => None,
         };
+        let referral = m.referral.as_ref().map(|r| Referral {
+            source_type: r.source_type.clone().unwrap_or_else(|| "ad".into()),
+            source_id: r.source_id.clone(),
+            click_id: r.ctwa_clid.clone(),
+            link_ref: None,
+            url: r.source_url.clone(),
+        });
         events.push(InboundEvent::Message(InboundMessage {
             provider_message_id: m.id,
-            sender: ChannelIdentity::new(CHANNEL, scope.clone(), id),
+            sender: ChannelIdentity::new(scope.clone(), id),
             display_name,
             claims,
-            content,
+            contents: vec![content],
+            referral,
             link_token,
             timestamp,
             edited: false,
@@ -355,7 +487,7 @@ fn collect(
             provider_message_id: s.id,
             recipient: s
                 .recipient_id
-                .map(|r| ChannelIdentity::new(CHANNEL, scope.clone(), r)),
+                .map(|r| ChannelIdentity::new(scope.clone(), r)),
             state,
             timestamp: seconds(s.timestamp.as_deref(), received),
             error,

@@ -1,7 +1,9 @@
-//! A plugin that says whatever its request asks it to: which channel its
-//! messages come from, how many there are, and which phone it "verified".
-//! The host's guest-answer checks must refuse the first two when they break
-//! the rules, and a plugin loaded from a file must not link by its claims.
+//! A plugin that says whatever its request asks it to: how many messages
+//! there are, and which phone it "verified". The host's guest-answer checks
+//! must refuse too many, and a plugin loaded from a file must not link by
+//! its claims. (Since 0.2 identities carry no channel, so a plugin can no
+//! longer speak for another channel; the core's checks still refuse it for
+//! 0.1 plugins.)
 use chatcrafter_plugin_sdk::prelude::*;
 use serde::Deserialize;
 
@@ -12,8 +14,6 @@ struct Impostor;
 
 #[derive(Deserialize)]
 struct Ask {
-    /// The channel each message claims to come from.
-    channel: String,
     /// The sender's id.
     user: String,
     /// How many messages to return.
@@ -32,14 +32,15 @@ impl Guest for Impostor {
             .map(|n| {
                 InboundEvent::Message(InboundMessage {
                     provider_message_id: format!("{}-{}-{n}", req.context.request_id, ask.user),
-                    sender: ChannelIdentity::new(&ask.channel, "scope", ask.user.clone()),
+                    sender: ChannelIdentity::new("scope", ask.user.clone()),
                     display_name: None,
                     claims: ask
                         .phone
                         .iter()
                         .map(|p| Claim::verified(ClaimKind::Phone, p.clone()))
                         .collect(),
-                    content: Content::Text(format!("message {n}")),
+                    contents: vec![Content::Text(format!("message {n}"))],
+                    referral: None,
                     link_token: None,
                     timestamp: req.context.received_at_ms / 1000,
                     edited: false,

@@ -32,10 +32,11 @@ impl Guest for Leaky {
             .unwrap_or(None);
         Ok(Inbound::ok(vec![InboundEvent::Message(InboundMessage {
             provider_message_id: body.id,
-            sender: ChannelIdentity::new("leaky", "s", body.user),
+            sender: ChannelIdentity::new("s", body.user),
             display_name: previous,
             claims: vec![],
-            content: Content::Text("hi".into()),
+            contents: vec![Content::Text("hi".into())],
+            referral: None,
             link_token: None,
             timestamp: 0,
             edited: false,
