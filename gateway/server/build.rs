@@ -15,6 +15,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("telegram", "chatcrafter_plugin_telegram"),
     ("discord", "chatcrafter_plugin_discord"),
     ("widget", "chatcrafter_plugin_webwidget"),
+    ("messenger", "chatcrafter_plugin_messenger"),
 ];
 
 fn main() {

@@ -155,8 +155,13 @@ pub struct Outbound {
     pub id: String,
     /// The customer it is for.
     pub customer_id: String,
-    /// The text.
+    /// The text, as a person reads it (rich content's numbered or
+    /// captioned form).
     pub text: String,
+    /// The content when it is more than text (choices, media, a
+    /// template); `None`: [`Outbound::text`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<crate::channel::OutboundContent>,
     /// `agent`, `human` or `reminder`.
     pub author: String,
     /// Where it may go, best first: a route the plugin cannot render for
@@ -177,6 +182,15 @@ pub struct Outbound {
     pub created_at: u64,
     /// Unix seconds.
     pub updated_at: u64,
+}
+
+impl Outbound {
+    /// What to send: the rich content, or the text.
+    pub fn content(&self) -> crate::channel::OutboundContent {
+        self.content
+            .clone()
+            .unwrap_or_else(|| crate::channel::OutboundContent::text(&self.text))
+    }
 }
 
 /// Retry policy.

@@ -104,7 +104,15 @@ impl<B: Backend> Db<B> {
                     )));
                 }
                 let o = ctx
-                    .queue_outbound(txn, &c.id, &mut state, text, "human", routes, now_ms)
+                    .queue_outbound(
+                        txn,
+                        &c.id,
+                        &mut state,
+                        &crate::channel::OutboundContent::text(text),
+                        "human",
+                        routes,
+                        now_ms,
+                    )
                     .await?;
                 ctx.save_state(txn, &c.id, &state)?;
                 Ok(o)

@@ -116,6 +116,7 @@ impl DevSecrets {
             allow_unverified: false,
             reuse_instances: false,
             trust_verified_claims: None,
+            templates: BTreeMap::new(),
         };
         config.channels.insert(
             "whatsapp".into(),

@@ -16,7 +16,9 @@ use std::time::Duration;
 use tracing::Instrument as _;
 
 use chatcrafter_core::agent;
-use chatcrafter_core::channel::{ChannelError, OutboundMessage, OutboundRequest};
+use chatcrafter_core::channel::{
+    ChannelError, OutboundContext, OutboundMessage, OutboundRequest, Purpose,
+};
 use chatcrafter_core::config::AgentKind;
 use chatcrafter_core::db::DbError;
 use chatcrafter_core::delivery::Outbound;
@@ -402,11 +404,54 @@ impl Worker {
                 .reroute(shard, job, &why, self.app.clock.now_ms())
                 .await;
         };
+        // The channel's reply window, templates and limits decide what goes
+        // out there: never a send the channel is known to refuse.
+        let cfg = self.app.config.channels.get(channel);
+        let empty = Default::default();
+        let now = self.app.clock.now_secs();
+        let purpose = Purpose::of_author(&o.author);
+        let last_inbound_at = (route.at > 0).then_some(route.at);
+        let situation = delivery::Situation {
+            channel,
+            manifest: plugin.manifest(),
+            templates: cfg.map(|c| &c.templates).unwrap_or(&empty),
+            purpose,
+            last_inbound_at,
+            now,
+        };
+        let content = match delivery::plan(&situation, &o.content()) {
+            delivery::Plan::Send(c) => c,
+            delivery::Plan::Elsewhere(why) => {
+                self.app.metrics.inc(
+                    "gateway_outbound_total",
+                    &[("channel", channel), ("outcome", "rerouted")],
+                );
+                return graph
+                    .reroute(shard, job, &why, self.app.clock.now_ms())
+                    .await;
+            }
+        };
+        let settings = cfg
+            .map(|c| {
+                c.settings
+                    .iter()
+                    .filter(|(k, _)| plugin.manifest().settings.iter().any(|s| &s.name == *k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         let message = OutboundMessage {
             message_id: o.id.clone(),
             recipient: route.identity.clone(),
-            text: o.text.clone(),
+            content,
             reply_handle: route.reply_handle.clone(),
+            context: OutboundContext {
+                channel: channel.to_string(),
+                purpose,
+                last_inbound_at,
+                now,
+                settings,
+            },
         };
         let (rendered, _) = crate::plugin::call_bounded(
             &self.app.plugin_calls,
@@ -645,7 +690,7 @@ fn builtin_answer(input: &AgentInput) -> Answer {
         .map(|a| a.value.as_str());
     let reply = agent::builtin::respond(name, &input.history, &input.incoming);
     Answer {
-        replies: vec![reply.text],
+        replies: vec![reply.content()],
         handoff: reply.handoff.then(|| "requested".to_string()),
         attributes: Default::default(),
     }

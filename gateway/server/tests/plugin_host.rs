@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use chatcrafter_core::channel::{
     AuthenticatedUser, ChannelError, ChannelIdentity, Claim, ClaimKind, Content, DeliveryState,
-    Header, InboundEvent, InboundMessage, InboundRequest, OutboundMessage, OutboundRequest,
+    Header, InboundEvent, InboundMessage, InboundRequest, OutboundContent, OutboundMessage, OutboundRequest,
     RequestContext,
 };
 use chatcrafter_gateway::plugin::{LoadError, Plugin, PluginError, PluginHost, Registry, bundled};
@@ -68,7 +68,7 @@ fn messages(events: &[InboundEvent]) -> Vec<&InboundMessage> {
 }
 
 fn text(m: &InboundMessage) -> &str {
-    match &m.content {
+    match &m.contents[0] {
         Content::Text { text } => text,
         other => panic!("not text: {other:?}"),
     }
@@ -129,13 +129,13 @@ fn whatsapp_notification_with_several_entries_and_changes_yields_every_message()
         verified: false
     }));
     assert!(
-        matches!(&msgs[1].content, Content::Media { reference, caption: Some(c), .. } if reference == "1479537139650973" && c == "this one")
+        matches!(&msgs[1].contents[0], Content::Media { reference, caption: Some(c), .. } if reference == "1479537139650973" && c == "this one")
     );
     assert!(
-        matches!(&msgs[2].content, Content::Postback { payload, title } if payload == "track-order" && title == "Track order")
+        matches!(&msgs[2].contents[0], Content::Postback { payload, title } if payload == "track-order" && title == "Track order")
     );
     assert!(
-        matches!(&msgs[3].content, Content::Location { latitude, name: Some(n), .. } if *latitude == 52.52 && n == "Alexanderplatz")
+        matches!(&msgs[3].contents[0], Content::Location { latitude, name: Some(n), .. } if *latitude == 52.52 && n == "Alexanderplatz")
     );
     // The other change field is skipped on purpose, and said so.
     assert!(out.events.iter().any(|e| matches!(e, InboundEvent::Ignored { reason } if reason.contains("account_review_update"))));
@@ -162,7 +162,7 @@ fn whatsapp_message_of_an_unknown_type_is_unsupported_not_an_error() {
         .unwrap();
     let msgs = messages(&out.events);
     assert_eq!(
-        msgs[4].content,
+        msgs[4].contents[0],
         Content::Unsupported {
             kind: "poll".into()
         }
@@ -220,8 +220,9 @@ fn whatsapp_renders_a_text_reply_without_credentials() {
             scope: "106540352242922".into(),
             id: "16505551234".into(),
         },
-        text: "Welcome back, José!".into(),
+        content: OutboundContent::text("Welcome back, José!"),
         reply_handle: None,
+        context: Default::default(),
     };
     let OutboundRequest::Http(call) = bundled_plugin("whatsapp").render_outbound(&msg).unwrap()
     else {
@@ -253,8 +254,9 @@ fn whatsapp_refuses_a_phone_number_id_that_is_not_digits() {
             scope: "123/other/endpoint?".into(),
             id: "16505551234".into(),
         },
-        text: "hi".into(),
+        content: OutboundContent::text("hi"),
         reply_handle: None,
+        context: Default::default(),
     };
     let err = bundled_plugin("whatsapp")
         .render_outbound(&msg)
@@ -275,8 +277,9 @@ fn whatsapp_refuses_a_reply_over_its_length_limit() {
             scope: "1".into(),
             id: "2".into(),
         },
-        text: "x".repeat(4097),
+        content: OutboundContent::text("x".repeat(4097)),
         reply_handle: None,
+        context: Default::default(),
     };
     let err = bundled_plugin("whatsapp")
         .render_outbound(&msg)
@@ -365,7 +368,7 @@ fn telegram_callback_query_is_answered_in_the_webhook_response() {
         .unwrap();
     let m = messages(&out.events)[0];
     assert_eq!(
-        m.content,
+        m.contents[0],
         Content::Postback {
             payload: "track-order".into(),
             title: "track-order".into()
@@ -403,8 +406,9 @@ fn telegram_reply_puts_the_bot_token_placeholder_in_the_path() {
             scope: "7012345678".into(),
             id: "123456789".into(),
         },
-        text: "Linked! 👋".into(),
+        content: OutboundContent::text("Linked! 👋"),
         reply_handle: None,
+        context: Default::default(),
     };
     let OutboundRequest::Http(call) = bundled_plugin("telegram").render_outbound(&msg).unwrap()
     else {
@@ -483,8 +487,9 @@ fn discord_reply_goes_to_the_follow_up_webhook() {
             scope: "1289391923891234567".into(),
             id: "80351110224678912".into(),
         },
-        text: "Your chair shipped yesterday.".into(),
+        content: OutboundContent::text("Your chair shipped yesterday."),
         reply_handle: Some("aW50ZXJhY3Rpb24".into()),
+        context: Default::default(),
     };
     let OutboundRequest::Http(call) = bundled_plugin("discord").render_outbound(&msg).unwrap()
     else {
@@ -596,8 +601,9 @@ fn widget_reply_is_a_push_frame() {
             scope: "https://shop.example".into(),
             id: "user-42".into(),
         },
-        text: "Yes, in black too.".into(),
+        content: OutboundContent::text("Yes, in black too."),
         reply_handle: None,
+        context: Default::default(),
     };
     let OutboundRequest::Push { frame } = bundled_plugin("widget").render_outbound(&msg).unwrap()
     else {
@@ -762,8 +768,9 @@ fn a_trapping_plugin_fails_that_call_only() {
                 scope: "s".into(),
                 id: "i".into()
             },
-            text: "t".into(),
+            content: OutboundContent::text("t"),
             reply_handle: None,
+            context: Default::default(),
         })
         .is_ok()
     );

@@ -14,7 +14,7 @@ use crate::edge::{self, Edge, WallClock};
 mod bindings {
     spin_sdk::wit_bindgen::generate!({
         runtime_path: "spin_sdk::wit_bindgen::rt",
-        inline: "package chatcrafter:edge; world edge { import chatcrafter:channel/plugin@0.1.0; }",
+        inline: "package chatcrafter:edge; world edge { import chatcrafter:channel/plugin@0.2.0; }",
         path: "../../wit",
         world: "chatcrafter:edge/edge",
         generate_all,
@@ -25,7 +25,7 @@ mod convert {
     #![allow(dead_code, reason = "the edge calls describe and parse-inbound only")]
     use super::bindings::chatcrafter::channel::plugin as wit;
 
-    chatcrafter_core::plugin_conversions_0_1!();
+    chatcrafter_core::plugin_conversions_0_2!();
 }
 
 /// The plugin composed into this component.
@@ -36,9 +36,13 @@ impl edge::Plugin for Composed {
         convert::manifest(bindings::chatcrafter::channel::plugin::describe())
     }
 
-    fn parse_inbound(&self, request: InboundRequest) -> Result<Inbound, ChannelError> {
+    fn parse_inbound(
+        &self,
+        request: InboundRequest,
+        plugin_id: &str,
+    ) -> Result<Inbound, ChannelError> {
         bindings::chatcrafter::channel::plugin::parse_inbound(&convert::inbound_request(request))
-            .map(convert::inbound)
+            .map(|i| convert::inbound(i, plugin_id))
             .map_err(convert::channel_error)
     }
 }

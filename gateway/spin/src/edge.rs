@@ -107,8 +107,13 @@ pub trait Variables: Send + Sync {
 pub trait Plugin: Send + Sync {
     /// Its manifest.
     fn describe(&self) -> Manifest;
-    /// Its `parse-inbound`.
-    fn parse_inbound(&self, request: InboundRequest) -> Result<Inbound, ChannelError>;
+    /// Its `parse-inbound`; `plugin_id` (its manifest id) names the channel
+    /// of the identities it returns, which contract 0.2 leaves to the host.
+    fn parse_inbound(
+        &self,
+        request: InboundRequest,
+        plugin_id: &str,
+    ) -> Result<Inbound, ChannelError>;
 }
 
 /// The Spin variable that holds what environment variable `name` holds
@@ -418,7 +423,7 @@ impl<L: Link> Edge<L> {
         let request_id = request.context.request_id.clone();
         let body = request.body.clone();
         let received_at = request.context.received_at_ms / 1000;
-        let inbound = match plugin.parse_inbound(request) {
+        let inbound = match plugin.parse_inbound(request, &m.id) {
             Ok(i) => i,
             Err(ChannelError::Malformed(error) | ChannelError::Unsupported(error)) => {
                 // The plugin's words may quote the payload: they go to the

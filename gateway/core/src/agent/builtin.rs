@@ -12,6 +12,30 @@ pub struct Reply {
     pub text: String,
     /// Whether the conversation goes to the hand-off inbox.
     pub handoff: bool,
+    /// Whether to offer a "Talk to a person" choice with the text (its
+    /// postback, or the words, hand the conversation off).
+    pub offer_person: bool,
+}
+
+/// The id of the "Talk to a person" choice.
+pub const PERSON_CHOICE: &str = "talk_to_a_person";
+
+impl Reply {
+    /// What to send: the text, with the "Talk to a person" choice when
+    /// offered (a channel without choices gets it as numbered text).
+    pub fn content(&self) -> crate::channel::OutboundContent {
+        if self.offer_person {
+            crate::channel::OutboundContent::Choices {
+                prompt: self.text.clone(),
+                options: vec![crate::channel::Choice {
+                    id: PERSON_CHOICE.into(),
+                    title: "Talk to a person".into(),
+                }],
+            }
+        } else {
+            crate::channel::OutboundContent::text(&self.text)
+        }
+    }
 }
 
 /// Longest quote of an earlier question, in characters.
@@ -61,10 +85,17 @@ pub fn respond(name: Option<&str>, history: &[Entry], incoming: &Entry) -> Reply
         return Reply {
             text: on_open(first, history).unwrap_or_default(),
             handoff: false,
+            offer_person: false,
         };
     }
     let text = incoming.text.as_deref().unwrap_or("").to_lowercase();
-    if HUMAN_WORDS.iter().any(|w| text.contains(w)) {
+    let picked_person = incoming
+        .contents
+        .iter()
+        .filter_map(|c| c.as_array())
+        .flatten()
+        .any(|c| c["type"] == "postback" && c["payload"] == PERSON_CHOICE);
+    if picked_person || HUMAN_WORDS.iter().any(|w| text.contains(w)) {
         return Reply {
             text: match first {
                 Some(n) => format!(
@@ -76,6 +107,7 @@ pub fn respond(name: Option<&str>, history: &[Entry], incoming: &Entry) -> Reply
                 }
             },
             handoff: true,
+            offer_person: false,
         };
     }
     let earlier: Vec<&Entry> = history
@@ -88,6 +120,7 @@ pub fn respond(name: Option<&str>, history: &[Entry], incoming: &Entry) -> Reply
             && e.kind == "text"
             && e.text.as_deref().is_some_and(|t| !t.trim().is_empty())
     });
+    let acknowledged = elsewhere.is_none_or(|_| used_here) && !earlier.is_empty();
     let text = match (elsewhere, used_here, first) {
         (Some(e), false, name) => {
             let greeting = name
@@ -111,6 +144,8 @@ pub fn respond(name: Option<&str>, history: &[Entry], incoming: &Entry) -> Reply
     Reply {
         text,
         handoff: false,
+        // Acknowledged but not answered: a person is one tap away.
+        offer_person: acknowledged,
     }
 }
 
@@ -165,6 +200,31 @@ mod tests {
             contents: None,
             referral: None,
         }
+    }
+
+    #[test]
+    fn an_acknowledgment_offers_a_person_and_picking_it_hands_off() {
+        let history = vec![
+            entry("e1", 1, "whatsapp", "text", "hi"),
+            entry("e2", 2, "whatsapp", "text", "and the desk?"),
+        ];
+        let r = respond(None, &history, &history[1]);
+        assert!(r.offer_person);
+        assert_eq!(
+            r.content(),
+            crate::channel::OutboundContent::Choices {
+                prompt: "Thanks! Got it — we'll follow up right here.".into(),
+                options: vec![crate::channel::Choice {
+                    id: PERSON_CHOICE.into(),
+                    title: "Talk to a person".into()
+                }]
+            }
+        );
+        let mut pick = entry("e3", 3, "whatsapp", "postback", "Yes please");
+        pick.contents = Some(serde_json::json!([
+            {"type": "postback", "payload": PERSON_CHOICE, "title": "Yes please"}
+        ]));
+        assert!(respond(None, &history, &pick).handoff);
     }
 
     #[test]

@@ -72,15 +72,18 @@ pub fn request_body(input: &AgentInput, history: usize) -> Vec<u8> {
 /// The most replies one answer may carry.
 pub const MAX_REPLIES: usize = 10;
 
-/// Parses an agent's answer: `{"replies":[{"text":"…"}|"…"], "handoff":
-/// true|{"reason":"…"}, "attributes":{"name":"value"}}`, every key
-/// optional. An answer that does not parse is an error (retried, then
+/// Parses an agent's answer: `{"replies":["…"|{"text":"…"}|CONTENT],
+/// "handoff": true|{"reason":"…"}, "attributes":{"name":"value"}}`, every
+/// key optional; CONTENT is any contract 0.2 outbound content
+/// (`{"type":"choices","prompt":"…","options":[{"id":"…","title":"…"}]}`,
+/// `{"type":"media",…}`, `{"type":"template",…}`), degraded per channel. An answer that does not parse is an error (retried, then
 /// handed to a person), never silently nothing.
 pub fn parse_answer(body: &[u8]) -> Result<Answer, String> {
     #[derive(serde::Deserialize)]
     #[serde(untagged)]
     enum ReplyIn {
         Text(String),
+        Content(crate::channel::OutboundContent),
         Object { text: String },
     }
     #[derive(serde::Deserialize)]
@@ -119,10 +122,17 @@ pub fn parse_answer(body: &[u8]) -> Result<Answer, String> {
         replies: a
             .replies
             .into_iter()
-            .map(|r| match r {
-                ReplyIn::Text(t) | ReplyIn::Object { text: t } => t,
+            .enumerate()
+            .map(|(i, r)| match r {
+                ReplyIn::Text(t) | ReplyIn::Object { text: t } => {
+                    Ok(crate::channel::OutboundContent::text(t))
+                }
+                ReplyIn::Content(c) => c
+                    .validate()
+                    .map(|()| c)
+                    .map_err(|e| format!("the agent's answer: replies[{i}]: {e}")),
             })
-            .collect(),
+            .collect::<Result<_, _>>()?,
         handoff: match a.handoff {
             None | Some(HandoffIn::Flag(false)) => None,
             Some(HandoffIn::Flag(true)) => Some("agent".into()),
@@ -149,7 +159,13 @@ mod tests {
             br#"{"replies":["hi",{"text":"there"}],"handoff":{"reason":"vip"},"attributes":{"tier":"gold"}}"#,
         )
         .unwrap();
-        assert_eq!(a.replies, ["hi", "there"]);
+        assert_eq!(
+            a.replies,
+            [
+                crate::channel::OutboundContent::text("hi"),
+                crate::channel::OutboundContent::text("there")
+            ]
+        );
         assert_eq!(a.handoff.as_deref(), Some("vip"));
         assert_eq!(a.attributes["tier"], "gold");
         assert_eq!(
@@ -160,6 +176,17 @@ mod tests {
             Some("agent")
         );
         assert_eq!(parse_answer(b"").unwrap(), Answer::default());
+        let a = parse_answer(
+            br#"{"replies":[{"type":"choices","prompt":"Which?","options":[{"id":"a","title":"A"}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(a.replies[0].kind(), "choices");
+        let e = parse_answer(br#"{"replies":[{"type":"choices","prompt":"Which?","options":[]}]}"#)
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "the agent's answer: replies[0]: choices need 1 to 100 options; got 0"
+        );
         let e = parse_answer(br#"{"replies":[{"txt":"x"}]}"#).unwrap_err();
         assert!(e.contains("replies"), "{e}");
         let e = parse_answer(br#"{"attributes":{"tier":3}}"#).unwrap_err();

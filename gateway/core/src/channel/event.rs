@@ -393,6 +393,12 @@ pub enum OutboundContent {
     },
 }
 
+impl From<&str> for OutboundContent {
+    fn from(t: &str) -> Self {
+        OutboundContent::text(t)
+    }
+}
+
 impl OutboundContent {
     /// Plain text.
     pub fn text(t: impl Into<String>) -> Self {
@@ -426,6 +432,62 @@ impl OutboundContent {
                 }
             }
             OutboundContent::Template { name, .. } => format!("[template {name}]"),
+        }
+    }
+
+    /// Checks what every channel needs, whatever it can take: non-empty
+    /// text, 1 to 100 choices with unique non-empty ids (at most 200
+    /// bytes) and titles, media from an `https://` URL or a channel id,
+    /// a template with a name and a language.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            OutboundContent::Text { text } if text.trim().is_empty() => {
+                Err("the text is empty".into())
+            }
+            OutboundContent::Text { .. } => Ok(()),
+            OutboundContent::Choices { prompt, options } => {
+                if prompt.trim().is_empty() {
+                    return Err("choices need a prompt".into());
+                }
+                if options.is_empty() || options.len() > 100 {
+                    return Err(format!(
+                        "choices need 1 to 100 options; got {}",
+                        options.len()
+                    ));
+                }
+                for (i, o) in options.iter().enumerate() {
+                    if o.id.is_empty() || o.id.len() > 200 || o.title.trim().is_empty() {
+                        return Err(format!(
+                            "option {i} needs an id of 1 to 200 bytes and a title"
+                        ));
+                    }
+                    if options[..i].iter().any(|p| p.id == o.id) {
+                        return Err(format!("option id `{}` is used twice", o.id));
+                    }
+                }
+                Ok(())
+            }
+            OutboundContent::Media { source, kind, .. } => {
+                if *kind == MediaKind::Sticker {
+                    return Err("stickers are not sent".into());
+                }
+                match source {
+                    MediaSource::Url(u) if !u.starts_with("https://") => {
+                        Err(format!("media url `{u}` must be https://"))
+                    }
+                    MediaSource::MediaId(id) if id.is_empty() => {
+                        Err("media id is empty".into())
+                    }
+                    _ => Ok(()),
+                }
+            }
+            OutboundContent::Template { name, language, .. } => {
+                if name.trim().is_empty() || language.trim().is_empty() {
+                    Err("a template needs a name and a language".into())
+                } else {
+                    Ok(())
+                }
+            }
         }
     }
 

@@ -13,8 +13,9 @@ use crate::store::{Backend, Txn};
 /// The agent's answer to one message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Answer {
-    /// Replies, sent in order on the channel the message came from.
-    pub replies: Vec<String>,
+    /// Replies, sent in order on the channel the message came from
+    /// (degraded there to what the channel takes).
+    pub replies: Vec<crate::channel::OutboundContent>,
     /// Hand the conversation to a person, with this reason.
     pub handoff: Option<String>,
     /// Attributes to set on the customer (source `agent`).
@@ -108,12 +109,16 @@ pub(crate) async fn finish_agent_in(
             }
             ctx.save_customer(txn, &customer)?;
         }
-        for text in answer.replies.iter().filter(|t| !t.trim().is_empty()) {
+        for content in answer
+            .replies
+            .iter()
+            .filter(|c| !c.as_text().trim().is_empty())
+        {
             ctx.queue_outbound(
                 txn,
                 &customer.id,
                 &mut state,
-                text,
+                content,
                 "agent",
                 vec![route.clone()],
                 now_ms,

@@ -37,7 +37,7 @@ impl Ctx<'_> {
         txn: &mut dyn Txn,
         customer: &str,
         state: &mut ConversationState,
-        text: &str,
+        content: &crate::channel::OutboundContent,
         author: &str,
         routes: Vec<Route>,
         now_ms: u64,
@@ -48,6 +48,7 @@ impl Ctx<'_> {
             .map(|r| r.identity.channel.clone())
             .unwrap_or_default();
         let id = self.random_id("o");
+        let text = &content.as_text();
         let (_, entry_key) = self
             .append(
                 txn,
@@ -59,6 +60,10 @@ impl Ctx<'_> {
             id,
             customer_id: customer.to_string(),
             text: text.to_string(),
+            content: match content {
+                crate::channel::OutboundContent::Text { .. } => None,
+                rich => Some(rich.clone()),
+            },
             author: author.to_string(),
             routes,
             route: 0,

@@ -180,7 +180,7 @@ impl<B: Backend> Db<B> {
                         txn,
                         &c.id,
                         &mut state,
-                        &text(name),
+                        &crate::channel::OutboundContent::text(text(name)),
                         "reminder",
                         routes,
                         now_ms,

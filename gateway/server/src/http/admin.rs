@@ -577,27 +577,19 @@ pub(super) async fn event(app: &App, req: &mut Req, _: Params<'_>) -> Result<Res
     ))
 }
 
-/// The deep link that carries `token` into `name`'s channel, by the kind
-/// of channel (its plugin), whatever name the operator configured it
-/// under; `None` when the channel has none or lacks the setting.
+/// The deep link that carries `token` into `name`'s channel: the first of
+/// its plugin's deep-link templates whose settings the channel configures
+/// (contract 0.2's manifest `deep-links`); `None` when there is none.
 pub(super) fn deep_link(
     app: &App,
     name: &str,
     channel: &chatcrafter_core::config::Channel,
     token: &str,
 ) -> Option<String> {
-    let kind = app.plugins.get(name).map(|p| p.manifest().id.clone());
-    match kind.as_deref().unwrap_or_default() {
-        "telegram" => channel
-            .settings
-            .get("bot_username")
-            .map(|u| format!("https://t.me/{u}?start={token}")),
-        "whatsapp" => channel
-            .settings
-            .get("display_phone_number")
-            .map(|n| format!("https://wa.me/{}?text={token}", n.trim_start_matches('+'))),
-        _ => None,
-    }
+    let plugin = app.plugins.get(name)?;
+    plugin
+        .manifest()
+        .deep_link(token, |s| channel.settings.get(s).map(String::as_str))
 }
 
 /// `POST /v1/link-tokens`.

@@ -113,10 +113,17 @@ impl Plugin for Fake {
             ],
             settings: vec![],
             capabilities: vec![],
+            reply_window_seconds: None,
+            deep_links: vec![],
+            outbound_limits: Default::default(),
         }
     }
 
-    fn parse_inbound(&self, request: InboundRequest) -> Result<Inbound, ChannelError> {
+    fn parse_inbound(
+        &self,
+        request: InboundRequest,
+        _plugin_id: &str,
+    ) -> Result<Inbound, ChannelError> {
         assert!(
             !request.headers.iter().any(|h| h.name == "authorization"),
             "credential headers never reach a plugin"
@@ -146,7 +153,8 @@ impl Plugin for Fake {
                 },
                 display_name: None,
                 claims: vec![],
-                content: Content::Text { text: s("text") },
+                contents: vec![Content::Text { text: s("text") }],
+                referral: None,
                 link_token: None,
                 timestamp: request.context.received_at_ms / 1000,
                 edited: false,

@@ -1,0 +1,1 @@
+//! Meta Messenger and Instagram messaging (placeholder, being written).
