@@ -48,7 +48,16 @@ fn plugin_check_prints_the_manifest_of_a_plugin_file() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.contains("is a chatcrafter:channel@0.1.0 plugin"),
+        text.contains("is a chatcrafter:channel@0.2.0 plugin"),
+        "{text}"
+    );
+    assert!(
+        text.contains("deep link:     https://t.me/{setting:bot_username}?start={token}\n"),
+        "{text}"
+    );
+    assert!(text.contains("reply window:  none\n"), "{text}");
+    assert!(
+        text.contains("outbound:      text ≤ 4096 chars, choices ≤ 20 (titles ≤ 64 chars), captions ≤ 1024 chars\n"),
         "{text}"
     );
     assert!(text.contains("id:            telegram\n"), "{text}");
@@ -77,7 +86,7 @@ fn plugin_check_refuses_a_component_of_the_wrong_world_with_exit_1() {
     let err = stderr(&out);
     assert!(
         err.contains(
-            "not a chatcrafter:channel@0.1.0 plugin: it exports [`acme:chat/handler@1.0.0`]"
+            "not a chatcrafter:channel plugin: it exports [`acme:chat/handler@1.0.0`], but a channel plugin must export `chatcrafter:channel/plugin@0.2.0`"
         ),
         "{err}"
     );
@@ -119,8 +128,8 @@ fn plugin_run_prints_the_normalized_events_of_a_recorded_request() {
     assert_eq!(event["link_token"], "lt_9fQ2-x7");
     assert_eq!(event["sender"]["scope"], "7012345678");
     assert_eq!(
-        event["content"],
-        serde_json::json!({"type": "text", "text": "/start lt_9fQ2-x7"})
+        event["contents"],
+        serde_json::json!([{"type": "text", "text": "/start lt_9fQ2-x7"}])
     );
     assert_eq!(v["response"]["status"], 200);
 }
@@ -131,8 +140,10 @@ fn plugin_run_renders_an_outbound_message() {
     let msg = serde_json::json!({
         "message_id": "m-1",
         "recipient": {"channel": "whatsapp", "scope": "106540352242922", "id": "16505551234"},
-        "text": "Hello!",
+        "content": {"type": "choices", "prompt": "Which colour?",
+                    "options": [{"id": "black", "title": "Black"}, {"id": "grey", "title": "Grey"}]},
         "reply_handle": null,
+        "context": {"purpose": "agent-reply", "last_inbound_at": 1767225000, "now": 1767225600},
     });
     let path = dir.join("msg.json");
     std::fs::write(&path, msg.to_string()).unwrap();
@@ -150,6 +161,24 @@ fn plugin_run_renders_an_outbound_message() {
     assert_eq!(v["via"], "http");
     assert_eq!(v["path"], "/106540352242922/messages");
     assert_eq!(v["credential"]["secret"], "access_token");
+    let body: serde_json::Value = serde_json::from_str(v["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["interactive"]["type"], "button");
+    assert_eq!(body["interactive"]["action"]["buttons"][1]["reply"]["id"], "grey");
+    // Through a text-only plugin the host degrades the choices, as it does
+    // when delivering.
+    let out = gateway(&[
+        "plugin",
+        "run",
+        "builtin:widget",
+        "--export",
+        "render-outbound",
+        "--request",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let frame: serde_json::Value = serde_json::from_str(v["frame"].as_str().unwrap()).unwrap();
+    assert_eq!(frame["text"], "Which colour?\n1. Black\n2. Grey");
 }
 
 #[test]
@@ -439,7 +468,13 @@ fn the_plugin_file_schemas_agree_with_what_plugin_run_reads() {
     let good_outbound = [
         example_outbound,
         serde_json::json!({"message_id": "m", "recipient": {"channel": "acme", "scope": "", "id": "u"},
-            "text": "Hi"}),
+            "content": {"type": "text", "text": "Hi"}}),
+        serde_json::json!({"message_id": "m", "recipient": {"channel": "acme", "scope": "", "id": "u"},
+            "content": {"type": "media", "kind": "image", "source": {"url": "https://x.example/a.png"}},
+            "context": {"channel": "shop", "purpose": "proactive", "last_inbound_at": null, "now": 5,
+                        "settings": [["page_id", "1"]]}}),
+        serde_json::json!({"message_id": "m", "recipient": {"channel": "acme", "scope": "", "id": "u"},
+            "content": {"type": "template", "name": "t", "language": "en", "parameters": ["a"]}}),
     ];
     for m in &good_outbound {
         assert!(
@@ -451,8 +486,16 @@ fn the_plugin_file_schemas_agree_with_what_plugin_run_reads() {
     }
     let bad_outbound = [
         serde_json::json!({"message_id": "m", "recipient": {"channel": "acme", "scope": "", "id": "u"}}),
-        serde_json::json!({"message_id": "m", "recipient": {"channel": "acme", "id": "u"}, "text": "Hi"}),
-        serde_json::json!({"message_id": 7, "recipient": {"channel": "acme", "scope": "", "id": "u"}, "text": "Hi"}),
+        serde_json::json!({"message_id": "m", "recipient": {"channel": "acme", "id": "u"},
+            "content": {"type": "text", "text": "Hi"}}),
+        serde_json::json!({"message_id": 7, "recipient": {"channel": "acme", "scope": "", "id": "u"},
+            "content": {"type": "text", "text": "Hi"}}),
+        // 0.1's `text` is now `content`.
+        serde_json::json!({"message_id": "m", "recipient": {"channel": "acme", "scope": "", "id": "u"}, "text": "Hi"}),
+        serde_json::json!({"message_id": "m", "recipient": {"channel": "acme", "scope": "", "id": "u"},
+            "content": {"type": "choices", "prompt": "?", "options": [{"id": "a"}]}}),
+        serde_json::json!({"message_id": "m", "recipient": {"channel": "acme", "scope": "", "id": "u"},
+            "content": {"type": "text", "text": "Hi"}, "context": {"purpose": "marketing"}}),
     ];
     for m in &bad_outbound {
         assert!(!outbound.is_valid(m), "the schema takes {m}");

@@ -1016,9 +1016,12 @@ fn a_customer_asking_for_a_person_reaches_the_inbox_and_a_reply_goes_out_on_thei
     );
     assert_eq!(whatsapp_message(gw, "wamid.H3", "thanks!").status, 200);
     let wa = wait_for(&apis, "/wa/", 3, gw);
+    // An acknowledgment offers a person, as a WhatsApp reply button.
     assert_eq!(
-        wa[2].json()["text"]["body"],
-        "Thanks, Sarah! Got it — we'll follow up right here."
+        wa[2].json()["interactive"],
+        json!({"type": "button", "body": {"text": "Thanks, Sarah! Got it — we'll follow up right here."},
+               "action": {"buttons": [{"type": "reply",
+                   "reply": {"id": "talk_to_a_person", "title": "Talk to a person"}}]}})
     );
     let human: Vec<Value> = outbound(&timeline(gw, &id))
         .into_iter()
@@ -1027,6 +1030,26 @@ fn a_customer_asking_for_a_person_reaches_the_inbox_and_a_reply_goes_out_on_thei
         .collect();
     assert_eq!(human.len(), 1);
     assert_eq!(human[0]["channel"], "telegram");
+
+    // Pressing the offered button hands the conversation to a person.
+    let press = json!({"messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID},
+        "contacts": [{"profile": {"name": "Sarah"}, "wa_id": "16505551234"}],
+        "messages": [{"from": "16505551234", "id": "wamid.H4", "timestamp": now().to_string(),
+            "type": "interactive", "interactive": {"type": "button_reply",
+            "button_reply": {"id": "talk_to_a_person", "title": "Talk to a person"}}}]});
+    assert_eq!(post_whatsapp(gw, APP_SECRET, press).status, 200);
+    assert!(
+        eventually(WAIT, || {
+            admin(gw, "GET", "/admin/v1/handoffs", b"").json()["handoffs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| h["customer_id"] == id.as_str() && h["reason"] == "requested")
+        }),
+        "{}",
+        admin(gw, "GET", "/admin/v1/handoffs", b"").text()
+    );
 }
 
 #[test]
@@ -1635,4 +1658,247 @@ fn the_widget_in_a_real_browser_across_two_nodes_a_cut_network_and_a_new_user() 
 /// A WhatsApp text from `wa_id`, to `gw`.
 fn whatsapp_message_from(gw: &Gateway, wa_id: &str, wamid: &str, text: &str) -> Response {
     post_whatsapp(gw, APP_SECRET, whatsapp_text(wa_id, wamid, text))
+}
+
+// --- Contract 0.2: rich replies, reply windows, templates ----------------
+
+/// A business agent that answers each message with the content its text
+/// names (any other message gets no reply).
+fn rich_agent() -> MockApi {
+    MockApi::start(|r, _| {
+        let body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        let said = body["message"]["text"].as_str().unwrap_or("").to_string();
+        let reply = match said.as_str() {
+            s if s == "buttons" || s.starts_with("/ask") => json!({"type": "choices",
+                "prompt": "Which colour?",
+                "options": [{"id": "black", "title": "Black"}, {"id": "grey", "title": "Grey"}]}),
+            "list" => json!({"type": "choices", "prompt": "Which size?",
+                "options": (1..=5).map(|i| json!({"id": format!("s{i}"), "title": format!("Size {i}")})).collect::<Vec<_>>()}),
+            "photo" => json!({"type": "media", "kind": "image",
+                "source": {"url": "https://cdn.example.com/chair.jpg"}, "caption": "The chair in black"}),
+            "template" => json!({"type": "template", "name": "order_update", "language": "en_US",
+                "parameters": ["A-1001"]}),
+            _ => return (200, "{}".into()),
+        };
+        (200, json!({"replies": [reply]}).to_string())
+    })
+}
+
+fn rich_agent_config(agent: &MockApi) -> String {
+    format!(
+        "{FAST}kind = \"webhook\"\nurl = \"{}\"\nsecret = \"{AGENT_SECRET}\"\n",
+        agent.url("/agent")
+    )
+}
+
+#[test]
+fn rich_replies_reach_each_channel_api_in_its_own_form_and_degrade_where_a_channel_has_none() {
+    let apis = channel_apis();
+    let agent = rich_agent();
+    let slack = MockApi::start(|_, n| (200, json!({"ok": true, "ts": format!("{n}.0")}).to_string()));
+    let extra = format!(
+        r#"{agent_cfg}
+[channels.acme]
+plugin = "{plugin}"
+api_base = "{api}"
+[channels.acme.secrets]
+signing_secret = "acme-signing-secret"
+bot_token = "xoxb-acme"
+"#,
+        agent_cfg = rich_agent_config(&agent),
+        plugin = chatcrafter_gateway::plugin::bundled::test_programs::SLACK_STYLE,
+        api = slack.url("/slack/api"),
+    );
+    let s = setup("rich-replies", EMBEDDED, &apis, &extra);
+    let gw = &s.gw;
+
+    // WhatsApp: reply buttons (up to 3), a list (more), media, a template.
+    let to = |body: Value| {
+        let mut b = json!({"messaging_product": "whatsapp", "recipient_type": "individual",
+                           "to": "16505551234"});
+        b.as_object_mut()
+            .unwrap()
+            .extend(body.as_object().unwrap().clone());
+        b
+    };
+    let expected = [
+        to(json!({"type": "interactive", "interactive": {"type": "button",
+            "body": {"text": "Which colour?"},
+            "action": {"buttons": [{"type": "reply", "reply": {"id": "black", "title": "Black"}},
+                                   {"type": "reply", "reply": {"id": "grey", "title": "Grey"}}]}}})),
+        to(json!({"type": "interactive", "interactive": {"type": "list",
+            "body": {"text": "Which size?"},
+            "action": {"button": "Choose", "sections": [{"title": "Options", "rows":
+                (1..=5).map(|i| json!({"id": format!("s{i}"), "title": format!("Size {i}")})).collect::<Vec<_>>()}]}}})),
+        to(json!({"type": "image", "image": {"link": "https://cdn.example.com/chair.jpg",
+            "caption": "The chair in black"}})),
+        to(json!({"type": "template", "template": {"name": "order_update",
+            "language": {"code": "en_US"},
+            "components": [{"type": "body", "parameters": [{"type": "text", "text": "A-1001"}]}]}})),
+    ];
+    for (n, (said, want)) in ["buttons", "list", "photo", "template"]
+        .into_iter()
+        .zip(expected)
+        .enumerate()
+    {
+        assert_eq!(
+            whatsapp_message(gw, &format!("wamid.R{n}"), said).status,
+            200
+        );
+        let sent = wait_for(&apis, "/wa/", n + 1, gw);
+        assert_eq!(sent[n].path, format!("/wa/v21.0/{PHONE_NUMBER_ID}/messages"));
+        assert_eq!(sent[n].json(), want, "{said}");
+    }
+    // A button press comes back as a postback titled with the button.
+    let press = json!({"messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID},
+        "contacts": [{"profile": {"name": "Sarah"}, "wa_id": "16505551234"}],
+        "messages": [{"from": "16505551234", "id": "wamid.P1", "timestamp": now().to_string(),
+            "type": "interactive",
+            "interactive": {"type": "button_reply", "button_reply": {"id": "grey", "title": "Grey"}}}]});
+    assert_eq!(post_whatsapp(gw, APP_SECRET, press).status, 200);
+    let id = customer_id(gw, "whatsapp:16505551234");
+    assert!(eventually(WAIT, || timeline(gw, &id)
+        .iter()
+        .any(|e| e["kind"] == "postback" && e["text"] == "Grey")));
+
+    // Telegram: an inline keyboard; the press is acknowledged in the
+    // webhook answer and recorded with the button's title.
+    assert_eq!(telegram_message(gw, 900, "buttons").status, 200);
+    let tg = wait_for(&apis, "/tg/", 1, gw);
+    assert_eq!(tg[0].path, format!("/tg/bot{TG_BOT}/sendMessage"));
+    assert_eq!(
+        tg[0].json(),
+        json!({"chat_id": 123456789, "text": "Which colour?", "reply_markup": {"inline_keyboard": [
+            [{"text": "Black", "callback_data": "black"}], [{"text": "Grey", "callback_data": "grey"}]]}})
+    );
+    let callback = json!({"update_id": 901, "callback_query": {"id": "4382bfdwdsb323b2d9",
+        "from": {"id": 123456789, "is_bot": false, "first_name": "Sarah"}, "data": "black",
+        "message": {"message_id": 77, "date": now(), "chat": {"id": 123456789, "type": "private"},
+            "reply_markup": tg[0].json()["reply_markup"].clone()}}});
+    let r = gw.post(
+        "/webhooks/telegram",
+        &[("x-telegram-bot-api-secret-token", TG_SECRET)],
+        callback.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json(),
+        json!({"method": "answerCallbackQuery", "callback_query_id": "4382bfdwdsb323b2d9"})
+    );
+    let tg_id = customer_id(gw, "telegram:123456789");
+    assert!(eventually(WAIT, || timeline(gw, &tg_id)
+        .iter()
+        .any(|e| e["kind"] == "postback" && e["text"] == "Black")));
+    assert_eq!(telegram_message(gw, 902, "photo").status, 200);
+    let tg = wait_for(&apis, "/tg/", 2, gw);
+    assert_eq!(tg[1].path, format!("/tg/bot{TG_BOT}/sendPhoto"));
+    assert_eq!(
+        tg[1].json(),
+        json!({"chat_id": 123456789, "photo": "https://cdn.example.com/chair.jpg",
+               "caption": "The chair in black"})
+    );
+
+    // Discord: buttons in an action row on the follow-up.
+    assert_eq!(discord_command(&s).status, 200);
+    let dc = wait_for(&apis, "/discord/", 1, gw);
+    assert_eq!(
+        dc[0].json(),
+        json!({"allowed_mentions": {"parse": []}, "content": "Which colour?",
+               "components": [{"type": 1, "components": [
+                   {"type": 2, "style": 1, "label": "Black", "custom_id": "black"},
+                   {"type": 2, "style": 1, "label": "Grey", "custom_id": "grey"}]}]})
+    );
+
+    // A 0.1 plugin (text only) gets the choices as numbered text, and a
+    // template it cannot send goes nowhere it would be refused: the inbox.
+    let post_acme = |id: &str, text: &str| {
+        let body = json!({"id": id, "user": "U123", "text": text}).to_string();
+        let ts = now().to_string();
+        let sig = format!(
+            "v0={}",
+            hmac_hex(b"acme-signing-secret", format!("v0:{ts}:{body}").as_bytes())
+        );
+        gw.post(
+            "/webhooks/acme",
+            &[("x-slack-signature", &sig), ("x-slack-request-timestamp", &ts)],
+            body.as_bytes(),
+        )
+    };
+    assert_eq!(post_acme("Ev1", "buttons").status, 200);
+    assert!(eventually(WAIT, || slack.to("/slack/").len() == 1));
+    let sent = slack.to("/slack/");
+    assert_eq!(sent[0].path, "/slack/api/chat.postMessage");
+    assert_eq!(sent[0].header("authorization"), Some("Bearer xoxb-acme"));
+    assert_eq!(
+        sent[0].json(),
+        json!({"channel": "U123", "text": "Which colour?\n1. Black\n2. Grey"})
+    );
+    assert_eq!(post_acme("Ev2", "template").status, 200);
+    let acme_id = customer_id(gw, "acme:U123");
+    assert!(
+        eventually(WAIT, || admin(gw, "GET", "/admin/v1/handoffs", b"").json()["handoffs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["customer_id"] == acme_id
+                && h["detail"].as_str().unwrap_or("").contains("sends no templates"))),
+        "{}",
+        admin(gw, "GET", "/admin/v1/handoffs", b"").text()
+    );
+    assert_eq!(slack.to("/slack/").len(), 1);
+}
+
+/// The seed's abandoned-cart reminder on a real WhatsApp: outside the
+/// 24-hour window it goes out as the configured template, inside as text.
+#[test]
+fn a_reminder_outside_whatsapps_window_goes_out_as_its_template_and_inside_as_text() {
+    let apis = channel_apis();
+    // An agent that never replies: only reminders go out.
+    let agent = MockApi::start(|_, _| (200, "{}".into()));
+    let extra = format!(
+        "{agent_cfg}\n[channels.whatsapp.templates]\nproactive = {{ name = \"cart_reminder\", language = \"en_US\", parameters = [\"your chair\"] }}\n",
+        agent_cfg = rich_agent_config(&agent)
+            .replace("[delivery]\n", "[delivery]\nreminder_delay_seconds = 1\nproactive_per_day = 5\n"),
+    );
+    let s = setup("reminder-window", EMBEDDED, &apis, &extra);
+    let gw = &s.gw;
+    // Sarah used WhatsApp 30 hours ago, then the widget (same verified
+    // phone: one customer), where she leaves her cart.
+    let mut old = whatsapp_text("16505551234", "wamid.OLD", "hi");
+    old["messages"][0]["timestamp"] = json!((now() - 30 * 3600).to_string());
+    assert_eq!(post_whatsapp(gw, APP_SECRET, old).status, 200);
+    assert_eq!(widget_message(gw, "Is the chair in stock?").status, 202);
+    let id = customer_id(gw, "whatsapp:16505551234");
+    assert_eq!(customer_id(gw, "widget:user-42"), id);
+    let r = admin(
+        gw,
+        "PATCH",
+        &format!("/admin/v1/customers/{id}"),
+        br#"{"attributes": {"consent.marketing": "granted"}}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let abandon = || {
+        let r = admin(gw, "POST", "/v1/events",
+            json!({"identifier": {"kind": "phone", "value": "+16505551234"}, "type": "cart_abandoned",
+                   "properties": {"cart": "chair"}}).to_string().as_bytes());
+        assert_eq!(r.status, 202, "{}", r.text());
+    };
+    abandon();
+    let wa = wait_for(&apis, "/wa/", 1, gw);
+    assert_eq!(
+        wa[0].json(),
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": "16505551234",
+               "type": "template", "template": {"name": "cart_reminder", "language": {"code": "en_US"},
+               "components": [{"type": "body", "parameters": [{"type": "text", "text": "your chair"}]}]}})
+    );
+    // Within the window (she just wrote on WhatsApp): as text.
+    assert_eq!(whatsapp_message(gw, "wamid.NEW", "thanks").status, 200);
+    abandon();
+    let wa = wait_for(&apis, "/wa/", 2, gw);
+    assert_eq!(wa[1].json()["type"], "text");
+    assert_eq!(
+        wa[1].json()["text"]["body"],
+        "Hi Sarah, you left something in your cart. It's saved for you — reply here if you have any questions."
+    );
 }

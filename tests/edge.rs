@@ -34,7 +34,7 @@ const INDEX_KEY: &str = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=";
 /// the WASI basics Rust's standard library links (no files, no sockets);
 /// and the plugin, which `spin.toml` composes in.
 const ALLOWED_IMPORTS: &[&str] = &[
-    "chatcrafter:channel/plugin@0.1.0",
+    "chatcrafter:channel/plugin@0.2.0",
     "spin:redis/redis@3.0.0",
     "spin:variables/variables@3.0.0",
     "wasi:cli/environment@0.2.6",
@@ -170,12 +170,12 @@ fn check_interfaces(dir: &Path) {
         let plugin = root().join(format!("target/plugins/wasm32-wasip2/release/{file}.wasm"));
         assert!(
             manifest.contains(&format!(
-                "[component.{name}.dependencies]\n\"chatcrafter:channel/plugin@0.1.0\" = {{ path = \"target/plugins/wasm32-wasip2/release/{file}.wasm\" }}"
+                "[component.{name}.dependencies]\n\"chatcrafter:channel/plugin@0.2.0\" = {{ path = \"target/plugins/wasm32-wasip2/release/{file}.wasm\" }}"
             )),
             "spin.toml composes {file} into {name}"
         );
         let (plugin_imports, plugin_exports) = interface(&plugin);
-        assert_eq!(plugin_exports, ["chatcrafter:channel/plugin@0.1.0"]);
+        assert_eq!(plugin_exports, ["chatcrafter:channel/plugin@0.2.0"]);
         assert!(
             plugin_imports.iter().all(|i| i.starts_with("wasi:")),
             "a plugin imports nothing of the host's: {plugin_imports:?}"

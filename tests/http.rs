@@ -793,14 +793,11 @@ fn a_plugin_answer_that_breaks_the_rules_is_502_and_stores_nothing() {
         )
     };
 
-    // Refused whole, and nothing stored: speaking for Telegram's users;
-    // more events than `max_events_per_request`.
+    // Refused whole, and nothing stored: more events than
+    // `max_events_per_request`. (Speaking for another channel's users is no
+    // longer expressible since contract 0.2 — identities carry no channel;
+    // the core's answer checks still refuse it from a 0.1 plugin.)
     for (ask, why, nobody) in [
-        (
-            serde_json::json!({"channel": "telegram", "user": "42", "count": 1}),
-            "event 0 names channel `telegram`; this plugin may only speak for `impostor`",
-            "telegram:42",
-        ),
         (
             serde_json::json!({"channel": "impostor", "user": "7", "count": 4}),
             "4 events; at most 3 are accepted per request (server.max_events_per_request)",

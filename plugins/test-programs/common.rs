@@ -13,6 +13,7 @@ pub fn manifest(id: &str) -> Manifest {
         settings: vec![],
         capabilities: Capabilities::RECEIVE_MESSAGES,
         reply_window_seconds: None,
+        person_reply_window_seconds: None,
         deep_links: vec![],
         outbound_limits: OutboundLimits::text_only(4096),
     }

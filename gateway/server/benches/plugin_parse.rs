@@ -6,6 +6,11 @@
 //! instance from the cached `InstancePre`, the call, and dropping the store —
 //! and `describe` on a fresh instance, which isolates the instantiation cost.
 //!
+//! With `PLUGIN_PARSE_0_1=<path to a .wasm>` it also runs the same calls on
+//! that plugin — the WhatsApp plugin as it was under contract 0.1, built by
+//! `scripts/bench-contract-versions.sh` from the last 0.1 commit — so the
+//! two contract versions (and the 0.1 adapter) are measured in one run.
+//!
 //! Run: `cargo bench -p chatcrafter-gateway --bench plugin_parse`
 
 use std::hint::black_box;
@@ -61,6 +66,21 @@ fn plugin_parse(c: &mut Criterion) {
     g.bench_function("wasm_instantiate_and_describe", |b| {
         b.iter(|| black_box(plugin.describe_fresh().unwrap()))
     });
+    if let Some(path) = std::env::var_os("PLUGIN_PARSE_0_1") {
+        let old = host.load_file(std::path::Path::new(&path)).unwrap();
+        assert_eq!(old.contract_version(), "0.1.0", "{}", old.source());
+        assert_eq!(
+            old.parse_inbound(&request).unwrap().events,
+            plugin.parse_inbound(&request).unwrap().events,
+            "the 0.1 build must parse the fixture to the same events"
+        );
+        g.bench_function("wasm_0_1_instantiate_and_parse_inbound", |b| {
+            b.iter(|| black_box(old.parse_inbound(black_box(&request)).unwrap()))
+        });
+        g.bench_function("wasm_0_1_instantiate_and_describe", |b| {
+            b.iter(|| black_box(old.describe_fresh().unwrap()))
+        });
+    }
     g.finish();
 }
 

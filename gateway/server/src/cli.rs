@@ -92,7 +92,7 @@ pub fn plugin_check(path: &Path, json: bool) -> anyhow::Result<String> {
 pub fn describe(plugin: &Plugin) -> String {
     let m: &Manifest = plugin.manifest();
     let mut out = format!(
-        "ok: {source} is a chatcrafter:channel@0.1.0 plugin\n\
+        "ok: {source} is a chatcrafter:channel@{contract} plugin\n\
          id:            {id}\n\
          version:       {version}\n\
          name:          {name}\n\
@@ -100,6 +100,7 @@ pub fn describe(plugin: &Plugin) -> String {
          handshake:     {handshake}\n\
          sha256:        {sha256}\n",
         source = plugin.source(),
+        contract = plugin.contract_version(),
         sha256 = plugin.sha256(),
         id = m.id,
         version = m.version,
@@ -118,6 +119,20 @@ pub fn describe(plugin: &Plugin) -> String {
         })
         .collect();
     out.push_str(&format!("capabilities:  {}\n", caps.join(", ")));
+    let l = &m.outbound_limits;
+    out.push_str(&format!(
+        "outbound:      text ≤ {} chars, choices ≤ {} (titles ≤ {} chars), captions ≤ {} chars\n",
+        l.max_text_chars, l.max_choices, l.max_choice_title_chars, l.max_caption_chars
+    ));
+    out.push_str(&format!(
+        "reply window:  {}\n",
+        m.reply_window_seconds
+            .map(|w| format!("{w} s after the customer's last message"))
+            .unwrap_or_else(|| "none".into())
+    ));
+    for link in &m.deep_links {
+        out.push_str(&format!("deep link:     {link}\n"));
+    }
     for (title, list) in [("secrets", &m.secrets), ("settings", &m.settings)] {
         out.push_str(&format!("{title}:\n"));
         if list.is_empty() {
@@ -236,8 +251,15 @@ pub fn plugin_run(
             serde_json::to_value(plugin.parse_inbound(&req)?)?
         }
         Export::RenderOutbound => {
-            let msg: OutboundMessage = serde_json::from_str(&text)
+            let mut msg: OutboundMessage = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not an outbound message", request.display()))?;
+            // As the host does: within what the channel takes, degraded
+            // where it takes less (choices as numbered text).
+            msg.content = chatcrafter_core::delivery::fit(plugin.manifest(), msg.content)
+                .map_err(|why| anyhow::anyhow!("{}: {why}", plugin.manifest().id))?;
+            if msg.context.channel.is_empty() {
+                msg.context.channel = plugin.manifest().id.clone();
+            }
             serde_json::to_value(plugin.render_outbound(&msg)?)?
         }
     };

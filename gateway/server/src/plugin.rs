@@ -482,6 +482,7 @@ fn placeholder_manifest(source_name: &str) -> Manifest {
         settings: vec![],
         capabilities: vec![],
         reply_window_seconds: None,
+        person_reply_window_seconds: None,
         deep_links: vec![],
         outbound_limits: Default::default(),
     }

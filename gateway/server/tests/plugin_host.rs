@@ -784,7 +784,7 @@ fn a_component_of_the_wrong_world_is_refused_at_load() {
     assert_eq!(
         err.to_string(),
         format!(
-            "{}: not a chatcrafter:channel@0.1.0 plugin: it exports [`acme:chat/handler@1.0.0`], but a channel plugin must export `chatcrafter:channel/plugin@0.1.0` (world chatcrafter:channel/channel-plugin)",
+            "{}: not a chatcrafter:channel plugin: it exports [`acme:chat/handler@1.0.0`], but a channel plugin must export `chatcrafter:channel/plugin@0.2.0` (world chatcrafter:channel/channel-plugin), or the older `chatcrafter:channel/plugin@0.1.0`",
             bundled::test_programs::WRONG_WORLD
         )
     );

@@ -119,6 +119,7 @@ impl Guest for Discord {
                 | Capabilities::SEND_CHOICES
                 | Capabilities::DEFERRED_REPLIES,
             reply_window_seconds: None,
+            person_reply_window_seconds: None,
             deep_links: vec![],
             outbound_limits: OutboundLimits {
                 max_text_chars: MAX_TEXT as u32,

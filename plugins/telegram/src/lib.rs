@@ -184,6 +184,7 @@ impl Guest for Telegram {
                 | Capabilities::SEND_CHOICES
                 | Capabilities::LINK_TOKENS,
             reply_window_seconds: None,
+            person_reply_window_seconds: None,
             deep_links: vec!["https://t.me/{setting:bot_username}?start={token}".into()],
             outbound_limits: OutboundLimits {
                 max_text_chars: MAX_TEXT as u32,

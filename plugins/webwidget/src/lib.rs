@@ -49,6 +49,7 @@ impl Guest for WebWidget {
             settings: vec![],
             capabilities: Capabilities::RECEIVE_MESSAGES | Capabilities::SEND_TEXT,
             reply_window_seconds: None,
+            person_reply_window_seconds: None,
             deep_links: vec![],
             outbound_limits: OutboundLimits::text_only(MAX_TEXT as u32),
         }

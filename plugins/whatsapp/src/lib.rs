@@ -245,6 +245,7 @@ impl Guest for WhatsApp {
                 | Capabilities::SEND_TEMPLATES
                 | Capabilities::LINK_TOKENS,
             reply_window_seconds: Some(24 * 3600),
+            person_reply_window_seconds: None,
             deep_links: vec!["https://wa.me/{setting:display_phone_number}?text={token}".into()],
             outbound_limits: OutboundLimits {
                 max_text_chars: MAX_TEXT as u32,

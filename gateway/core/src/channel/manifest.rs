@@ -176,6 +176,10 @@ pub struct Manifest {
     /// free-form messages, seconds; `None`: no window.
     #[serde(default)]
     pub reply_window_seconds: Option<u32>,
+    /// How long a person's reply is accepted, when longer than the reply
+    /// window (Messenger's `HUMAN_AGENT` tag); `None`: the reply window.
+    #[serde(default)]
+    pub person_reply_window_seconds: Option<u32>,
     /// Deep-link templates, first usable one wins (see
     /// [`Manifest::deep_link`]).
     #[serde(default)]
@@ -440,6 +444,7 @@ mod tests {
             }],
             capabilities: vec![Capability::ReceiveMessages],
             reply_window_seconds: None,
+            person_reply_window_seconds: None,
             deep_links: vec![],
             outbound_limits: OutboundLimits::text_only(),
         }

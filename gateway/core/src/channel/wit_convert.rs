@@ -318,6 +318,7 @@ macro_rules! plugin_conversions_0_1 {
                     .map(|(_, c)| c)
                     .collect(),
                 reply_window_seconds: None,
+                person_reply_window_seconds: None,
                 deep_links: vec![],
                 outbound_limits: $crate::channel::OutboundLimits::text_only(),
             }
@@ -455,6 +456,7 @@ macro_rules! plugin_conversions_0_2 {
                     .map(|(_, c)| c)
                     .collect(),
                 reply_window_seconds: m.reply_window_seconds,
+                person_reply_window_seconds: m.person_reply_window_seconds,
                 deep_links: m.deep_links,
                 outbound_limits: $crate::channel::OutboundLimits {
                     max_text_chars: m.outbound_limits.max_text_chars,

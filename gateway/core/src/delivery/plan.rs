@@ -38,7 +38,14 @@ pub struct Situation<'a> {
 /// Decides what `content` becomes on the channel of `s`.
 pub fn plan(s: &Situation<'_>, content: &OutboundContent) -> Plan {
     let mut content = content.clone();
-    if let Some(window) = s.manifest.reply_window_seconds
+    let window = match s.purpose {
+        Purpose::PersonReply => s
+            .manifest
+            .person_reply_window_seconds
+            .or(s.manifest.reply_window_seconds),
+        _ => s.manifest.reply_window_seconds,
+    };
+    if let Some(window) = window
         && !matches!(content, OutboundContent::Template { .. })
     {
         let inside = s
@@ -158,6 +165,7 @@ mod tests {
             settings: vec![],
             capabilities: caps,
             reply_window_seconds: window,
+            person_reply_window_seconds: None,
             deep_links: vec![],
             outbound_limits: OutboundLimits {
                 max_text_chars: 4096,
@@ -268,5 +276,24 @@ mod tests {
             why,
             "whatsapp: outside its 24-hour reply window (the customer last wrote 30 hours ago), and no template is configured for person-reply ([channels.whatsapp.templates] person-reply)"
         );
+        // A channel that takes a person's reply longer (Messenger's
+        // HUMAN_AGENT tag) lets it through as written; a proactive one not.
+        let mut messenger = manifest(vec![], Some(86_400));
+        messenger.person_reply_window_seconds = Some(7 * 86_400);
+        let none = BTreeMap::new();
+        assert_eq!(
+            plan(
+                &situation(&messenger, &none, Purpose::PersonReply, thirty_hours_ago),
+                &hello
+            ),
+            Plan::Send(hello.clone())
+        );
+        assert!(matches!(
+            plan(
+                &situation(&messenger, &none, Purpose::Proactive, thirty_hours_ago),
+                &hello
+            ),
+            Plan::Elsewhere(_)
+        ));
     }
 }

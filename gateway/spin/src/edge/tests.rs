@@ -114,6 +114,7 @@ impl Plugin for Fake {
             settings: vec![],
             capabilities: vec![],
             reply_window_seconds: None,
+            person_reply_window_seconds: None,
             deep_links: vec![],
             outbound_limits: Default::default(),
         }
