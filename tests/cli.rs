@@ -63,7 +63,7 @@ fn plugin_check_prints_the_manifest_of_a_plugin_file() {
     assert!(text.contains("id:            telegram\n"), "{text}");
     assert!(text.contains("verification:  shared secret in `x-telegram-bot-api-secret-token` equal to secret `secret_token`"), "{text}");
     assert!(
-        text.contains("capabilities:  receive-messages, send-text, link-tokens"),
+        text.contains("capabilities:  receive-messages, send-text, link-tokens, send-media, send-choices\n"),
         "{text}"
     );
     assert!(text.contains("bot_token (required)"), "{text}");

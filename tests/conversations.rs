@@ -1902,3 +1902,125 @@ fn a_reminder_outside_whatsapps_window_goes_out_as_its_template_and_inside_as_te
         "Hi Sarah, you left something in your cart. It's saved for you — reply here if you have any questions."
     );
 }
+
+/// One plugin file, two channels: `[channels.messenger]` and
+/// `[channels.instagram]` both load `builtin:messenger`, each with its own
+/// secrets, settings and API base.
+#[test]
+fn messenger_and_instagram_from_one_plugin_file_side_by_side() {
+    let graph = MockApi::start(|r, n| {
+        let to = r.json()["recipient"]["id"].as_str().unwrap_or("").to_string();
+        (200, json!({"recipient_id": to, "message_id": format!("m_sent{n}")}).to_string())
+    });
+    let extra = format!(
+        r#"{FAST}
+[channels.messenger]
+plugin = "builtin:messenger"
+api_base = "{fb}"
+[channels.messenger.secrets]
+app_secret = "fb-app-secret"
+verify_token = "fb-verify"
+page_access_token = "EAA-page-token"
+[channels.messenger.settings]
+page_id = "104738912345678"
+[channels.instagram]
+plugin = "builtin:messenger"
+api_base = "{ig}"
+[channels.instagram.secrets]
+app_secret = "ig-app-secret"
+verify_token = "ig-verify"
+page_access_token = "EAA-ig-page-token"
+[channels.instagram.settings]
+instagram_username = "acme.shop"
+"#,
+        fb = graph.url("/fb/v21.0"),
+        ig = graph.url("/ig/v21.0"),
+    );
+    let apis = channel_apis();
+    let s = setup("messenger-instagram", EMBEDDED, &apis, &extra);
+    let gw = &s.gw;
+    let post_meta = |channel: &str, secret: &str, body: Value| {
+        let body = body.to_string();
+        let sig = format!("sha256={}", hmac_hex(secret.as_bytes(), body.as_bytes()));
+        gw.post(
+            &format!("/webhooks/{channel}"),
+            &[("x-hub-signature-256", &sig)],
+            body.as_bytes(),
+        )
+    };
+    let ms = now() * 1000;
+    let event = |object: &str, account: &str, user: &str, inner: Value| {
+        let mut e = json!({"sender": {"id": user}, "recipient": {"id": account}, "timestamp": ms});
+        e.as_object_mut()
+            .unwrap()
+            .extend(inner.as_object().unwrap().clone());
+        json!({"object": object, "entry": [{"id": account, "time": ms, "messaging": [e]}]})
+    };
+
+    // The handshake answers with each channel's own token only.
+    let r = gw.get("/webhooks/instagram?hub.mode=subscribe&hub.verify_token=ig-verify&hub.challenge=42");
+    assert_eq!((r.status, r.text()), (200, "42".to_string()));
+    let r = gw.get("/webhooks/instagram?hub.mode=subscribe&hub.verify_token=fb-verify&hub.challenge=42");
+    assert_eq!(r.status, 403);
+
+    // A Messenger message, signed with Messenger's app secret (Instagram's
+    // does not verify it): answered through Messenger's API base with
+    // Messenger's token.
+    let fb_msg = event("page", "104738912345678", "6723498123456789",
+        json!({"message": {"mid": "m_fb1", "text": "Has my order shipped?"}}));
+    assert_eq!(post_meta("messenger", "ig-app-secret", fb_msg.clone()).status, 401);
+    assert_eq!(post_meta("messenger", "fb-app-secret", fb_msg).status, 200);
+    assert!(eventually(WAIT, || graph.to("/fb/").len() == 1));
+    let sent = &graph.to("/fb/")[0];
+    assert_eq!(sent.path, "/fb/v21.0/me/messages");
+    assert_eq!(sent.header("authorization"), Some("Bearer EAA-page-token"));
+    assert_eq!(
+        sent.json(),
+        json!({"recipient": {"id": "6723498123456789"}, "messaging_type": "RESPONSE",
+               "message": {"text": "Hi! Thanks for reaching out — how can we help?"}})
+    );
+    let fb_id = customer_id(gw, "messenger:6723498123456789");
+
+    // Deep links from the plugin's templates, per channel's settings.
+    let link = |channel: &str| {
+        let r = admin(gw, "POST", "/v1/link-tokens",
+            json!({"customer_id": fb_id, "channel": channel}).to_string().as_bytes());
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()
+    };
+    let m = link("messenger");
+    let token = m["token"].as_str().unwrap().to_string();
+    assert_eq!(m["link"], format!("https://m.me/104738912345678?ref={token}"));
+    let i = link("instagram");
+    let ig_token = i["token"].as_str().unwrap().to_string();
+    assert_eq!(i["link"], format!("https://ig.me/m/acme.shop?ref={ig_token}"));
+
+    // Opening the ig.me link sends its ref: the Instagram identity joins
+    // the Messenger customer.
+    let opened = event("instagram", "17841400000000001", "1234567890123456",
+        json!({"postback": {"title": "Get started", "payload": "start", "mid": "aWdfpb1",
+                            "referral": {"ref": ig_token, "source": "SHORTLINKS", "type": "OPEN_THREAD"}}}));
+    assert_eq!(post_meta("instagram", "ig-app-secret", opened).status, 200);
+    assert_eq!(customer_id(gw, "instagram:1234567890123456"), fb_id);
+
+    // An Instagram message: its own channel, token and API base, and the
+    // agent knows the customer from Messenger.
+    let ig_msg = event("instagram", "17841400000000001", "1234567890123456",
+        json!({"message": {"mid": "aWdfig1", "text": "Do you ship to Canada?"}}));
+    assert_eq!(post_meta("instagram", "fb-app-secret", ig_msg.clone()).status, 401);
+    assert_eq!(post_meta("instagram", "ig-app-secret", ig_msg).status, 200);
+    assert!(eventually(WAIT, || !graph.to("/ig/").is_empty()));
+    let sent = graph.to("/ig/");
+    let last = sent.last().unwrap();
+    assert_eq!(last.path, "/ig/v21.0/me/messages");
+    assert_eq!(last.header("authorization"), Some("Bearer EAA-ig-page-token"));
+    assert_eq!(last.json()["recipient"]["id"], "1234567890123456");
+    assert_eq!(graph.to("/fb/").len(), 1, "nothing for Instagram went to Messenger");
+    let entries = timeline(gw, &fb_id);
+    let channels: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["direction"] == "inbound")
+        .map(|e| e["channel"].as_str().unwrap())
+        .collect();
+    assert!(channels.contains(&"messenger") && channels.contains(&"instagram"), "{channels:?}");
+}
