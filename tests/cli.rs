@@ -329,12 +329,13 @@ fn the_plugin_guides_example_builds_out_of_tree_and_loads() {
     assert_eq!(v["events"][0]["provider_message_id"], "a-1");
     assert_eq!(v["events"][0]["sender"]["id"], "u-7");
     assert_eq!(
-        v["events"][0]["content"],
-        serde_json::json!({"type": "text", "text": "hello"})
+        v["events"][0]["contents"],
+        serde_json::json!([{"type": "text", "text": "hello"}])
     );
 
     let reply = serde_json::json!({"message_id": "m-1",
-        "recipient": {"channel": "acme", "scope": "", "id": "u-7"}, "text": "Hi!", "reply_handle": null});
+        "recipient": {"channel": "acme", "scope": "", "id": "u-7"},
+        "content": {"type": "text", "text": "Hi!"}, "reply_handle": null});
     std::fs::write(dir.join("reply.json"), reply.to_string()).unwrap();
     let out = gateway(&[
         "plugin",

@@ -965,6 +965,20 @@ fn a_missing_required_secret_names_the_key_and_its_variable() {
         &[],
     );
     assert!(err.contains("channels.telegram.secrets.bot_tokn: plugin telegram@0.1.0 declares no secret `bot_tokn`"), "{err}");
+    // A template for a channel that has none is named, not ignored.
+    let err = start_failure(
+        "notemplates",
+        &format!("{cfg}bot_token = \"y\"\n[channels.telegram.templates]\nproactive = {{ name = \"cart\", language = \"en\" }}\n"),
+        &[],
+    );
+    assert!(err.contains("channels.telegram.templates.proactive: plugin telegram@0.1.0 sends no templates"), "{err}");
+    // An unknown purpose too.
+    let err = start_failure(
+        "badpurpose",
+        &format!("{cfg}bot_token = \"y\"\n[channels.telegram.templates]\nmarketing = {{ name = \"cart\", language = \"en\" }}\n"),
+        &[],
+    );
+    assert!(err.contains("channels.telegram.templates.marketing: unknown purpose"), "{err}");
 }
 
 #[test]

@@ -267,7 +267,8 @@ fn message_body(content: &OutboundContent) -> Result<Value, ChannelError> {
                             o.id.len()
                         )));
                     }
-                    buttons.push(json!({"type": 2, "style": 1, "label": o.title, "custom_id": o.id}));
+                    buttons
+                        .push(json!({"type": 2, "style": 1, "label": o.title, "custom_id": o.id}));
                 }
                 rows.push(json!({"type": 1, "components": buttons}));
             }
@@ -352,3 +353,6 @@ fn modal_values(components: &[Value]) -> Vec<String> {
 }
 
 chatcrafter_plugin_sdk::export_plugin!(Discord);
+
+#[cfg(test)]
+mod tests;

@@ -77,8 +77,10 @@ impl Request {
     }
 
     /// Reads a recorded-request file (JSON: `method`, `path`, `query`,
-    /// `headers` as a list or an object, `body` as text, `context` with
-    /// `received_at_ms`, `request_id`, `settings` as `[[name, value]]`).
+    /// `headers` as a list or an object, `body` as text or an array of
+    /// bytes, `context` with `received_at_ms`, `request_id`, `settings` as
+    /// `[[name, value]]` and `user`) — the format of
+    /// `docs/schemas/recorded-request.schema.json`.
     /// Panics, naming the file and the problem, when it cannot.
     pub fn from_fixture(path: impl AsRef<Path>) -> Self {
         let path = path.as_ref();
@@ -108,7 +110,10 @@ impl Request {
                     value: h.value,
                 })
                 .collect(),
-            body: r.body.into_bytes(),
+            body: match r.body {
+                Body::Text(t) => t.into_bytes(),
+                Body::Bytes(b) => b,
+            },
             received_at_ms: r.context.received_at_ms.unwrap_or(DEFAULT_RECEIVED_AT_MS),
             request_id: r.context.request_id.unwrap_or_else(|| "req-test".into()),
             settings: r
@@ -117,7 +122,29 @@ impl Request {
                 .into_iter()
                 .map(|(name, value)| Setting { name, value })
                 .collect(),
-            user: None,
+            user: r.context.user.map(|u| AuthenticatedUser {
+                issuer: u.issuer,
+                subject: u.subject,
+                claims: u
+                    .claims
+                    .into_iter()
+                    .map(|c| Claim {
+                        kind: match c.kind {
+                            RecordedKind::Named(k) => match k.as_str() {
+                                "email" => ClaimKind::Email,
+                                "phone" => ClaimKind::Phone,
+                                "name" => ClaimKind::Name,
+                                "username" => ClaimKind::Username,
+                                "user_id" => ClaimKind::UserId,
+                                other => ClaimKind::Other(other.to_string()),
+                            },
+                            RecordedKind::Other { other } => ClaimKind::Other(other),
+                        },
+                        value: c.value,
+                        verified: c.verified,
+                    })
+                    .collect(),
+            }),
         })
     }
 
@@ -217,9 +244,23 @@ struct Recorded {
     #[serde(default)]
     headers: Headers,
     #[serde(default)]
-    body: String,
+    body: Body,
     #[serde(default)]
     context: RecordedContext,
+}
+
+/// A body as text, or as an array of bytes (a body that is not UTF-8).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Body {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Body::Text(String::new())
+    }
 }
 
 fn post() -> String {
@@ -251,6 +292,33 @@ struct RecordedContext {
     received_at_ms: Option<u64>,
     request_id: Option<String>,
     settings: Vec<(String, String)>,
+    user: Option<RecordedUser>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordedUser {
+    issuer: String,
+    subject: String,
+    #[serde(default)]
+    claims: Vec<RecordedClaim>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordedClaim {
+    kind: RecordedKind,
+    value: String,
+    verified: bool,
+}
+
+/// `"email"`, …, or `{"other": "loyalty"}`, as the recorded-request schema
+/// writes a claim's kind.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RecordedKind {
+    Named(String),
+    Other { other: String },
 }
 
 /// The messages of an answer, in order.
@@ -332,5 +400,60 @@ pub fn json_of(request: &OutboundRequest) -> (String, serde_json::Value) {
             "expected an HTTP call, got a push frame: {}",
             String::from_utf8_lossy(frame)
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorded_request_reads_every_field_the_schema_allows() {
+        let r = Request::from_json(
+            r#"{"method": "GET", "path": "/webhooks/x", "query": "a=1",
+                "headers": {"X-Token": "t", "Authorization": "Bearer s"}, "body": [0, 255],
+                "context": {"received_at_ms": 5000, "request_id": "r-9",
+                    "settings": [["bot_id", "42"]],
+                    "user": {"issuer": "shop", "subject": "u-1",
+                        "claims": [{"kind": "email", "value": "a@example.com", "verified": true},
+                                   {"kind": {"other": "tier"}, "value": "gold", "verified": false}]}}}"#,
+        )
+        .unwrap()
+        .build();
+        assert_eq!(r.request.method, Method::Get);
+        assert_eq!(r.request.query, "a=1");
+        assert_eq!(r.request.body, [0, 255]);
+        // Credential headers never reach a plugin, here as in the host.
+        assert_eq!(
+            r.request.headers,
+            [Header {
+                name: "x-token".into(),
+                value: "t".into()
+            }]
+        );
+        assert_eq!(r.context.received_at_ms, 5000);
+        assert_eq!(r.context.settings[0].value, "42");
+        let user = r.context.user.unwrap();
+        assert_eq!(user.claims[0].kind, ClaimKind::Email);
+        assert_eq!(user.claims[1].kind, ClaimKind::Other("tier".into()));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let e = Request::from_json(r#"{"bdy": "x"}"#).unwrap_err();
+        assert!(e.contains("unknown field `bdy`"), "{e}");
+    }
+
+    #[test]
+    fn a_signature_is_rfc_4231s_hmac_sha256() {
+        // RFC 4231, test case 2.
+        let r = Request::post("/", "what do ya want for nothing?")
+            .sign_hmac_sha256("x-sig", "sha256=", "Jefe")
+            .build();
+        let sig = r.request.headers.iter().find(|h| h.name == "x-sig").unwrap();
+        assert_eq!(
+            sig.value,
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 }

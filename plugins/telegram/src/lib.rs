@@ -470,3 +470,6 @@ fn start_payload(text: &str) -> Option<String> {
 }
 
 chatcrafter_plugin_sdk::export_plugin!(Telegram);
+
+#[cfg(test)]
+mod tests;

@@ -128,3 +128,6 @@ impl Guest for WebWidget {
 }
 
 chatcrafter_plugin_sdk::export_plugin!(WebWidget);
+
+#[cfg(test)]
+mod tests;

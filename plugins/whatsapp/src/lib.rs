@@ -319,7 +319,9 @@ impl Guest for WhatsApp {
 
 /// The message object of the Cloud API for one content (without the
 /// recipient fields).
-fn message_body(content: &OutboundContent) -> Result<chatcrafter_plugin_sdk::serde_json::Value, ChannelError> {
+fn message_body(
+    content: &OutboundContent,
+) -> Result<chatcrafter_plugin_sdk::serde_json::Value, ChannelError> {
     Ok(match content {
         OutboundContent::Text(text) => {
             let text = text_limit(text, MAX_TEXT, "WhatsApp")?;
@@ -361,8 +363,7 @@ fn message_body(content: &OutboundContent) -> Result<chatcrafter_plugin_sdk::ser
                 // Too long for an interactive body: numbered text.
                 let mut text = c.prompt.clone();
                 for (i, o) in c.options.iter().enumerate() {
-                    text.push_str(&format!("
-{}. {}", i + 1, o.title));
+                    text.push_str(&format!("\n{}. {}", i + 1, o.title));
                 }
                 return message_body(&OutboundContent::Text(text));
             }
@@ -612,3 +613,6 @@ fn content(m: &Message) -> Content {
 }
 
 chatcrafter_plugin_sdk::export_plugin!(WhatsApp);
+
+#[cfg(test)]
+mod tests;

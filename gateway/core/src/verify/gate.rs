@@ -66,6 +66,17 @@ impl ChannelGate {
             &m.settings,
             &env_hint,
         )?;
+        if !config.templates.is_empty()
+            && !m.can(crate::channel::Capability::SendTemplates)
+        {
+            let purpose = config.templates.keys().next().map(String::as_str);
+            return Err(GateError(format!(
+                "channels.{name}.templates.{}: plugin {}@{} sends no templates (its manifest does not declare send-templates)",
+                purpose.unwrap_or_default(),
+                m.id,
+                m.version
+            )));
+        }
         let secret = |n: &str| config.secrets.get(n).map(String::as_str);
         let verifier = Verifier::new(&m.verification, secret, config.allow_unverified, random_key)
             .map_err(|e| {
