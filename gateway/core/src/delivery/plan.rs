@@ -101,7 +101,12 @@ pub fn fit(m: &Manifest, content: OutboundContent) -> Result<OutboundContent, St
     let fits_text = |t: &str| t.chars().count() <= limits.max_text_chars as usize;
     let as_text = |c: &OutboundContent| {
         let t = c.as_text();
-        if t.trim().is_empty() {
+        if !m.can(Capability::SendText) {
+            Err(format!(
+                "it sends no text (its manifest does not declare send-text), so not this {}",
+                c.kind()
+            ))
+        } else if t.trim().is_empty() {
             Err(format!("it takes no {} and the message has no text", c.kind()))
         } else if !fits_text(&t) {
             Err(format!(
@@ -206,7 +211,7 @@ mod tests {
 
     #[test]
     fn choices_go_native_within_the_limits_and_numbered_beyond_them() {
-        let m = manifest(vec![Capability::SendChoices], None);
+        let m = manifest(vec![Capability::SendText, Capability::SendChoices], None);
         assert_eq!(fit(&m, choices(3)), Ok(choices(3)));
         assert_eq!(
             fit(&m, choices(4)),
@@ -214,10 +219,18 @@ mod tests {
                 "Pick one\n1. Option 1\n2. Option 2\n3. Option 3\n4. Option 4"
             ))
         );
-        let text_only = manifest(vec![], None);
+        let text_only = manifest(vec![Capability::SendText], None);
         assert_eq!(
             fit(&text_only, choices(1)),
             Ok(OutboundContent::text("Pick one\n1. Option 1"))
+        );
+    }
+
+    #[test]
+    fn a_channel_that_sends_no_text_gets_none() {
+        assert_eq!(
+            fit(&manifest(vec![], None), OutboundContent::text("hi")),
+            Err("it sends no text (its manifest does not declare send-text), so not this text".into())
         );
     }
 
@@ -236,7 +249,10 @@ mod tests {
 
     #[test]
     fn outside_the_window_a_proactive_message_becomes_its_template() {
-        let m = manifest(vec![Capability::SendTemplates], Some(86_400));
+        let m = manifest(
+            vec![Capability::SendText, Capability::SendTemplates],
+            Some(86_400),
+        );
         let mut t = BTreeMap::new();
         t.insert(
             "proactive".to_string(),
@@ -278,7 +294,7 @@ mod tests {
         );
         // A channel that takes a person's reply longer (Messenger's
         // HUMAN_AGENT tag) lets it through as written; a proactive one not.
-        let mut messenger = manifest(vec![], Some(86_400));
+        let mut messenger = manifest(vec![Capability::SendText], Some(86_400));
         messenger.person_reply_window_seconds = Some(7 * 86_400);
         let none = BTreeMap::new();
         assert_eq!(
