@@ -1980,6 +1980,19 @@ instagram_username = "acme.shop"
                "message": {"text": "Hi! Thanks for reaching out — how can we help?"}})
     );
     let fb_id = customer_id(gw, "messenger:6723498123456789");
+    // Her next message is acknowledged with a person one tap away: a
+    // Messenger quick reply.
+    let again = event("page", "104738912345678", "6723498123456789",
+        json!({"message": {"mid": "m_fb2", "text": "It is order 4821"}}));
+    assert_eq!(post_meta("messenger", "fb-app-secret", again).status, 200);
+    assert!(eventually(WAIT, || graph.to("/fb/").len() == 2));
+    assert_eq!(
+        graph.to("/fb/")[1].json(),
+        json!({"recipient": {"id": "6723498123456789"}, "messaging_type": "RESPONSE",
+               "message": {"text": "Thanks! Got it — we'll follow up right here.",
+                           "quick_replies": [{"content_type": "text", "title": "Talk to a person",
+                                              "payload": "talk_to_a_person"}]}})
+    );
 
     // Deep links from the plugin's templates, per channel's settings.
     let link = |channel: &str| {
@@ -2015,7 +2028,7 @@ instagram_username = "acme.shop"
     assert_eq!(last.path, "/ig/v21.0/me/messages");
     assert_eq!(last.header("authorization"), Some("Bearer EAA-ig-page-token"));
     assert_eq!(last.json()["recipient"]["id"], "1234567890123456");
-    assert_eq!(graph.to("/fb/").len(), 1, "nothing for Instagram went to Messenger");
+    assert_eq!(graph.to("/fb/").len(), 2, "nothing for Instagram went to Messenger");
     let entries = timeline(gw, &fb_id);
     let channels: Vec<&str> = entries
         .iter()

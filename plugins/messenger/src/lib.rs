@@ -90,7 +90,7 @@ const MAX_KIND_CHARS: usize = 48;
 
 /// The plugin. Public so that the crate's native tests can call it as
 /// `<Messenger as Guest>::…`.
-pub struct Messenger;
+struct Messenger;
 
 #[derive(Deserialize)]
 struct Notification {
@@ -889,5 +889,7 @@ fn short(s: &str) -> String {
 
 // Exported only in the WebAssembly build: natively (the crate's tests) the
 // cdylib cannot carry the component's export names, which contain `:`.
-#[cfg(target_family = "wasm")]
 chatcrafter_plugin_sdk::export_plugin!(Messenger);
+
+#[cfg(test)]
+mod tests;

@@ -2,7 +2,7 @@
 //! webhook requests (`tests/fixtures/`, Meta's payload shapes) in, events
 //! out; outbound messages in, exact Send API bodies out.
 
-use chatcrafter_plugin_messenger::Messenger;
+use super::Messenger;
 use chatcrafter_plugin_sdk::prelude::*;
 use chatcrafter_plugin_sdk::serde_json::json;
 use chatcrafter_plugin_sdk::testing::*;
