@@ -572,36 +572,34 @@ fn plugin_new_writes_a_crate_that_tests_builds_and_loads_out_of_tree() {
 #[test]
 fn the_sdk_and_the_bundled_plugins_pass_their_own_native_tests() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut args = vec![
-        "test",
-        "--manifest-path",
-        "plugins/Cargo.toml",
-        "--features",
-        "chatcrafter-plugin-sdk/testing",
-    ];
-    let crates = [
+    let target = out_of_tree_target(&root, "plugins-native");
+    for c in [
         "chatcrafter-plugin-sdk",
         "chatcrafter-plugin-whatsapp",
         "chatcrafter-plugin-telegram",
         "chatcrafter-plugin-discord",
         "chatcrafter-plugin-webwidget",
         "chatcrafter-plugin-messenger",
-    ];
-    for c in &crates {
-        args.extend(["-p", c]);
-    }
-    let out = cargo_out_of_tree(&root, &out_of_tree_target(&root, "plugins-native"), &args);
-    let report = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(out.status.success(), "{report}");
-    // Every crate's own tests ran, and none was empty: each `Running
-    // unittests` line names the crate, the next result says how many.
-    let lines: Vec<&str> = report.lines().collect();
-    for c in &crates {
-        let krate = format!("/{}-", c.replace('-', "_"));
-        let passed = lines
-            .iter()
-            .position(|l| l.contains("Running unittests") && l.contains(&krate))
-            .and_then(|i| lines[i..].iter().find_map(|l| l.strip_prefix("test result: ok. ")))
+    ] {
+        let out = cargo_out_of_tree(
+            &root,
+            &target,
+            &[
+                "test",
+                "--manifest-path",
+                "plugins/Cargo.toml",
+                "--lib",
+                "--features",
+                "chatcrafter-plugin-sdk/testing",
+                "-p",
+                c,
+            ],
+        );
+        let report = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(out.status.success(), "{c}:\n{report}");
+        let passed = stdout(&out)
+            .lines()
+            .find_map(|l| l.strip_prefix("test result: ok. "))
             .and_then(|l| l.split(' ').next()?.parse::<usize>().ok());
         assert!(
             passed.is_some_and(|n| n > 0),
