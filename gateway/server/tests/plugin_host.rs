@@ -416,3 +416,65 @@ fn a_reused_instance_never_carries_one_senders_data_into_anothers_result() {
     assert_eq!(display_name(&bob2).as_deref(), Some("bob"));
     assert_eq!(p.reused_calls(), 2);
 }
+
+// --- Both contract versions through one host ------------------------------
+
+/// A 0.1 plugin (frozen WIT, its own bindings) and a 0.2 one load side by
+/// side, and the 0.1 adapter hands the pipeline the same core types: one
+/// content per message, identities naming the plugin's channel, and rich
+/// outbound content as the text 0.1 can carry.
+#[test]
+fn a_0_1_plugin_is_served_through_its_adapter_beside_0_2_ones() {
+    let old = load_program(bundled::test_programs::SLACK_STYLE).unwrap();
+    assert_eq!(old.contract_version(), "0.1.0");
+    assert_eq!(bundled_plugin("whatsapp").contract_version(), "0.2.0");
+    // 0.1 manifests have no window, links or rich limits.
+    let m = old.manifest();
+    assert_eq!(
+        (m.reply_window_seconds, m.deep_links.len(), m.outbound_limits.max_choices),
+        (None, 0, 0)
+    );
+
+    let out = old
+        .parse_inbound(&post(br#"{"id":"Ev1","user":"U1","text":"hello"}"#.to_vec()))
+        .unwrap();
+    let [InboundEvent::Message(msg)] = out.events.as_slice() else {
+        panic!("{:?}", out.events)
+    };
+    assert_eq!(msg.sender.channel, "slack-style");
+    assert_eq!(
+        msg.contents,
+        [chatcrafter_core::channel::Content::Text {
+            text: "hello".into()
+        }]
+    );
+    assert_eq!(msg.referral, None);
+
+    // Handed choices directly (the host's plan would already have
+    // degraded them), the adapter sends 0.1 their text.
+    let choices = OutboundContent::Choices {
+        prompt: "Which colour?".into(),
+        options: vec![chatcrafter_core::channel::Choice {
+            id: "black".into(),
+            title: "Black".into(),
+        }],
+    };
+    let rendered = old
+        .render_outbound(&OutboundMessage {
+            message_id: "o_1".into(),
+            recipient: ChannelIdentity {
+                channel: "acme".into(),
+                scope: "workspace".into(),
+                id: "U1".into(),
+            },
+            content: choices,
+            reply_handle: None,
+            context: Default::default(),
+        })
+        .unwrap();
+    let chatcrafter_core::channel::OutboundRequest::Http(call) = rendered else {
+        panic!("{rendered:?}")
+    };
+    let body: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
+    assert_eq!(body["text"], "Which colour?\n1. Black");
+}
