@@ -63,7 +63,9 @@ fn plugin_check_prints_the_manifest_of_a_plugin_file() {
     assert!(text.contains("id:            telegram\n"), "{text}");
     assert!(text.contains("verification:  shared secret in `x-telegram-bot-api-secret-token` equal to secret `secret_token`"), "{text}");
     assert!(
-        text.contains("capabilities:  receive-messages, send-text, link-tokens, send-media, send-choices\n"),
+        text.contains(
+            "capabilities:  receive-messages, send-text, link-tokens, send-media, send-choices\n"
+        ),
         "{text}"
     );
     assert!(text.contains("bot_token (required)"), "{text}");
@@ -163,7 +165,10 @@ fn plugin_run_renders_an_outbound_message() {
     assert_eq!(v["credential"]["secret"], "access_token");
     let body: serde_json::Value = serde_json::from_str(v["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["interactive"]["type"], "button");
-    assert_eq!(body["interactive"]["action"]["buttons"][1]["reply"]["id"], "grey");
+    assert_eq!(
+        body["interactive"]["action"]["buttons"][1]["reply"]["id"],
+        "grey"
+    );
     // Through a text-only plugin the host degrades the choices, as it does
     // when delivering.
     let out = gateway(&[

@@ -1695,7 +1695,8 @@ fn rich_agent_config(agent: &MockApi) -> String {
 fn rich_replies_reach_each_channel_api_in_its_own_form_and_degrade_where_a_channel_has_none() {
     let apis = channel_apis();
     let agent = rich_agent();
-    let slack = MockApi::start(|_, n| (200, json!({"ok": true, "ts": format!("{n}.0")}).to_string()));
+    let slack =
+        MockApi::start(|_, n| (200, json!({"ok": true, "ts": format!("{n}.0")}).to_string()));
     let extra = format!(
         r#"{agent_cfg}
 [channels.acme]
@@ -1722,19 +1723,27 @@ bot_token = "xoxb-acme"
         b
     };
     let expected = [
-        to(json!({"type": "interactive", "interactive": {"type": "button",
+        to(
+            json!({"type": "interactive", "interactive": {"type": "button",
             "body": {"text": "Which colour?"},
             "action": {"buttons": [{"type": "reply", "reply": {"id": "black", "title": "Black"}},
-                                   {"type": "reply", "reply": {"id": "grey", "title": "Grey"}}]}}})),
-        to(json!({"type": "interactive", "interactive": {"type": "list",
+                                   {"type": "reply", "reply": {"id": "grey", "title": "Grey"}}]}}}),
+        ),
+        to(
+            json!({"type": "interactive", "interactive": {"type": "list",
             "body": {"text": "Which size?"},
             "action": {"button": "Choose", "sections": [{"title": "Options", "rows":
-                (1..=5).map(|i| json!({"id": format!("s{i}"), "title": format!("Size {i}")})).collect::<Vec<_>>()}]}}})),
-        to(json!({"type": "image", "image": {"link": "https://cdn.example.com/chair.jpg",
-            "caption": "The chair in black"}})),
-        to(json!({"type": "template", "template": {"name": "order_update",
+                (1..=5).map(|i| json!({"id": format!("s{i}"), "title": format!("Size {i}")})).collect::<Vec<_>>()}]}}}),
+        ),
+        to(
+            json!({"type": "image", "image": {"link": "https://cdn.example.com/chair.jpg",
+            "caption": "The chair in black"}}),
+        ),
+        to(
+            json!({"type": "template", "template": {"name": "order_update",
             "language": {"code": "en_US"},
-            "components": [{"type": "body", "parameters": [{"type": "text", "text": "A-1001"}]}]}})),
+            "components": [{"type": "body", "parameters": [{"type": "text", "text": "A-1001"}]}]}}),
+        ),
     ];
     for (n, (said, want)) in ["buttons", "list", "photo", "template"]
         .into_iter()
@@ -1746,7 +1755,10 @@ bot_token = "xoxb-acme"
             200
         );
         let sent = wait_for(&apis, "/wa/", n + 1, gw);
-        assert_eq!(sent[n].path, format!("/wa/v21.0/{PHONE_NUMBER_ID}/messages"));
+        assert_eq!(
+            sent[n].path,
+            format!("/wa/v21.0/{PHONE_NUMBER_ID}/messages")
+        );
         assert_eq!(sent[n].json(), want, "{said}");
     }
     // A button press comes back as a postback titled with the button.
@@ -1821,7 +1833,10 @@ bot_token = "xoxb-acme"
         );
         gw.post(
             "/webhooks/acme",
-            &[("x-slack-signature", &sig), ("x-slack-request-timestamp", &ts)],
+            &[
+                ("x-slack-signature", &sig),
+                ("x-slack-request-timestamp", &ts),
+            ],
             body.as_bytes(),
         )
     };
@@ -1837,12 +1852,16 @@ bot_token = "xoxb-acme"
     assert_eq!(post_acme("Ev2", "template").status, 200);
     let acme_id = customer_id(gw, "acme:U123");
     assert!(
-        eventually(WAIT, || admin(gw, "GET", "/admin/v1/handoffs", b"").json()["handoffs"]
+        eventually(WAIT, || admin(gw, "GET", "/admin/v1/handoffs", b"").json()
+            ["handoffs"]
             .as_array()
             .unwrap()
             .iter()
             .any(|h| h["customer_id"] == acme_id
-                && h["detail"].as_str().unwrap_or("").contains("sends no templates"))),
+                && h["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("sends no templates"))),
         "{}",
         admin(gw, "GET", "/admin/v1/handoffs", b"").text()
     );
@@ -1858,8 +1877,10 @@ fn a_reminder_outside_whatsapps_window_goes_out_as_its_template_and_inside_as_te
     let agent = MockApi::start(|_, _| (200, "{}".into()));
     let extra = format!(
         "{agent_cfg}\n[channels.whatsapp.templates]\nproactive = {{ name = \"cart_reminder\", language = \"en_US\", parameters = [\"your chair\"] }}\n",
-        agent_cfg = rich_agent_config(&agent)
-            .replace("[delivery]\n", "[delivery]\nreminder_delay_seconds = 1\nproactive_per_day = 5\n"),
+        agent_cfg = rich_agent_config(&agent).replace(
+            "[delivery]\n",
+            "[delivery]\nreminder_delay_seconds = 1\nproactive_per_day = 5\n"
+        ),
     );
     let s = setup("reminder-window", EMBEDDED, &apis, &extra);
     let gw = &s.gw;
@@ -1909,8 +1930,14 @@ fn a_reminder_outside_whatsapps_window_goes_out_as_its_template_and_inside_as_te
 #[test]
 fn messenger_and_instagram_from_one_plugin_file_side_by_side() {
     let graph = MockApi::start(|r, n| {
-        let to = r.json()["recipient"]["id"].as_str().unwrap_or("").to_string();
-        (200, json!({"recipient_id": to, "message_id": format!("m_sent{n}")}).to_string())
+        let to = r.json()["recipient"]["id"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        (
+            200,
+            json!({"recipient_id": to, "message_id": format!("m_sent{n}")}).to_string(),
+        )
     });
     let extra = format!(
         r#"{FAST}
@@ -1958,17 +1985,26 @@ instagram_username = "acme.shop"
     };
 
     // The handshake answers with each channel's own token only.
-    let r = gw.get("/webhooks/instagram?hub.mode=subscribe&hub.verify_token=ig-verify&hub.challenge=42");
+    let r = gw
+        .get("/webhooks/instagram?hub.mode=subscribe&hub.verify_token=ig-verify&hub.challenge=42");
     assert_eq!((r.status, r.text()), (200, "42".to_string()));
-    let r = gw.get("/webhooks/instagram?hub.mode=subscribe&hub.verify_token=fb-verify&hub.challenge=42");
+    let r = gw
+        .get("/webhooks/instagram?hub.mode=subscribe&hub.verify_token=fb-verify&hub.challenge=42");
     assert_eq!(r.status, 403);
 
     // A Messenger message, signed with Messenger's app secret (Instagram's
     // does not verify it): answered through Messenger's API base with
     // Messenger's token.
-    let fb_msg = event("page", "104738912345678", "6723498123456789",
-        json!({"message": {"mid": "m_fb1", "text": "Has my order shipped?"}}));
-    assert_eq!(post_meta("messenger", "ig-app-secret", fb_msg.clone()).status, 401);
+    let fb_msg = event(
+        "page",
+        "104738912345678",
+        "6723498123456789",
+        json!({"message": {"mid": "m_fb1", "text": "Has my order shipped?"}}),
+    );
+    assert_eq!(
+        post_meta("messenger", "ig-app-secret", fb_msg.clone()).status,
+        401
+    );
     assert_eq!(post_meta("messenger", "fb-app-secret", fb_msg).status, 200);
     assert!(eventually(WAIT, || graph.to("/fb/").len() == 1));
     let sent = &graph.to("/fb/")[0];
@@ -1982,8 +2018,12 @@ instagram_username = "acme.shop"
     let fb_id = customer_id(gw, "messenger:6723498123456789");
     // Her next message is acknowledged with a person one tap away: a
     // Messenger quick reply.
-    let again = event("page", "104738912345678", "6723498123456789",
-        json!({"message": {"mid": "m_fb2", "text": "It is order 4821"}}));
+    let again = event(
+        "page",
+        "104738912345678",
+        "6723498123456789",
+        json!({"message": {"mid": "m_fb2", "text": "It is order 4821"}}),
+    );
     assert_eq!(post_meta("messenger", "fb-app-secret", again).status, 200);
     assert!(eventually(WAIT, || graph.to("/fb/").len() == 2));
     assert_eq!(
@@ -1996,44 +2036,77 @@ instagram_username = "acme.shop"
 
     // Deep links from the plugin's templates, per channel's settings.
     let link = |channel: &str| {
-        let r = admin(gw, "POST", "/v1/link-tokens",
-            json!({"customer_id": fb_id, "channel": channel}).to_string().as_bytes());
+        let r = admin(
+            gw,
+            "POST",
+            "/v1/link-tokens",
+            json!({"customer_id": fb_id, "channel": channel})
+                .to_string()
+                .as_bytes(),
+        );
         assert_eq!(r.status, 201, "{}", r.text());
         r.json()
     };
     let m = link("messenger");
     let token = m["token"].as_str().unwrap().to_string();
-    assert_eq!(m["link"], format!("https://m.me/104738912345678?ref={token}"));
+    assert_eq!(
+        m["link"],
+        format!("https://m.me/104738912345678?ref={token}")
+    );
     let i = link("instagram");
     let ig_token = i["token"].as_str().unwrap().to_string();
-    assert_eq!(i["link"], format!("https://ig.me/m/acme.shop?ref={ig_token}"));
+    assert_eq!(
+        i["link"],
+        format!("https://ig.me/m/acme.shop?ref={ig_token}")
+    );
 
     // Opening the ig.me link sends its ref: the Instagram identity joins
     // the Messenger customer.
-    let opened = event("instagram", "17841400000000001", "1234567890123456",
+    let opened = event(
+        "instagram",
+        "17841400000000001",
+        "1234567890123456",
         json!({"postback": {"title": "Get started", "payload": "start", "mid": "aWdfpb1",
-                            "referral": {"ref": ig_token, "source": "SHORTLINKS", "type": "OPEN_THREAD"}}}));
+                            "referral": {"ref": ig_token, "source": "SHORTLINKS", "type": "OPEN_THREAD"}}}),
+    );
     assert_eq!(post_meta("instagram", "ig-app-secret", opened).status, 200);
     assert_eq!(customer_id(gw, "instagram:1234567890123456"), fb_id);
 
     // An Instagram message: its own channel, token and API base, and the
     // agent knows the customer from Messenger.
-    let ig_msg = event("instagram", "17841400000000001", "1234567890123456",
-        json!({"message": {"mid": "aWdfig1", "text": "Do you ship to Canada?"}}));
-    assert_eq!(post_meta("instagram", "fb-app-secret", ig_msg.clone()).status, 401);
+    let ig_msg = event(
+        "instagram",
+        "17841400000000001",
+        "1234567890123456",
+        json!({"message": {"mid": "aWdfig1", "text": "Do you ship to Canada?"}}),
+    );
+    assert_eq!(
+        post_meta("instagram", "fb-app-secret", ig_msg.clone()).status,
+        401
+    );
     assert_eq!(post_meta("instagram", "ig-app-secret", ig_msg).status, 200);
     assert!(eventually(WAIT, || !graph.to("/ig/").is_empty()));
     let sent = graph.to("/ig/");
     let last = sent.last().unwrap();
     assert_eq!(last.path, "/ig/v21.0/me/messages");
-    assert_eq!(last.header("authorization"), Some("Bearer EAA-ig-page-token"));
+    assert_eq!(
+        last.header("authorization"),
+        Some("Bearer EAA-ig-page-token")
+    );
     assert_eq!(last.json()["recipient"]["id"], "1234567890123456");
-    assert_eq!(graph.to("/fb/").len(), 2, "nothing for Instagram went to Messenger");
+    assert_eq!(
+        graph.to("/fb/").len(),
+        2,
+        "nothing for Instagram went to Messenger"
+    );
     let entries = timeline(gw, &fb_id);
     let channels: Vec<&str> = entries
         .iter()
         .filter(|e| e["direction"] == "inbound")
         .map(|e| e["channel"].as_str().unwrap())
         .collect();
-    assert!(channels.contains(&"messenger") && channels.contains(&"instagram"), "{channels:?}");
+    assert!(
+        channels.contains(&"messenger") && channels.contains(&"instagram"),
+        "{channels:?}"
+    );
 }

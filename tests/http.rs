@@ -797,13 +797,11 @@ fn a_plugin_answer_that_breaks_the_rules_is_502_and_stores_nothing() {
     // `max_events_per_request`. (Speaking for another channel's users is no
     // longer expressible since contract 0.2 — identities carry no channel;
     // the core's answer checks still refuse it from a 0.1 plugin.)
-    for (ask, why, nobody) in [
-        (
-            serde_json::json!({"channel": "impostor", "user": "7", "count": 4}),
-            "4 events; at most 3 are accepted per request (server.max_events_per_request)",
-            "impostor:7",
-        ),
-    ] {
+    for (ask, why, nobody) in [(
+        serde_json::json!({"channel": "impostor", "user": "7", "count": 4}),
+        "4 events; at most 3 are accepted per request (server.max_events_per_request)",
+        "impostor:7",
+    )] {
         let r = impostor(&gw, ask);
         assert_eq!(
             (r.status, r.code().as_str()),
@@ -968,17 +966,29 @@ fn a_missing_required_secret_names_the_key_and_its_variable() {
     // A template for a channel that has none is named, not ignored.
     let err = start_failure(
         "notemplates",
-        &format!("{cfg}bot_token = \"y\"\n[channels.telegram.templates]\nproactive = {{ name = \"cart\", language = \"en\" }}\n"),
+        &format!(
+            "{cfg}bot_token = \"y\"\n[channels.telegram.templates]\nproactive = {{ name = \"cart\", language = \"en\" }}\n"
+        ),
         &[],
     );
-    assert!(err.contains("channels.telegram.templates.proactive: plugin telegram@0.1.0 sends no templates"), "{err}");
+    assert!(
+        err.contains(
+            "channels.telegram.templates.proactive: plugin telegram@0.1.0 sends no templates"
+        ),
+        "{err}"
+    );
     // An unknown purpose too.
     let err = start_failure(
         "badpurpose",
-        &format!("{cfg}bot_token = \"y\"\n[channels.telegram.templates]\nmarketing = {{ name = \"cart\", language = \"en\" }}\n"),
+        &format!(
+            "{cfg}bot_token = \"y\"\n[channels.telegram.templates]\nmarketing = {{ name = \"cart\", language = \"en\" }}\n"
+        ),
         &[],
     );
-    assert!(err.contains("channels.telegram.templates.marketing: unknown purpose"), "{err}");
+    assert!(
+        err.contains("channels.telegram.templates.marketing: unknown purpose"),
+        "{err}"
+    );
 }
 
 #[test]

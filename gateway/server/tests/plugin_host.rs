@@ -431,12 +431,18 @@ fn a_0_1_plugin_is_served_through_its_adapter_beside_0_2_ones() {
     // 0.1 manifests have no window, links or rich limits.
     let m = old.manifest();
     assert_eq!(
-        (m.reply_window_seconds, m.deep_links.len(), m.outbound_limits.max_choices),
+        (
+            m.reply_window_seconds,
+            m.deep_links.len(),
+            m.outbound_limits.max_choices
+        ),
         (None, 0, 0)
     );
 
     let out = old
-        .parse_inbound(&post(br#"{"id":"Ev1","user":"U1","text":"hello"}"#.to_vec()))
+        .parse_inbound(&post(
+            br#"{"id":"Ev1","user":"U1","text":"hello"}"#.to_vec(),
+        ))
         .unwrap();
     let [InboundEvent::Message(msg)] = out.events.as_slice() else {
         panic!("{:?}", out.events)

@@ -352,7 +352,7 @@ mod tests {
             display_name: Some("Sarah".into()),
             claims,
             contents: vec![Content::Text { text: "hi".into() }],
-                referral: None,
+            referral: None,
             link_token: None,
             timestamp: NOW - 5,
             edited: false,

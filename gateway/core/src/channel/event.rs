@@ -475,9 +475,7 @@ impl OutboundContent {
                     MediaSource::Url(u) if !u.starts_with("https://") => {
                         Err(format!("media url `{u}` must be https://"))
                     }
-                    MediaSource::MediaId(id) if id.is_empty() => {
-                        Err("media id is empty".into())
-                    }
+                    MediaSource::MediaId(id) if id.is_empty() => Err("media id is empty".into()),
                     _ => Ok(()),
                 }
             }

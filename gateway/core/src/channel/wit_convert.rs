@@ -266,7 +266,6 @@ macro_rules! plugin_conversions_common {
                     .collect(),
             }
         }
-
     };
 }
 
@@ -394,7 +393,6 @@ macro_rules! plugin_conversions_0_1 {
                 reply_handle: m.reply_handle.clone(),
             }
         }
-
     };
 }
 
@@ -614,6 +612,5 @@ macro_rules! plugin_conversions_0_2 {
                 },
             }
         }
-
     };
 }

@@ -107,7 +107,10 @@ pub fn fit(m: &Manifest, content: OutboundContent) -> Result<OutboundContent, St
                 c.kind()
             ))
         } else if t.trim().is_empty() {
-            Err(format!("it takes no {} and the message has no text", c.kind()))
+            Err(format!(
+                "it takes no {} and the message has no text",
+                c.kind()
+            ))
         } else if !fits_text(&t) {
             Err(format!(
                 "the text is {} characters; it takes at most {}",
@@ -230,7 +233,10 @@ mod tests {
     fn a_channel_that_sends_no_text_gets_none() {
         assert_eq!(
             fit(&manifest(vec![], None), OutboundContent::text("hi")),
-            Err("it sends no text (its manifest does not declare send-text), so not this text".into())
+            Err(
+                "it sends no text (its manifest does not declare send-text), so not this text"
+                    .into()
+            )
         );
     }
 

@@ -66,9 +66,7 @@ impl ChannelGate {
             &m.settings,
             &env_hint,
         )?;
-        if !config.templates.is_empty()
-            && !m.can(crate::channel::Capability::SendTemplates)
-        {
+        if !config.templates.is_empty() && !m.can(crate::channel::Capability::SendTemplates) {
             let purpose = config.templates.keys().next().map(String::as_str);
             return Err(GateError(format!(
                 "channels.{name}.templates.{}: plugin {}@{} sends no templates (its manifest does not declare send-templates)",
