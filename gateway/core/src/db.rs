@@ -423,7 +423,7 @@ pub(crate) struct Ctx<'a> {
 
 /// The customer whose own key seals the record at `key`: the id in its
 /// `{c:ID}` hash tag (the key table's per-customer keys).
-fn owner_of_key(key: &str) -> Option<&str> {
+pub(crate) fn owner_of_key(key: &str) -> Option<&str> {
     let start = key.find("{c:")? + 3;
     let len = key[start..].find('}')?;
     Some(&key[start..start + len])

@@ -166,6 +166,16 @@ impl Ctx<'_> {
             customers: group.iter().cloned().collect(),
             removed: REMOVED_KINDS.iter().map(|k| (*k, 0)).collect(),
         };
+        // Out of every report, then their summaries go with the rest.
+        self.analytics_regroup(
+            txn,
+            &[(live.id.clone(), group.iter().cloned().collect())],
+            &[],
+        )
+        .await?;
+        for c in &members {
+            txn.delete(&self.k().analytics(&c.id));
+        }
         let mut outbound_ids = BTreeSet::new();
         for c in &members {
             self.erase_lookups(txn, c, &group, &mut erased).await?;

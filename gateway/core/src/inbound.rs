@@ -222,6 +222,17 @@ impl<B: Backend> Db<B> {
                     .await?;
                 let entry = Entry::inbound(message, resolution.linked == Some(How::LinkToken));
                 let (entry, _) = ctx.append(txn, &resolution.customer_id, entry).await?;
+                if !message.edited {
+                    let customer = ctx.live_customer(txn, &resolution.customer_id).await?;
+                    ctx.analytics_update(txn, &customer, |s| {
+                        s.touch(
+                            message.timestamp,
+                            &message.sender.channel,
+                            message.referral.as_ref(),
+                        )
+                    })
+                    .await?;
+                }
                 let answer = match turn {
                     Turn::Answer { answered } => !answered.contains(&resolution.customer_id),
                     Turn::Quiet => false,

@@ -133,6 +133,7 @@ impl Ctx<'_> {
             self.k().timeline_seq(customer),
             self.k().conversation(customer),
             self.k().queue_seq(shard_of(customer)),
+            self.k().analytics(customer),
         ];
         txn.get_many(&keys).await?;
         Ok(())

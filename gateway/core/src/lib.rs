@@ -27,6 +27,7 @@
 //! - [`delivery`]: retry policy and the requests the host sends.
 
 pub mod agent;
+pub mod analytics;
 pub mod audit;
 pub mod change;
 pub mod channel;

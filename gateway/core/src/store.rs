@@ -107,6 +107,10 @@ pub trait Txn: Send {
         self.put(key, value);
     }
 
+    /// Buffers increments of a counter key (see [`Write::Add`]). A unit
+    /// never reads a key it adds to.
+    fn add(&mut self, key: &str, delta: &std::collections::BTreeMap<String, f64>);
+
     /// Marks this unit's writes as safe to lose in a crash (a job's lease:
     /// lost, it only makes the job due again), so a backend may commit them
     /// without waiting for the disk. Backends without the distinction
@@ -256,7 +260,7 @@ impl Expiry {
 }
 
 /// A buffered write.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Write {
     /// Set the key.
     Put(Vec<u8>),
@@ -264,6 +268,26 @@ pub enum Write {
     PutUntil(Vec<u8>, Expiry),
     /// Remove the key.
     Delete,
+    /// Add to the numbers of a JSON object of counters (absent: `{}`),
+    /// field by field, without the unit reading it: increments commute,
+    /// so units adding to one counter key never conflict.
+    Add(std::collections::BTreeMap<String, f64>),
+}
+
+/// A counter key's value after adding `delta` to `current` (a JSON object
+/// of numbers; absent or unreadable counts as `{}`): how every backend but
+/// Redis applies [`Write::Add`] (Redis runs the same in its commit script).
+pub fn add_counters(
+    current: Option<&[u8]>,
+    delta: &std::collections::BTreeMap<String, f64>,
+) -> Vec<u8> {
+    let mut m: std::collections::BTreeMap<String, f64> = current
+        .and_then(|c| serde_json::from_slice(c).ok())
+        .unwrap_or_default();
+    for (k, v) in delta {
+        *m.entry(k.clone()).or_default() += v;
+    }
+    serde_json::to_vec(&m).unwrap_or_default()
 }
 
 impl<B: Backend> Backend for std::sync::Arc<B> {

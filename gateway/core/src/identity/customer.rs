@@ -354,6 +354,9 @@ impl<B: Backend> Db<B> {
                     c.set_attribute(k, v, source, at);
                 }
                 ctx.save_customer(txn, &c)?;
+                if attrs.contains_key(crate::analytics::CONSENT) {
+                    ctx.analytics_consent(txn, &c).await?;
+                }
                 Ok(c)
             })
         })

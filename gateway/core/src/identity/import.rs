@@ -158,6 +158,9 @@ pub(crate) async fn import_in(
     }
     if changed {
         ctx.save_customer(txn, &customer)?;
+        if row.attributes.contains_key(crate::analytics::CONSENT) {
+            ctx.analytics_consent(txn, &customer).await?;
+        }
     }
     Ok(out)
 }

@@ -121,6 +121,10 @@ pub(crate) async fn merge_in(
         dropped: Vec::new(),
         undone_at: None,
     };
+    let before = [
+        (s.id.clone(), ctx.group_ids(txn, &s).await?),
+        (m.id.clone(), ctx.group_ids(txn, &m).await?),
+    ];
     let mut s2 = s.clone();
     ctx.point_links_at(txn, &m, &s2.id);
     s2.identities.extend(m.identities.iter().cloned());
@@ -163,6 +167,13 @@ pub(crate) async fn merge_in(
     s2.absorbed.push(m2.id.clone());
     ctx.save_customer(txn, &s2)?;
     ctx.save_customer(txn, &m2)?;
+    let members: Vec<String> = before.iter().flat_map(|(_, g)| g.clone()).collect();
+    ctx.analytics_regroup(
+        txn,
+        &before,
+        &[crate::analytics::Group { live: &s2, members }],
+    )
+    .await?;
     let key = ctx.k().merge(&record.merge_id);
     // Under the survivor's key: erasing the survivor shreds it.
     txn.put(&key, ctx.seal_for(&s2.id, &key, &record)?);
@@ -213,6 +224,7 @@ pub(crate) async fn undo_in(
                 .any(|x| &x.identifier == *i)
         })
         .collect();
+    let before = [(current.id.clone(), ctx.group_ids(txn, &current).await?)];
     let mut s = current.clone();
     s.absorbed.retain(|id| *id != record.merged);
     s.identities.retain(|i| !moved_identities.contains(i));
@@ -244,6 +256,29 @@ pub(crate) async fn undo_in(
     }
     ctx.save_customer(txn, &s)?;
     ctx.save_customer(txn, &m)?;
+    // Analytics: the one group becomes two again.
+    let m_members = ctx.group_ids(txn, &m).await?;
+    let s_members: Vec<String> = before[0]
+        .1
+        .iter()
+        .filter(|id| !m_members.contains(id))
+        .cloned()
+        .collect();
+    ctx.analytics_regroup(
+        txn,
+        &before,
+        &[
+            crate::analytics::Group {
+                live: &s,
+                members: s_members,
+            },
+            crate::analytics::Group {
+                live: &m,
+                members: m_members,
+            },
+        ],
+    )
+    .await?;
     record.undone_at = Some(at);
     txn.put(&key, ctx.seal_for(&record.surviving, &key, &record)?);
     Ok(record)

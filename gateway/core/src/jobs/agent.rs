@@ -108,6 +108,9 @@ pub(crate) async fn finish_agent_in(
                 customer.set_attribute(k, v, "agent", at);
             }
             ctx.save_customer(txn, &customer)?;
+            if answer.attributes.contains_key(crate::analytics::CONSENT) {
+                ctx.analytics_consent(txn, &customer).await?;
+            }
         }
         for content in answer
             .replies

@@ -82,6 +82,8 @@ impl<B: Backend> Db<B> {
                         ctx.save_state(txn, &c.id, &state)?;
                     }
                     "purchase" => {
+                        ctx.analytics_update(txn, &c, |s| s.purchase(entry.at))
+                            .await?;
                         let mut state = ctx.load_state(txn, &c.id).await?;
                         for job in std::mem::take(&mut state.reminders) {
                             ctx.remove_job(txn, shard_of(&c.id), &job).await?;

@@ -21,6 +21,8 @@
 //! | `P tlfirst:{c:ID}` | `N:AT`: the first timeline entry retention has not removed, and when the newest removed one was (plain) | customer ID | until erased |
 //! | `P tl:{c:ID}:N` | timeline entry N: a message, event or reply | customer ID | until erased |
 //! | `P conv:{c:ID}` | conversation state: reply routes, hand-off, outbox, proactive count | customer ID | until erased |
+//! | `P an:{c:ID}` | the analytics summary: touch times and channels, purchase times, first-touch source, refusal, merge group | customer ID | until erased |
+//! | `P ancount:S` | analytics counter shard S (of 16): report counters, a JSON object of numbers, only ever incremented (plain: channel names and counts, no personal data) | — | always |
 //! | `P merge:ID` | a merge record: both customers as they were, what was dropped | both customers | until erased |
 //! | `P conflict:ID` | a review-queue item (no personal data in `detail`) | its customers | until erased |
 //! | `P conflicts` | the ids of every conflict | — | always |
@@ -119,6 +121,21 @@ impl<'a> Keys<'a> {
     /// `P conv:{c:ID}`.
     pub fn conversation(&self, customer: &str) -> String {
         format!("{}conv:{{c:{customer}}}", self.prefix)
+    }
+
+    /// `P an:{c:ID}`.
+    pub fn analytics(&self, customer: &str) -> String {
+        format!("{}an:{{c:{customer}}}", self.prefix)
+    }
+
+    /// The prefix of every `P an:` key (a scan of the summaries).
+    pub fn analytics_prefix(&self) -> String {
+        format!("{}an:", self.prefix)
+    }
+
+    /// `P ancount:S`.
+    pub fn analytics_counters(&self, shard: u32) -> String {
+        format!("{}ancount:{shard}", self.prefix)
     }
 
     /// `P merge:ID`.

@@ -58,6 +58,11 @@ impl Txn for MemoryTxn {
         self.writes.delete(key);
     }
 
+    fn add(&mut self, key: &str, delta: &std::collections::BTreeMap<String, f64>) {
+        self.wrote = true;
+        self.writes.add(key, delta);
+    }
+
     fn discard(&mut self) {
         self.wrote = false;
         self.writes.discard();
@@ -112,6 +117,10 @@ impl Memory {
                 Write::Put(v) => data.insert(k.clone(), (v.clone(), None)),
                 Write::PutUntil(v, e) => data.insert(k.clone(), (v.clone(), Some(e.at))),
                 Write::Delete => data.remove(k),
+                Write::Add(delta) => {
+                    let now = super::add_counters(data.get(k).map(|(v, _)| v.as_slice()), delta);
+                    data.insert(k.clone(), (now, None))
+                }
             };
         }
         Ok(out)

@@ -37,8 +37,10 @@ pub struct Script {
 /// (`\0` = delete, `\1` + value = set, `\2` + 20-digit seconds + value
 /// = set, expiring that many seconds from now by Redis's own clock: a TTL,
 /// never an absolute instant, so a gateway whose clock differs from
-/// Redis's keeps a key exactly as long as it meant to). Returns 1 if
-/// applied, 0 if stale.
+/// Redis's keeps a key exactly as long as it meant to; `\3` + a JSON object
+/// of numbers = add them to the key's JSON object of counters, field by
+/// field — not a read of the unit, so increments never conflict). Returns 1
+/// if applied, 0 if stale.
 pub const COMMIT: Script = Script {
     name: "commit",
     source: r#"
@@ -59,6 +61,16 @@ for j = n + 1, #KEYS do
     redis.call('DEL', KEYS[j])
   elseif tag == '\2' then
     redis.call('SET', KEYS[j], string.sub(op, 22), 'EX', tonumber(string.sub(op, 2, 21)))
+  elseif tag == '\3' then
+    local cur = redis.call('GET', KEYS[j])
+    local m = {}
+    if cur then m = cjson.decode(cur) end
+    for k, v in pairs(cjson.decode(string.sub(op, 2))) do m[k] = (m[k] or 0) + v end
+    if next(m) == nil then
+      redis.call('SET', KEYS[j], '{}')
+    else
+      redis.call('SET', KEYS[j], cjson.encode(m))
+    end
   else
     redis.call('SET', KEYS[j], string.sub(op, 2))
   end
@@ -293,6 +305,10 @@ impl<L: Link> Txn for RedisTxn<'_, L> {
         self.writes.delete(key);
     }
 
+    fn add(&mut self, key: &str, delta: &BTreeMap<String, f64>) {
+        self.writes.add(key, delta);
+    }
+
     fn discard(&mut self) {
         self.writes.discard();
     }
@@ -346,6 +362,11 @@ fn commit_args(
                 op
             }
             Write::Delete => tagged(false, b""),
+            Write::Add(delta) => {
+                let mut op = vec![3u8];
+                op.extend(serde_json::to_vec(delta).unwrap_or_default());
+                op
+            }
         });
     }
     (keys, args)

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use super::{Expiry, Write};
 
 /// A unit's buffered writes, by key (the last write to a key wins).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriteSet {
     writes: BTreeMap<String, Write>,
     relaxed: bool,
@@ -33,6 +33,24 @@ impl WriteSet {
     }
 
     /// Drops every buffered write: the unit will change nothing.
+    pub fn add(&mut self, key: &str, delta: &BTreeMap<String, f64>) {
+        if delta.is_empty() {
+            return;
+        }
+        let entry = self
+            .writes
+            .entry(key.to_string())
+            .or_insert_with(|| Write::Add(BTreeMap::new()));
+        if let Write::Add(sum) = entry {
+            for (k, v) in delta {
+                *sum.entry(k.clone()).or_default() += v;
+            }
+        } else {
+            // A key is either a counter or a value: never both in a unit.
+            debug_assert!(false, "adding to `{key}`, which this unit also sets");
+        }
+    }
+
     pub fn discard(&mut self) {
         self.writes.clear();
         self.relaxed = false;
@@ -54,7 +72,8 @@ impl WriteSet {
     pub fn overlay(&self, key: &str) -> Option<Option<&[u8]>> {
         self.writes.get(key).map(|w| match w {
             Write::Put(v) | Write::PutUntil(v, _) => Some(v.as_slice()),
-            Write::Delete => None,
+            // Counters are never read by the units that add to them.
+            Write::Delete | Write::Add(_) => None,
         })
     }
 
