@@ -170,6 +170,10 @@ impl Txn for EmbeddedTxn {
         self.writes.delete(key);
     }
 
+    fn add(&mut self, key: &str, delta: &std::collections::BTreeMap<String, f64>) {
+        self.writes.add(key, delta);
+    }
+
     fn relax_durability(&mut self) {
         self.writes.relax();
     }
@@ -207,6 +211,16 @@ fn apply(tx: &redb::WriteTransaction, writes: &WriteSet) -> Result<(), StoreErro
             Write::Delete => {
                 table.remove(key).map_err(err)?;
             }
+            Write::Add(delta) => {
+                let now = {
+                    let current = table.get(key).map_err(err)?;
+                    chatcrafter_core::store::add_counters(
+                        current.as_ref().map(|v| v.value()),
+                        delta,
+                    )
+                };
+                table.insert(key, now.as_slice()).map_err(err)?;
+            }
         }
     }
     Ok(())
@@ -236,6 +250,10 @@ impl Txn for SnapshotTxn {
     }
 
     fn delete(&mut self, _key: &str) {
+        self.wrote = true;
+    }
+
+    fn add(&mut self, _key: &str, _delta: &std::collections::BTreeMap<String, f64>) {
         self.wrote = true;
     }
 

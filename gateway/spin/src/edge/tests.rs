@@ -238,6 +238,14 @@ impl Link for FakeRedis {
                                 2 => {
                                     data.insert(keys[j].clone(), op[21..].to_vec());
                                 }
+                                3 => {
+                                    let delta = serde_json::from_slice(&op[1..]).unwrap();
+                                    let now = chatcrafter_core::store::add_counters(
+                                        data.get(&keys[j]).map(Vec::as_slice),
+                                        &delta,
+                                    );
+                                    data.insert(keys[j].clone(), now);
+                                }
                                 _ => {
                                     data.insert(keys[j].clone(), op[1..].to_vec());
                                 }
