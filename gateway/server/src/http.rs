@@ -10,16 +10,20 @@
 //! at once stay under `server.max_inflight_body_bytes` (503 `overloaded`
 //! over it). On SIGTERM or
 //! SIGINT the listener closes and in-flight requests get
-//! `server.shutdown_grace_ms` to finish.
+//! `server.shutdown_grace_ms` to finish (an open change feed of the
+//! dashboard ends at once: see [`stream`]).
 
 mod admin;
+mod analytics;
 mod body;
 mod conn;
+mod dashboard;
 mod demo;
 mod error;
 mod ops;
 mod privacy;
 mod routes;
+mod stream;
 mod webhook;
 mod widget;
 mod ws;
@@ -229,6 +233,8 @@ pub async fn serve(
         );
     }
     let gate = conn::Gate::new(limits);
+    // Tells streamed answers (the dashboard's change feeds) to end.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let grace = Duration::from_millis(server.shutdown_grace_ms);
     let handshake_timeout = Duration::from_millis(server.header_timeout_ms);
@@ -282,11 +288,16 @@ pub async fn serve(
         // session keeps it once hyper has let the socket go.
         let slot = Arc::new(slot);
         let held = slot.clone();
+        let stopping = stopping.clone();
         let service = service_fn(move |mut req: Req| {
             let app = app.clone();
+            let stopping = stopping.clone();
             held.spoke();
             req.extensions_mut().insert(ws::ConnSlot(held.clone()));
-            async move { Ok::<_, Infallible>(handle(app, req).await) }
+            async move {
+                let resp = handle(app, req).await;
+                Ok::<_, Infallible>(stream::served(resp, Some(&stopping)))
+            }
         });
         let (builder, tls, watcher) = (builder.clone(), tls.clone(), graceful.watcher());
         tokio::spawn(async move {
@@ -325,6 +336,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    let _ = stop.send(true);
     tracing::info!(
         "shutting down: draining in-flight requests for up to {} ms",
         grace.as_millis()
@@ -349,7 +361,7 @@ async fn serve_one<S>(
     watcher: Option<hyper_util::server::graceful::Watcher>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
 where
-    S: hyper::service::Service<Req, Response = Resp, Error = Infallible> + Send + 'static,
+    S: hyper::service::Service<Req, Response = stream::Served, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
 {
     async fn run<C>(conn: C, watcher: Option<hyper_util::server::graceful::Watcher>)
@@ -388,7 +400,7 @@ where
 }
 
 /// The answer to a connection over `server.max_connections`.
-async fn overloaded(_: Req) -> Result<Resp, Infallible> {
+async fn overloaded(_: Req) -> Result<stream::Served, Infallible> {
     let mut resp = ApiError::overloaded(
         "the gateway is serving as many connections as it may (server.max_connections); retry shortly",
         conn::RETRY_AFTER_SECONDS,
@@ -398,7 +410,7 @@ async fn overloaded(_: Req) -> Result<Resp, Infallible> {
         hyper::header::CONNECTION,
         hyper::header::HeaderValue::from_static("close"),
     );
-    Ok(resp)
+    Ok(stream::served(resp, None))
 }
 
 /// A TLS 1.3-only acceptor (rustls with ring) from PEM files, offering h2

@@ -201,6 +201,7 @@ conformance!(
     a_backlog_is_seen_a_window_at_a_time_and_drains_in_any_order,
     provider_ids_are_remembered_for_their_retention_and_then_dropped,
     a_customers_messages_go_out_in_order_even_when_one_is_retried,
+    analytics_reports_match_an_independent_count_of_a_generated_population,
 );
 
 fn message(
@@ -1383,4 +1384,269 @@ async fn a_customers_messages_go_out_in_order_even_when_one_is_retried(kind: &st
     let got = claim(now + 5_020 + ORDER_RECHECK_MS).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].2, "second");
+}
+
+// --- Analytics over a generated population -------------------------------
+
+const CHANNELS: [&str; 5] = ["widget", "whatsapp", "telegram", "discord", "messenger"];
+
+/// One generated person: their touches (time, channel) and purchases.
+#[derive(Clone, Default)]
+struct Person {
+    touches: Vec<(u64, &'static str)>,
+    purchases: Vec<u64>,
+    refused: bool,
+}
+
+/// The reports' figures computed straight from the generated journeys
+/// (nothing of the core's analytics code): `(from, to)` selects touches
+/// and purchases.
+fn expected(people: &[Person], range: (u64, u64)) -> serde_json::Value {
+    use std::collections::BTreeMap as M;
+    let inr = |t: u64| t >= range.0 && t <= range.1;
+    let (mut customers, mut multi, mut used) = (0u64, 0u64, 0u64);
+    let mut first: M<&str, u64> = M::new();
+    let mut active: M<&str, u64> = M::new();
+    let mut conv: M<&str, u64> = M::new();
+    let mut switches: M<String, u64> = M::new();
+    let mut paths: M<Vec<&str>, (u64, u64)> = M::new();
+    let mut linear: M<&str, f64> = M::new();
+    let mut position: M<&str, f64> = M::new();
+    let mut purchases = 0u64;
+    for p in people.iter().filter(|p| !p.refused) {
+        let mut t: Vec<(u64, &str)> = p.touches.iter().copied().filter(|x| inr(x.0)).collect();
+        t.sort();
+        let mut buys: Vec<u64> = p.purchases.iter().copied().filter(|x| inr(*x)).collect();
+        buys.sort();
+        for &b in &buys {
+            purchases += 1;
+            let mut all = p.touches.clone();
+            all.sort();
+            let w: Vec<&str> = all
+                .iter()
+                .filter(|x| x.0 <= b && b - x.0 <= 30 * 86_400)
+                .map(|x| x.1)
+                .collect();
+            let n = w.len();
+            if n == 0 {
+                *linear.entry("none").or_default() += 1.0;
+                *position.entry("none").or_default() += 1.0;
+            }
+            for (i, ch) in w.iter().enumerate() {
+                *linear.entry(ch).or_default() += 1.0 / n as f64;
+                let pw = match n {
+                    1 => 1.0,
+                    2 => 0.5,
+                    _ if i == 0 || i == n - 1 => 0.4,
+                    _ => 0.2 / (n - 2) as f64,
+                };
+                *position.entry(ch).or_default() += pw;
+            }
+        }
+        if t.is_empty() {
+            continue;
+        }
+        customers += 1;
+        *first.entry(t[0].1).or_default() += 1;
+        let mut path: Vec<&str> = Vec::new();
+        for x in &t {
+            if !path.contains(&x.1) {
+                path.push(x.1);
+            }
+        }
+        for ch in &path {
+            *active.entry(ch).or_default() += 1;
+        }
+        used += path.len() as u64;
+        multi += u64::from(path.len() > 1);
+        for w in t.windows(2) {
+            if w[0].1 != w[1].1 {
+                *switches
+                    .entry(format!("{}>{}", w[0].1, w[1].1))
+                    .or_default() += 1;
+            }
+        }
+        let e = paths.entry(path).or_default();
+        e.0 += 1;
+        if let Some(&b) = buys.first() {
+            let ch = t
+                .iter()
+                .rev()
+                .find(|x| x.0 <= b)
+                .map(|x| x.1)
+                .unwrap_or("none");
+            *conv.entry(ch).or_default() += 1;
+            e.1 += 1;
+        }
+    }
+    let round = |x: f64| (x * 1e6).round() / 1e6;
+    let credit = |m: &M<&str, f64>| -> M<String, f64> {
+        m.iter().map(|(k, v)| (k.to_string(), round(*v))).collect()
+    };
+    serde_json::json!({
+        "customers": customers, "first_touch": first, "active": active, "conversions": conv,
+        "multi_channel_customers": multi,
+        "avg_channels_per_customer": round(used as f64 / customers.max(1) as f64),
+        "switches": switches, "purchases": purchases,
+        "linear": credit(&linear), "position": credit(&position),
+        "paths": paths.into_iter().map(|(p, (n, c))| (p.join(">"), (n, c))).collect::<M<_, _>>(),
+    })
+}
+
+/// What the reports say, in the shape of [`expected`].
+fn reported(c: &chatcrafter_core::analytics::Counters) -> serde_json::Value {
+    use chatcrafter_core::analytics as a;
+    let ch = a::channels_report(c);
+    let sw = a::switches_report(c);
+    let mut switches = BTreeMap::new();
+    for (from, tos) in sw["matrix"].as_object().unwrap() {
+        for (to, n) in tos.as_object().unwrap() {
+            switches.insert(format!("{from}>{to}"), n.as_u64().unwrap());
+        }
+    }
+    let mut paths = BTreeMap::new();
+    for p in a::journeys_report(c)["paths"].as_array().unwrap() {
+        let path: Vec<&str> = p["path"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap())
+            .collect();
+        paths.insert(
+            path.join(">"),
+            (
+                p["customers"].as_u64().unwrap(),
+                p["conversions"].as_u64().unwrap(),
+            ),
+        );
+    }
+    serde_json::json!({
+        "customers": ch["customers"], "first_touch": ch["first_touch"], "active": ch["active"],
+        "conversions": ch["conversions"], "multi_channel_customers": ch["multi_channel_customers"],
+        "avg_channels_per_customer": ch["avg_channels_per_customer"],
+        "switches": switches, "purchases": a::attribution_report(c, "linear")["conversions"],
+        "linear": a::attribution_report(c, "linear")["credit"],
+        "position": a::attribution_report(c, "position")["credit"],
+        "paths": paths,
+    })
+}
+
+async fn analytics_reports_match_an_independent_count_of_a_generated_population(kind: &str) {
+    use chatcrafter_core::analytics::Filter;
+    let f = fixture(kind, "analytics").await;
+    let g = graph(&f, rules());
+    const N: u64 = 1_200;
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |m: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % m
+    };
+    // Journeys over the last six days (inside the dedup window).
+    let start = T0 - 6 * 86_400;
+    let mut people: Vec<Person> = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
+    for i in 0..N {
+        let phone = format!("+1555{:07}", 1_000_000 + i);
+        let mut p = Person::default();
+        let touches = 1 + next(4);
+        let mut at = start + next(86_400);
+        let mut id = String::new();
+        for t in 0..touches {
+            let ch = CHANNELS[next(5) as usize];
+            at += 1 + next(40_000);
+            let s = sender(
+                id_of(ch, i),
+                vec![claim(ClaimKind::Phone, &phone, true)],
+                at,
+            );
+            g.record_inbound(&message(&s, &format!("m-{i}-{t}"), "hi"))
+                .await
+                .unwrap();
+            p.touches.push((at, ch));
+            if id.is_empty() {
+                id = g
+                    .find_identity(ch, &format!("u{i}"))
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        }
+        if next(3) == 0 {
+            let b = at + next(3_600);
+            let e =
+                chatcrafter_core::conversation::Entry::event("purchase", serde_json::json!({}), b);
+            g.record_event(&id, &e, 0, b * 1000).await.unwrap();
+            p.purchases.push(b);
+        }
+        people.push(p);
+        ids.push(id);
+    }
+    // Some refuse analytics (none of them merged below).
+    for i in (7..N).step_by(17) {
+        let mut a = BTreeMap::new();
+        a.insert("consent.analytics".to_string(), "refused".to_string());
+        g.set_attributes(&ids[i as usize], &a, "admin", T0)
+            .await
+            .unwrap();
+        people[i as usize].refused = true;
+    }
+    // Merges of pairs (i, i + 1) for i a multiple of 50, and one undone.
+    let mut undo = None;
+    for i in (0..N - 1).step_by(50) {
+        let (a, b) = (i as usize, i as usize + 1);
+        let m = g
+            .merge(&ids[a], &ids[b], How::AdminMerge, T0)
+            .await
+            .unwrap();
+        if i == 100 {
+            undo = Some(m.merge_id);
+        }
+    }
+    g.undo(&undo.unwrap(), T0).await.unwrap();
+    let mut resolved: Vec<Person> = Vec::new();
+    let mut i = 0;
+    while i < N as usize {
+        if i % 50 == 0 && i + 1 < N as usize && i != 100 {
+            let mut p = people[i].clone();
+            p.touches.extend(people[i + 1].touches.iter().copied());
+            p.purchases.extend(people[i + 1].purchases.iter().copied());
+            // A merge keeps the merged customer's refusal when the
+            // survivor has no answer of its own (551 into 550 here).
+            p.refused |= people[i + 1].refused;
+            resolved.push(p);
+            i += 2;
+        } else {
+            resolved.push(people[i].clone());
+            i += 1;
+        }
+    }
+
+    let kept = g.analytics_counters().await.unwrap();
+    let all = (0, u64::MAX);
+    assert_eq!(
+        reported(&kept),
+        expected(&resolved, all),
+        "{kind}: kept counters"
+    );
+    // The filtered path (summaries) agrees with the same count over a range.
+    let from = T0 - 3 * 86_400;
+    let range = Filter {
+        from: Some(from),
+        to: Some(T0),
+        channel: None,
+    };
+    let filtered = g.analytics_filtered(&range).await.unwrap();
+    assert_eq!(
+        reported(&filtered),
+        expected(&resolved, (from, T0)),
+        "{kind}: from..to"
+    );
+    let everything = g.analytics_filtered(&Filter::default()).await.unwrap();
+    assert_eq!(reported(&everything), reported(&kept), "{kind}: recount");
+}
+
+fn id_of(channel: &str, i: u64) -> ChannelIdentity {
+    id(channel, "s", &format!("u{i}"))
 }

@@ -6,7 +6,9 @@
 use chatcrafter_core::config::Role;
 use hyper::Method;
 
-use super::{ApiError, Params, Req, Resp, admin, demo, ops, privacy, webhook, widget, ws};
+use super::{
+    ApiError, Params, Req, Resp, admin, analytics, demo, ops, privacy, webhook, widget, ws,
+};
 use crate::app::App;
 use chatcrafter_core::store::BoxFuture;
 
@@ -47,6 +49,8 @@ pub(crate) struct Route {
 const ADMIN: &[Role] = &[Role::Admin];
 const STAFF: &[Role] = &[Role::Admin, Role::Agent];
 const AUDIT: &[Role] = &[Role::Admin, Role::Auditor];
+const ANALYSTS: &[Role] = &[Role::Admin, Role::Analyst];
+const ANY_ROLE: &[Role] = &[Role::Admin, Role::Agent, Role::Analyst, Role::Auditor];
 
 macro_rules! route {
     ($method:ident $pattern:literal, $access:expr, $handler:path) => {
@@ -94,6 +98,9 @@ pub(crate) static ROUTES: &[Route] = &[
     route!(POST "/demo/token", Access::Open, demo::token),
     route!(POST "/demo/send", Access::Open, demo::send),
     route!(GET "/demo/timeline", Access::Open, demo::timeline),
+    // The operator dashboard's files: no data in them (docs/dashboard.md).
+    route!(GET "/admin", Access::Open, super::dashboard::index),
+    route!(GET "/admin/ui/{file}", Access::Open, super::dashboard::asset),
     route!(OPTIONS "/widget/v1/history", Access::Open, widget::history),
     route!(GET "/admin/v1/customers", Access::Roles(STAFF), admin::find_customer, audit "customer.lookup"),
     route!(POST "/admin/v1/customers/merge", Access::Roles(ADMIN), admin::merge, audit "customer.merge"),
@@ -115,6 +122,9 @@ pub(crate) static ROUTES: &[Route] = &[
     route!(POST "/v1/link-tokens", Access::Roles(STAFF), admin::link_token, audit "link_token.create"),
     route!(POST "/v1/consent", Access::Roles(STAFF), privacy::set_consent, audit "consent.update"),
     route!(GET "/admin/v1/audit", Access::Roles(AUDIT), admin::audit_log, audit "audit.read"),
+    route!(GET "/admin/v1/me", Access::Roles(ANY_ROLE), super::dashboard::me, audit "me.read"),
+    route!(GET "/admin/v1/changes", Access::Roles(STAFF), super::dashboard::changes, audit "changes.follow"),
+    route!(GET "/admin/v1/analytics/{report}", Access::Roles(ANALYSTS), analytics::report, audit "analytics.read"),
 ];
 
 /// Each route's pattern as segments, split once.
