@@ -195,6 +195,7 @@ fn main() {
             Embedded::open(&dir.join("embedded")).unwrap(),
         )));
         measure("embedded", embedded, customers, messages).await;
+        std::fs::create_dir_all(dir.join("redis")).unwrap();
         let server = support::RedisServer::start(&dir.join("redis"), 0, None);
         let url = format!("redis://127.0.0.1:{}/0", server.port);
         let redis = chatcrafter_gateway::store::redis::connect(&url, "cc:")
