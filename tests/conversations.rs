@@ -2110,3 +2110,400 @@ instagram_username = "acme.shop"
         "{channels:?}"
     );
 }
+
+// --- The operator dashboard in a real browser (issue 16) -------------------
+
+const ANALYST: &str = "analyst-token-for-tests";
+const AGENT: &str = "agent-token-for-tests";
+const AUDITOR: &str = "auditor-token-for-tests";
+
+/// A token for each other role, beside `ops` (admin).
+fn dashboard_tokens() -> String {
+    [
+        ("numbers", ANALYST, "analyst"),
+        ("desk", AGENT, "agent"),
+        ("books", AUDITOR, "auditor"),
+    ]
+    .iter()
+    .map(|(name, token, role)| {
+        format!(
+            "[[admin.tokens]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\nrole = \"{role}\"\n",
+            token_sha256(token)
+        )
+    })
+    .collect()
+}
+
+/// Polls `script` (which returns a boolean) in the page until it is true;
+/// on timeout, fails with what the page shows.
+async fn on_page(c: &fantoccini::Client, what: &str, script: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if c.execute(script, vec![]).await.unwrap() == Value::Bool(true) {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let shown = js_text(c, "document.body.innerText").await;
+            panic!("waited 15 s for {what}; the page shows:\n{shown}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of a JavaScript expression, as a string.
+async fn js_text(c: &fantoccini::Client, expr: &str) -> String {
+    let v = c
+        .execute(&format!("return String({expr});"), vec![])
+        .await
+        .unwrap();
+    v.as_str().unwrap().to_string()
+}
+
+/// Finds `css` and does `act` to it, again while the element is missing
+/// or was replaced meanwhile (a live view redraws itself), for up to 15 s.
+async fn with_element<F>(c: &fantoccini::Client, css: &str, act: F)
+where
+    F: AsyncFn(fantoccini::elements::Element) -> Result<(), fantoccini::error::CmdError>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let tried = match c.find(fantoccini::Locator::Css(css)).await {
+            Ok(e) => act(e).await,
+            Err(e) => Err(e),
+        };
+        match tried {
+            Ok(()) => return,
+            Err(e) if std::time::Instant::now() > deadline => panic!("`{css}`: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn click(c: &fantoccini::Client, css: &str) {
+    with_element(c, css, async |e| e.click().await).await;
+}
+
+async fn type_into(c: &fantoccini::Client, css: &str, text: &str) {
+    with_element(c, css, async |e| {
+        e.clear().await?;
+        e.send_keys(text).await
+    })
+    .await;
+}
+
+async fn sign_in(c: &fantoccini::Client, token: &str) {
+    type_into(c, "#token", token).await;
+    click(c, "#sign-in-button").await;
+    on_page(
+        c,
+        "the navigation of a signed-in operator",
+        "return !!document.querySelector('#nav a');",
+    )
+    .await;
+}
+
+async fn sign_out(c: &fantoccini::Client) {
+    click(c, "#sign-out").await;
+    on_page(
+        c,
+        "the sign-in form, and nothing else",
+        "return !document.getElementById('sign-in').hidden && document.getElementById('view').childElementCount === 0 && !document.querySelector('#nav a');",
+    )
+    .await;
+}
+
+/// The labels of the navigation, in order.
+async fn nav(c: &fantoccini::Client) -> Vec<String> {
+    let v = c
+        .execute(
+            "return Array.from(document.querySelectorAll('#nav a')).map(a => a.textContent);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
+/// Whether the open timeline (`scope`, a CSS selector) has an entry on
+/// `channel` whose text is `text`, with the channel's mark.
+fn has_entry(scope: &str, channel: &str, text: &str) -> String {
+    format!(
+        "return Array.from(document.querySelectorAll('{scope} .entry')).some(e => e.dataset.channel === {ch} && e.querySelector('.mark').textContent === {ch} && (e.querySelector('.text') || {{}}).textContent === {text});",
+        ch = Value::String(channel.into()),
+        text = Value::String(text.into()),
+    )
+}
+
+/// Everything the page holds as text: its nodes (shown or hidden, SVG
+/// titles included) and the values of its fields.
+async fn everything_on_the_page(c: &fantoccini::Client) -> String {
+    js_text(
+        c,
+        "document.documentElement.textContent + '\\n' + Array.from(document.querySelectorAll('input, textarea, select')).map(e => e.value).join('\\n')",
+    )
+    .await
+}
+
+#[test]
+fn the_dashboard_in_a_real_browser_search_timeline_merge_inbox_analytics_and_roles() {
+    let apis = channel_apis();
+    let dir = scratch("dashboard");
+    let discord = hex(discord_key().public_key().as_ref());
+    let config = config(
+        EMBEDDED,
+        &apis,
+        &discord,
+        &format!("{FAST}{}", dashboard_tokens()),
+    );
+    let gw = &Gateway::start(&dir, &config);
+    let origin = format!("http://{}", gw.addr);
+
+    // The files: no data, no auth, a strict policy, revalidated.
+    let page = gw.get("/admin");
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(page.header("cache-control"), Some("no-cache"));
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("default-src 'self'")
+            && csp.contains("script-src 'self'")
+            && csp.contains("frame-ancestors 'none'")
+            && !csp.contains("unsafe"),
+        "{csp}"
+    );
+    let script = gw.get("/admin/ui/app.js");
+    assert_eq!(
+        script.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    let etag = script.header("etag").unwrap().to_string();
+    let again = gw.request("GET", "/admin/ui/app.js", &[("if-none-match", &etag)], b"");
+    assert_eq!(again.status, 304);
+    assert_eq!(gw.get("/admin/ui/nothing.js").status, 404);
+    // The identity routes of the page: any role may ask who it is; the
+    // change feed is for admins and agents.
+    let me = with_bearer(gw, ANALYST, "GET", "/admin/v1/me", b"");
+    assert_eq!(me.json(), json!({"name": "numbers", "role": "analyst"}));
+    assert_eq!(gw.get("/admin/v1/me").status, 401);
+    assert_eq!(
+        with_bearer(gw, ANALYST, "GET", "/admin/v1/changes", b"").status,
+        403
+    );
+
+    // Sarah on the widget and on WhatsApp (one customer: both vouch for
+    // her phone); someone on Telegram (another customer, for now).
+    let question = "Do you have the office chair in black?";
+    assert_eq!(widget_message(gw, question).status, 202);
+    let stock = "Is it still in stock?";
+    assert_eq!(whatsapp_message(gw, "wamid.D1", stock).status, 200);
+    // Markup in a message is text on the page, never markup.
+    let telegram_hello = "<b>hello</b> from telegram";
+    assert_eq!(telegram_message(gw, 1, telegram_hello).status, 200);
+    let id = customer_id(gw, "phone:%2B16505551234");
+    assert_eq!(customer_id(gw, "whatsapp:16505551234"), id);
+    let tg = customer_id(gw, "telegram:123456789");
+    assert_ne!(tg, id);
+    wait_for(&apis, "/wa/", 1, gw);
+
+    let driver = Chromedriver::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({"binary": "/usr/bin/chromium",
+                   "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"]}),
+        );
+        let c = fantoccini::ClientBuilder::new(
+            hyper_util::client::legacy::connect::HttpConnector::new(),
+        )
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a headless Chromium session");
+
+        c.goto(&format!("{origin}/admin")).await.unwrap();
+        on_page(&c, "the sign-in form", "return !!document.getElementById('token');").await;
+        // Policy violations and script errors, counted from here on; and a
+        // mark that is gone if the page ever reloads.
+        c.execute(
+            "window.__problems = []; document.addEventListener('securitypolicyviolation', e => window.__problems.push(e.violatedDirective + ' ' + e.blockedURI)); window.addEventListener('error', e => window.__problems.push('error: ' + e.message)); window.addEventListener('unhandledrejection', e => window.__problems.push('rejection: ' + e.reason)); window.__never_reloaded = true; return true;",
+            vec![],
+        )
+        .await
+        .unwrap();
+
+        // 1. A wrong token is refused with the API's words.
+        type_into(&c, "#token", "not-a-token").await;
+        click(&c, "#sign-in-button").await;
+        on_page(&c, "the refusal", "return document.getElementById('sign-in-error').textContent.includes('401 unauthorized');").await;
+
+        // 2. Signed in as an admin: every view.
+        sign_in(&c, ADMIN).await;
+        assert_eq!(nav(&c).await, ["Customers", "Inbox", "Conflicts", "Analytics", "Audit log"]);
+        assert_eq!(js_text(&c, "document.getElementById('who').textContent").await, "ops · admin");
+        on_page(&c, "the live feed", "return document.getElementById('live').dataset.state === 'live';").await;
+
+        // 3. Find Sarah by phone: her profile, and one timeline with both
+        // channels' messages, each with its mark, and the replies' delivery
+        // states.
+        type_into(&c, "#search-value", "+16505551234").await;
+        click(&c, "#search button[type=submit]").await;
+        on_page(&c, "Sarah's profile", &format!("const p = document.getElementById('profile'); return !!p && p.dataset.customer === {};", Value::String(id.clone()))).await;
+        on_page(&c, "the widget question on the timeline", &has_entry("#timeline", "widget", question)).await;
+        on_page(&c, "the WhatsApp message on the timeline", &has_entry("#timeline", "whatsapp", stock)).await;
+        on_page(&c, "delivery states of the replies", "return Array.from(document.querySelectorAll('#timeline .entry[data-direction=outbound] .status')).length >= 2;").await;
+        let identities = js_text(&c, "Array.from(document.querySelectorAll('#profile table.identities tbody tr')).map(r => r.querySelector('.mark').textContent).sort().join(',')").await;
+        assert_eq!(identities, "whatsapp,widget");
+        assert!(js_text(&c, "document.getElementById('profile').textContent").await.contains("Sarah"));
+        screenshot(&c, &dir, "dashboard-1-profile-and-timeline.png").await;
+
+        // 4. Live: a new WhatsApp message shows on the open timeline, with
+        // no reload.
+        let live = "Could it be delivered on Friday?";
+        assert_eq!(whatsapp_message(gw, "wamid.D2", live).status, 200);
+        on_page(&c, "the new message, live", &has_entry("#timeline", "whatsapp", live)).await;
+        assert_eq!(js_text(&c, "window.__never_reloaded").await, "true");
+
+        // 5. Merge the Telegram customer into Sarah, then undo it.
+        type_into(&c, "#merge-other", "telegram:123456789").await;
+        click(&c, "#merge-find").await;
+        on_page(&c, "the merge preview", "return !!document.getElementById('merge-confirm');").await;
+        click(&c, "#merge-confirm").await;
+        on_page(&c, "the merge's confirmation", "return document.getElementById('merge-messages').textContent.includes('Merged');").await;
+        on_page(&c, "the Telegram history on Sarah's timeline", &has_entry("#timeline", "telegram", telegram_hello)).await;
+        assert_eq!(customer_id(gw, "telegram:123456789"), id);
+        assert_eq!(js_text(&c, "document.querySelectorAll('#timeline .text b').length").await, "0");
+        screenshot(&c, &dir, "dashboard-2-merged.png").await;
+        click(&c, "#merges button.undo").await;
+        on_page(&c, "the undo's confirmation", "return document.getElementById('merge-messages').textContent.includes('undone');").await;
+        on_page(&c, "Sarah's timeline without the Telegram history", "return !Array.from(document.querySelectorAll('#timeline .entry')).some(e => e.dataset.channel === 'telegram');").await;
+        assert_eq!(customer_id(gw, "telegram:123456789"), tg);
+        screenshot(&c, &dir, "dashboard-3-undone.png").await;
+
+        // 6. The inbox, live: Sarah asks for a person; her conversation
+        // appears; a reply from the page reaches WhatsApp's API.
+        click(&c, "#nav a[data-view=inbox]").await;
+        on_page(&c, "the inbox", "return !!document.querySelector('#handoffs h2');").await;
+        assert_eq!(
+            whatsapp_message(gw, "wamid.D3", "Can I talk to a real person please?").status,
+            200
+        );
+        let open = format!("[data-conversation={}]", Value::String(id.clone()));
+        on_page(&c, "Sarah's hand-off, live", &format!("return !!document.querySelector('{open}');")).await;
+        click(&c, &open).await;
+        on_page(&c, "the reply form", "return !!document.getElementById('reply-text');").await;
+        let reply = "Hi Sarah, Tom here: yes, Friday works.";
+        type_into(&c, "#reply-text", reply).await;
+        click(&c, "#reply-send").await;
+        on_page(&c, "the reply's acknowledgment", "return !!document.querySelector('#reply-messages .ok');").await;
+        assert!(
+            eventually(WAIT, || apis.to("/wa/").iter().any(|r| r.json()["text"]["body"] == reply)),
+            "the reply never reached WhatsApp's API: {:?}",
+            apis.to("/wa/")
+        );
+        on_page(
+            &c,
+            "the reply on the conversation, past `queued`",
+            &format!("return Array.from(document.querySelectorAll('#conversation-entries .entry[data-direction=outbound]')).some(e => e.querySelector('.text').textContent === {} && e.querySelector('.status').textContent !== 'queued');", Value::String(reply.into())),
+        )
+        .await;
+        screenshot(&c, &dir, "dashboard-4-inbox-reply.png").await;
+
+        // 7. Analytics: a purchase, then figures read off the page agree
+        // with the API's JSON.
+        let purchase = json!({"identifier": {"kind": "phone", "value": "+16505551234"}, "type": "purchase", "properties": {"order": "o-1"}});
+        assert_eq!(admin(gw, "POST", "/v1/events", purchase.to_string().as_bytes()).status, 202);
+        let report = admin(gw, "GET", "/admin/v1/analytics/channels", b"");
+        let analytics_served = report.status != 404;
+        if analytics_served {
+            assert_eq!(report.status, 200, "{}", report.text());
+            click(&c, "#nav a[data-view=analytics]").await;
+            on_page(&c, "the channels report", "return document.querySelector('#report[data-report=channels][data-loaded=true] [data-figure=customers]') !== null;").await;
+            let api = admin(gw, "GET", "/admin/v1/analytics/channels", b"").json();
+            assert_eq!(js_text(&c, "document.querySelector('[data-figure=customers]').textContent").await, api["customers"].to_string());
+            assert_eq!(
+                js_text(&c, "document.querySelector('[data-channel=whatsapp][data-column=active]').textContent").await,
+                api["active"]["whatsapp"].to_string()
+            );
+            screenshot(&c, &dir, "dashboard-5-analytics-channels.png").await;
+            click(&c, ".tabs a[href='#/analytics/switches']").await;
+            on_page(&c, "the switch matrix", "return document.querySelector('#report[data-report=switches][data-loaded=true] #switch-matrix') !== null;").await;
+            screenshot(&c, &dir, "dashboard-6-analytics-switches.png").await;
+            click(&c, ".tabs a[href='#/analytics/attribution']").await;
+            on_page(&c, "the attribution models", "return document.querySelector('#report[data-report=attribution][data-loaded=true] #attribution') !== null;").await;
+            for model in ["first", "last", "linear", "position", "time_decay"] {
+                let api = admin(gw, "GET", &format!("/admin/v1/analytics/attribution?model={model}"), b"").json();
+                assert_eq!(
+                    js_text(&c, &format!("document.querySelector('[data-model={model}][data-column=conversions]').textContent")).await,
+                    api["conversions"].to_string(),
+                    "{model}"
+                );
+            }
+            screenshot(&c, &dir, "dashboard-7-analytics-attribution.png").await;
+            click(&c, ".tabs a[href='#/analytics/journeys']").await;
+            on_page(&c, "the journeys", "return document.querySelector('#report[data-report=journeys][data-loaded=true]') !== null;").await;
+            screenshot(&c, &dir, "dashboard-8-analytics-journeys.png").await;
+        } else {
+            eprintln!("GET /admin/v1/analytics/channels is 404: the dashboard's analytics checks did not run");
+        }
+        let problems = js_text(&c, "window.__problems.join('; ')").await;
+        assert_eq!(problems, "", "the policy refused something, or a script failed");
+
+        // 8. An agent: customers and the inbox, no merge.
+        sign_out(&c).await;
+        sign_in(&c, AGENT).await;
+        assert_eq!(nav(&c).await, ["Customers", "Inbox"]);
+        c.execute(&format!("location.hash = {}; return true;", Value::String(format!("#/customer/{id}"))), vec![]).await.unwrap();
+        on_page(&c, "the profile, for an agent", "return !!document.getElementById('profile');").await;
+        assert_eq!(js_text(&c, "!!document.getElementById('merge-other')").await, "false");
+
+        // 9. An auditor: the audit log only, filtered.
+        sign_out(&c).await;
+        sign_in(&c, AUDITOR).await;
+        assert_eq!(nav(&c).await, ["Audit log"]);
+        type_into(&c, "#audit-action", "merge.undo").await;
+        click(&c, "#audit-filters button[type=submit]").await;
+        on_page(&c, "the undo in the audit log", "const rows = Array.from(document.querySelectorAll('#audit-entries tbody tr')); return rows.length >= 1 && rows.every(r => r.children[3].textContent === 'merge.undo');").await;
+        screenshot(&c, &dir, "dashboard-9-audit.png").await;
+
+        // 10. An analyst: reports only, and no personal data anywhere on
+        // the page — not even after asking for a customer's page.
+        sign_out(&c).await;
+        sign_in(&c, ANALYST).await;
+        assert_eq!(nav(&c).await, ["Analytics"]);
+        let personal = ["Sarah", "Kim", "sarah@example.com", "16505551234", "6505551234", question, stock, live, reply, telegram_hello];
+        let mut pages = vec!["#/customers".to_string(), format!("#/customer/{id}"), "#/inbox".into(), "#/audit".into()];
+        if analytics_served {
+            pages.extend(["#/analytics/channels", "#/analytics/switches", "#/analytics/attribution", "#/analytics/journeys"].map(String::from));
+        }
+        for hash in &pages {
+            // The old report goes first, so the wait is for the new one.
+            c.execute(&format!("const r = document.getElementById('report'); if (r) r.remove(); location.hash = {}; return true;", Value::String(hash.clone())), vec![]).await.unwrap();
+            on_page(&c, &format!("a report (or its error) for the analyst at {hash}"), "const r = document.getElementById('report'); return !!r && (r.dataset.loaded === 'true' || !!r.querySelector('.error'));").await;
+            assert_eq!(js_text(&c, "document.getElementById('view').dataset.view").await, "analytics", "{hash}");
+            let text = everything_on_the_page(&c).await;
+            for p in personal {
+                assert!(!text.contains(p), "the analyst sees `{p}` at {hash}:\n{text}");
+            }
+        }
+        if analytics_served {
+            // One customer's touchpoints, by id: channels and kinds only.
+            type_into(&c, "#journey-customer", &id).await;
+            click(&c, "#journey-show").await;
+            on_page(&c, "Sarah's touchpoints", "return !!document.querySelector('#touchpoints table');").await;
+            let text = everything_on_the_page(&c).await;
+            for p in personal {
+                assert!(!text.contains(p), "the analyst sees `{p}` among touchpoints:\n{text}");
+            }
+        }
+        screenshot(&c, &dir, "dashboard-10-analyst.png").await;
+        assert_eq!(js_text(&c, "window.__problems.join('; ')").await, "");
+        assert_eq!(js_text(&c, "window.__never_reloaded").await, "true");
+        c.close().await.unwrap();
+    });
+    eprintln!("dashboard screenshots: {}", dir.display());
+}

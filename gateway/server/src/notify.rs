@@ -7,7 +7,9 @@
 //! Each subscriber follows one customer: a change wakes only the
 //! subscribers of its customer (ten thousand open widget sessions cost a
 //! message nothing), while merges — which move customers — and a lost
-//! Redis subscription (`Resync`) reach every subscriber.
+//! Redis subscription (`Resync`) reach every subscriber. The operator
+//! dashboard's feed is the one follower of every customer
+//! ([`Notifier::subscribe_all`]), and costs nothing while none is open.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -29,6 +31,9 @@ struct Router {
     everyone: broadcast::Sender<Change>,
     /// Per followed customer.
     customers: Mutex<HashMap<String, broadcast::Sender<Change>>>,
+    /// Every change of every customer: the operator dashboard's feed
+    /// (`GET /admin/v1/changes`). Sent to only while someone follows it.
+    all: broadcast::Sender<Change>,
     /// Woken by every new message (and merge, and resync), in `gateway
     /// worker` mode: its queue's jobs are queued by other nodes — the Spin
     /// edge, which has no worker — and are answered at once. (A serving
@@ -42,6 +47,7 @@ impl Router {
         Arc::new(Router {
             everyone: broadcast::channel(BACKLOG).0,
             customers: Mutex::new(HashMap::new()),
+            all: broadcast::channel(BACKLOG).0,
             arrivals: Mutex::new(None),
         })
     }
@@ -58,6 +64,9 @@ impl Router {
         }
         if matches!(change.kind, ChangeKind::Merge | ChangeKind::Resync) {
             let _ = self.everyone.send(change.clone());
+        }
+        if self.all.receiver_count() > 0 {
+            let _ = self.all.send(change.clone());
         }
         if let Some(tx) = self.map().get(&change.customer_id) {
             let _ = tx.send(change);
@@ -185,6 +194,13 @@ impl Notifier {
             everyone: self.router.everyone.subscribe(),
             customer: None,
         }
+    }
+
+    /// Every change of every customer, from now on (the operator
+    /// dashboard's feed). A follower that falls [`BACKLOG`] changes behind
+    /// is told so by `RecvError::Lagged`, and should read the store again.
+    pub fn subscribe_all(&self) -> broadcast::Receiver<Change> {
+        self.router.all.subscribe()
     }
 
     /// Announces a change to every node. Best effort: a lost notification

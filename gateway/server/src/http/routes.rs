@@ -100,6 +100,7 @@ pub(crate) static ROUTES: &[Route] = &[
     route!(GET "/demo/timeline", Access::Open, demo::timeline),
     // The operator dashboard's files: no data in them (docs/dashboard.md).
     route!(GET "/admin", Access::Open, super::dashboard::index),
+    route!(GET "/admin/", Access::Open, super::dashboard::index),
     route!(GET "/admin/ui/{file}", Access::Open, super::dashboard::asset),
     route!(OPTIONS "/widget/v1/history", Access::Open, widget::history),
     route!(GET "/admin/v1/customers", Access::Roles(STAFF), admin::find_customer, audit "customer.lookup"),
