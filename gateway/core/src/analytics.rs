@@ -721,6 +721,11 @@ impl<B: Backend> Db<B> {
                 .backend()
                 .scan(&prefix, cursor.as_deref(), 1000)
                 .await?;
+            let owners: Vec<&str> = page
+                .iter()
+                .filter_map(|(k, _)| crate::db::owner_of_key(k))
+                .collect();
+            self.warm_customer_keys(&owners).await?;
             let page = &page;
             let opened: Vec<(String, Summary)> = self
                 .read_unit(move |ctx, _| {

@@ -351,6 +351,34 @@ impl<B: Backend> Db<B> {
         Ok(())
     }
 
+    /// Loads the keys of `customers` this node lacks into its cache in one
+    /// read of the key vault (a scan over many customers' records, which
+    /// would otherwise run once per key it misses). Customers without a
+    /// key (erased) are skipped: their records no longer open.
+    pub(crate) async fn warm_customer_keys(&self, customers: &[&str]) -> Result<(), DbError> {
+        let k = Keys::new(&self.prefix, &self.keys);
+        let missing: Vec<&str> = customers
+            .iter()
+            .copied()
+            .filter(|c| self.customer_keys.get(c).is_none())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let vkeys: Vec<String> = missing.iter().map(|c| k.customer_key(c)).collect();
+        let vkeys = &vkeys;
+        let work: &Work<'_, Vec<Option<Vec<u8>>>> =
+            &move |txn, _: Scope<'_, '_>| Box::pin(txn.get_many(vkeys));
+        let found = self.vault().read(work).await?;
+        for ((customer, vkey), wrapped) in missing.iter().zip(vkeys).zip(found) {
+            if let Some(wrapped) = wrapped {
+                let key = unwrap_key(&self.keys, vkey, &wrapped)?;
+                self.customer_keys.put(customer, Arc::new(key));
+            }
+        }
+        Ok(())
+    }
+
     /// Destroys the keys of `customers` in the vault and this node's
     /// cache: whatever is still sealed under them, anywhere, no longer
     /// opens. Returns how many keys there were.

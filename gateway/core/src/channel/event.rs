@@ -235,6 +235,10 @@ pub struct DeliveryStatus {
 /// One normalized event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "event")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "messages are nearly every event; boxing them would add an allocation to each"
+)]
 pub enum InboundEvent {
     /// A person sent a message.
     Message(InboundMessage),
