@@ -13,8 +13,12 @@ CONNS=${CONNS:-32}
 SENDERS=${SENDERS:-1000}
 BODIES=${BODIES:-150000}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chatcrafter/target}"
-cargo build --release --example bench_server --bin gateway -q
-BIN="$CARGO_TARGET_DIR/release"
+# BIN=<dir holding gateway and examples/bench_server> runs binaries built
+# elsewhere (scripts/analytics-cost.sh: a build before and after a change).
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --example bench_server --bin gateway -q
+  BIN="$CARGO_TARGET_DIR/release"
+fi
 SECRET=load-test-app-secret
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -287,6 +287,8 @@ pub fn add_counters(
     for (k, v) in delta {
         *m.entry(k.clone()).or_default() += v;
     }
+    // A counter back at zero goes (what is taken out leaves no name).
+    m.retain(|_, v| v.abs() >= 1e-9);
     serde_json::to_vec(&m).unwrap_or_default()
 }
 

@@ -65,7 +65,10 @@ for j = n + 1, #KEYS do
     local cur = redis.call('GET', KEYS[j])
     local m = {}
     if cur then m = cjson.decode(cur) end
-    for k, v in pairs(cjson.decode(string.sub(op, 2))) do m[k] = (m[k] or 0) + v end
+    for k, v in pairs(cjson.decode(string.sub(op, 2))) do
+      local x = (m[k] or 0) + v
+      if math.abs(x) < 1e-9 then m[k] = nil else m[k] = x end
+    end
     if next(m) == nil then
       redis.call('SET', KEYS[j], '{}')
     else
