@@ -1485,6 +1485,23 @@ impl Chromedriver {
     }
 }
 
+/// A headless Chromium session through `driver`, its window `size`
+/// (`"W,H"`).
+async fn browser(driver: &Chromedriver, size: &str) -> fantoccini::Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"binary": "/usr/bin/chromium",
+               "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                        format!("--window-size={size}")]}),
+    );
+    fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a headless Chromium session")
+}
+
 /// Polls `script` (which returns a boolean) in the page until it is true.
 async fn until(c: &fantoccini::Client, what: &str, script: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
@@ -1555,19 +1572,7 @@ fn the_widget_in_a_real_browser_across_two_nodes_a_cut_network_and_a_new_user() 
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({"binary": "/usr/bin/chromium",
-                   "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900"]}),
-        );
-        let c = fantoccini::ClientBuilder::new(
-            hyper_util::client::legacy::connect::HttpConnector::new(),
-        )
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("a headless Chromium session");
+        let c = browser(&driver, "1200,900").await;
         use fantoccini::Locator;
 
         // 1. Log in on the demo shop as Sarah, write, see the agent's reply.
@@ -2314,19 +2319,7 @@ fn the_dashboard_in_a_real_browser_search_timeline_merge_inbox_analytics_and_rol
     let driver = Chromedriver::start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({"binary": "/usr/bin/chromium",
-                   "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"]}),
-        );
-        let c = fantoccini::ClientBuilder::new(
-            hyper_util::client::legacy::connect::HttpConnector::new(),
-        )
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("a headless Chromium session");
+        let c = browser(&driver, "1400,1000").await;
 
         c.goto(&format!("{origin}/admin")).await.unwrap();
         on_page(&c, "the sign-in form", "return !!document.getElementById('token');").await;

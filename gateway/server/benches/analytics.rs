@@ -23,8 +23,6 @@ use chatcrafter_core::analytics::{self, Filter};
 use chatcrafter_core::channel::{ChannelIdentity, Claim, ClaimKind, Content, InboundMessage};
 use chatcrafter_core::conversation::Entry;
 use chatcrafter_core::db::Db;
-use chatcrafter_core::identity::Rules;
-use chatcrafter_core::seal::Keyring;
 use chatcrafter_core::store::Backend;
 use chatcrafter_gateway::store::AnyBackend;
 use chatcrafter_gateway::store::embedded::Embedded;
@@ -34,21 +32,9 @@ mod support;
 
 const CHANNELS: [&str; 5] = ["widget", "whatsapp", "telegram", "discord", "messenger"];
 
-fn graph(backend: AnyBackend) -> Db<Arc<AnyBackend>> {
-    let keys = Keyring::new(
-        Some("AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="),
-        Some("AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM="),
-    )
-    .unwrap();
-    Db::new(
-        Arc::new(backend),
-        Arc::new(chatcrafter_gateway::ids::SystemClock),
-        Arc::new(keys),
-        "cc:",
-        Rules::default(),
-        Arc::new(ring::rand::SystemRandom::new()),
-    )
-}
+#[path = "common/db.rs"]
+mod db;
+use db::graph;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -9,13 +9,10 @@
 //! Redis runs as a private `redis-server` on a free port (never 6379).
 //! Run: `cargo bench -p chatcrafter-gateway --bench store`
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chatcrafter_core::channel::{ChannelIdentity, Claim, ClaimKind};
-use chatcrafter_core::db::Db;
-use chatcrafter_core::identity::{Rules, Sender};
-use chatcrafter_core::seal::Keyring;
+use chatcrafter_core::identity::Sender;
 use chatcrafter_gateway::store::AnyBackend;
 use chatcrafter_gateway::store::embedded::Embedded;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -41,21 +38,9 @@ fn sender(id: &str, phone: &str) -> Sender {
     }
 }
 
-fn graph(backend: AnyBackend) -> Db<Arc<AnyBackend>> {
-    let keys = Keyring::new(
-        Some("AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="),
-        Some("AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM="),
-    )
-    .unwrap();
-    Db::new(
-        Arc::new(backend),
-        Arc::new(chatcrafter_gateway::ids::SystemClock),
-        Arc::new(keys),
-        "cc:",
-        Rules::default(),
-        Arc::new(ring::rand::SystemRandom::new()),
-    )
-}
+#[path = "common/db.rs"]
+mod db;
+use db::graph;
 
 fn store(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -1535,7 +1535,7 @@ async fn analytics_reports_match_an_independent_count_of_a_generated_population(
     use chatcrafter_core::analytics::Filter;
     let f = fixture(kind, "analytics").await;
     let g = graph(&f, rules());
-    const N: u64 = 1_200;
+    const N: u64 = 2_000;
     let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
     let mut next = |m: u64| {
         seed ^= seed << 13;

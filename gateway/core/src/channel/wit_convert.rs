@@ -97,6 +97,63 @@ macro_rules! plugin_conversions_common {
             (verification, handshake)
         }
 
+        /// The capabilities every version has.
+        fn shared_capabilities(c: wit::Capabilities) -> Vec<$crate::channel::Capability> {
+            [
+                (
+                    wit::Capabilities::RECEIVE_MESSAGES,
+                    $crate::channel::Capability::ReceiveMessages,
+                ),
+                (
+                    wit::Capabilities::DELIVERY_STATUS,
+                    $crate::channel::Capability::DeliveryStatus,
+                ),
+                (
+                    wit::Capabilities::SEND_TEXT,
+                    $crate::channel::Capability::SendText,
+                ),
+                (
+                    wit::Capabilities::DEFERRED_REPLIES,
+                    $crate::channel::Capability::DeferredReplies,
+                ),
+                (
+                    wit::Capabilities::LINK_TOKENS,
+                    $crate::channel::Capability::LinkTokens,
+                ),
+            ]
+            .into_iter()
+            .filter(|(f, _)| c.contains(*f))
+            .map(|(_, c)| c)
+            .collect()
+        }
+
+        /// A manifest of what every version declares; what a later version
+        /// adds starts at its 0.1 default (no window, links or rich limits).
+        fn manifest_base(
+            id: String,
+            version: String,
+            display_name: String,
+            (verification, handshake): (wit::Verification, wit::Handshake),
+            (secrets, settings): (Vec<wit::SettingSpec>, Vec<wit::SettingSpec>),
+            capabilities: Vec<$crate::channel::Capability>,
+        ) -> $crate::channel::Manifest {
+            let (verification, handshake) = verification_and_handshake(verification, handshake);
+            $crate::channel::Manifest {
+                id,
+                version,
+                display_name,
+                verification,
+                handshake,
+                secrets: secrets.into_iter().map(spec).collect(),
+                settings: settings.into_iter().map(spec).collect(),
+                capabilities,
+                reply_window_seconds: None,
+                person_reply_window_seconds: None,
+                deep_links: vec![],
+                outbound_limits: $crate::channel::OutboundLimits::text_only(),
+            }
+        }
+
         fn claim_kind_to_wit(k: &$crate::channel::ClaimKind) -> wit::ClaimKind {
             match k {
                 $crate::channel::ClaimKind::Email => wit::ClaimKind::Email,
@@ -280,47 +337,15 @@ macro_rules! plugin_conversions_0_1 {
         $crate::plugin_conversions_common!();
 
         pub(super) fn manifest(m: wit::Manifest) -> $crate::channel::Manifest {
-            let (verification, handshake) = verification_and_handshake(m.verification, m.handshake);
-            let flags = [
-                (
-                    wit::Capabilities::RECEIVE_MESSAGES,
-                    $crate::channel::Capability::ReceiveMessages,
-                ),
-                (
-                    wit::Capabilities::DELIVERY_STATUS,
-                    $crate::channel::Capability::DeliveryStatus,
-                ),
-                (
-                    wit::Capabilities::SEND_TEXT,
-                    $crate::channel::Capability::SendText,
-                ),
-                (
-                    wit::Capabilities::DEFERRED_REPLIES,
-                    $crate::channel::Capability::DeferredReplies,
-                ),
-                (
-                    wit::Capabilities::LINK_TOKENS,
-                    $crate::channel::Capability::LinkTokens,
-                ),
-            ];
-            $crate::channel::Manifest {
-                id: m.id,
-                version: m.version,
-                display_name: m.display_name,
-                verification,
-                handshake,
-                secrets: m.secrets.into_iter().map(spec).collect(),
-                settings: m.settings.into_iter().map(spec).collect(),
-                capabilities: flags
-                    .into_iter()
-                    .filter(|(f, _)| m.capabilities.contains(*f))
-                    .map(|(_, c)| c)
-                    .collect(),
-                reply_window_seconds: None,
-                person_reply_window_seconds: None,
-                deep_links: vec![],
-                outbound_limits: $crate::channel::OutboundLimits::text_only(),
-            }
+            let capabilities = shared_capabilities(m.capabilities);
+            manifest_base(
+                m.id,
+                m.version,
+                m.display_name,
+                (m.verification, m.handshake),
+                (m.secrets, m.settings),
+                capabilities,
+            )
         }
 
         fn identity_to_wit(i: &$crate::channel::ChannelIdentity) -> wit::ChannelIdentity {
@@ -405,28 +430,8 @@ macro_rules! plugin_conversions_0_2 {
         $crate::plugin_conversions_common!();
 
         pub(super) fn manifest(m: wit::Manifest) -> $crate::channel::Manifest {
-            let (verification, handshake) = verification_and_handshake(m.verification, m.handshake);
-            let flags = [
-                (
-                    wit::Capabilities::RECEIVE_MESSAGES,
-                    $crate::channel::Capability::ReceiveMessages,
-                ),
-                (
-                    wit::Capabilities::DELIVERY_STATUS,
-                    $crate::channel::Capability::DeliveryStatus,
-                ),
-                (
-                    wit::Capabilities::SEND_TEXT,
-                    $crate::channel::Capability::SendText,
-                ),
-                (
-                    wit::Capabilities::DEFERRED_REPLIES,
-                    $crate::channel::Capability::DeferredReplies,
-                ),
-                (
-                    wit::Capabilities::LINK_TOKENS,
-                    $crate::channel::Capability::LinkTokens,
-                ),
+            let mut capabilities = shared_capabilities(m.capabilities);
+            for (flag, c) in [
                 (
                     wit::Capabilities::SEND_MEDIA,
                     $crate::channel::Capability::SendMedia,
@@ -439,30 +444,29 @@ macro_rules! plugin_conversions_0_2 {
                     wit::Capabilities::SEND_TEMPLATES,
                     $crate::channel::Capability::SendTemplates,
                 ),
-            ];
-            $crate::channel::Manifest {
-                id: m.id,
-                version: m.version,
-                display_name: m.display_name,
-                verification,
-                handshake,
-                secrets: m.secrets.into_iter().map(spec).collect(),
-                settings: m.settings.into_iter().map(spec).collect(),
-                capabilities: flags
-                    .into_iter()
-                    .filter(|(f, _)| m.capabilities.contains(*f))
-                    .map(|(_, c)| c)
-                    .collect(),
-                reply_window_seconds: m.reply_window_seconds,
-                person_reply_window_seconds: m.person_reply_window_seconds,
-                deep_links: m.deep_links,
-                outbound_limits: $crate::channel::OutboundLimits {
-                    max_text_chars: m.outbound_limits.max_text_chars,
-                    max_choices: m.outbound_limits.max_choices,
-                    max_choice_title_chars: m.outbound_limits.max_choice_title_chars,
-                    max_caption_chars: m.outbound_limits.max_caption_chars,
-                },
+            ] {
+                if m.capabilities.contains(flag) {
+                    capabilities.push(c);
+                }
             }
+            let mut out = manifest_base(
+                m.id,
+                m.version,
+                m.display_name,
+                (m.verification, m.handshake),
+                (m.secrets, m.settings),
+                capabilities,
+            );
+            out.reply_window_seconds = m.reply_window_seconds;
+            out.person_reply_window_seconds = m.person_reply_window_seconds;
+            out.deep_links = m.deep_links;
+            out.outbound_limits = $crate::channel::OutboundLimits {
+                max_text_chars: m.outbound_limits.max_text_chars,
+                max_choices: m.outbound_limits.max_choices,
+                max_choice_title_chars: m.outbound_limits.max_choice_title_chars,
+                max_caption_chars: m.outbound_limits.max_caption_chars,
+            };
+            out
         }
 
         fn identity_to_wit(i: &$crate::channel::ChannelIdentity) -> wit::ChannelIdentity {
