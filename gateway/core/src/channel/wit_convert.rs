@@ -154,6 +154,15 @@ macro_rules! plugin_conversions_common {
             }
         }
 
+        fn delivery_state(s: wit::DeliveryState) -> $crate::channel::DeliveryState {
+            match s {
+                wit::DeliveryState::Sent => $crate::channel::DeliveryState::Sent,
+                wit::DeliveryState::Delivered => $crate::channel::DeliveryState::Delivered,
+                wit::DeliveryState::Read => $crate::channel::DeliveryState::Read,
+                wit::DeliveryState::Failed => $crate::channel::DeliveryState::Failed,
+            }
+        }
+
         fn claim_kind_to_wit(k: &$crate::channel::ClaimKind) -> wit::ClaimKind {
             match k {
                 $crate::channel::ClaimKind::Email => wit::ClaimKind::Email,
@@ -384,14 +393,7 @@ macro_rules! plugin_conversions_0_1 {
                     $crate::channel::InboundEvent::Status($crate::channel::DeliveryStatus {
                         provider_message_id: s.provider_message_id,
                         recipient: s.recipient.map(identity),
-                        state: match s.state {
-                            wit::DeliveryState::Sent => $crate::channel::DeliveryState::Sent,
-                            wit::DeliveryState::Delivered => {
-                                $crate::channel::DeliveryState::Delivered
-                            }
-                            wit::DeliveryState::Read => $crate::channel::DeliveryState::Read,
-                            wit::DeliveryState::Failed => $crate::channel::DeliveryState::Failed,
-                        },
+                        state: delivery_state(s.state),
                         timestamp: s.timestamp,
                         error: s.error,
                     })
@@ -512,14 +514,7 @@ macro_rules! plugin_conversions_0_2 {
                     $crate::channel::InboundEvent::Status($crate::channel::DeliveryStatus {
                         provider_message_id: s.provider_message_id,
                         recipient: s.recipient.map(|r| identity(r, channel)),
-                        state: match s.state {
-                            wit::DeliveryState::Sent => $crate::channel::DeliveryState::Sent,
-                            wit::DeliveryState::Delivered => {
-                                $crate::channel::DeliveryState::Delivered
-                            }
-                            wit::DeliveryState::Read => $crate::channel::DeliveryState::Read,
-                            wit::DeliveryState::Failed => $crate::channel::DeliveryState::Failed,
-                        },
+                        state: delivery_state(s.state),
                         timestamp: s.timestamp,
                         error: s.error,
                     })
