@@ -175,6 +175,9 @@ impl Summary {
                 for (k, v) in &f.switches {
                     *e.switches.entry(k.clone()).or_default() += v;
                 }
+                if f.last.as_ref().map(|l| l.at) > e.last.as_ref().map(|l| l.at) {
+                    e.last = f.last.clone();
+                }
             }
         }
         out.purchases.sort_unstable();
@@ -236,9 +239,16 @@ pub fn contribution(s: &Summary, filter: &Filter<'_>) -> Counters {
     // What was folded counts only without a time range (its times are
     // gone).
     let folded = s.earlier.as_ref().filter(|_| !filter.has_time());
-    let first = folded
-        .and_then(|f| f.first.as_ref())
-        .or(touches.first().copied());
+    // The earliest of the folded first touch and the first kept one (a
+    // merge can bring folded history that starts later than a part's).
+    let first = match (
+        folded.and_then(|f| f.first.as_ref()),
+        touches.first().copied(),
+    ) {
+        (Some(f), Some(t)) if t.at < f.at => Some(t),
+        (Some(f), _) => Some(f),
+        (None, t) => t,
+    };
     let Some(first) = first else {
         // Never wrote (in range): not a customer of these reports; their
         // purchases are conversions without a touch.
@@ -309,9 +319,11 @@ pub fn contribution(s: &Summary, filter: &Filter<'_>) -> Counters {
     // days before it.
     for &p in &purchases {
         add(&mut c, "purchases".into(), 1.0);
-        let window: Vec<&Touch> = s
-            .touches
+        // The touches the filter keeps: a range selects touches and
+        // purchases alike.
+        let window: Vec<&Touch> = touches
             .iter()
+            .copied()
             .filter(|t| t.at <= p && p - t.at <= ATTRIBUTION_WINDOW_SECONDS)
             .collect();
         for m in MODELS {
@@ -928,7 +940,8 @@ mod tests {
             );
         }
         assert_eq!(s.touches.len(), MAX_TOUCHES);
-        let c = contribution(&s, &Filter::default());
+        // Through a union, as every report reads it.
+        let c = contribution(&Summary::union([&s]), &Filter::default());
         assert_eq!(get(&c, "first_touch:widget"), 1.0);
         assert_eq!(get(&c, "path:widget>whatsapp>telegram"), 1.0);
         // Every alternation is a switch: 1 (widget→whatsapp) + 1999.

@@ -1420,7 +1420,8 @@ fn expected(people: &[Person], range: (u64, u64)) -> serde_json::Value {
         buys.sort();
         for &b in &buys {
             purchases += 1;
-            let mut all = p.touches.clone();
+            let mut all: Vec<(u64, &str)> =
+                p.touches.iter().copied().filter(|x| inr(x.0)).collect();
             all.sort();
             let w: Vec<&str> = all
                 .iter()
